@@ -1,0 +1,173 @@
+// memfd segments. A store creates one memfd per segment (at most 4 GiB, the
+// largest ArrayBuffer Node 20 can hold safely), seals its size so no client
+// can shrink it under others (which would SIGBUS every mapper), and maps it
+// read-write. Clients receive the fd over SCM_RIGHTS and map it once per
+// process: read-only for readers, so a stray write to a sealed object faults.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "errno-error.h"
+#include "segment.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace trellis {
+namespace {
+
+constexpr uint64_t kMaxSegment = 4ull << 30;
+
+uint64_t ToU64(const Napi::Value& v) {
+  double d = v.As<Napi::Number>().DoubleValue();
+  return d < 0 ? 0 : static_cast<uint64_t>(d);
+}
+
+// memfdCreate(name, size) -> fd
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  uint64_t size = ToU64(info[1]);
+  if (size == 0 || size > kMaxSegment) throw Napi::RangeError::New(env, "segment size out of range");
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) throw ErrnoError(env, "memfd_create", errno);
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, "ftruncate", err);
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, "fcntl(F_ADD_SEALS)", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+struct Mapping {
+  void* addr;
+  size_t len;
+};
+
+void Unmap(Napi::Env /*env*/, void* /*data*/, Mapping* m) {
+  munmap(m->addr, m->len);
+  delete m;
+}
+
+// map(fd, size, writable, populate) -> ArrayBuffer over the whole segment.
+// The mapping lives until the ArrayBuffer is collected.
+Napi::Value Map(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t size = ToU64(info[1]);
+  bool writable = info[2].As<Napi::Boolean>().Value();
+  bool populate = info.Length() > 3 && info[3].As<Napi::Boolean>().Value();
+  if (size == 0 || size > kMaxSegment) throw Napi::RangeError::New(env, "mapping size out of range");
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* addr = mmap(nullptr, size, prot, flags, fd, 0);
+  if (addr == MAP_FAILED) throw ErrnoError(env, "mmap", errno);
+  auto* m = new Mapping{addr, static_cast<size_t>(size)};
+  return Napi::ArrayBuffer::New(env, addr, size, Unmap, m);
+}
+
+// punchHole(fd, offset, length): give the pages of a freed range back to the OS.
+Napi::Value PunchHole(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t off = ToU64(info[1]);
+  uint64_t len = ToU64(info[2]);
+  if (len == 0) return env.Undefined();
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0) throw ErrnoError(env, "fallocate(PUNCH_HOLE)", errno);
+  return env.Undefined();
+}
+
+// reserve(fd, offset, length): allocate the pages of a range up front, so the
+// first write to them does not pay the page-allocation cost.
+Napi::Value Reserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint64_t off = ToU64(info[1]);
+  uint64_t len = ToU64(info[2]);
+  if (len == 0) return env.Undefined();
+  if (fallocate(fd, 0, off, len) != 0) throw ErrnoError(env, "fallocate", errno);
+  return env.Undefined();
+}
+
+// populate(arrayBuffer, offset, length, write) -> boolean: fill this process's
+// page tables for a range of a mapping so later accesses take no faults.
+// Returns false where the kernel lacks MADV_POPULATE_*.
+Napi::Value Populate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  uint64_t off = ToU64(info[1]);
+  uint64_t len = ToU64(info[2]);
+  bool write = info[3].As<Napi::Boolean>().Value();
+  if (off + len > ab.ByteLength()) throw Napi::RangeError::New(env, "populate range outside the mapping");
+  if (len == 0) return Napi::Boolean::New(env, true);
+  uintptr_t base = reinterpret_cast<uintptr_t>(ab.Data());
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t start = (base + off) & ~static_cast<uintptr_t>(page - 1);
+  uintptr_t end = base + off + len;
+  if (madvise(reinterpret_cast<void*>(start), end - start, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) != 0) {
+    if (errno == EINVAL) return Napi::Boolean::New(env, false);
+    throw ErrnoError(env, "madvise(POPULATE)", errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// residentBytes(fd): bytes of memory the memfd holds (st_blocks), which falls
+// when holes are punched.
+Napi::Value ResidentBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct stat st;
+  if (fstat(fd, &st) != 0) throw ErrnoError(env, "fstat", errno);
+  return Napi::Number::New(env, static_cast<double>(st.st_blocks) * 512.0);
+}
+
+// fdSize(fd): the size of a received segment, checked against what the store said.
+Napi::Value FdSize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct stat st;
+  if (fstat(fd, &st) != 0) throw ErrnoError(env, "fstat", errno);
+  return Napi::Number::New(env, static_cast<double>(st.st_size));
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (close(fd) != 0) throw ErrnoError(env, "close", errno);
+  return env.Undefined();
+}
+
+// address(arrayBuffer) -> bigint: only for tests and diagnostics.
+Napi::Value Address(const Napi::CallbackInfo& info) {
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ab.Data())));
+}
+
+}  // namespace
+
+void InitSegment(Napi::Env env, Napi::Object exports) {
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
+  exports.Set("map", Napi::Function::New(env, Map));
+  exports.Set("punchHole", Napi::Function::New(env, PunchHole));
+  exports.Set("reserve", Napi::Function::New(env, Reserve));
+  exports.Set("populate", Napi::Function::New(env, Populate));
+  exports.Set("residentBytes", Napi::Function::New(env, ResidentBytes));
+  exports.Set("fdSize", Napi::Function::New(env, FdSize));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("address", Napi::Function::New(env, Address));
+}
+
+}  // namespace trellis

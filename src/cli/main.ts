@@ -1,0 +1,115 @@
+/**
+ * The `trellis` command.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { connect } from '../client/connect.js';
+import { TrellisError } from '../errors.js';
+import { StoreServer } from '../store/store-server.js';
+import { parseSize } from './size.js';
+
+function sizeArg(v: string): number {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function intArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got ${v}`);
+  return n;
+}
+
+function modeArg(v: string): number {
+  if (!/^[0-7]{3,4}$/.test(v)) throw new InvalidArgumentError(`expected an octal mode such as 0600, got ${v}`);
+  return Number.parseInt(v, 8);
+}
+
+function gidArg(v: string): number {
+  if (/^\d+$/.test(v)) return Number(v);
+  const line = readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .find((l) => l.split(':')[0] === v);
+  if (!line) throw new InvalidArgumentError(`no group named ${v}`);
+  return Number(line.split(':')[2]);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const program = new Command('trellis')
+    .description('Zero-copy data plane for ML jobs: shared-memory object stores and the jobs that use them')
+    .version(pkg.version);
+
+  program
+    .command('store')
+    .description('run a store daemon in the foreground')
+    .requiredOption('--socket <path>', 'UNIX socket to listen on')
+    .requiredOption('--size <size>', 'memory limit, bytes or 512M / 16G', sizeArg)
+    .option('--name <node>', 'node name shown in status')
+    .option('--segment-size <size>', 'size of each shared-memory segment (max 4G)', sizeArg)
+    .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
+    .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
+    .option('--socket-mode <mode>', 'file mode of the socket', modeArg, 0o600)
+    .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
+    .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
+    .addOption(new Option('--rpc-port <n>', 'TCP port for remote clients (cluster issue)').argParser(intArg).hideHelp())
+    .addOption(new Option('--rpc-host <host>', 'address for remote clients (cluster issue)').hideHelp())
+    .addOption(new Option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT').default('local'))
+    .action(async (o) => {
+      if (o.meta !== 'local') {
+        throw new TrellisError('ERR_UNSUPPORTED', `metadata backend ${o.meta} is not available yet; use --meta local`);
+      }
+      const store = await StoreServer.start({
+        socket: o.socket,
+        size: o.size,
+        name: o.name,
+        segmentSize: o.segmentSize,
+        reserve: Boolean(o.reserve),
+        spillDir: o.spillDir,
+        socketMode: o.socketMode,
+        socketGid: o.socketGroup,
+        maxFrame: o.maxFrame,
+        log: (m) => process.stderr.write(`trellis store: ${m}\n`),
+      });
+      const st = store.status();
+      process.stdout.write(
+        `trellis store ready socket=${o.socket} size=${st.memoryLimit} segments=${st.segments.length} pid=${process.pid}\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          process.stderr.write(`trellis store: ${sig}, shutting down\n`);
+          store.close().then(resolve, resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
+  program
+    .command('status')
+    .description("print a store's status as JSON")
+    .requiredOption('--socket <path>', "the store's UNIX socket")
+    .action(async (o) => {
+      const client = await connect({ socket: o.socket, name: 'trellis status' });
+      try {
+        process.stdout.write(`${JSON.stringify(await client.status(), null, 2)}\n`);
+      } finally {
+        await client.close();
+      }
+    });
+
+  program
+    .command('demo')
+    .description('run the main job on an embedded single-node deployment')
+    .option('--readers <n>', 'reader processes', intArg, 3)
+    .option('--size <size>', 'store memory', sizeArg, 1024 ** 3)
+    .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
+    .action(async (o) => {
+      const { runDemo } = await import('../demo/demo.js');
+      await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir });
+    });
+
+  await program.parseAsync(argv);
+}

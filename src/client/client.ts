@@ -1,0 +1,495 @@
+/**
+ * The IPC client: the store's objects as views over shared memory.
+ *
+ * Views and their lifetime. `get` pins an object in the store for this client
+ * and returns views over the store's memory; a view stays valid (its bytes
+ * unchanged) until the client calls `release(id)` as many times as it called
+ * `get(id)`, or closes. After that the store may reuse the memory. Views are
+ * mapped read-only: writing into one kills the process with SIGSEGV rather
+ * than corrupt what other processes see.
+ *
+ * @example
+ *   await using client = await connect({ socket: '/tmp/trellis.sock' });
+ *   const id = await client.put(new Float32Array([1, 2, 3]), { name: 'xs' });
+ *   const t = await client.get(id) as Tensor;   // t.data is a view, no copy
+ *   await client.release(id);
+ */
+import type * as arrow from 'apache-arrow';
+import { TrellisError, invalidParameter } from '../errors.js';
+import type { EncodedValue } from '../codecs/codec.js';
+import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from '../codecs/arrow.js';
+import {
+  DTYPES,
+  type DType,
+  TENSOR_TYPENAME,
+  type Tensor,
+  type TypedArray,
+  dtypeOf,
+  elementCount,
+  encodeTensor,
+  isDType,
+  isTensorLike,
+  isTypedArray,
+  tensorFromRecord,
+} from '../codecs/tensor.js';
+import { PROTOCOL_VERSION, type BlobLocation, type ObjectRecord, isObjectId } from '../protocol/messages.js';
+import type { StoreStatus } from '../store/store-server.js';
+import type { ObjectSummary } from '../store/object-table.js';
+import { IpcChannel } from './ipc-channel.js';
+import { ensureMapped, mappingOf, writableMapping } from './segment-cache.js';
+
+export const BLOB_TYPENAME = 'Blob';
+
+/** A composite or custom object: its metadata and its decoded members. */
+export interface StoredObject {
+  id: string;
+  typename: string;
+  nbytes: number;
+  meta: Record<string, unknown>;
+  members: StoreValue[];
+}
+
+export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
+export type PutValue = Tensor | TypedArray | arrow.Table;
+
+export interface PutOptions {
+  /** Bind this name to the new object in the same request. */
+  name?: string;
+}
+
+export interface ObjectSpecInput {
+  typename: string;
+  meta?: Record<string, unknown>;
+  members?: string[];
+}
+
+export interface ConnectOptions {
+  /** Path of the store's UNIX socket (default $TRELLIS_SOCKET or /tmp/trellis.sock). */
+  socket?: string;
+  /** Label for this client in the store's logs. */
+  name?: string;
+  /** Connect and handshake timeout (default 10 s). */
+  timeoutMs?: number;
+}
+
+interface Held {
+  record: ObjectRecord;
+  count: number;
+}
+
+/** A blob being written in place; `buffer` is writable until `seal` or `abort`. */
+export interface BlobWriter {
+  readonly id: string;
+  readonly buffer: Uint8Array;
+  /** Makes the blob immutable and returns its id (the same as `id`). */
+  seal(opts?: PutOptions): Promise<string>;
+  /** Frees the blob. */
+  abort(): Promise<void>;
+}
+
+/** A tensor being written in place; `data` is writable until `seal` or `abort`. */
+export interface TensorWriter<T extends TypedArray = TypedArray> {
+  readonly dtype: DType;
+  readonly shape: number[];
+  readonly data: T;
+  /** Makes the tensor immutable and returns the tensor's id. */
+  seal(opts?: PutOptions): Promise<string>;
+  abort(): Promise<void>;
+}
+
+export class TrellisClient {
+  private readonly held = new Map<string, Held>();
+  private readonly fetching = new Map<string, Promise<ObjectRecord>>();
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly channel: IpcChannel,
+    readonly socketPath: string,
+    private readonly token: string,
+    /** The store's random id for this run; segment mappings are keyed by it. */
+    readonly storeId: string,
+    readonly instanceId: number,
+    private readonly inlineLimit: number,
+  ) {}
+
+  /** @internal use connect() */
+  static async open(opts: ConnectOptions): Promise<TrellisClient> {
+    const socket = opts.socket ?? process.env.TRELLIS_SOCKET ?? '/tmp/trellis.sock';
+    if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const channel = await IpcChannel.open(socket, timeoutMs);
+    let hello: Record<string, unknown>;
+    try {
+      const f = await withTimeout(
+        channel.request({ t: 'hello', version: PROTOCOL_VERSION, client: opts.name ?? `pid ${process.pid}` }),
+        timeoutMs,
+        'handshake',
+      );
+      hello = f.header;
+    } catch (e) {
+      channel.close();
+      throw e;
+    }
+    return new TrellisClient(
+      channel,
+      socket,
+      String(hello.token),
+      String(hello.storeId),
+      Number(hello.instanceId),
+      Number(hello.inlineLimit),
+    );
+  }
+
+  // ---- put --------------------------------------------------------------
+
+  /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
+  async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
+    return this.putEncoded(encodeValue(value), opts);
+  }
+
+  /** Stores raw bytes as a Blob. */
+  async putBlob(bytes: Uint8Array, opts: PutOptions = {}): Promise<string> {
+    if (!(bytes instanceof Uint8Array)) throw invalidParameter('bytes', 'a Uint8Array', bytes);
+    return this.putEncoded(
+      { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
+      opts,
+    );
+  }
+
+  /** Records an object over existing members (a composite), e.g. a dataset of shards. */
+  async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {
+    if (typeof spec?.typename !== 'string' || spec.typename.length === 0) {
+      throw invalidParameter('spec.typename', 'a non-empty string', spec?.typename);
+    }
+    const members = spec.members ?? [];
+    for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
+    const f = await this.call({
+      t: 'make',
+      object: { typename: spec.typename, meta: spec.meta ?? {}, members },
+      ...nameField(opts),
+    });
+    return String(f.id);
+  }
+
+  private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+    const object = { typename: enc.typename, meta: enc.meta, members: [] };
+    if (enc.size <= this.inlineLimit) {
+      let payload = enc.contiguous;
+      if (!payload) {
+        payload = new Uint8Array(enc.size);
+        enc.write(payload);
+      }
+      const f = await this.call({ t: 'put', object, ...nameField(opts) }, payload);
+      return String(f.id);
+    }
+    const w = await this.createBlob(enc.size);
+    try {
+      enc.write(w.buffer);
+    } catch (e) {
+      await w.abort().catch(() => {});
+      throw e;
+    }
+    const f = await this.call({ t: 'seal', id: w.id, object, ...nameField(opts) });
+    return String(f.id);
+  }
+
+  /**
+   * Allocates a blob in the store and maps it writable into this process, for
+   * producers that write in place (a loader gathering a batch, a model writing
+   * its output). Nothing is copied: the bytes written are the bytes readers see.
+   */
+  async createBlob(nbytes: number): Promise<BlobWriter> {
+    if (!Number.isSafeInteger(nbytes) || nbytes < 0) throw invalidParameter('nbytes', 'a non-negative integer', nbytes);
+    const f = await this.call({ t: 'create', size: nbytes });
+    const id = String(f.id);
+    const loc = f.blob as BlobLocation;
+    let buffer: Uint8Array;
+    try {
+      await ensureMapped(this.storeId, this.socketPath, this.token, [loc.seg]);
+      buffer = new Uint8Array(writableMapping(this.mapping(loc.seg)), loc.off, loc.size);
+    } catch (e) {
+      await this.call({ t: 'abort', id }).catch(() => {});
+      throw e;
+    }
+    let done = false;
+    const finish = () => {
+      if (done) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} was already sealed or aborted`);
+      done = true;
+    };
+    return {
+      id,
+      buffer,
+      seal: async (opts: PutOptions = {}) => {
+        finish();
+        const r = await this.call({ t: 'seal', id, ...nameField(opts) });
+        return String(r.id);
+      },
+      abort: async () => {
+        finish();
+        await this.call({ t: 'abort', id });
+      },
+    };
+  }
+
+  /** Allocates a tensor to be filled in place; `seal` turns it into a Tensor object. */
+  async createTensor(dtype: DType, shape: number[]): Promise<TensorWriter> {
+    if (!isDType(dtype)) throw invalidParameter('dtype', `one of ${Object.keys(DTYPES).join(', ')}`, dtype);
+    if (!Array.isArray(shape)) throw invalidParameter('shape', 'an array of dimensions', shape);
+    for (const d of shape) if (!Number.isSafeInteger(d) || d < 0) throw invalidParameter('shape[]', 'a non-negative integer', d);
+    const ctor = DTYPES[dtype];
+    const n = elementCount(shape);
+    const w = await this.createBlob(n * ctor.BYTES_PER_ELEMENT);
+    const data = new (ctor as unknown as new (b: ArrayBufferLike, o: number, n: number) => TypedArray)(w.buffer.buffer, w.buffer.byteOffset, n) as TypedArray;
+    let done = false;
+    return {
+      dtype,
+      shape: shape.slice(),
+      data,
+      seal: async (opts: PutOptions = {}) => {
+        if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
+        done = true;
+        const r = await this.call({
+          t: 'seal',
+          id: w.id,
+          object: { typename: TENSOR_TYPENAME, meta: { dtype, shape: shape.slice() }, members: [] },
+          ...nameField(opts),
+        });
+        return String(r.id);
+      },
+      abort: () => {
+        done = true;
+        return w.abort();
+      },
+    };
+  }
+
+  // ---- get --------------------------------------------------------------
+
+  /** The object as a view over shared memory: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject. */
+  async get(id: string): Promise<StoreValue> {
+    const [v] = await this.getMany([id]);
+    return v;
+  }
+
+  /** Many objects in one round trip. */
+  async getMany(ids: string[]): Promise<StoreValue[]> {
+    if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
+    for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    this.checkOpen();
+    const need: string[] = [];
+    for (const id of ids) if (!this.held.has(id) && !this.fetching.has(id) && !need.includes(id)) need.push(id);
+    if (need.length > 0) {
+      const req = this.fetch(need);
+      need.forEach((id, i) =>
+        this.fetching.set(
+          id,
+          req.then((recs) => recs[i]),
+        ),
+      );
+      req.catch(() => {}).finally(() => need.forEach((id) => this.fetching.delete(id)));
+    }
+    const records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
+    return records.map((rec) => {
+      const h = this.held.get(rec.id);
+      if (h) h.count++;
+      else this.held.set(rec.id, { record: rec, count: 1 });
+      return this.decode(rec);
+    });
+  }
+
+  /**
+   * Synchronous get of an object this client already holds (a get not yet
+   * released): no round trip, just new views. Returns undefined when the
+   * object is not held; use `get` then.
+   */
+  getSync(id: string): StoreValue | undefined {
+    const h = this.held.get(id);
+    if (!h) return undefined;
+    h.count++;
+    return this.decode(h.record);
+  }
+
+  /** The bytes of a Blob as a read-only view. */
+  async getBlob(id: string): Promise<Uint8Array> {
+    const v = await this.get(id);
+    if (!(v instanceof Uint8Array)) {
+      await this.release(id);
+      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
+    }
+    return v;
+  }
+
+  private async fetch(ids: string[]): Promise<ObjectRecord[]> {
+    const f = await this.call({ t: 'get', ids });
+    const recs = f.objects as ObjectRecord[];
+    const segs = new Set<number>();
+    const walk = (r: ObjectRecord) => {
+      if (r.blob) segs.add(r.blob.seg);
+      for (const m of r.members) walk(m);
+    };
+    recs.forEach(walk);
+    const unmapped = [...segs].filter((s) => !mappingOf(this.storeId, s));
+    if (unmapped.length > 0) {
+      try {
+        await ensureMapped(this.storeId, this.socketPath, this.token, unmapped);
+      } catch (e) {
+        await this.call({ t: 'release', ids }).catch(() => {});
+        throw e;
+      }
+    }
+    return recs;
+  }
+
+  private decode(rec: ObjectRecord): StoreValue {
+    switch (rec.typename) {
+      case BLOB_TYPENAME:
+        return this.blobView(rec);
+      case TENSOR_TYPENAME:
+        return tensorFromRecord(rec, (b) => this.blobView(b));
+      case ARROW_TYPENAME:
+        return arrowTableFromRecord(rec, (b) => this.blobView(b));
+      default:
+        return {
+          id: rec.id,
+          typename: rec.typename,
+          nbytes: rec.nbytes,
+          meta: rec.meta,
+          members: rec.members.map((m) => this.decode(m)),
+        };
+    }
+  }
+
+  private blobView(rec: ObjectRecord): Uint8Array {
+    const loc = rec.blob;
+    if (!loc) throw new TrellisError('ERR_PROTOCOL', `blob ${rec.id} came without a location`);
+    return new Uint8Array(this.mapping(loc.seg).ro, loc.off, loc.size);
+  }
+
+  private mapping(seg: number) {
+    const m = mappingOf(this.storeId, seg);
+    if (!m) throw new TrellisError('ERR_INTERNAL', `segment ${seg} is not mapped`);
+    return m;
+  }
+
+  // ---- lifetime -----------------------------------------------------------
+
+  /** Gives back one reference taken by get; on the last one the store may spill or free the object. */
+  async release(id: string): Promise<void> {
+    this.checkOpen();
+    const h = this.held.get(id);
+    if (!h) throw new TrellisError('ERR_NOT_REFERENCED', `this client holds no reference to ${id}`);
+    if (--h.count > 0) return;
+    this.held.delete(id);
+    await this.call({ t: 'release', ids: [id] });
+  }
+
+  /** Deletes objects; with deep (default), also members no other object uses. Held objects go on their last release. */
+  async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
+    const list = Array.isArray(ids) ? ids : [ids];
+    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'delete', ids: list, deep: opts.deep ?? true });
+  }
+
+  /** Number of objects this client holds references to. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  // ---- names --------------------------------------------------------------
+
+  async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+    checkName(name);
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
+  }
+
+  /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
+  async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
+    checkName(name);
+    const timeoutMs = opts.timeoutMs ?? 0;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
+    const f = await this.call({ t: 'getName', name, wait: opts.wait ?? false, timeoutMs });
+    return String(f.id);
+  }
+
+  async dropName(name: string): Promise<void> {
+    checkName(name);
+    await this.call({ t: 'dropName', name });
+  }
+
+  async listNames(prefix = ''): Promise<Record<string, string>> {
+    const f = await this.call({ t: 'listNames', prefix });
+    return f.names as Record<string, string>;
+  }
+
+  async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
+    const f = await this.call({ t: 'list', typename: opts.typename, limit: opts.limit });
+    return f.objects as ObjectSummary[];
+  }
+
+  async status(): Promise<StoreStatus> {
+    const f = await this.call({ t: 'status' });
+    return f.status as StoreStatus;
+  }
+
+  /** Closes the connection; the store drops this client's references. Safe to call twice. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.held.clear();
+      this.channel.close();
+      this.closing = Promise.resolve();
+    }
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
+  }
+
+  private async call(header: Record<string, unknown>, payload?: Uint8Array): Promise<Record<string, unknown>> {
+    this.checkOpen();
+    const f = await this.channel.request(header, payload);
+    return f.header;
+  }
+}
+
+function encodeValue(value: PutValue): EncodedValue {
+  if (isArrowTable(value)) return encodeArrowTable(value);
+  if (isTypedArray(value)) return encodeTensor({ dtype: dtypeOf(value), shape: [value.length], data: value });
+  if (isTensorLike(value)) return encodeTensor(value);
+  throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
+}
+
+function nameField(opts: PutOptions): { name?: string } {
+  if (opts.name === undefined) return {};
+  checkName(opts.name);
+  return { name: opts.name };
+}
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
+    throw invalidParameter('name', 'a string of 1 to 1024 characters', name);
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new TrellisError('ERR_TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+export { ARROW_TYPENAME };

@@ -1,0 +1,75 @@
+/**
+ * One error class with stable string codes. Every code is listed here once,
+ * with its meaning; docs/ERRORS.md mirrors this table and a test keeps the two
+ * in step. Codes are never reused or renamed.
+ */
+export const ERROR_CODES = {
+  ERR_BAD_REQUEST: 'A request or argument is malformed: wrong type, missing field, out of range.',
+  ERR_PROTOCOL: 'The peer broke the wire protocol: bad frame, oversized length, unknown message, wrong version.',
+  ERR_OBJECT_NOT_FOUND: 'No object with that id exists in the store (or it was deleted).',
+  ERR_NAME_NOT_FOUND: 'No object is bound to that name.',
+  ERR_OBJECT_EXISTS: 'The name or id is already taken.',
+  ERR_OUT_OF_MEMORY: 'The store cannot fit the allocation within its memory limit, even after spilling.',
+  ERR_NOT_SEALED: 'The blob is still being written; it can be read only after seal.',
+  ERR_ALREADY_SEALED: 'The blob was sealed already; it cannot be sealed, aborted or written again.',
+  ERR_NOT_OWNER: 'Only the connection that created an unsealed blob may seal or abort it.',
+  ERR_OBJECT_IN_USE: 'The object is a member of another live object and cannot be deleted alone.',
+  ERR_NOT_REFERENCED: 'release() of an object this client holds no reference to.',
+  ERR_DISCONNECTED: 'The connection to the store closed or failed before an answer arrived.',
+  ERR_CLOSED: 'The client was closed; no further calls are possible.',
+  ERR_TIMEOUT: 'The operation did not finish in the time allowed.',
+  ERR_UNAUTHORIZED: 'The credentials were missing or wrong.',
+  ERR_SPILL_FAILED: 'Writing an object to the spill directory, or reading it back, failed.',
+  ERR_SIZE_MISMATCH: 'A length does not agree with the shape, dtype or declared size.',
+  ERR_UNSUPPORTED: 'The value or type is not supported by this codec or this connection.',
+  ERR_NATIVE: 'A system call in the native core failed.',
+  ERR_SHUTTING_DOWN: 'The store is shutting down and takes no new work.',
+  ERR_INTERNAL: 'A bug: the store hit a state it did not expect. The message says where; please report it.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorPayload {
+  code: string;
+  message: string;
+}
+
+export class TrellisError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TrellisError';
+    this.code = code;
+  }
+
+  /** The form errors take on the wire. */
+  toPayload(): ErrorPayload {
+    return { code: this.code, message: this.message };
+  }
+
+  /** Rebuild an error that crossed a process boundary; unknown codes become ERR_PROTOCOL. */
+  static fromPayload(p: ErrorPayload): TrellisError {
+    const code = (p.code in ERROR_CODES ? p.code : 'ERR_PROTOCOL') as ErrorCode;
+    return new TrellisError(code, String(p.message));
+  }
+}
+
+export function isTrellisError(e: unknown, code?: ErrorCode): e is TrellisError {
+  return e instanceof TrellisError && (code === undefined || e.code === code);
+}
+
+/** The one message factory for argument errors: names the parameter, what was expected, what came. */
+export function invalidParameter(name: string, expected: string, actual: unknown): TrellisError {
+  return new TrellisError('ERR_BAD_REQUEST', `Expected ${name} to be ${expected} but received ${describe(actual)}`);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
+  if (Array.isArray(v)) return `array of length ${v.length}`;
+  if (ArrayBuffer.isView(v)) return `${v.constructor.name} of ${v.byteLength} bytes`;
+  return typeof v === 'object' ? `object ${(v as object).constructor?.name ?? 'Object'}` : typeof v;
+}

@@ -1,0 +1,64 @@
+/**
+ * The one module that loads the addon. Everything else imports from here;
+ * arguments are validated by callers before they reach C++.
+ */
+import { createRequire } from 'node:module';
+import { TrellisError } from './errors.js';
+
+export interface NativeAddon {
+  memfdCreate(name: string, size: number): number;
+  map(fd: number, size: number, writable: boolean, populate?: boolean): ArrayBuffer;
+  punchHole(fd: number, offset: number, length: number): void;
+  reserve(fd: number, offset: number, length: number): void;
+  populate(buffer: ArrayBuffer, offset: number, length: number, write: boolean): boolean;
+  residentBytes(fd: number): number;
+  fdSize(fd: number): number;
+  closeFd(fd: number): void;
+  address(buffer: ArrayBuffer): bigint;
+  sendFds(socketFd: number, payload: Uint8Array, fds: number[]): void;
+  requestFds(socketPath: string, request: Uint8Array, timeoutMs: number): Promise<{ data: Buffer; fds: number[] }>;
+}
+
+const require = createRequire(import.meta.url);
+const raw = require('../build/Release/trellis_native.node') as NativeAddon;
+
+/** Largest segment: Node 20 cannot hold a bigger ArrayBuffer safely. */
+export const MAX_SEGMENT_SIZE = 4 * 1024 ** 3;
+
+function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A): R => {
+    try {
+      return fn(...args);
+    } catch (e) {
+      throw nativeError(e);
+    }
+  };
+}
+
+export function nativeError(e: unknown): TrellisError {
+  if (e instanceof TrellisError) return e;
+  const err = e as { message?: string; errno?: number; syscall?: string };
+  if (err && err.errno === 28 /* ENOSPC */) {
+    return new TrellisError('ERR_OUT_OF_MEMORY', `The system has no memory left for the arena: ${err.message}`, {
+      cause: e,
+    });
+  }
+  return new TrellisError('ERR_NATIVE', String(err?.message ?? e), { cause: e });
+}
+
+export const native: NativeAddon = {
+  memfdCreate: wrap(raw.memfdCreate),
+  map: wrap(raw.map),
+  punchHole: wrap(raw.punchHole),
+  reserve: wrap(raw.reserve),
+  populate: wrap(raw.populate),
+  residentBytes: wrap(raw.residentBytes),
+  fdSize: wrap(raw.fdSize),
+  closeFd: wrap(raw.closeFd),
+  address: wrap(raw.address),
+  sendFds: wrap(raw.sendFds),
+  requestFds: (path, request, timeoutMs) =>
+    raw.requestFds(path, request, timeoutMs).catch((e: unknown) => {
+      throw nativeError(e);
+    }),
+};

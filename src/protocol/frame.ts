@@ -1,0 +1,112 @@
+/**
+ * Framing shared by the IPC socket and the fd channel.
+ *
+ *   u32 LE  frameLength   bytes after this field (header length field + header + payload)
+ *   u32 LE  headerLength  bytes of the JSON header
+ *   ...     header        UTF-8 JSON object, always with a string `t` (message type)
+ *   ...     payload       raw bytes (inline object data), may be empty
+ *
+ * Frames larger than the negotiated maximum are refused before any of their
+ * bytes are buffered.
+ */
+import { TrellisError } from '../errors.js';
+
+export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
+const PREFIX = 4;
+
+export interface Frame {
+  header: Record<string, unknown>;
+  payload: Buffer;
+}
+
+export function encodeFrame(header: object, payload?: Uint8Array): Buffer {
+  const json = Buffer.from(JSON.stringify(header));
+  const plen = payload ? payload.byteLength : 0;
+  const out = Buffer.allocUnsafe(8 + json.length + plen);
+  out.writeUInt32LE(4 + json.length + plen, 0);
+  out.writeUInt32LE(json.length, 4);
+  json.copy(out, 8);
+  if (payload && plen > 0) out.set(payload, 8 + json.length);
+  return out;
+}
+
+/** Encodes the header part only, for callers that write the payload separately (writev). */
+export function encodeFrameHead(header: object, payloadLength: number): Buffer {
+  const json = Buffer.from(JSON.stringify(header));
+  const out = Buffer.allocUnsafe(8 + json.length);
+  out.writeUInt32LE(4 + json.length + payloadLength, 0);
+  out.writeUInt32LE(json.length, 4);
+  json.copy(out, 8);
+  return out;
+}
+
+/** Incremental decoder: push chunks, get whole frames; throws ERR_PROTOCOL on a bad frame. */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxFrame = DEFAULT_MAX_FRAME) {}
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.buffered < PREFIX) break;
+      const head = this.peek(8);
+      const len = head.readUInt32LE(0);
+      if (len > this.maxFrame) {
+        throw new TrellisError('ERR_PROTOCOL', `frame of ${len} bytes exceeds the maximum of ${this.maxFrame}`);
+      }
+      if (len < 4) throw new TrellisError('ERR_PROTOCOL', `frame length ${len} is too short`);
+      if (this.buffered < PREFIX + len) break;
+      const body = this.take(PREFIX + len).subarray(PREFIX);
+      frames.push(decodeBody(body));
+    }
+    return frames;
+  }
+
+  get pending(): number {
+    return this.buffered;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].length >= n || this.chunks.length === 1) return this.chunks[0];
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined;
+  }
+
+  private take(n: number): Buffer {
+    let first = this.chunks[0];
+    if (first.length < n) {
+      first = Buffer.concat(this.chunks);
+      this.chunks = [first];
+    }
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}
+
+/** Decodes one frame without its length prefix. */
+export function decodeBody(body: Buffer): Frame {
+  const hlen = body.readUInt32LE(0);
+  if (hlen > body.length - 4) {
+    throw new TrellisError('ERR_PROTOCOL', `header length ${hlen} exceeds frame length ${body.length - 4}`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(body.toString('utf8', 4, 4 + hlen));
+  } catch {
+    throw new TrellisError('ERR_PROTOCOL', 'frame header is not valid JSON');
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) {
+    throw new TrellisError('ERR_PROTOCOL', 'frame header must be a JSON object');
+  }
+  const t = (header as Record<string, unknown>).t;
+  if (typeof t !== 'string') throw new TrellisError('ERR_PROTOCOL', 'frame header lacks a string field "t"');
+  return { header: header as Record<string, unknown>, payload: body.subarray(4 + hlen) };
+}

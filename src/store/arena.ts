@@ -1,0 +1,165 @@
+/**
+ * The store's shared memory: memfd segments of at most 4 GiB, created on
+ * demand until the memory limit is reached, each with its own allocator.
+ * Freed ranges are hole-punched so the OS gets the pages back, unless the
+ * arena was reserved up front (then freed pages stay warm for reuse).
+ */
+import { TrellisError } from '../errors.js';
+import { MAX_SEGMENT_SIZE, native } from '../native.js';
+import { ALIGN, SegmentAllocator, alignUp } from './allocator.js';
+import type { BlobLocation, SegmentInfo } from '../protocol/messages.js';
+
+const PAGE = 4096;
+const SEGMENT_GRANULE = 2 * 1024 * 1024;
+
+export interface ArenaOptions {
+  /** Total bytes the arena may hold. */
+  limit: number;
+  /** Size of each new segment (the last may be smaller); a larger object gets a segment of its own size. */
+  segmentSize: number;
+  /** Create every segment at start and fault all its pages in. */
+  reserve: boolean;
+  /** Label for /proc/PID/maps. */
+  label: string;
+}
+
+export class Segment {
+  readonly buffer: ArrayBuffer;
+  readonly bytes: Uint8Array;
+  readonly allocator: SegmentAllocator;
+
+  constructor(
+    readonly id: number,
+    readonly fd: number,
+    readonly size: number,
+  ) {
+    this.buffer = native.map(fd, size, true);
+    this.bytes = new Uint8Array(this.buffer);
+    this.allocator = new SegmentAllocator(size);
+  }
+
+  info(): SegmentInfo {
+    return { id: this.id, size: this.size };
+  }
+}
+
+export class Arena {
+  readonly segments: Segment[] = [];
+  private used = 0;
+  private closed = false;
+
+  constructor(readonly opts: ArenaOptions) {
+    if (opts.reserve) {
+      while (this.mappedBytes() < opts.limit) {
+        const seg = this.addSegment(Math.min(opts.segmentSize, opts.limit - this.mappedBytes()));
+        native.reserve(seg.fd, 0, seg.size);
+        // fallocate gives the pages; touching them once here moves the first-touch
+        // cost (large on virtual machines) out of the data path.
+        native.populate(seg.buffer, 0, seg.size, true);
+      }
+    }
+  }
+
+  get memoryUsed(): number {
+    return this.used;
+  }
+
+  mappedBytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
+  residentBytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += native.residentBytes(s.fd);
+    return n;
+  }
+
+  /** 1 - largest free block / free bytes, over the memory not yet used; 0 means one free block. */
+  fragmentation(): number {
+    let free = 0;
+    let largest = 0;
+    for (const s of this.segments) {
+      free += s.allocator.freeBytes;
+      largest = Math.max(largest, s.allocator.largestFree());
+    }
+    const unmapped = this.opts.limit - this.mappedBytes();
+    if (unmapped > 0) {
+      free += unmapped;
+      largest = Math.max(largest, Math.min(unmapped, MAX_SEGMENT_SIZE));
+    }
+    return free === 0 ? 0 : 1 - largest / free;
+  }
+
+  /** Allocates a block or returns null when it cannot fit (the caller may spill and retry). */
+  tryAlloc(size: number): BlobLocation | null {
+    if (this.closed) throw new TrellisError('ERR_SHUTTING_DOWN', 'the arena is closed');
+    const need = alignUp(Math.max(size, 1));
+    if (need > MAX_SEGMENT_SIZE) {
+      throw new TrellisError(
+        'ERR_BAD_REQUEST',
+        `a single blob is limited to ${MAX_SEGMENT_SIZE} bytes; split larger objects into several blobs`,
+      );
+    }
+    if (this.used + need > this.opts.limit) return null;
+    for (const s of this.segments) {
+      const off = s.allocator.alloc(need);
+      if (off >= 0) return this.took(s, off, size, need);
+    }
+    const room = this.opts.limit - this.mappedBytes();
+    if (room >= need) {
+      const segSize = Math.min(
+        MAX_SEGMENT_SIZE,
+        room - (room % ALIGN),
+        Math.max(this.opts.segmentSize, alignUp(need, SEGMENT_GRANULE)),
+      );
+      const s = this.addSegment(segSize);
+      const off = s.allocator.alloc(need);
+      if (off >= 0) return this.took(s, off, size, need);
+    }
+    return null;
+  }
+
+  free(loc: BlobLocation): void {
+    const seg = this.segments[loc.seg];
+    const need = alignUp(Math.max(loc.size, 1));
+    const merged = seg.allocator.free(loc.off, need);
+    this.used -= need;
+    if (this.opts.reserve) return;
+    // Punch only whole pages that are free now and overlap the block just freed.
+    const fstart = Math.floor(loc.off / PAGE) * PAGE;
+    const lo = fstart >= merged.off ? fstart : alignUp(merged.off, PAGE);
+    const fend = alignUp(loc.off + need, PAGE);
+    const mend = merged.off + merged.size;
+    const hi = fend <= mend ? fend : Math.floor(mend / PAGE) * PAGE;
+    if (hi > lo) native.punchHole(seg.fd, lo, hi - lo);
+  }
+
+  view(loc: BlobLocation): Uint8Array {
+    return new Uint8Array(this.segments[loc.seg].buffer, loc.off, loc.size);
+  }
+
+  segment(id: number): Segment | undefined {
+    return this.segments[id];
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.segments) native.closeFd(s.fd);
+  }
+
+  private took(s: Segment, off: number, size: number, need: number): BlobLocation {
+    this.used += need;
+    return { seg: s.id, off, size };
+  }
+
+  private addSegment(size: number): Segment {
+    const id = this.segments.length;
+    const fd = native.memfdCreate(`${this.opts.label}:${id}`, size);
+    const seg = new Segment(id, fd, size);
+    this.segments.push(seg);
+    return seg;
+  }
+}

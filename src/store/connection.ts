@@ -1,0 +1,160 @@
+/**
+ * One client connection to the store: framing, the handshake, and turning
+ * each request into a call on the store and each result or error into a
+ * response frame. A connection that breaks the framing is answered with
+ * ERR_PROTOCOL and closed; a request with a bad field is answered with
+ * ERR_BAD_REQUEST and the connection goes on.
+ */
+import type { Socket } from 'node:net';
+import { TrellisError } from '../errors.js';
+import { type Frame, FrameDecoder, encodeFrame } from '../protocol/frame.js';
+import { PROTOCOL_VERSION, type Request, decodeRequest, ridOf } from '../protocol/messages.js';
+
+export interface RequestHandler {
+  /** Returns the response fields, or a promise of them; throws TrellisError. */
+  handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object>;
+  hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): object;
+  fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void;
+  closed(conn: Connection): void;
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export class Connection {
+  readonly decoder: FrameDecoder;
+  state: 'new' | 'ready' | 'fds' | 'closed' = 'new';
+  clientName = '';
+  private readonly handshakeTimer: NodeJS.Timeout;
+
+  constructor(
+    readonly id: number,
+    readonly socket: Socket,
+    private readonly handler: RequestHandler,
+    maxFrame: number,
+  ) {
+    this.decoder = new FrameDecoder(maxFrame);
+    this.handshakeTimer = setTimeout(() => {
+      if (this.state === 'new') this.fail(new TrellisError('ERR_TIMEOUT', 'no handshake within 10 s'));
+    }, HANDSHAKE_TIMEOUT_MS);
+    this.handshakeTimer.unref();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.destroy());
+    socket.on('close', () => this.destroy());
+  }
+
+  send(header: object, payload?: Uint8Array): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    this.socket.write(encodeFrame(header, payload));
+  }
+
+  /** Answers with an error and closes: the peer broke the protocol. */
+  fail(err: TrellisError, rid = 0): void {
+    this.send({ t: 'err', rid, code: err.code, message: err.message });
+    this.socket.end();
+    this.socket.destroySoon?.();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+    this.destroy();
+  }
+
+  destroy(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.handshakeTimer);
+    if (!this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroy();
+    this.handler.closed(this);
+  }
+
+  private serving(): boolean {
+    return this.state === 'new' || this.state === 'ready';
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed' || this.state === 'fds') return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      this.fail(e instanceof TrellisError ? e : new TrellisError('ERR_PROTOCOL', String(e)));
+      return;
+    }
+    if (frames.length === 0) return;
+    this.socket.cork();
+    for (const f of frames) {
+      if (!this.serving()) break;
+      this.dispatch(f);
+    }
+    process.nextTick(() => this.socket.uncork());
+  }
+
+  private dispatch(f: Frame): void {
+    const rid = ridOf(f.header);
+    let req: Request;
+    try {
+      req = decodeRequest(f.header);
+    } catch (e) {
+      const err = e instanceof TrellisError ? e : new TrellisError('ERR_BAD_REQUEST', String(e));
+      if (this.state === 'new') this.fail(err, rid);
+      else this.send({ t: 'err', rid, code: err.code, message: err.message });
+      return;
+    }
+    if (this.state === 'new') {
+      if (req.t === 'hello') {
+        if (req.version !== PROTOCOL_VERSION) {
+          this.fail(
+            new TrellisError('ERR_PROTOCOL', `protocol version ${req.version} is not supported; this store speaks ${PROTOCOL_VERSION}`),
+            rid,
+          );
+          return;
+        }
+        clearTimeout(this.handshakeTimer);
+        this.clientName = req.client ?? '';
+        this.state = 'ready';
+        this.respond(rid, () => this.handler.hello(this, req));
+        return;
+      }
+      if (req.t === 'fds') {
+        clearTimeout(this.handshakeTimer);
+        this.state = 'fds';
+        this.socket.pause();
+        try {
+          this.handler.fds(this, req);
+        } catch (e) {
+          const err = e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', String(e));
+          this.state = 'ready';
+          this.fail(err, rid);
+        }
+        return;
+      }
+      this.fail(new TrellisError('ERR_PROTOCOL', `expected hello first, got ${req.t}`), rid);
+      return;
+    }
+    if (req.t === 'hello' || req.t === 'fds') {
+      this.send({ t: 'err', rid, code: 'ERR_PROTOCOL', message: `${req.t} is only valid as the first message` });
+      return;
+    }
+    this.respond(rid, () => this.handler.handle(this, req, f.payload));
+  }
+
+  private respond(rid: number, fn: () => object | Promise<object>): void {
+    let out: object | Promise<object>;
+    try {
+      out = fn();
+    } catch (e) {
+      this.sendError(rid, e);
+      return;
+    }
+    if (out instanceof Promise) {
+      out.then(
+        (v) => this.send({ t: 'ok', rid, ...v }),
+        (e) => this.sendError(rid, e),
+      );
+    } else {
+      this.send({ t: 'ok', rid, ...out });
+    }
+  }
+
+  private sendError(rid: number, e: unknown): void {
+    const err = e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
+    this.send({ t: 'err', rid, code: err.code, message: err.message });
+  }
+}

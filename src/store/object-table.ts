@@ -1,0 +1,449 @@
+/**
+ * The store's object table: every blob and object, their reference counts,
+ * sealing, deletion and spilling.
+ *
+ * Lifetimes. An entry lives until it is deleted AND nothing pins it AND no
+ * live parent lists it as a member. `pins` counts client references to the
+ * entry or to any ancestor (a get pins the whole tree, so a view handed to a
+ * client can never be spilled or freed under it). `parents` counts objects
+ * that list the entry as a member. Deleting an object that clients still hold
+ * hides it from new gets at once and frees it on the last release.
+ *
+ * Spilling. Sealed blobs that nothing pins sit in `lru`, least recently used
+ * first; when an allocation does not fit, the oldest are written to the spill
+ * directory and their memory freed, and a later get reads them back.
+ */
+import { TrellisError } from '../errors.js';
+import type { BlobLocation, ObjectRecord, ObjectSpec } from '../protocol/messages.js';
+import type { Arena } from './arena.js';
+import type { IdAllocator } from './ids.js';
+import type { SpillDir } from './spill.js';
+
+export const BLOB_TYPENAME = 'Blob';
+
+export interface Entry {
+  readonly id: string;
+  readonly typename: string;
+  readonly meta: Record<string, unknown>;
+  readonly members: string[];
+  readonly nbytes: number;
+  readonly isBlob: boolean;
+  loc: BlobLocation | null;
+  sealed: boolean;
+  /** Connection that created an unsealed blob; 0 once sealed. */
+  owner: number;
+  pins: number;
+  parents: number;
+  deleted: boolean;
+  spillPath: string | null;
+  names: Set<string> | null;
+  readonly createdAt: number;
+}
+
+export interface ObjectSummary {
+  id: string;
+  typename: string;
+  nbytes: number;
+  meta: Record<string, unknown>;
+  members: string[];
+  spilled: boolean;
+  references: number;
+}
+
+export interface TableCounters {
+  created: number;
+  sealed: number;
+  aborted: number;
+  gets: number;
+  freed: number;
+  spills: number;
+  restores: number;
+}
+
+export class ObjectTable {
+  private readonly entries = new Map<string, Entry>();
+  private readonly lru = new Map<string, Entry>();
+  private readonly refs = new Map<number, Map<string, number>>();
+  private readonly unsealedBy = new Map<number, Set<string>>();
+  /** Called when a deleted entry that had names is dropped, so the names go too. */
+  onNamesDropped: (names: Set<string>) => void = () => {};
+  readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
+
+  constructor(
+    private readonly arena: Arena,
+    private readonly ids: IdAllocator,
+    private readonly spill: SpillDir | null,
+  ) {}
+
+  get objectCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (!e.deleted && !e.isBlob) n++;
+    return n;
+  }
+
+  get blobCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.isBlob) n++;
+    return n;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get spilledBytes(): number {
+    return this.spill?.spilledBytes ?? 0;
+  }
+
+  get spilledCount(): number {
+    return this.spill?.spilledCount ?? 0;
+  }
+
+  /** A visible (sealed or not, not deleted) entry, or ERR_OBJECT_NOT_FOUND. */
+  lookup(id: string): Entry {
+    const e = this.entries.get(id);
+    if (!e || e.deleted) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
+    return e;
+  }
+
+  has(id: string): boolean {
+    const e = this.entries.get(id);
+    return e !== undefined && !e.deleted;
+  }
+
+  // ---- creation ---------------------------------------------------------
+
+  /** Allocates an unsealed blob owned by `conn`. */
+  createBlob(size: number, conn: number): Entry {
+    const loc = this.allocate(size);
+    const e = this.newEntry(BLOB_TYPENAME, {}, [], size, true, loc);
+    e.sealed = false;
+    e.owner = conn;
+    let set = this.unsealedBy.get(conn);
+    if (!set) this.unsealedBy.set(conn, (set = new Set()));
+    set.add(e.id);
+    return e;
+  }
+
+  /** Seals an unsealed blob; with `spec`, also records an object whose first member is the blob. */
+  seal(id: string, conn: number, spec?: ObjectSpec): Entry {
+    const e = this.lookup(id);
+    if (!e.isBlob) throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${e.typename}, not a blob`);
+    if (e.sealed) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} is already sealed`);
+    if (e.owner !== conn) throw new TrellisError('ERR_NOT_OWNER', `blob ${id} belongs to another connection`);
+    if (spec) this.checkMembers(spec.members);
+    e.sealed = true;
+    e.owner = 0;
+    this.unsealedBy.get(conn)?.delete(id);
+    this.counters.sealed++;
+    this.lru.set(e.id, e);
+    if (!spec || spec.typename === BLOB_TYPENAME) return e;
+    return this.makeObject({ ...spec, members: [id, ...spec.members] });
+  }
+
+  abort(id: string, conn: number): void {
+    const e = this.lookup(id);
+    if (!e.isBlob) throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${e.typename}, not a blob`);
+    if (e.sealed) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} is sealed; delete it instead`);
+    if (e.owner !== conn) throw new TrellisError('ERR_NOT_OWNER', `blob ${id} belongs to another connection`);
+    this.unsealedBy.get(conn)?.delete(id);
+    e.deleted = true;
+    this.counters.aborted++;
+    this.tryFree(e);
+  }
+
+  /** put: the payload becomes a new sealed blob, the first member of the object `spec` describes. */
+  putInline(spec: ObjectSpec, payload: Uint8Array): Entry {
+    this.checkMembers(spec.members);
+    if (spec.typename === BLOB_TYPENAME && spec.members.length > 0) {
+      throw new TrellisError('ERR_BAD_REQUEST', 'a Blob has no members');
+    }
+    const loc = this.allocate(payload.byteLength);
+    this.arena.view(loc).set(payload);
+    const blob = this.newEntry(BLOB_TYPENAME, spec.typename === BLOB_TYPENAME ? spec.meta : {}, [], payload.byteLength, true, loc);
+    this.lru.set(blob.id, blob);
+    this.counters.sealed++;
+    if (spec.typename === BLOB_TYPENAME) return blob;
+    return this.makeObject({ ...spec, members: [blob.id, ...spec.members] });
+  }
+
+  /** An object over existing sealed members. */
+  makeObject(spec: ObjectSpec): Entry {
+    if (spec.typename === BLOB_TYPENAME) throw new TrellisError('ERR_BAD_REQUEST', 'Blobs are made by create/put');
+    const members = this.checkMembers(spec.members);
+    let nbytes = 0;
+    for (const m of members) {
+      nbytes += m.nbytes;
+      m.parents++;
+    }
+    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null);
+  }
+
+  // ---- access -----------------------------------------------------------
+
+  /** Pins each object for `conn` and returns its tree; restores spilled blobs. All or nothing. */
+  get(ids: string[], conn: number): ObjectRecord[] {
+    const found: Entry[] = [];
+    for (const id of ids) {
+      const e = this.lookup(id);
+      if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `blob ${id} is not sealed yet`);
+      found.push(e);
+    }
+    const pinned: Entry[] = [];
+    try {
+      for (const e of found) {
+        this.addRef(conn, e);
+        pinned.push(e);
+        this.restoreTree(e);
+      }
+    } catch (err) {
+      for (const e of pinned) this.dropRef(conn, e.id);
+      throw err;
+    }
+    this.counters.gets += found.length;
+    return found.map((e) => this.record(e));
+  }
+
+  release(ids: string[], conn: number): void {
+    const held = this.refs.get(conn);
+    for (const id of ids) {
+      if (!held?.has(id)) throw new TrellisError('ERR_NOT_REFERENCED', `this connection holds no reference to ${id}`);
+    }
+    for (const id of ids) this.dropRef(conn, id);
+  }
+
+  /** Deletes objects (and, when deep, members no other object uses). Held objects go on the last release. */
+  delete(ids: string[], deep: boolean): void {
+    const found = ids.map((id) => this.lookup(id));
+    for (const e of found) {
+      if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `blob ${e.id} is not sealed; abort it instead`);
+      if (e.parents > 0 && !found.some((p) => p.members.includes(e.id))) {
+        throw new TrellisError('ERR_OBJECT_IN_USE', `${e.id} is a member of ${e.parents} live object(s)`);
+      }
+    }
+    for (const e of found) this.markDeleted(e, deep);
+    for (const e of found) this.tryFree(e);
+  }
+
+  /** Everything a connection held: references dropped, unsealed blobs aborted. */
+  dropConnection(conn: number): void {
+    const held = this.refs.get(conn);
+    if (held) {
+      for (const [id] of held) this.dropRef(conn, id, true);
+      this.refs.delete(conn);
+    }
+    const unsealed = this.unsealedBy.get(conn);
+    if (unsealed) {
+      for (const id of unsealed) {
+        const e = this.entries.get(id);
+        if (e && !e.sealed) {
+          e.deleted = true;
+          this.counters.aborted++;
+          this.tryFree(e);
+        }
+      }
+      this.unsealedBy.delete(conn);
+    }
+  }
+
+  referencesOf(conn: number): number {
+    return this.refs.get(conn)?.size ?? 0;
+  }
+
+  list(typename: string | undefined, limit: number): ObjectSummary[] {
+    const out: ObjectSummary[] = [];
+    for (const e of this.entries.values()) {
+      if (out.length >= limit) break;
+      if (e.deleted || !e.sealed) continue;
+      if (typename !== undefined && e.typename !== typename) continue;
+      out.push({
+        id: e.id,
+        typename: e.typename,
+        nbytes: e.nbytes,
+        meta: e.meta,
+        members: e.members,
+        spilled: e.isBlob && e.loc === null,
+        references: e.pins,
+      });
+    }
+    return out;
+  }
+
+  /** Binds a name to an entry so it is dropped with it. */
+  attachName(e: Entry, name: string): void {
+    if (!e.names) e.names = new Set();
+    e.names.add(name);
+  }
+
+  detachName(id: string, name: string): void {
+    this.entries.get(id)?.names?.delete(name);
+  }
+
+  // ---- internals --------------------------------------------------------
+
+  private newEntry(
+    typename: string,
+    meta: Record<string, unknown>,
+    members: string[],
+    nbytes: number,
+    isBlob: boolean,
+    loc: BlobLocation | null,
+  ): Entry {
+    const e: Entry = {
+      id: this.ids.allocate(),
+      typename,
+      meta,
+      members,
+      nbytes,
+      isBlob,
+      loc,
+      sealed: true,
+      owner: 0,
+      pins: 0,
+      parents: 0,
+      deleted: false,
+      spillPath: null,
+      names: null,
+      createdAt: Date.now(),
+    };
+    this.entries.set(e.id, e);
+    this.counters.created++;
+    return e;
+  }
+
+  private checkMembers(ids: string[]): Entry[] {
+    return ids.map((id) => {
+      const m = this.lookup(id);
+      if (!m.sealed) throw new TrellisError('ERR_NOT_SEALED', `member ${id} is not sealed`);
+      return m;
+    });
+  }
+
+  private allocate(size: number): BlobLocation {
+    let loc = this.arena.tryAlloc(size);
+    while (loc === null && this.spillOne()) loc = this.arena.tryAlloc(size);
+    if (loc === null) {
+      const frag = this.arena.fragmentation();
+      throw new TrellisError(
+        'ERR_OUT_OF_MEMORY',
+        `cannot allocate ${size} bytes: ${this.arena.memoryUsed} of ${this.arena.opts.limit} bytes in use` +
+          (frag > 0.05 ? `, fragmentation ${(frag * 100).toFixed(1)}%` : '') +
+          (this.spill ? ', nothing left to spill' : ', no spill directory configured'),
+      );
+    }
+    return loc;
+  }
+
+  private spillOne(): boolean {
+    if (!this.spill) return false;
+    const first = this.lru.values().next();
+    if (first.done) return false;
+    const e = first.value;
+    this.lru.delete(e.id);
+    const loc = e.loc!;
+    e.spillPath = this.spill.write(e.id, this.arena.view(loc));
+    e.loc = null;
+    this.arena.free(loc);
+    this.counters.spills++;
+    return true;
+  }
+
+  private restoreTree(e: Entry): void {
+    if (e.isBlob) {
+      if (e.loc === null && e.spillPath !== null) {
+        const loc = this.allocate(e.nbytes);
+        try {
+          this.spill!.restore(e.spillPath, this.arena.view(loc));
+        } catch (err) {
+          this.arena.free(loc);
+          throw err;
+        }
+        e.loc = loc;
+        e.spillPath = null;
+        this.counters.restores++;
+      }
+      return;
+    }
+    for (const m of e.members) this.restoreTree(this.entries.get(m)!);
+  }
+
+  private addRef(conn: number, e: Entry): void {
+    let held = this.refs.get(conn);
+    if (!held) this.refs.set(conn, (held = new Map()));
+    const n = held.get(e.id) ?? 0;
+    held.set(e.id, n + 1);
+    if (n === 0) this.pin(e);
+  }
+
+  private dropRef(conn: number, id: string, all = false): void {
+    const held = this.refs.get(conn);
+    const n = held?.get(id);
+    if (!held || n === undefined) return;
+    if (n > 1 && !all) {
+      held.set(id, n - 1);
+      return;
+    }
+    held.delete(id);
+    const e = this.entries.get(id);
+    if (e) {
+      this.unpin(e);
+      this.tryFree(e);
+    }
+  }
+
+  private pin(e: Entry): void {
+    e.pins++;
+    if (e.isBlob) this.lru.delete(e.id);
+    for (const m of e.members) this.pin(this.entries.get(m)!);
+  }
+
+  private unpin(e: Entry): void {
+    e.pins--;
+    if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
+    for (const m of e.members) this.unpin(this.entries.get(m)!);
+  }
+
+  private markDeleted(e: Entry, deep: boolean): void {
+    if (e.deleted) return;
+    e.deleted = true;
+    if (e.names) {
+      this.onNamesDropped(e.names);
+      e.names = null;
+    }
+    if (!deep) return;
+    for (const m of e.members) {
+      const me = this.entries.get(m)!;
+      if (me.parents === 1) this.markDeleted(me, true);
+    }
+  }
+
+  private tryFree(e: Entry): void {
+    if (!e.deleted || e.pins > 0 || e.parents > 0) return;
+    if (!this.entries.delete(e.id)) return;
+    this.counters.freed++;
+    if (e.isBlob) {
+      this.lru.delete(e.id);
+      if (e.loc) this.arena.free(e.loc);
+      if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);
+      e.loc = null;
+    }
+    for (const m of e.members) {
+      const me = this.entries.get(m);
+      if (!me) continue;
+      me.parents--;
+      this.tryFree(me);
+    }
+  }
+
+  private record(e: Entry): ObjectRecord {
+    const r: ObjectRecord = {
+      id: e.id,
+      typename: e.typename,
+      nbytes: e.nbytes,
+      meta: e.meta,
+      members: e.members.map((m) => this.record(this.entries.get(m)!)),
+    };
+    if (e.loc) r.blob = e.loc;
+    return r;
+  }
+}

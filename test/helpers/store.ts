@@ -1,0 +1,119 @@
+/**
+ * Test helpers: a fresh socket path per test, an in-process store, a store in
+ * a child process, and node child scripts that talk to a store.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StoreServer, type StoreOptions } from '../../src/index.js';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+export const CLI = join(ROOT, 'bin/trellis.js');
+export const DIST = join(ROOT, 'dist/index.js');
+
+export function tempDir(prefix = 'trellis-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function startStore(opts: Partial<StoreOptions> = {}): Promise<{
+  store: StoreServer;
+  socket: string;
+  dir: string;
+  stop: () => Promise<void>;
+}> {
+  const { dir, cleanup } = tempDir();
+  const socket = join(dir, 'store.sock');
+  const store = await StoreServer.start({ socket, size: 256 * 1024 * 1024, ...opts });
+  return {
+    store,
+    socket,
+    dir,
+    stop: async () => {
+      await store.close();
+      cleanup();
+    },
+  };
+}
+
+/** Runs `trellis store` as a child process and waits for its ready line. */
+export async function spawnStore(
+  args: string[],
+): Promise<{ child: ChildProcess; socket: string; dir: string; output: () => string; stop: () => Promise<number | null> }> {
+  const { dir, cleanup } = tempDir();
+  const socket = join(dir, 'store.sock');
+  const child = spawn(process.execPath, [CLI, 'store', '--socket', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`store did not start: ${out}`)), 20_000);
+    child.stdout!.on('data', () => {
+      if (out.includes('ready')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`store exited with ${code}: ${out}`));
+    });
+  });
+  return {
+    child,
+    socket,
+    dir,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode !== null) {
+        cleanup();
+        return child.exitCode;
+      }
+      const code = await new Promise<number | null>((resolve) => {
+        child.once('exit', (c) => resolve(c));
+        child.kill('SIGTERM');
+      });
+      cleanup();
+      return code;
+    },
+  };
+}
+
+/**
+ * Runs an ES module snippet in a child node process with `connect` and friends
+ * imported from the built package; resolves with its stdout parsed as JSON
+ * (the snippet prints one JSON line) and its exit code / signal.
+ */
+export function runChild(
+  code: string,
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; json: any }> {
+  const prelude = `import * as trellis from ${JSON.stringify(DIST)};\nconst { connect, TrellisError } = trellis;\n`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', prelude + code], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`child timed out; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.once('exit', (c, s) => {
+      clearTimeout(t);
+      let json: any;
+      const last = stdout.trim().split('\n').pop();
+      try {
+        json = last ? JSON.parse(last) : undefined;
+      } catch {
+        json = undefined;
+      }
+      resolve({ code: c, signal: s, stdout, stderr, json });
+    });
+  });
+}
