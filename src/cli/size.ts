@@ -9,7 +9,11 @@ export function parseSize(text: string | number): number {
     return text;
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(String(text));
-  if (!m) throw new TrellisError('ERR_BAD_REQUEST', `bad size ${JSON.stringify(text)}: use bytes or a number with K, M, G or T`);
+  if (!m)
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `bad size ${JSON.stringify(text)}: use bytes or a number with K, M, G or T`,
+    );
   const n = Math.floor(Number(m[1]) * UNITS[m[2].toUpperCase()]);
   if (!Number.isSafeInteger(n)) throw new TrellisError('ERR_BAD_REQUEST', `size ${text} is too large`);
   return n;

@@ -15,26 +15,26 @@
  *   await client.release(id);
  */
 import type * as arrow from 'apache-arrow';
-import { TrellisError, invalidParameter } from '../errors.js';
-import type { EncodedValue } from '../codecs/codec.js';
 import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from '../codecs/arrow.js';
+import type { EncodedValue } from '../codecs/codec.js';
 import {
   DTYPES,
   type DType,
-  TENSOR_TYPENAME,
-  type Tensor,
-  type TypedArray,
   dtypeOf,
   elementCount,
   encodeTensor,
   isDType,
   isTensorLike,
   isTypedArray,
+  TENSOR_TYPENAME,
+  type Tensor,
+  type TypedArray,
   tensorFromRecord,
 } from '../codecs/tensor.js';
-import { PROTOCOL_VERSION, type BlobLocation, type ObjectRecord, isObjectId } from '../protocol/messages.js';
-import type { StoreStatus } from '../store/store-server.js';
+import { invalidParameter, TrellisError } from '../errors.js';
+import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
 import type { ObjectSummary } from '../store/object-table.js';
+import type { StoreStatus } from '../store/store-server.js';
 import { IpcChannel } from './ipc-channel.js';
 import { ensureMapped, mappingOf, writableMapping } from './segment-cache.js';
 
@@ -235,11 +235,16 @@ export class TrellisClient {
   async createTensor(dtype: DType, shape: number[]): Promise<TensorWriter> {
     if (!isDType(dtype)) throw invalidParameter('dtype', `one of ${Object.keys(DTYPES).join(', ')}`, dtype);
     if (!Array.isArray(shape)) throw invalidParameter('shape', 'an array of dimensions', shape);
-    for (const d of shape) if (!Number.isSafeInteger(d) || d < 0) throw invalidParameter('shape[]', 'a non-negative integer', d);
+    for (const d of shape)
+      if (!Number.isSafeInteger(d) || d < 0) throw invalidParameter('shape[]', 'a non-negative integer', d);
     const ctor = DTYPES[dtype];
     const n = elementCount(shape);
     const w = await this.createBlob(n * ctor.BYTES_PER_ELEMENT);
-    const data = new (ctor as unknown as new (b: ArrayBufferLike, o: number, n: number) => TypedArray)(w.buffer.buffer, w.buffer.byteOffset, n) as TypedArray;
+    const data = new (ctor as unknown as new (b: ArrayBufferLike, o: number, n: number) => TypedArray)(
+      w.buffer.buffer,
+      w.buffer.byteOffset,
+      n,
+    ) as TypedArray;
     let done = false;
     return {
       dtype,
@@ -276,17 +281,22 @@ export class TrellisClient {
     if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
     for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
     this.checkOpen();
-    const need: string[] = [];
-    for (const id of ids) if (!this.held.has(id) && !this.fetching.has(id) && !need.includes(id)) need.push(id);
-    if (need.length > 0) {
-      const req = this.fetch(need);
-      need.forEach((id, i) =>
+    const need = new Set<string>();
+    for (const id of ids) if (!this.held.has(id) && !this.fetching.has(id)) need.add(id);
+    if (need.size > 0) {
+      const list = [...need];
+      const req = this.fetch(list);
+      list.forEach((id, i) => {
         this.fetching.set(
           id,
           req.then((recs) => recs[i]),
-        ),
-      );
-      req.catch(() => {}).finally(() => need.forEach((id) => this.fetching.delete(id)));
+        );
+      });
+      req
+        .catch(() => {})
+        .finally(() => {
+          for (const id of list) this.fetching.delete(id);
+        });
     }
     const records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
     return records.map((rec) => {
@@ -407,7 +417,8 @@ export class TrellisClient {
   async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
     checkName(name);
     const timeoutMs = opts.timeoutMs ?? 0;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0)
+      throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
     const f = await this.call({ t: 'getName', name, wait: opts.wait ?? false, timeoutMs });
     return String(f.id);
   }

@@ -3,9 +3,9 @@
  * requests matched to answers by `rid`. Any number of requests may be in
  * flight; writes made in one tick leave in one syscall.
  */
-import { type Socket, connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
-import { type Frame, FrameDecoder, encodeFrame } from '../protocol/frame.js';
+import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
 
 interface Pending {
   resolve: (f: Frame) => void;

@@ -7,9 +7,8 @@
  */
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { decodeBody } from '../protocol/frame.js';
+import { decodeBody, encodeFrame } from '../protocol/frame.js';
 import type { SegmentInfo } from '../protocol/messages.js';
-import { encodeFrame } from '../protocol/frame.js';
 
 export interface SegmentMapping {
   readonly id: number;
@@ -29,7 +28,10 @@ export function mappingOf(storeId: string, seg: number): SegmentMapping | undefi
 /** Maps every listed segment not yet mapped, asking the store for their fds over the fd channel. */
 export async function ensureMapped(storeId: string, socketPath: string, token: string, segs: number[]): Promise<void> {
   let known = stores.get(storeId);
-  if (!known) stores.set(storeId, (known = new Map()));
+  if (!known) {
+    known = new Map();
+    stores.set(storeId, known);
+  }
   const waits: Promise<void>[] = [];
   const missing: number[] = [];
   for (const s of segs) {

@@ -3,7 +3,7 @@
  * float16 travels as raw half-precision bits in a Uint16Array; bool as one
  * byte per element in a Uint8Array; int64/uint64 as BigInt64Array/BigUint64Array.
  */
-import { TrellisError, invalidParameter } from '../errors.js';
+import { invalidParameter, TrellisError } from '../errors.js';
 import type { ObjectRecord } from '../protocol/messages.js';
 import type { BlobResolver, Codec, EncodedValue } from './codec.js';
 
@@ -103,7 +103,8 @@ export function elementCount(shape: readonly number[]): number {
 /** Checks dtype, shape and data agree; throws ERR_BAD_REQUEST or ERR_SIZE_MISMATCH. */
 export function validateTensor(t: Tensor): void {
   if (!isDType(t.dtype)) throw invalidParameter('tensor.dtype', `one of ${Object.keys(DTYPES).join(', ')}`, t.dtype);
-  if (!Array.isArray(t.shape) || t.shape.length > 32) throw invalidParameter('tensor.shape', 'an array of at most 32 dimensions', t.shape);
+  if (!Array.isArray(t.shape) || t.shape.length > 32)
+    throw invalidParameter('tensor.shape', 'an array of at most 32 dimensions', t.shape);
   for (const d of t.shape) {
     if (!Number.isSafeInteger(d) || d < 0) throw invalidParameter('tensor.shape[]', 'a non-negative integer', d);
   }
@@ -133,7 +134,8 @@ export function encodeTensor(t: Tensor): EncodedValue {
 
 export function tensorFromRecord(rec: ObjectRecord, resolve: BlobResolver): Tensor {
   const { dtype, shape } = rec.meta as { dtype: unknown; shape: unknown };
-  if (!isDType(dtype) || !Array.isArray(shape)) throw new TrellisError('ERR_PROTOCOL', `object ${rec.id} has bad tensor metadata`);
+  if (!isDType(dtype) || !Array.isArray(shape))
+    throw new TrellisError('ERR_PROTOCOL', `object ${rec.id} has bad tensor metadata`);
   const blob = rec.members[0];
   if (!blob) throw new TrellisError('ERR_PROTOCOL', `tensor ${rec.id} has no data blob`);
   const bytes = resolve(blob);

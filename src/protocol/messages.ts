@@ -76,7 +76,8 @@ function rid(h: Record<string, unknown>): number {
 
 function str(h: Record<string, unknown>, f: string, max = MAX_NAME): string {
   const v = h[f];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw bad(f, `a non-empty string of at most ${max}`, v);
+  if (typeof v !== 'string' || v.length === 0 || v.length > max)
+    throw bad(f, `a non-empty string of at most ${max}`, v);
   return v;
 }
 
@@ -147,7 +148,13 @@ const decoders: Record<RequestType, Decoder> = {
   get: (h) => ({ t: 'get', rid: rid(h), ids: ids(h, 'ids') }),
   release: (h) => ({ t: 'release', rid: rid(h), ids: ids(h, 'ids') }),
   delete: (h) => ({ t: 'delete', rid: rid(h), ids: ids(h, 'ids'), deep: bool(h, 'deep', true) }),
-  putName: (h) => ({ t: 'putName', rid: rid(h), name: str(h, 'name'), id: id(h), overwrite: bool(h, 'overwrite', false) }),
+  putName: (h) => ({
+    t: 'putName',
+    rid: rid(h),
+    name: str(h, 'name'),
+    id: id(h),
+    overwrite: bool(h, 'overwrite', false),
+  }),
   getName: (h) => ({
     t: 'getName',
     rid: rid(h),
@@ -156,7 +163,11 @@ const decoders: Record<RequestType, Decoder> = {
     timeoutMs: h.timeoutMs === undefined ? 0 : uint(h, 'timeoutMs', MAX_TIMEOUT_MS),
   }),
   dropName: (h) => ({ t: 'dropName', rid: rid(h), name: str(h, 'name') }),
-  listNames: (h) => ({ t: 'listNames', rid: rid(h), prefix: h.prefix === undefined ? '' : String(strOrEmpty(h, 'prefix')) }),
+  listNames: (h) => ({
+    t: 'listNames',
+    rid: rid(h),
+    prefix: h.prefix === undefined ? '' : String(strOrEmpty(h, 'prefix')),
+  }),
   list: (h) => ({
     t: 'list',
     rid: rid(h),
@@ -166,8 +177,10 @@ const decoders: Record<RequestType, Decoder> = {
   status: (h) => ({ t: 'status', rid: rid(h) }),
   fds: (h) => {
     const segs = h.segments;
-    if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64) throw bad('segments', '1 to 64 segment ids', segs);
-    for (const s of segs) if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
+    if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)
+      throw bad('segments', '1 to 64 segment ids', segs);
+    for (const s of segs)
+      if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
     return { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
   },
 };

@@ -6,8 +6,8 @@
  */
 import { TrellisError } from '../errors.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
-import { ALIGN, SegmentAllocator, alignUp } from './allocator.js';
 import type { BlobLocation, SegmentInfo } from '../protocol/messages.js';
+import { ALIGN, alignUp, SegmentAllocator } from './allocator.js';
 
 const PAGE = 4096;
 const SEGMENT_GRANULE = 2 * 1024 * 1024;

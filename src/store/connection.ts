@@ -7,8 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
-import { type Frame, FrameDecoder, encodeFrame } from '../protocol/frame.js';
-import { PROTOCOL_VERSION, type Request, decodeRequest, ridOf } from '../protocol/messages.js';
+import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
+import { decodeRequest, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
 
 export interface RequestHandler {
   /** Returns the response fields, or a promise of them; throws TrellisError. */
@@ -101,7 +101,10 @@ export class Connection {
       if (req.t === 'hello') {
         if (req.version !== PROTOCOL_VERSION) {
           this.fail(
-            new TrellisError('ERR_PROTOCOL', `protocol version ${req.version} is not supported; this store speaks ${PROTOCOL_VERSION}`),
+            new TrellisError(
+              'ERR_PROTOCOL',
+              `protocol version ${req.version} is not supported; this store speaks ${PROTOCOL_VERSION}`,
+            ),
             rid,
           );
           return;

@@ -73,7 +73,10 @@ export class NameTable {
     return new Promise((resolve, reject) => {
       const w: Waiter = { resolve, reject, timer: null, owner };
       let set = this.waiters.get(name);
-      if (!set) this.waiters.set(name, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        this.waiters.set(name, set);
+      }
       set.add(w);
       if (timeoutMs > 0) {
         w.timer = setTimeout(() => {

@@ -120,7 +120,10 @@ export class ObjectTable {
     e.sealed = false;
     e.owner = conn;
     let set = this.unsealedBy.get(conn);
-    if (!set) this.unsealedBy.set(conn, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.unsealedBy.set(conn, set);
+    }
     set.add(e.id);
     return e;
   }
@@ -160,7 +163,14 @@ export class ObjectTable {
     }
     const loc = this.allocate(payload.byteLength);
     this.arena.view(loc).set(payload);
-    const blob = this.newEntry(BLOB_TYPENAME, spec.typename === BLOB_TYPENAME ? spec.meta : {}, [], payload.byteLength, true, loc);
+    const blob = this.newEntry(
+      BLOB_TYPENAME,
+      spec.typename === BLOB_TYPENAME ? spec.meta : {},
+      [],
+      payload.byteLength,
+      true,
+      loc,
+    );
     this.lru.set(blob.id, blob);
     this.counters.sealed++;
     if (spec.typename === BLOB_TYPENAME) return blob;
@@ -369,7 +379,10 @@ export class ObjectTable {
 
   private addRef(conn: number, e: Entry): void {
     let held = this.refs.get(conn);
-    if (!held) this.refs.set(conn, (held = new Map()));
+    if (!held) {
+      held = new Map();
+      this.refs.set(conn, held);
+    }
     const n = held.get(e.id) ?? 0;
     held.set(e.id, n + 1);
     if (n === 0) this.pin(e);

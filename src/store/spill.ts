@@ -7,7 +7,17 @@
  * before the request that needed the memory can be answered, and keeping it in
  * one synchronous step means no other request can see a half-spilled blob.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { TrellisError } from '../errors.js';
 
@@ -41,7 +51,9 @@ export class SpillDir {
       renameSync(tmp, path);
     } catch (e) {
       rmSync(tmp, { force: true });
-      throw new TrellisError('ERR_SPILL_FAILED', `spilling ${id} to ${path} failed: ${(e as Error).message}`, { cause: e });
+      throw new TrellisError('ERR_SPILL_FAILED', `spilling ${id} to ${path} failed: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     this.bytes += data.byteLength;
     this.count++;

@@ -6,7 +6,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, rmSync, statSync, unlinkSync } from 'node:fs';
-import { type Server, type Socket, connect as netConnect, createServer } from 'node:net';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
@@ -118,7 +118,8 @@ export class StoreServer implements RequestHandler {
 
   private listen(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onError = (e: Error) => reject(new TrellisError('ERR_NATIVE', `cannot listen on ${this.opts.socket}: ${e.message}`));
+      const onError = (e: Error) =>
+        reject(new TrellisError('ERR_NATIVE', `cannot listen on ${this.opts.socket}: ${e.message}`));
       this.server.once('error', onError);
       // The socket is created with the umask in force; narrow it so the file is
       // never reachable by others, then set the mode asked for.
@@ -128,7 +129,8 @@ export class StoreServer implements RequestHandler {
           this.server.off('error', onError);
           try {
             chmodSync(this.opts.socket, this.opts.socketMode ?? 0o600);
-            if (this.opts.socketGid !== undefined) chownSync(this.opts.socket, process.getuid?.() ?? 0, this.opts.socketGid);
+            if (this.opts.socketGid !== undefined)
+              chownSync(this.opts.socket, process.getuid?.() ?? 0, this.opts.socketGid);
           } catch (e) {
             reject(e);
             return;
@@ -259,7 +261,8 @@ export class StoreServer implements RequestHandler {
 
   private checkNameFree(name: string): void {
     const prev = this.names.get(name);
-    if (prev !== undefined) throw new TrellisError('ERR_OBJECT_EXISTS', `name ${JSON.stringify(name)} is bound to ${prev}`);
+    if (prev !== undefined)
+      throw new TrellisError('ERR_OBJECT_EXISTS', `name ${JSON.stringify(name)} is bound to ${prev}`);
   }
 
   private bindName(name: string, id: string, overwrite: boolean): void {

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { StoreServer, type StoreOptions } from '../../src/index.js';
+import { type StoreOptions, StoreServer } from '../../src/index.js';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const CLI = join(ROOT, 'bin/trellis.js');
@@ -38,12 +38,18 @@ export async function startStore(opts: Partial<StoreOptions> = {}): Promise<{
 }
 
 /** Runs `trellis store` as a child process and waits for its ready line. */
-export async function spawnStore(
-  args: string[],
-): Promise<{ child: ChildProcess; socket: string; dir: string; output: () => string; stop: () => Promise<number | null> }> {
+export async function spawnStore(args: string[]): Promise<{
+  child: ChildProcess;
+  socket: string;
+  dir: string;
+  output: () => string;
+  stop: () => Promise<number | null>;
+}> {
   const { dir, cleanup } = tempDir();
   const socket = join(dir, 'store.sock');
-  const child = spawn(process.execPath, [CLI, 'store', '--socket', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'store', '--socket', socket, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -89,7 +95,7 @@ export function runChild(
   code: string,
   env: Record<string, string> = {},
   timeoutMs = 60_000,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; json: any }> {
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; json: unknown }> {
   const prelude = `import * as trellis from ${JSON.stringify(DIST)};\nconst { connect, TrellisError } = trellis;\n`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', prelude + code], {
     env: { ...process.env, ...env },
@@ -106,7 +112,7 @@ export function runChild(
     }, timeoutMs);
     child.once('exit', (c, s) => {
       clearTimeout(t);
-      let json: any;
+      let json: unknown;
       const last = stdout.trim().split('\n').pop();
       try {
         json = last ? JSON.parse(last) : undefined;
