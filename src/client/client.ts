@@ -18,6 +18,7 @@ import type * as arrow from 'apache-arrow';
 import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from '../codecs/arrow.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import {
+  type ArrayOf,
   DTYPES,
   type DType,
   dtypeOf,
@@ -232,7 +233,7 @@ export class TrellisClient {
   }
 
   /** Allocates a tensor to be filled in place; `seal` turns it into a Tensor object. */
-  async createTensor(dtype: DType, shape: number[]): Promise<TensorWriter> {
+  async createTensor<D extends DType>(dtype: D, shape: number[]): Promise<TensorWriter<ArrayOf<D>>> {
     if (!isDType(dtype)) throw invalidParameter('dtype', `one of ${Object.keys(DTYPES).join(', ')}`, dtype);
     if (!Array.isArray(shape)) throw invalidParameter('shape', 'an array of dimensions', shape);
     for (const d of shape)
@@ -249,7 +250,7 @@ export class TrellisClient {
     return {
       dtype,
       shape: shape.slice(),
-      data,
+      data: data as ArrayOf<D>,
       seal: async (opts: PutOptions = {}) => {
         if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
         done = true;

@@ -43,6 +43,9 @@ export const DTYPES = {
 
 export type DType = keyof typeof DTYPES;
 
+/** The TypedArray class that holds a dtype's elements. */
+export type ArrayOf<D extends DType> = InstanceType<(typeof DTYPES)[D]>;
+
 export interface Tensor<T extends TypedArray = TypedArray> {
   dtype: DType;
   shape: number[];
