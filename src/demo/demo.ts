@@ -124,7 +124,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     if (digests.size !== 1) throw new Error(`readers disagree: ${[...digests].join(', ')}`);
     const r0 = shared.value[0];
     log(`\nall ${o.readers * 2} readers agree (digest ${r0.digest}); mean pixel intensity per class:`);
-    CLASSES.forEach((c, i) => log(`  ${c.padEnd(12)} ${fmt(r0.overall[i]).padStart(6)}   (${r0.counts[i]} images)`));
+    CLASSES.forEach((c, i) => {
+      log(`  ${c.padEnd(12)} ${fmt(r0.overall[i]).padStart(6)}   (${r0.counts[i]} images)`);
+    });
 
     const acqShm = shared.value.reduce((a, r) => a + r.acquireMs, 0) / o.readers;
     const acqCopy = copied.value.reduce((a, r) => a + r.acquireMs, 0) / o.readers;
