@@ -17,7 +17,7 @@ export class IpcChannel {
   private nextRid = 1;
   private readonly decoder: FrameDecoder;
   private failure: TrellisError | null = null;
-  private corked = false;
+  private outbox: Buffer[] = [];
   onClose: (err: TrellisError) => void = () => {};
 
   private constructor(
@@ -61,17 +61,19 @@ export class IpcChannel {
     header.rid = rid;
     return new Promise<Frame>((resolve, reject) => {
       this.pending.set(rid, { resolve, reject });
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        process.nextTick(() => {
-          this.corked = false;
-          this.socket.uncork();
-        });
-      }
-      this.socket.write(encodeFrame(header, payload));
+      // Requests made in one synchronous run leave in one write, at the next
+      // microtask checkpoint.
+      this.outbox.push(encodeFrame(header, payload));
+      if (this.outbox.length === 1) queueMicrotask(this.flush);
     });
   }
+
+  private readonly flush = (): void => {
+    const out = this.outbox;
+    this.outbox = [];
+    if (out.length === 0 || this.failure) return;
+    this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+  };
 
   close(): void {
     this.fail(new TrellisError('ERR_CLOSED', 'the client was closed'));
