@@ -30,7 +30,8 @@ describe('SegmentAllocator', () => {
     a.free(b2, 2048);
     expect(a.alloc(3072 + 64)).toBe(-1); // 3072 free, all of it after the 1024 still in use
     expect(a.alloc(3000)).toBe(1024); // the freed 2048 merged with the 1024 left over before it
-    expect(a.alloc(64)).toBe(-1);
+    expect(a.alloc(128)).toBe(-1); // 3000 rounds up to 3008: 64 bytes are left
+    expect(a.alloc(64)).toBe(4032);
   });
 
   it('never overlaps and conserves bytes under random alloc/free (against a reference model)', () => {
