@@ -37,7 +37,7 @@ import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } fr
 import type { ObjectSummary } from '../store/object-table.js';
 import type { StoreStatus } from '../store/store-server.js';
 import { IpcChannel } from './ipc-channel.js';
-import { ensureMapped, mappingOf, writableMapping } from './segment-cache.js';
+import { ensureMapped, mappingOf, releaseStore, retainStore, writableMapping } from './segment-cache.js';
 
 export const BLOB_TYPENAME = 'Blob';
 
@@ -111,7 +111,9 @@ export class TrellisClient {
     readonly storeId: string,
     readonly instanceId: number,
     private readonly inlineLimit: number,
-  ) {}
+  ) {
+    retainStore(storeId);
+  }
 
   /** @internal use connect() */
   static async open(opts: ConnectOptions): Promise<TrellisClient> {
@@ -311,9 +313,10 @@ export class TrellisClient {
   /**
    * Synchronous get of an object this client already holds (a get not yet
    * released): no round trip, just new views. Returns undefined when the
-   * object is not held; use `get` then.
+   * object is not held; use `get` then. Throws ERR_CLOSED after close, like every method.
    */
   getSync(id: string): StoreValue | undefined {
+    this.checkOpen();
     const h = this.held.get(id);
     if (!h) return undefined;
     h.count++;
@@ -449,6 +452,7 @@ export class TrellisClient {
     if (!this.closing) {
       this.held.clear();
       this.channel.close();
+      releaseStore(this.storeId);
       this.closing = Promise.resolve();
     }
     return this.closing;

@@ -2,8 +2,11 @@
  * Segment mappings, shared by every client in a process: each segment of each
  * store is mapped at most once read-only and at most once read-write, because
  * creating a large external ArrayBuffer costs about a millisecond and a view
- * over an existing one about 25 ns. Mappings live as long as the process holds
- * any view over them (the ArrayBuffer finalizer unmaps).
+ * over an existing one about 25 ns. The cache keeps a store's segments (and
+ * their fds) while any client of that store is open in this process; after the
+ * last one closes, a mapping lives as long as the process holds any view over
+ * it (the ArrayBuffer finalizer unmaps), so a dead store's memory is not pinned
+ * for the life of the process.
  */
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
@@ -20,6 +23,27 @@ export interface SegmentMapping {
 
 const stores = new Map<string, Map<number, SegmentMapping>>();
 const inflight = new Map<string, Promise<void>>();
+const users = new Map<string, number>();
+
+/** A client of `storeId` opened in this process; pair it with `releaseStore`. */
+export function retainStore(storeId: string): void {
+  users.set(storeId, (users.get(storeId) ?? 0) + 1);
+}
+
+/** A client of `storeId` closed; after the last one, the segment fds are closed and the cache forgets them. */
+export function releaseStore(storeId: string): void {
+  const n = (users.get(storeId) ?? 0) - 1;
+  if (n > 0) {
+    users.set(storeId, n);
+    return;
+  }
+  users.delete(storeId);
+  // A fetch still in flight belongs to the closed clients; a new client must not wait on it.
+  for (const key of [...inflight.keys()]) if (key.startsWith(`${storeId}:`)) inflight.delete(key);
+  const known = stores.get(storeId);
+  stores.delete(storeId);
+  if (known) for (const m of known.values()) native.closeFd(m.fd);
+}
 
 export function mappingOf(storeId: string, seg: number): SegmentMapping | undefined {
   return stores.get(storeId)?.get(seg);
@@ -27,6 +51,7 @@ export function mappingOf(storeId: string, seg: number): SegmentMapping | undefi
 
 /** Maps every listed segment not yet mapped, asking the store for their fds over the fd channel. */
 export async function ensureMapped(storeId: string, socketPath: string, token: string, segs: number[]): Promise<void> {
+  if (!users.has(storeId)) throw new TrellisError('ERR_CLOSED', 'the client was closed');
   let known = stores.get(storeId);
   if (!known) {
     known = new Map();
@@ -42,11 +67,14 @@ export async function ensureMapped(storeId: string, socketPath: string, token: s
     else if (!missing.includes(s)) missing.push(s);
   }
   if (missing.length > 0) {
-    const job = fetchSegments(known, socketPath, token, missing);
+    const job = fetchSegments(storeId, known, socketPath, token, missing);
     for (const s of missing) inflight.set(`${storeId}:${s}`, job);
     waits.push(
       job.finally(() => {
-        for (const s of missing) inflight.delete(`${storeId}:${s}`);
+        for (const s of missing) {
+          const key = `${storeId}:${s}`;
+          if (inflight.get(key) === job) inflight.delete(key);
+        }
       }),
     );
   }
@@ -54,6 +82,7 @@ export async function ensureMapped(storeId: string, socketPath: string, token: s
 }
 
 async function fetchSegments(
+  storeId: string,
   known: Map<number, SegmentMapping>,
   socketPath: string,
   token: string,
@@ -62,6 +91,8 @@ async function fetchSegments(
   const req = encodeFrame({ t: 'fds', rid: 0, token, segments: segs });
   const { data, fds } = await native.requestFds(socketPath, req, 10_000);
   try {
+    // The last client of the store closed while the fds were on their way: keep none of them.
+    if (stores.get(storeId) !== known) throw new TrellisError('ERR_CLOSED', 'the client was closed');
     const { header } = decodeBody(data);
     if (header.t === 'err') {
       throw TrellisError.fromPayload(header as { code: string; message: string });

@@ -122,10 +122,23 @@ function plainObject(v: unknown, field: string, depth = 0): Record<string, unkno
   return v as Record<string, unknown>;
 }
 
+/**
+ * Metadata is echoed back in every get and list; nesting deeper than
+ * JSON.stringify's stack allows would make those answers throw, so it is
+ * refused here. Stops at the first level past the limit, so a hostile
+ * million-deep value costs no more than a shallow one.
+ */
+function checkDepth(v: unknown, field: string, depth: number): void {
+  if (v === null || typeof v !== 'object') return;
+  if (depth > MAX_META_DEPTH) throw bad(field, `nesting of at most ${MAX_META_DEPTH}`, v);
+  for (const x of Array.isArray(v) ? v : Object.values(v)) checkDepth(x, field, depth + 1);
+}
+
 function objectSpec(h: Record<string, unknown>, f: string): ObjectSpec {
   const o = plainObject(h[f], f);
   const typename = str(o, 'typename', 256);
   const meta = o.meta === undefined ? {} : plainObject(o.meta, `${f}.meta`);
+  checkDepth(meta, `${f}.meta`, 1);
   const members = o.members === undefined ? [] : ids(o, 'members');
   return { typename, meta, members };
 }

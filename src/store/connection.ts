@@ -91,9 +91,11 @@ export class Connection {
         this.dispatch(f);
       }
     } finally {
+      // fail() inside dispatch clears the batch (its error went out directly): nothing left to write then.
       const out = this.batch;
       this.batch = null;
-      if (out.length > 0 && !this.socket.destroyed) this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+      if (out && out.length > 0 && !this.socket.destroyed)
+        this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
     }
   }
 

@@ -15,6 +15,7 @@
  */
 import { TrellisError } from '../errors.js';
 import type { BlobLocation, ObjectRecord, ObjectSpec } from '../protocol/messages.js';
+import { alignUp } from './allocator.js';
 import type { Arena } from './arena.js';
 import type { IdAllocator } from './ids.js';
 import type { SpillDir } from './spill.js';
@@ -331,7 +332,9 @@ export class ObjectTable {
 
   private allocate(size: number): BlobLocation {
     let loc = this.arena.tryAlloc(size);
-    while (loc === null && this.spillOne()) loc = this.arena.tryAlloc(size);
+    // A block larger than the whole arena never fits; spilling for it would only empty the store.
+    const fits = alignUp(Math.max(size, 1)) <= this.arena.opts.limit;
+    while (loc === null && fits && this.spillOne()) loc = this.arena.tryAlloc(size);
     if (loc === null) {
       const frag = this.arena.fragmentation();
       throw new TrellisError(
