@@ -72,7 +72,8 @@ export async function spawnStore(args: string[]): Promise<{
     dir,
     output: () => out,
     stop: async () => {
-      if (child.exitCode !== null) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        // Already gone (exited, or killed by a test): exitCode is null after a signal.
         cleanup();
         return child.exitCode;
       }

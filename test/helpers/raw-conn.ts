@@ -1,0 +1,106 @@
+/**
+ * A raw connection to a store's socket: the test writes whatever bytes it
+ * likes and sees every frame the store answers, and whether it closed.
+ */
+import { connect, type Socket } from 'node:net';
+import { encodeFrame, type Frame, FrameDecoder } from '../../src/protocol/frame.js';
+import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+
+export class RawConn {
+  readonly frames: Frame['header'][] = [];
+  readonly payloads: Buffer[] = [];
+  /** Resolves when the store closed the connection (or it failed). */
+  readonly closed: Promise<void>;
+  private readonly decoder = new FrameDecoder(1 << 30);
+  private readonly listeners = new Set<() => void>();
+  private isClosed = false;
+  decodeError: Error | null = null;
+
+  private constructor(readonly socket: Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const f of this.decoder.push(chunk)) {
+          this.frames.push(f.header);
+          this.payloads.push(f.payload);
+        }
+      } catch (e) {
+        this.decodeError = e as Error;
+        socket.destroy();
+      }
+      this.notify();
+    });
+    socket.on('error', () => {});
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.isClosed = true;
+        this.notify();
+        resolve();
+      }),
+    );
+  }
+
+  static open(path: string): Promise<RawConn> {
+    return new Promise((resolve, reject) => {
+      const s = connect(path);
+      s.once('connect', () => {
+        s.removeListener('error', reject);
+        resolve(new RawConn(s));
+      });
+      s.once('error', reject);
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  write(bytes: Uint8Array): void {
+    if (!this.socket.destroyed) this.socket.write(bytes);
+  }
+
+  /** Sends a frame; returns the answer with the same rid (or a rid-0 error), or null if the store closed first. */
+  async request(header: Record<string, unknown>, payload?: Uint8Array): Promise<Frame['header'] | null> {
+    const rid = typeof header.rid === 'number' ? header.rid : 1 + Math.floor(Math.random() * 1e9);
+    const seen = this.frames.length;
+    this.write(encodeFrame({ ...header, rid }, payload));
+    return this.waitFor((f) => f.rid === rid || (f.t === 'err' && f.rid === 0), seen);
+  }
+
+  hello(version = PROTOCOL_VERSION): Promise<Frame['header'] | null> {
+    return this.request({ t: 'hello', version, client: 'raw test connection' });
+  }
+
+  /** The first frame from index `from` on that matches, or null once the connection closed without one. */
+  waitFor(match: (f: Frame['header']) => boolean, from = 0): Promise<Frame['header'] | null> {
+    return new Promise((resolve) => {
+      const check = () => {
+        for (let i = from; i < this.frames.length; i++) {
+          if (match(this.frames[i])) {
+            this.listeners.delete(check);
+            resolve(this.frames[i]);
+            return;
+          }
+        }
+        if (this.isClosed) {
+          this.listeners.delete(check);
+          resolve(null);
+        }
+      };
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  /** Half-closes our side: a well-behaved store then closes too. */
+  end(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private notify(): void {
+    for (const l of [...this.listeners]) l();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Running out of memory: ERR_OUT_OF_MEMORY without spilling, spilling to disk
+ * with a spill directory (pinned objects never spill), and memory given back
+ * to the OS on delete (hole punching).
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { connect, type Tensor, type TrellisClient } from '../src/index.js';
+import { errCode } from './helpers/child.js';
+import { startStore, tempDir } from './helpers/store.js';
+
+const MIB = 1024 * 1024;
+
+function pattern(n: number, seed: number): Uint8Array {
+  const a = new Uint8Array(n);
+  let x = seed * 2654435761;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    a[i] = x >>> 24;
+  }
+  return a;
+}
+
+function bytesOf(t: Tensor): Buffer {
+  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/** The id of a tensor's data blob (spill files are per blob). */
+async function blobOf(c: TrellisClient, tensorId: string): Promise<string> {
+  const [o] = (await c.list()).filter((x) => x.id === tensorId);
+  return o.members[0];
+}
+
+async function isSpilled(c: TrellisClient, blobId: string): Promise<boolean> {
+  const [o] = (await c.list({ typename: 'Blob' })).filter((x) => x.id === blobId);
+  return o.spilled;
+}
+
+describe('memory limits', () => {
+  const stops: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const s of stops.splice(0)) await s();
+  });
+
+  function spillDirectory(): string {
+    const { dir, cleanup } = tempDir('trellis-spill-');
+    stops.push(async () => cleanup());
+    return join(dir, 'spill');
+  }
+
+  async function store(opts: Parameters<typeof startStore>[0]) {
+    const env = await startStore(opts);
+    stops.push(env.stop);
+    return env;
+  }
+
+  it('full memory gives ERR_OUT_OF_MEMORY and the store keeps serving', async () => {
+    const env = await store({ size: 8 * MIB });
+    await using c = await connect({ socket: env.socket });
+    const a = await c.put(pattern(6 * MIB, 1));
+    expect(await errCode(c.put(pattern(3 * MIB, 2)))).toBe('ERR_OUT_OF_MEMORY');
+    expect(await errCode(c.createBlob(3 * MIB))).toBe('ERR_OUT_OF_MEMORY');
+    // Inline puts (below the inline limit) take the other path through the store.
+    const fill = await c.createBlob(2 * MIB - 64 * 1024);
+    expect(await errCode(c.put(pattern(128 * 1024, 3)))).toBe('ERR_OUT_OF_MEMORY');
+    await fill.abort();
+    expect((await c.status()).memoryUsed).toBe(6 * MIB);
+
+    // A smaller put still fits; the first object is intact.
+    const small = await c.put(pattern(MIB, 4));
+    expect(bytesOf((await c.get(a)) as Tensor).equals(pattern(6 * MIB, 1))).toBe(true);
+    await c.release(a);
+
+    // Deleting frees room for what did not fit.
+    await c.delete([a, small]);
+    expect((await c.status()).memoryUsed).toBe(0);
+    const b = await c.put(pattern(7 * MIB, 5));
+    expect(bytesOf((await c.get(b)) as Tensor).equals(pattern(7 * MIB, 5))).toBe(true);
+  });
+
+  it('spills unreferenced objects to disk when memory runs out and restores them byte-exact', async () => {
+    const spillDir = spillDirectory();
+    const s = await store({ size: 8 * MIB, spillDir });
+    await using c = await connect({ socket: s.socket });
+
+    const a = await c.put(pattern(3 * MIB, 1));
+    const b = await c.put(pattern(3 * MIB, 2));
+    const aBlob = await blobOf(c, a);
+    expect((await c.status()).spill).toMatchObject({ dir: spillDir, objects: 0, bytes: 0 });
+
+    // No room for c: the least recently used object (a) goes to disk.
+    const x = await c.put(pattern(3 * MIB, 3));
+    let st = await c.status();
+    expect(st.spill).toMatchObject({ objects: 1, bytes: 3 * MIB });
+    expect(await isSpilled(c, aBlob)).toBe(true);
+    expect(readdirSync(spillDir)).toEqual([`${aBlob}.blob`]);
+
+    // get brings it back, byte for byte (spilling another to make room), and its file goes.
+    const ta = (await c.get(a)) as Tensor;
+    expect(bytesOf(ta).equals(pattern(3 * MIB, 1))).toBe(true);
+    expect(await isSpilled(c, aBlob)).toBe(false);
+    expect(existsSync(join(spillDir, `${aBlob}.blob`))).toBe(false);
+    st = await c.status();
+    expect(st.spill.objects).toBe(1);
+    expect(st.counters.restores).toBe(1);
+
+    // a is pinned by our get: however much is asked for, it is never spilled.
+    const y = await c.put(pattern(3 * MIB, 4));
+    const z = await c.put(pattern(3 * MIB, 5));
+    expect(await isSpilled(c, aBlob)).toBe(false);
+    expect((await c.status()).spill.objects).toBe(3);
+    expect(await errCode(c.createBlob(6 * MIB))).toBe('ERR_OUT_OF_MEMORY');
+    expect(await isSpilled(c, aBlob)).toBe(false);
+    expect(bytesOf(ta).equals(pattern(3 * MIB, 1))).toBe(true);
+
+    // Every object reads back exact, whether it was on disk or not.
+    await c.release(a);
+    for (const [id, seed] of [
+      [b, 2],
+      [x, 3],
+      [y, 4],
+      [z, 5],
+    ] as const) {
+      const t = (await c.get(id)) as Tensor;
+      expect(bytesOf(t).equals(pattern(3 * MIB, seed))).toBe(true);
+      await c.release(id);
+    }
+
+    // Deleting spilled objects removes their files.
+    st = await c.status();
+    expect(st.spill.objects).toBeGreaterThan(0);
+    await c.delete([a, b, x, y, z]);
+    st = await c.status();
+    expect(st.spill).toMatchObject({ objects: 0, bytes: 0 });
+    expect(st.memoryUsed).toBe(0);
+    expect(readdirSync(spillDir)).toEqual([]);
+  });
+
+  it('a request that can never fit fails at once without spilling anything', async () => {
+    const spillDir = spillDirectory();
+    const s = await store({ size: 8 * MIB, spillDir });
+    await using c = await connect({ socket: s.socket });
+    await c.put(pattern(3 * MIB, 1));
+    await c.put(pattern(3 * MIB, 2));
+    expect(await errCode(c.createBlob(9 * MIB))).toBe('ERR_OUT_OF_MEMORY');
+    const st = await c.status();
+    expect(st.spill.objects).toBe(0);
+    expect(readdirSync(spillDir)).toEqual([]);
+  });
+
+  it('deleting a large object gives its pages back to the OS (store without reserve)', async () => {
+    const s = await store({ size: 256 * MIB });
+    await using c = await connect({ socket: s.socket });
+    const before = (await c.status()).memoryResident;
+    const w = await c.createTensor('uint8', [128 * MIB]);
+    w.data.fill(1);
+    const id = await w.seal();
+    const full = (await c.status()).memoryResident;
+    expect(full - before).toBeGreaterThanOrEqual(128 * MIB);
+    await c.delete(id);
+    const after = await c.status();
+    expect(after.memoryUsed).toBe(0);
+    expect(after.memoryResident).toBeLessThan(before + 4 * MIB);
+  });
+});
