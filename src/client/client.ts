@@ -302,12 +302,21 @@ export class TrellisClient {
         });
     }
     const records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
-    return records.map((rec) => {
+    let values: StoreValue[];
+    try {
+      values = records.map((rec) => this.decode(rec));
+    } catch (e) {
+      // Nothing was handed out, so nothing may stay pinned for this call.
+      const fresh = [...need].filter((id) => !this.held.has(id));
+      if (fresh.length > 0) await this.call({ t: 'release', ids: fresh }).catch(() => {});
+      throw e;
+    }
+    for (const rec of records) {
       const h = this.held.get(rec.id);
       if (h) h.count++;
       else this.held.set(rec.id, { record: rec, count: 1 });
-      return this.decode(rec);
-    });
+    }
+    return values;
   }
 
   /**

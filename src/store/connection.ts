@@ -161,11 +161,20 @@ export class Connection {
     }
     if (out instanceof Promise) {
       out.then(
-        (v) => this.send({ t: 'ok', rid, ...v }),
+        (v) => this.sendOk(rid, v),
         (e) => this.sendError(rid, e),
       );
     } else {
-      this.send({ t: 'ok', rid, ...out });
+      this.sendOk(rid, out);
+    }
+  }
+
+  /** An answer that cannot be encoded (e.g. too large for JSON) becomes an error answer, never a crash. */
+  private sendOk(rid: number, fields: object): void {
+    try {
+      this.send({ t: 'ok', rid, ...fields });
+    } catch (e) {
+      this.sendError(rid, new TrellisError('ERR_INTERNAL', `the answer could not be encoded: ${(e as Error).message}`));
     }
   }
 

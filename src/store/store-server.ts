@@ -172,7 +172,7 @@ export class StoreServer implements RequestHandler {
 
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void {
     const owner = this.tokens.get(req.token);
-    if (!owner || owner.state !== 'ready') throw new TrellisError('ERR_UNAUTHORIZED', 'unknown session token');
+    if (owner?.state !== 'ready') throw new TrellisError('ERR_UNAUTHORIZED', 'unknown session token');
     const segs = req.segments.map((id) => {
       const s = this.arena.segment(id);
       if (!s) throw new TrellisError('ERR_BAD_REQUEST', `no segment ${id}`);
