@@ -24,6 +24,9 @@ export const ERROR_CODES = {
   ERR_UNSUPPORTED: 'The value or type is not supported by this codec or this connection.',
   ERR_NATIVE: 'A system call in the native core failed.',
   ERR_SHUTTING_DOWN: 'The store is shutting down and takes no new work.',
+  ERR_OBJECT_LOST: 'The object was persisted by a store that is gone (its lease expired); its data is lost.',
+  ERR_OBJECT_REMOTE: 'The object lives on another store; migrate it here (client.migrate) or read it over RPC.',
+  ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',
   ERR_INTERNAL: 'A bug: the store hit a state it did not expect. The message says where; please report it.',
 } as const;
 
