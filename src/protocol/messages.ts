@@ -41,10 +41,10 @@ export interface SegmentInfo {
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
   | { t: 'create'; rid: number; size: number }
-  | { t: 'seal'; rid: number; id: string; object?: ObjectSpec; name?: string }
+  | { t: 'seal'; rid: number; id: string; object?: ObjectSpec; name?: string; persist: boolean }
   | { t: 'abort'; rid: number; id: string }
-  | { t: 'put'; rid: number; object: ObjectSpec; name?: string }
-  | { t: 'make'; rid: number; object: ObjectSpec; name?: string }
+  | { t: 'put'; rid: number; object: ObjectSpec; name?: string; persist: boolean }
+  | { t: 'make'; rid: number; object: ObjectSpec; name?: string; persist: boolean }
   | { t: 'get'; rid: number; ids: string[] }
   | { t: 'release'; rid: number; ids: string[] }
   | { t: 'delete'; rid: number; ids: string[]; deep: boolean }
@@ -54,6 +54,12 @@ export type Request =
   | { t: 'listNames'; rid: number; prefix: string }
   | { t: 'list'; rid: number; typename?: string; limit: number }
   | { t: 'status'; rid: number }
+  | { t: 'persist'; rid: number; ids: string[] }
+  | { t: 'migrate'; rid: number; id: string }
+  | { t: 'instances'; rid: number }
+  | { t: 'listGlobal'; rid: number; typename?: string; instanceId?: number; limit: number }
+  | { t: 'createDataset'; rid: number; name?: string; members: string[]; meta: Record<string, unknown> }
+  | { t: 'locate'; rid: number; id?: string; name?: string }
   | { t: 'fds'; rid: number; token: string; segments: number[] };
 
 export type RequestType = Request['t'];
@@ -154,10 +160,23 @@ const decoders: Record<RequestType, Decoder> = {
     id: id(h),
     object: h.object === undefined ? undefined : objectSpec(h, 'object'),
     name: optStr(h, 'name'),
+    persist: bool(h, 'persist', false),
   }),
   abort: (h) => ({ t: 'abort', rid: rid(h), id: id(h) }),
-  put: (h) => ({ t: 'put', rid: rid(h), object: objectSpec(h, 'object'), name: optStr(h, 'name') }),
-  make: (h) => ({ t: 'make', rid: rid(h), object: objectSpec(h, 'object'), name: optStr(h, 'name') }),
+  put: (h) => ({
+    t: 'put',
+    rid: rid(h),
+    object: objectSpec(h, 'object'),
+    name: optStr(h, 'name'),
+    persist: bool(h, 'persist', false),
+  }),
+  make: (h) => ({
+    t: 'make',
+    rid: rid(h),
+    object: objectSpec(h, 'object'),
+    name: optStr(h, 'name'),
+    persist: bool(h, 'persist', false),
+  }),
   get: (h) => ({ t: 'get', rid: rid(h), ids: ids(h, 'ids') }),
   release: (h) => ({ t: 'release', rid: rid(h), ids: ids(h, 'ids') }),
   delete: (h) => ({ t: 'delete', rid: rid(h), ids: ids(h, 'ids'), deep: bool(h, 'deep', true) }),
@@ -188,6 +207,33 @@ const decoders: Record<RequestType, Decoder> = {
     limit: h.limit === undefined ? 10_000 : uint(h, 'limit', MAX_IDS),
   }),
   status: (h) => ({ t: 'status', rid: rid(h) }),
+  persist: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids') }),
+  migrate: (h) => ({ t: 'migrate', rid: rid(h), id: id(h) }),
+  instances: (h) => ({ t: 'instances', rid: rid(h) }),
+  listGlobal: (h) => ({
+    t: 'listGlobal',
+    rid: rid(h),
+    typename: optStr(h, 'typename', 256),
+    instanceId: h.instanceId === undefined ? undefined : uint(h, 'instanceId', 0xffff),
+    limit: h.limit === undefined ? 10_000 : uint(h, 'limit', MAX_IDS),
+  }),
+  createDataset: (h) => {
+    const members = ids(h, 'members');
+    if (members.length === 0) throw bad('members', 'at least one shard id', members);
+    const meta = h.meta === undefined ? {} : plainObject(h.meta, 'meta');
+    checkDepth(meta, 'meta', 1);
+    return { t: 'createDataset', rid: rid(h), name: optStr(h, 'name'), members, meta };
+  },
+  locate: (h) => {
+    const r = {
+      t: 'locate' as const,
+      rid: rid(h),
+      id: h.id === undefined ? undefined : id(h),
+      name: optStr(h, 'name'),
+    };
+    if ((r.id === undefined) === (r.name === undefined)) throw bad('id/name', 'exactly one of id and name', undefined);
+    return r;
+  },
   fds: (h) => {
     const segs = h.segments;
     if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)

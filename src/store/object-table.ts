@@ -37,7 +37,8 @@ export interface Entry {
   parents: number;
   deleted: boolean;
   spillPath: string | null;
-  names: Set<string> | null;
+  /** Published to the metadata service. */
+  persisted: boolean;
   readonly createdAt: number;
 }
 
@@ -66,8 +67,6 @@ export class ObjectTable {
   private readonly lru = new Map<string, Entry>();
   private readonly refs = new Map<number, Map<string, number>>();
   private readonly unsealedBy = new Map<number, Set<string>>();
-  /** Called when a deleted entry that had names is dropped, so the names go too. */
-  onNamesDropped: (names: Set<string>) => void = () => {};
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
 
   constructor(
@@ -224,7 +223,7 @@ export class ObjectTable {
   }
 
   /** Deletes objects (and, when deep, members no other object uses). Held objects go on the last release. */
-  delete(ids: string[], deep: boolean): void {
+  delete(ids: string[], deep: boolean): Entry[] {
     const found = ids.map((id) => this.lookup(id));
     for (const e of found) {
       if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `blob ${e.id} is not sealed; abort it instead`);
@@ -232,8 +231,33 @@ export class ObjectTable {
         throw new TrellisError('ERR_OBJECT_IN_USE', `${e.id} is a member of ${e.parents} live object(s)`);
       }
     }
-    for (const e of found) this.markDeleted(e, deep);
+    const marked: Entry[] = [];
+    for (const e of found) this.markDeleted(e, deep, marked);
     for (const e of found) this.tryFree(e);
+    return marked;
+  }
+
+  /** A sealed, visible entry and everything under it, parents before members. */
+  tree(id: string): Entry[] {
+    const out: Entry[] = [];
+    const seen = new Set<string>();
+    const walk = (e: Entry) => {
+      if (seen.has(e.id)) return;
+      seen.add(e.id);
+      out.push(e);
+      for (const m of e.members) walk(this.entries.get(m)!);
+    };
+    const root = this.lookup(id);
+    if (!root.sealed) throw new TrellisError('ERR_NOT_SEALED', `${id} is not sealed`);
+    walk(root);
+    return out;
+  }
+
+  /** Entries published to the metadata service and still alive, for re-publishing. */
+  persistedEntries(): Entry[] {
+    const out: Entry[] = [];
+    for (const e of this.entries.values()) if (e.persisted && !e.deleted) out.push(e);
+    return out;
   }
 
   /** Everything a connection held: references dropped, unsealed blobs aborted. */
@@ -280,16 +304,6 @@ export class ObjectTable {
     return out;
   }
 
-  /** Binds a name to an entry so it is dropped with it. */
-  attachName(e: Entry, name: string): void {
-    if (!e.names) e.names = new Set();
-    e.names.add(name);
-  }
-
-  detachName(id: string, name: string): void {
-    this.entries.get(id)?.names?.delete(name);
-  }
-
   // ---- internals --------------------------------------------------------
 
   private newEntry(
@@ -314,7 +328,7 @@ export class ObjectTable {
       parents: 0,
       deleted: false,
       spillPath: null,
-      names: null,
+      persisted: false,
       createdAt: Date.now(),
     };
     this.entries.set(e.id, e);
@@ -419,17 +433,14 @@ export class ObjectTable {
     for (const m of e.members) this.unpin(this.entries.get(m)!);
   }
 
-  private markDeleted(e: Entry, deep: boolean): void {
+  private markDeleted(e: Entry, deep: boolean, marked: Entry[]): void {
     if (e.deleted) return;
     e.deleted = true;
-    if (e.names) {
-      this.onNamesDropped(e.names);
-      e.names = null;
-    }
+    marked.push(e);
     if (!deep) return;
     for (const m of e.members) {
       const me = this.entries.get(m)!;
-      if (me.parents === 1) this.markDeleted(me, true);
+      if (me.parents === 1) this.markDeleted(me, true, marked);
     }
   }
 

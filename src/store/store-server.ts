@@ -9,14 +9,17 @@ import { chmodSync, chownSync, existsSync, rmSync, statSync, unlinkSync } from '
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
+import { EtcdMeta } from '../meta/etcd-meta.js';
+import { LocalMeta } from '../meta/local-meta.js';
+import type { MetaService, RpcEndpoint } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
 import { Arena } from './arena.js';
+import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { IdAllocator } from './ids.js';
-import { NameTable } from './names.js';
-import { BLOB_TYPENAME, ObjectTable } from './object-table.js';
+import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
 
 export interface StoreOptions {
@@ -38,10 +41,34 @@ export interface StoreOptions {
   socketGid?: number;
   /** Largest frame accepted (default 16 MiB). */
   maxFrame?: number;
-  /** Instance id, the top 16 bits of every object id (default 0). */
+  /** Instance id with the local backend, the top 16 bits of every object id (default 0); etcd assigns its own. */
   instanceId?: number;
+  /** Metadata backend: 'local' (default) or 'etcd://HOST:PORT'. */
+  meta?: string;
+  /** Key prefix in etcd, so deployments can share one etcd (default /trellis/default). */
+  metaPrefix?: string;
+  /** Lease TTL in seconds for the etcd registration (default 10). */
+  leaseTtl?: number;
+  /** Serve remote clients and other stores over TCP on this port (0: any free port). */
+  rpcPort?: number;
+  /** Address to bind the RPC port to (default 127.0.0.1). */
+  rpcHost?: string;
+  /** Shared secret for RPC, between clients and stores alike. */
+  token?: string;
   log?: (msg: string) => void;
 }
+
+/** The RPC side plugs in here (src/rpc/), so the store does not depend on it. */
+export interface RpcAttachment {
+  address(): RpcEndpoint;
+  close(): Promise<void>;
+  describe?(): Record<string, unknown>;
+}
+
+export type RpcStarter = (
+  store: StoreServer,
+  opts: { host: string; port: number; token: string },
+) => Promise<RpcAttachment>;
 
 export interface StoreStatus {
   instanceId: number;
@@ -66,6 +93,8 @@ export interface StoreStatus {
   nameWaiters: number;
   spill: { dir: string | null; objects: number; bytes: number };
   counters: Record<string, number>;
+  meta: Record<string, unknown>;
+  rpc: (RpcEndpoint & Record<string, unknown>) | null;
   uptimeMs: number;
 }
 
@@ -73,10 +102,12 @@ export interface StoreStatus {
 export const INLINE_LIMIT = 256 * 1024;
 
 export class StoreServer implements RequestHandler {
-  readonly storeId = randomUUID();
   readonly arena: Arena;
   readonly table: ObjectTable;
-  readonly names = new NameTable();
+  readonly ids: IdAllocator;
+  readonly cluster: Cluster;
+  private rpc: RpcAttachment | null = null;
+  private figuresTimer: NodeJS.Timeout | null = null;
   private readonly server: Server;
   private readonly connections = new Map<number, Connection>();
   private readonly tokens = new Map<string, Connection>();
@@ -87,7 +118,12 @@ export class StoreServer implements RequestHandler {
   private readonly log: (msg: string) => void;
   readonly maxFrame: number;
 
-  private constructor(readonly opts: StoreOptions) {
+  private constructor(
+    readonly opts: StoreOptions,
+    readonly meta: MetaService,
+    readonly instanceId: number,
+    readonly storeId: string,
+  ) {
     this.log = opts.log ?? (() => {});
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     const segmentSize = Math.min(opts.segmentSize ?? Math.min(opts.size, 1024 ** 3), MAX_SEGMENT_SIZE);
@@ -98,18 +134,82 @@ export class StoreServer implements RequestHandler {
       label: `trellis:${opts.name ?? 'store'}`,
     });
     this.spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
-    this.table = new ObjectTable(this.arena, new IdAllocator(opts.instanceId ?? 0), this.spill);
-    this.table.onNamesDropped = (names) => this.names.forget(names);
+    this.ids = new IdAllocator(instanceId);
+    this.table = new ObjectTable(this.arena, this.ids, this.spill);
+    this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
     this.server = createServer((s) => this.accept(s));
   }
 
-  /** Starts a store and resolves once it accepts clients. */
-  static async start(opts: StoreOptions): Promise<StoreServer> {
+  /**
+   * Starts a store and resolves once it accepts clients: registers with the
+   * metadata service (which assigns the instance id), listens on the socket,
+   * and serves RPC when a port is given.
+   */
+  static async start(opts: StoreOptions, rpcStarter?: RpcStarter): Promise<StoreServer> {
     validateOptions(opts);
     await clearStaleSocket(opts.socket);
-    const store = new StoreServer(opts);
-    await store.listen();
+    const meta = createMeta(opts);
+    const storeId = randomUUID();
+    let instanceId: number;
+    try {
+      instanceId = await meta.register({
+        name: opts.name ?? '',
+        hostname: hostname(),
+        pid: process.pid,
+        storeId,
+        rpc: null,
+        memoryUsed: 0,
+        memoryLimit: opts.size,
+        startedAt: Date.now(),
+      });
+    } catch (e) {
+      await meta.close();
+      throw e;
+    }
+    const store = new StoreServer(opts, meta, instanceId, storeId);
+    try {
+      await store.listen();
+      if (opts.rpcPort !== undefined) {
+        if (!opts.token) throw new TrellisError('ERR_BAD_REQUEST', 'RPC needs a token (--token-file or TRELLIS_TOKEN)');
+        if (!rpcStarter) throw new TrellisError('ERR_UNSUPPORTED', 'no RPC server was linked into this store');
+        store.rpc = await rpcStarter(store, {
+          host: opts.rpcHost ?? '127.0.0.1',
+          port: opts.rpcPort,
+          token: opts.token,
+        });
+        await meta.updateInstance({ rpc: store.rpc.address() });
+      }
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+    meta.onReregistered = () => {
+      store.cluster.republish().catch((e) => store.log(`publishing again failed: ${(e as Error).message}`));
+    };
+    store.figuresTimer = setInterval(() => store.publishFigures(), 2000);
+    store.figuresTimer.unref();
     return store;
+  }
+
+  /** The RPC endpoint, when serving one. */
+  get rpcAddress(): RpcEndpoint | null {
+    return this.rpc?.address() ?? null;
+  }
+
+  private lastFigures = '';
+  private publishFigures(): void {
+    const figures = { memoryUsed: this.arena.memoryUsed, memoryLimit: this.opts.size };
+    const key = JSON.stringify(figures);
+    if (key === this.lastFigures) return;
+    this.lastFigures = key;
+    this.meta.updateInstance(figures).catch(() => {
+      this.lastFigures = '';
+    });
+  }
+
+  /** A fresh connection id, for connections that do not come through the socket (RPC). */
+  newConnectionId(): number {
+    return this.nextConn++;
   }
 
   get socketPath(): string {
@@ -160,7 +260,7 @@ export class StoreServer implements RequestHandler {
     (conn as Connection & { token?: string }).token = token;
     return {
       version: PROTOCOL_VERSION,
-      instanceId: this.opts.instanceId ?? 0,
+      instanceId: this.instanceId,
       storeId: this.storeId,
       name: this.opts.name ?? '',
       token,
@@ -193,84 +293,122 @@ export class StoreServer implements RequestHandler {
     if (!this.connections.delete(conn.id)) return;
     const token = (conn as Connection & { token?: string }).token;
     if (token) this.tokens.delete(token);
-    this.names.cancelWaiters(conn.id, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
-    this.table.dropConnection(conn.id);
+    this.connectionClosed(conn.id);
+  }
+
+  /** Everything a connection held goes: pins, unsealed blobs, name waits. */
+  connectionClosed(connId: number): void {
+    this.meta.cancelWaiters(connId, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
+    this.table.dropConnection(connId);
   }
 
   handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object> {
+    return this.execute(conn.id, req, payload);
+  }
+
+  /**
+   * Runs one validated request for a connection (IPC or RPC). Local work
+   * answers synchronously; what needs the metadata service returns a promise.
+   */
+  execute(connId: number, req: Request, payload: Buffer): object | Promise<object> {
     if (this.closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down');
     const t = this.table;
     switch (req.t) {
       case 'create': {
-        const e = t.createBlob(req.size, conn.id);
+        const e = t.createBlob(req.size, connId);
         return { id: e.id, blob: e.loc };
       }
-      case 'seal': {
-        if (req.name !== undefined) this.checkNameFree(req.name);
-        const e = t.seal(req.id, conn.id, req.object);
-        if (req.name !== undefined) this.bindName(req.name, e.id, false);
-        return { id: e.id };
-      }
+      case 'seal':
+        return this.created(() => t.seal(req.id, connId, req.object), req.name, req.persist);
       case 'abort':
-        t.abort(req.id, conn.id);
+        t.abort(req.id, connId);
         return {};
-      case 'put': {
-        if (req.name !== undefined) this.checkNameFree(req.name);
-        const e = t.putInline(req.object, payload);
-        if (req.name !== undefined) this.bindName(req.name, e.id, false);
-        return { id: e.id };
-      }
-      case 'make': {
-        if (req.name !== undefined) this.checkNameFree(req.name);
-        const e = t.makeObject(req.object);
-        if (req.name !== undefined) this.bindName(req.name, e.id, false);
-        return { id: e.id };
-      }
+      case 'put':
+        return this.created(() => t.putInline(req.object, payload), req.name, req.persist);
+      case 'make':
+        return this.created(() => t.makeObject(req.object), req.name, req.persist);
       case 'get':
-        return { objects: t.get(req.ids, conn.id) };
+        try {
+          return { objects: t.get(req.ids, connId) };
+        } catch (e) {
+          return this.explainMissing(e, req.ids);
+        }
       case 'release':
-        t.release(req.ids, conn.id);
+        t.release(req.ids, connId);
         return {};
       case 'delete':
-        t.delete(req.ids, req.deep);
-        return {};
+        return this.deleteObjects(req.ids, req.deep);
       case 'putName':
-        this.bindName(req.name, req.id, req.overwrite);
-        return {};
-      case 'getName': {
-        const id = this.names.get(req.name);
-        if (id !== undefined) return { id };
-        if (!req.wait) throw new TrellisError('ERR_NAME_NOT_FOUND', `no object is named ${JSON.stringify(req.name)}`);
-        return this.names.wait(req.name, req.timeoutMs, conn.id).then((found) => ({ id: found }));
-      }
-      case 'dropName': {
-        const id = this.names.drop(req.name);
-        t.detachName(id, req.name);
-        return { id };
-      }
+        return this.cluster.putName(req.name, req.id, req.overwrite).then(() => ({}));
+      case 'getName':
+        return this.meta.getName(req.name).then((id) => {
+          if (id !== undefined) return { id };
+          if (!req.wait) throw new TrellisError('ERR_NAME_NOT_FOUND', `no object is named ${JSON.stringify(req.name)}`);
+          return this.meta.waitName(req.name, req.timeoutMs, connId).then((found) => ({ id: found }));
+        });
+      case 'dropName':
+        return this.cluster.dropName(req.name).then((id) => ({ id }));
       case 'listNames':
-        return { names: this.names.list(req.prefix) };
+        return this.meta.listNames(req.prefix).then((names) => ({ names }));
       case 'list':
         return { objects: t.list(req.typename, req.limit) };
       case 'status':
         return { status: this.status() };
+      case 'persist':
+        return this.cluster.persist(req.ids).then(() => ({}));
+      case 'migrate':
+        return this.cluster.migrate(req.id).then((id) => ({ id }));
+      case 'instances':
+        return this.meta.instances().then((instances) => ({ instances }));
+      case 'listGlobal':
+        return this.meta
+          .listObjects({ typename: req.typename, instanceId: req.instanceId, limit: req.limit })
+          .then((objects) => ({
+            objects: objects.map((o) => ({ ...o, alive: o.global || this.meta.isAlive(o.instanceId) })),
+          }));
+      case 'createDataset':
+        return this.cluster.createDataset(req.name, req.members, req.meta).then((id) => ({ id }));
+      case 'locate':
+        return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
       default:
         throw new TrellisError('ERR_PROTOCOL', `unexpected request ${(req as Request).t}`);
     }
   }
 
-  private checkNameFree(name: string): void {
-    const prev = this.names.get(name);
-    if (prev !== undefined)
-      throw new TrellisError('ERR_OBJECT_EXISTS', `name ${JSON.stringify(name)} is bound to ${prev}`);
+  /**
+   * Creates an object and, when asked, names and persists it — one request.
+   * The name is checked before anything is created, so a taken name leaves
+   * nothing behind.
+   */
+  private created(make: () => Entry, name: string | undefined, persist: boolean): object | Promise<object> {
+    if (name === undefined && !persist) return { id: make().id };
+    const checked = name === undefined ? Promise.resolve() : this.cluster.checkNameFree(name);
+    return checked.then(async () => {
+      const e = make();
+      if (persist) await this.cluster.persist([e.id]);
+      if (name !== undefined) await this.cluster.putName(name, e.id, false);
+      return { id: e.id };
+    });
   }
 
-  private bindName(name: string, id: string, overwrite: boolean): void {
-    const e = this.table.lookup(id);
-    if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `${id} is not sealed`);
-    const prev = this.names.put(name, id, overwrite);
-    if (prev !== undefined && prev !== id) this.table.detachName(prev, name);
-    this.table.attachName(e, name);
+  private explainMissing(e: unknown, ids: string[]): Promise<object> {
+    if (!(e instanceof TrellisError) || e.code !== 'ERR_OBJECT_NOT_FOUND') return Promise.reject(e);
+    const missing = ids.find((id) => !this.table.has(id));
+    if (missing === undefined) return Promise.reject(e);
+    return this.cluster.whyMissing(missing).then((err) => Promise.reject(err));
+  }
+
+  private deleteObjects(ids: string[], deep: boolean): object | Promise<object> {
+    const local = ids.filter((id) => this.table.has(id));
+    const global = ids.filter((id) => !this.table.has(id));
+    const deleted = local.length > 0 ? this.table.delete(local, deep) : [];
+    const persisted = deleted.some((e) => e.persisted);
+    if (!persisted && global.length === 0) return {};
+    return (async () => {
+      await this.cluster.unpublish(deleted);
+      if (global.length > 0) await this.cluster.deleteGlobal(global);
+      return {};
+    })();
   }
 
   status(): StoreStatus {
@@ -278,7 +416,7 @@ export class StoreServer implements RequestHandler {
     let clients = 0;
     for (const conn of this.connections.values()) if (conn.state === 'ready') clients++;
     return {
-      instanceId: this.opts.instanceId ?? 0,
+      instanceId: this.instanceId,
       storeId: this.storeId,
       name: this.opts.name ?? '',
       hostname: hostname(),
@@ -300,11 +438,13 @@ export class StoreServer implements RequestHandler {
       objects: this.table.objectCount,
       blobs: this.table.blobCount,
       entries: this.table.size,
-      names: this.names.size,
+      names: Number(this.meta.describe().names ?? 0),
       connections: clients,
-      nameWaiters: this.names.waiting,
+      nameWaiters: Number(this.meta.describe().nameWaiters ?? 0),
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       counters: { ...c },
+      meta: this.meta.describe(),
+      rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
       uptimeMs: Date.now() - this.startedAt,
     };
   }
@@ -312,14 +452,18 @@ export class StoreServer implements RequestHandler {
   /** Stops accepting, drops every connection, frees the arena and removes the socket. Safe to call twice. */
   close(): Promise<void> {
     if (this.closing) return this.closing;
+    if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.closing = new Promise<void>((resolve) => {
-      this.names.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
+      this.meta.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
       this.server.close(() => resolve());
       for (const conn of this.connections.values()) {
         conn.socket.destroy();
         conn.destroy();
       }
-    }).then(() => {
+    }).then(async () => {
+      await this.rpc?.close().catch(() => {});
+      // Deregister: with etcd the lease is revoked, so others see this store gone at once.
+      await this.meta.close().catch(() => {});
       this.arena.close();
       if (this.opts.spillDir) {
         // The store's objects die with it, so do their spill files.
@@ -361,6 +505,18 @@ function validateOptions(o: StoreOptions): void {
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);
   }
+}
+
+function createMeta(o: StoreOptions): MetaService {
+  const spec = o.meta ?? 'local';
+  if (spec === 'local') return new LocalMeta(o.instanceId ?? 0);
+  const m = /^etcd:\/\/([^/\s]+:\d+)\/?$/.exec(spec);
+  if (!m)
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `meta must be "local" or "etcd://HOST:PORT", got ${JSON.stringify(spec)}`,
+    );
+  return new EtcdMeta({ endpoint: m[1], prefix: o.metaPrefix, leaseTtl: o.leaseTtl, log: o.log });
 }
 
 /** Removes a socket file left by a dead store; refuses if a live store answers on it. */
