@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { connect } from '../client/connect.js';
 import { TrellisError } from '../errors.js';
-import { StoreServer } from '../store/store-server.js';
+import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { parseSize } from './size.js';
 
 function sizeArg(v: string): number {
@@ -36,6 +36,26 @@ function gidArg(v: string): number {
   return Number(line.split(':')[2]);
 }
 
+function readToken(file: string | undefined): string | undefined {
+  if (file === undefined) return process.env.TRELLIS_TOKEN || undefined;
+  const token = readFileSync(file, 'utf8').trim();
+  if (token.length < 16)
+    throw new TrellisError('ERR_BAD_REQUEST', `the token in ${file} is shorter than 16 characters`);
+  return token;
+}
+
+/** The RPC server, loaded only when a store serves RPC. */
+async function rpcStarter(): Promise<RpcStarter | undefined> {
+  const path = '../rpc/rpc-server.js';
+  try {
+    const mod = (await import(path)) as { startRpc?: RpcStarter };
+    return mod.startRpc;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw e;
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   const program = new Command('trellis')
@@ -54,28 +74,39 @@ export async function main(argv: string[]): Promise<void> {
     .option('--socket-mode <mode>', 'file mode of the socket', modeArg, 0o600)
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
-    .addOption(new Option('--rpc-port <n>', 'TCP port for remote clients (cluster issue)').argParser(intArg).hideHelp())
-    .addOption(new Option('--rpc-host <host>', 'address for remote clients (cluster issue)').hideHelp())
-    .addOption(new Option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT').default('local'))
+    .option('--rpc-port <n>', 'serve remote clients and other stores on this TCP port (0: any free port)', intArg)
+    .option('--rpc-host <host>', 'address to bind the RPC port to', '127.0.0.1')
+    .option('--token-file <path>', 'file holding the shared RPC token (default: $TRELLIS_TOKEN)')
+    .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
+    .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
+    .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
     .action(async (o) => {
-      if (o.meta !== 'local') {
-        throw new TrellisError('ERR_UNSUPPORTED', `metadata backend ${o.meta} is not available yet; use --meta local`);
-      }
-      const store = await StoreServer.start({
-        socket: o.socket,
-        size: o.size,
-        name: o.name,
-        segmentSize: o.segmentSize,
-        reserve: Boolean(o.reserve),
-        spillDir: o.spillDir,
-        socketMode: o.socketMode,
-        socketGid: o.socketGroup,
-        maxFrame: o.maxFrame,
-        log: (m) => process.stderr.write(`trellis store: ${m}\n`),
-      });
+      const token = readToken(o.tokenFile);
+      const store = await StoreServer.start(
+        {
+          socket: o.socket,
+          size: o.size,
+          name: o.name,
+          segmentSize: o.segmentSize,
+          reserve: Boolean(o.reserve),
+          spillDir: o.spillDir,
+          socketMode: o.socketMode,
+          socketGid: o.socketGroup,
+          maxFrame: o.maxFrame,
+          meta: o.meta,
+          metaPrefix: o.metaPrefix,
+          leaseTtl: o.leaseTtl,
+          rpcPort: o.rpcPort,
+          rpcHost: o.rpcHost,
+          token,
+          log: (m) => process.stderr.write(`trellis store: ${m}\n`),
+        },
+        await rpcStarter(),
+      );
       const st = store.status();
+      const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
       process.stdout.write(
-        `trellis store ready socket=${o.socket} size=${st.memoryLimit} segments=${st.segments.length} pid=${process.pid}\n`,
+        `trellis store ready socket=${o.socket} size=${st.memoryLimit} instance=${st.instanceId}${rpc} pid=${process.pid}\n`,
       );
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {

@@ -33,9 +33,15 @@ import {
   tensorFromRecord,
 } from '../codecs/tensor.js';
 import { invalidParameter, TrellisError } from '../errors.js';
+import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
 import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
+import type { Locations } from '../store/cluster.js';
 import type { ObjectSummary } from '../store/object-table.js';
 import type { StoreStatus } from '../store/store-server.js';
+
+/** A persisted object as the metadata service knows it. */
+export type GlobalObjectInfo = GlobalObject & { alive: boolean };
+
 import { IpcChannel } from './ipc-channel.js';
 import { ensureMapped, mappingOf, releaseStore, retainStore, writableMapping } from './segment-cache.js';
 
@@ -54,8 +60,10 @@ export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
 export type PutValue = Tensor | TypedArray | arrow.Table;
 
 export interface PutOptions {
-  /** Bind this name to the new object in the same request. */
+  /** Bind this name to the new object in the same request (a named object is also persisted). */
   name?: string;
+  /** Publish the object to the metadata service in the same request, so every store can find it. */
+  persist?: boolean;
 }
 
 export interface ObjectSpecInput {
@@ -456,6 +464,68 @@ export class TrellisClient {
     return f.status as StoreStatus;
   }
 
+  // ---- cluster --------------------------------------------------------------
+
+  /** Publishes objects (and their members) so every store in the cluster can find them. */
+  async persist(ids: string | string[]): Promise<void> {
+    const list = Array.isArray(ids) ? ids : [ids];
+    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'persist', ids: list });
+  }
+
+  /**
+   * Copies a persisted object from the store that holds it into this client's
+   * store (server to server, over RPC) and returns the local id; an object
+   * already here is returned as is. Then `get` it as usual.
+   */
+  async migrate(id: string): Promise<string> {
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    const f = await this.call({ t: 'migrate', id });
+    return String(f.id);
+  }
+
+  /** The live stores of the cluster. */
+  async instances(): Promise<InstanceInfo[]> {
+    const f = await this.call({ t: 'instances' });
+    return f.instances as InstanceInfo[];
+  }
+
+  /** Persisted objects cluster-wide, with whether their store is alive. */
+  async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
+    const f = await this.call({
+      t: 'listGlobal',
+      typename: opts.typename,
+      instanceId: opts.instanceId,
+      limit: opts.limit,
+    });
+    return f.objects as GlobalObjectInfo[];
+  }
+
+  /**
+   * A dataset: a named global object whose members are shards that may live
+   * on different stores. Local shards are persisted on the way.
+   */
+  async createDataset(
+    name: string | undefined,
+    shards: string[],
+    opts: { meta?: Record<string, unknown> } = {},
+  ): Promise<string> {
+    if (name !== undefined) checkName(name);
+    if (!Array.isArray(shards) || shards.length === 0)
+      throw invalidParameter('shards', 'a non-empty array of object ids', shards);
+    for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
+    const f = await this.call({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
+    return String(f.id);
+  }
+
+  /** Which stores hold which shards of a dataset (or a persisted object), and how many bytes each. */
+  async locate(idOrName: string): Promise<Locations> {
+    if (typeof idOrName !== 'string' || idOrName.length === 0)
+      throw invalidParameter('idOrName', 'an object id or a name', idOrName);
+    const f = await this.call(isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName });
+    return f.locations as Locations;
+  }
+
   /** Closes the connection; the store drops this client's references. Safe to call twice. */
   close(): Promise<void> {
     if (!this.closing) {
@@ -489,10 +559,16 @@ function encodeValue(value: PutValue): EncodedValue {
   throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
 }
 
-function nameField(opts: PutOptions): { name?: string } {
-  if (opts.name === undefined) return {};
+function nameField(opts: PutOptions): { name?: string; persist?: boolean } {
+  const out: { name?: string; persist?: boolean } = {};
+  if (opts.persist !== undefined) {
+    if (typeof opts.persist !== 'boolean') throw invalidParameter('persist', 'a boolean', opts.persist);
+    out.persist = opts.persist;
+  }
+  if (opts.name === undefined) return out;
   checkName(opts.name);
-  return { name: opts.name };
+  out.name = opts.name;
+  return out;
 }
 
 function checkName(name: unknown): asserts name is string {
