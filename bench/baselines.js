@@ -1,0 +1,312 @@
+/**
+ * Trellis side by side with what a job would use otherwise, in the same run:
+ *
+ *   Python multiprocessing.shared_memory: attach + numpy view of 256 MiB in
+ *     another process, then a first read of every page
+ *   Redis (ioredis) GET/SET of 1 KiB and 64 MiB, against a redis-server
+ *     started here on a free port
+ *   fs.readFile of a 256 MiB file from the page cache
+ *   worker_threads postMessage of a 256 MiB ArrayBuffer, copied and transferred
+ *
+ * Ratios are baseline time / Trellis time (or Trellis rate / baseline rate):
+ * above 1 means Trellis is faster.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import {
+  childMain,
+  fmtOps,
+  fmtRatio,
+  fmtUs,
+  freePort,
+  isChild,
+  KiB,
+  MiB,
+  median,
+  nowUs,
+  pin,
+  report,
+  runChild,
+  startStore,
+  stats,
+  stopChild,
+  tempDir,
+  track,
+  trellis,
+  waitForOutput,
+} from './lib.js';
+
+const BIG = 256 * MiB;
+const MID = 64 * MiB;
+const SMALL_N = 10_000;
+const FRESH = 3;
+
+// ---- Trellis in a fresh process: connect, first get, first read of every page ----
+
+function touchPages(bytes) {
+  let s = 0;
+  for (let i = 0; i < bytes.length; i += 4096) s += bytes[i];
+  return s;
+}
+
+async function freshReader({ socket, id }) {
+  const { connect } = await trellis();
+  let t = nowUs();
+  const client = await connect({ socket, name: 'baselines reader' });
+  const connectUs = nowUs() - t;
+  t = nowUs();
+  const v = await client.get(id);
+  const getUs = nowUs() - t;
+  const bytes = new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength);
+  t = nowUs();
+  touchPages(bytes);
+  const touchUs = nowUs() - t;
+  await client.release(id);
+  const warm = [];
+  for (let i = 0; i < 3000; i++) {
+    t = nowUs();
+    await client.get(id);
+    warm.push(nowUs() - t);
+    await client.release(id);
+  }
+  await client.close();
+  return { connectUs, getUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
+}
+
+// ---- Python multiprocessing.shared_memory ----
+
+const PY_CHILD = `
+import json, sys, time
+import numpy as np
+from multiprocessing import shared_memory, resource_tracker
+t0 = time.perf_counter()
+shm = shared_memory.SharedMemory(name=sys.argv[1])
+a = np.ndarray((${BIG},), dtype=np.uint8, buffer=shm.buf)
+t1 = time.perf_counter()
+int(a[::4096].sum())
+t2 = time.perf_counter()
+resource_tracker.unregister(shm._name, 'shared_memory')  # 3.11 would unlink it at exit
+del a
+shm.close()
+print(json.dumps({'attachUs': (t1 - t0) * 1e6, 'touchUs': (t2 - t1) * 1e6}))
+`;
+
+const PY_PARENT = `
+import json, subprocess, sys
+import numpy as np
+from multiprocessing import shared_memory
+shm = shared_memory.SharedMemory(create=True, size=${BIG})
+try:
+    np.ndarray((${BIG},), dtype=np.uint8, buffer=shm.buf).fill(7)
+    runs = [json.loads(subprocess.check_output([sys.executable, '-c', sys.argv[1], shm.name])) for _ in range(${FRESH})]
+    print(json.dumps(runs))
+finally:
+    shm.close()
+    shm.unlink()
+`;
+
+function pythonSharedMemory() {
+  const runs = JSON.parse(execFileSync('python3', ['-c', PY_PARENT, PY_CHILD], { encoding: 'utf8' }));
+  return { attachUs: median(runs.map((r) => r.attachUs)), touchUs: median(runs.map((r) => r.touchUs)) };
+}
+
+// ---- Redis ----
+
+async function startRedis() {
+  const { default: Redis } = await import('ioredis');
+  const { dir, cleanup } = tempDir('trellis-bench-redis-');
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const child = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await waitForOutput(child, 'Ready to accept connections', 'redis-server');
+  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+  await redis.connect();
+  return {
+    redis,
+    pid: child.pid,
+    stop: async () => {
+      redis.disconnect();
+      await stopChild(child);
+      cleanup();
+    },
+  };
+}
+
+async function seqOps(n, fn) {
+  const t = nowUs();
+  for (let i = 0; i < n; i++) await fn(i);
+  return n / ((nowUs() - t) / 1e6);
+}
+
+async function timed(reps, fn) {
+  const times = [];
+  for (let i = 0; i < reps; i++) {
+    const t = nowUs();
+    await fn(i);
+    times.push(nowUs() - t);
+  }
+  return median(times);
+}
+
+async function redisVsTrellis(client, storePid) {
+  const { redis, pid, stop } = await startRedis();
+  // Same placement for both servers and the client: one CPU (see lib.js pin).
+  pin(pid, '0');
+  pin(storePid, '0');
+  pin(process.pid, '0');
+  const small = Buffer.alloc(KiB, 1);
+  const mid = Buffer.alloc(MID, 2);
+  const r = {};
+  await seqOps(2000, (i) => redis.set(`k${i}`, small)); // warm-up
+  await seqOps(2000, (i) => redis.getBuffer(`k${i}`));
+  r.redisSet = await seqOps(SMALL_N, (i) => redis.set(`k${i}`, small));
+  r.redisGet = await seqOps(SMALL_N, (i) => redis.getBuffer(`k${i}`));
+  r.redisSetMid = await timed(3, () => redis.set('big', mid));
+  r.redisGetMid = await timed(3, () => redis.getBuffer('big'));
+
+  // put(Buffer) is refused (dtypeOf matches constructors exactly): hand it plain Uint8Array views.
+  const smallU8 = new Uint8Array(small.buffer, small.byteOffset, small.length);
+  const midU8 = new Uint8Array(mid.buffer, mid.byteOffset, mid.length);
+  const ids = [];
+  await seqOps(2000, async () => ids.push(await client.put(smallU8))); // warm-up
+  r.trellisPut = await seqOps(SMALL_N, async () => ids.push(await client.put(smallU8)));
+  r.trellisGet = await seqOps(SMALL_N, async (i) => {
+    await client.get(ids[i]);
+    await client.release(ids[i]);
+  });
+  await client.delete(ids);
+  r.trellisPutMid = await timed(5, async (i) => {
+    const id = await client.put(midU8);
+    if (i < 4) await client.delete(id);
+    else r.midId = id;
+  });
+  r.trellisGetMid = await timed(5, async () => {
+    await client.get(r.midId);
+    await client.release(r.midId);
+  });
+  await client.delete(r.midId);
+  pin(process.pid, '0,1');
+  await stop();
+  return r;
+}
+
+// ---- fs.readFile and worker_threads ----
+
+async function readFileBaseline() {
+  const { dir, cleanup } = tempDir();
+  const file = join(dir, 'big.bin');
+  writeFileSync(file, Buffer.alloc(BIG, 3));
+  readFileSync(file); // now in the page cache
+  const us = await timed(3, () => readFile(file));
+  cleanup();
+  return us;
+}
+
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+parentPort.on('message', (m) => {
+  if (m.back) parentPort.postMessage(m, [m.buf]);
+  else parentPort.postMessage({ n: m.buf ? m.buf.byteLength : 0 });
+});
+`;
+
+async function workerBaseline() {
+  const w = new Worker(WORKER, { eval: true });
+  const ask = (msg, transfer) =>
+    new Promise((resolve) => {
+      w.once('message', resolve);
+      w.postMessage(msg, transfer);
+    });
+  await ask({});
+  const emptyUs = await timed(20, () => ask({}));
+  let buf = new ArrayBuffer(BIG);
+  new Uint8Array(buf).fill(5);
+  const copyUs = await timed(3, () => ask({ buf }));
+  const transferUs = await timed(20, async () => {
+    buf = (await ask({ buf, back: true }, [buf])).buf;
+  });
+  await w.terminate();
+  return { emptyUs, copyUs, transferUs };
+}
+
+/** A baseline that cannot run here (no python3/numpy, no redis-server) becomes n/a, not a crash. */
+async function attempt(what, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    console.error(`baseline ${what} unavailable: ${e.message.split('\n')[0]}`);
+    return null;
+  }
+}
+
+async function main() {
+  const { connect } = await trellis();
+  const store = await startStore({ size: '2G', reserve: true, cpus: '0' });
+  const client = await connect({ socket: store.socket, name: 'baselines' });
+  const w = await client.createBlob(BIG);
+  w.buffer.fill(7);
+  const blob = await w.seal();
+  const id = await client.putObject({ typename: 'Tensor', meta: { dtype: 'uint8', shape: [BIG] }, members: [blob] });
+  const readers = [];
+  for (let i = 0; i < FRESH; i++) {
+    readers.push(await runChild(import.meta.url, { socket: store.socket, id }, { cpus: '0' }));
+  }
+  const tr = {};
+  for (const k of Object.keys(readers[0])) tr[k] = median(readers.map((r) => r[k]));
+
+  const py = await attempt('python shared_memory', pythonSharedMemory);
+  const rd = await attempt('redis', () => redisVsTrellis(client, store.pid));
+  const fileUs = await readFileBaseline();
+  const wk = await workerBaseline();
+  await client.close();
+  await store.stop();
+
+  // ratio = baseline / Trellis for times, Trellis / baseline for rates: > 1 means Trellis is faster.
+  const time = (name, trellisUs, label, baseUs, result = fmtUs(trellisUs)) => ({
+    case: name,
+    result,
+    baseline: baseUs === undefined ? `${label}: n/a` : `${label} ${fmtUs(baseUs)}`,
+    ratio: baseUs === undefined ? '' : fmtRatio(baseUs / trellisUs),
+  });
+  const rate = (name, trellisOps, label, baseOps) => ({
+    case: name,
+    result: trellisOps === undefined ? 'n/a' : fmtOps(trellisOps),
+    baseline: baseOps === undefined ? `${label}: n/a` : `${label} ${fmtOps(baseOps)}`,
+    ratio: baseOps === undefined ? '' : fmtRatio(trellisOps / baseOps),
+  });
+  const attach = tr.connectUs + tr.getUs;
+  const attachText = `connect ${fmtUs(tr.connectUs)} + first get ${fmtUs(tr.getUs)}`;
+  report(
+    'Trellis vs baselines (ratio > 1 means Trellis is faster)',
+    [
+      time('256 MiB attach + view in a fresh process', attach, 'py shared_memory + numpy', py?.attachUs, attachText),
+      time('256 MiB first read of every page after attach', tr.touchUs, 'py shared_memory', py?.touchUs),
+      time('256 MiB warm get (view) vs attach + view', tr.warmGetUs, 'py shared_memory', py?.attachUs),
+      rate('1 KiB put vs SET, sequential', rd?.trellisPut, 'redis SET', rd?.redisSet),
+      rate('1 KiB get + release vs GET, sequential', rd?.trellisGet, 'redis GET', rd?.redisGet),
+      rd
+        ? time('64 MiB put vs SET', rd.trellisPutMid, 'redis SET', rd.redisSetMid)
+        : { case: '64 MiB put vs SET', result: 'n/a' },
+      rd
+        ? time('64 MiB get + release vs GET', rd.trellisGetMid, 'redis GET', rd.redisGetMid)
+        : { case: '64 MiB get + release vs GET', result: 'n/a' },
+      time('256 MiB warm get (view) vs fs.readFile from page cache', tr.warmGetUs, 'readFile', fileUs),
+      time('256 MiB warm get vs worker postMessage (copy)', tr.warmGetUs, 'postMessage copy', wk.copyUs),
+      time('256 MiB warm get vs worker postMessage (transfer)', tr.warmGetUs, 'postMessage transfer', wk.transferUs),
+    ],
+    [
+      `fresh-process figures: median of ${FRESH} processes (Trellis and Python alike); warm get: p50 of 2000 after 1000 warm-up, reader and store on CPU 0`,
+      'Trellis attach = connect (handshake) + first get (fd passing + mmap of the 1 GiB segment); Python attach = shm_open + mmap + numpy view',
+      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get counts its release round trip',
+      'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
+      `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,
+      'Trellis warm get is the reader in another process than the store; the worker and readFile rows stay in one process',
+    ],
+  );
+}
+
+if (isChild) childMain(freshReader);
+else await main();

@@ -1,0 +1,279 @@
+/**
+ * Shared helpers for the benchmarks: timers and percentiles, free ports,
+ * temp dirs, a store in a child process, child benchmark processes, and
+ * reporting (printed, and written as JSON for run-all when asked).
+ *
+ * Every child process and temp dir made here is tracked and removed on exit,
+ * also on Ctrl-C.
+ */
+import { execFileSync, fork, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CLI = join(ROOT, 'bin/trellis.js');
+export const KiB = 1024;
+export const MiB = 1024 ** 2;
+export const GiB = 1024 ** 3;
+
+// ---- time -------------------------------------------------------------------
+
+/** Monotonic time in microseconds (fractional). */
+export function nowUs() {
+  return Number(process.hrtime.bigint()) / 1000;
+}
+
+/** p50/p99/mean/min/max of a list of samples (any unit). */
+export function stats(samples) {
+  const s = Float64Array.from(samples).sort();
+  const at = (q) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  let sum = 0;
+  for (const x of s) sum += x;
+  return { n: s.length, p50: at(0.5), p99: at(0.99), mean: sum / s.length, min: s[0], max: s[s.length - 1] };
+}
+
+/** Median of a few samples. */
+export function median(samples) {
+  return stats(samples).p50;
+}
+
+/** Runs `fn` with at most `width` calls in flight until `total` calls have finished. */
+export async function inFlight(width, total, fn) {
+  let next = 0;
+  const lane = async () => {
+    while (next < total) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, total) }, lane));
+}
+
+// ---- formatting -------------------------------------------------------------
+
+export function fmtUs(us) {
+  if (us >= 1e6) return `${(us / 1e6).toFixed(2)} s`;
+  if (us >= 1e3) return `${(us / 1e3).toFixed(us >= 1e5 ? 0 : 2)} ms`;
+  if (us >= 100) return `${us.toFixed(0)} µs`;
+  return `${us.toFixed(us >= 10 ? 1 : 2)} µs`;
+}
+
+export function fmtBytes(n) {
+  if (n >= GiB && n % GiB === 0) return `${n / GiB} GiB`;
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
+  return `${n} B`;
+}
+
+/** Bytes moved in `us` microseconds, as GB/s (10^9). */
+export function fmtRate(bytes, us) {
+  return `${(bytes / us / 1e3).toFixed(2)} GB/s`;
+}
+
+export function fmtOps(ops) {
+  return ops >= 1e4 ? `${(ops / 1e3).toFixed(1)}k ops/s` : `${ops.toFixed(0)} ops/s`;
+}
+
+export function fmtRatio(x) {
+  return x >= 100 ? `${x.toFixed(0)}x` : x >= 10 ? `${x.toFixed(1)}x` : `${x.toFixed(2)}x`;
+}
+
+/** Prints rows of strings as an aligned text table. */
+export function printTable(header, rows) {
+  const all = [header, ...rows];
+  const w = header.map((_, i) => Math.max(...all.map((r) => String(r[i] ?? '').length)));
+  const line = (r) => r.map((c, i) => String(c ?? '').padEnd(w[i])).join('  ');
+  console.log(line(header));
+  console.log(w.map((n) => '-'.repeat(n)).join('  '));
+  for (const r of rows) console.log(line(r));
+}
+
+// ---- reporting ----------------------------------------------------------------
+
+export const COLUMNS = ['case', 'result', 'baseline', 'ratio', 'target', 'met'];
+
+/** 'yes' / 'no' for a target check; benchmarks print, they never fail on time. */
+export function met(ok) {
+  return ok ? 'yes' : 'no';
+}
+
+/**
+ * Prints a benchmark's result rows and, under run-all, writes them as JSON.
+ * A row: { case, result, baseline?, ratio?, target?, met? } — all strings, already formatted.
+ */
+export function report(bench, rows, notes = []) {
+  console.log(`\n== ${bench} ==`);
+  printTable(
+    COLUMNS,
+    rows.map((r) => COLUMNS.map((c) => r[c] ?? '')),
+  );
+  for (const n of notes) console.log(`  * ${n}`);
+  const out = process.env.TRELLIS_BENCH_OUT;
+  if (out) writeFileSync(out, JSON.stringify({ bench, rows, notes }));
+}
+
+// ---- processes and files ------------------------------------------------------
+
+const children = new Set();
+const dirs = new Set();
+
+function cleanupAll() {
+  // SIGTERM, not SIGKILL: a child benchmark then stops its own store and removes its own files.
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+process.once('exit', cleanupAll);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    cleanupAll();
+    process.exit(130);
+  });
+}
+
+/**
+ * Pins a process (all its threads) to CPUs, e.g. '0' or '0,1'. On this 2-vCPU
+ * VM a round trip between processes on different CPUs pays two cross-CPU
+ * wake-ups (~35-50 µs) against ~14 µs on one CPU, so latency figures name
+ * their placement instead of landing on either mode at random.
+ */
+export function pin(pid, cpus) {
+  execFileSync('taskset', ['-a', '-c', '-p', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/** Spawns a tracked child process (killed on exit if still running). */
+export function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** A temp dir removed on exit (or earlier with the returned cleanup). */
+export function tempDir(prefix = 'trellis-bench-') {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dirs.add(dir);
+  return {
+    dir,
+    cleanup: () => {
+      rmSync(dir, { recursive: true, force: true });
+      dirs.delete(dir);
+    },
+  };
+}
+
+/** A TCP port nobody listens on right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Waits until a child prints `marker` on stdout or stderr. */
+export function waitForOutput(child, marker, what, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      if (out.includes(marker)) {
+        clearTimeout(timer);
+        resolve(out);
+      }
+    };
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), timeoutMs);
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}: ${out}`));
+    });
+  });
+}
+
+/** Stops a child by its pid with SIGTERM (SIGKILL after 10 s) and waits for it. */
+export function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/**
+ * Runs `trellis store` in a child process (so every client we measure talks to
+ * another process). size as the CLI takes it (e.g. '2G'); reserve pre-faults.
+ */
+export async function startStore({ size, reserve = false, segmentSize, cpus } = {}) {
+  const { dir, cleanup } = tempDir();
+  const socket = join(dir, 'store.sock');
+  const args = [CLI, 'store', '--socket', socket, '--size', size];
+  if (reserve) args.push('--reserve');
+  if (segmentSize) args.push('--segment-size', segmentSize);
+  const started = nowUs();
+  const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await waitForOutput(child, 'ready', 'trellis store');
+  const startUs = nowUs() - started;
+  if (cpus) pin(child.pid, cpus);
+  return {
+    socket,
+    pid: child.pid,
+    startUs,
+    stop: async () => {
+      await stopChild(child);
+      cleanup();
+    },
+  };
+}
+
+/**
+ * Runs this benchmark file again as a child (`node file --child ...`) and
+ * resolves with the one message it sends back with process.send.
+ */
+export function runChild(file, input, { execArgv = [], cpus } = {}) {
+  const child = track(
+    fork(fileURLToPath(file), ['--child'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+  );
+  if (cpus) pin(child.pid, cpus);
+  return new Promise((resolve, reject) => {
+    let result;
+    child.once('message', (m) => {
+      result = m;
+    });
+    child.once('exit', (code) => {
+      if (code === 0 && result !== undefined) resolve(result);
+      else reject(new Error(`${fileURLToPath(file)} child exited with ${code}`));
+    });
+    child.send(input);
+  });
+}
+
+/** In a child made by runChild: receive the input, run `fn`, send its result back, exit. */
+export function childMain(fn) {
+  process.once('message', async (input) => {
+    try {
+      const out = await fn(input);
+      process.send(out, () => process.exit(0));
+    } catch (e) {
+      console.error(e);
+      process.exit(1);
+    }
+  });
+}
+
+export const isChild = process.argv.includes('--child');
+
+/** Loads the built package (run `npx tsc -p tsconfig.json` first). */
+export async function trellis() {
+  try {
+    return await import(join(ROOT, 'dist/index.js'));
+  } catch (e) {
+    throw new Error(`cannot load dist/index.js; run \`npx tsc -p tsconfig.json\` first (${e.message})`);
+  }
+}
