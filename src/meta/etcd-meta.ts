@@ -14,7 +14,8 @@
  * the same tick are sent as one transaction: etcd manages ~600 sequential
  * puts/s on these machines, but a transaction of a hundred costs about one.
  */
-import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Watcher } from 'etcd3';
 import { TrellisError } from '../errors.js';
 import type { GlobalObject, InstanceInfo, MetaService } from './meta-service.js';
 
@@ -93,7 +94,27 @@ export class EtcdMeta implements MetaService {
     this.timeoutMs = opts.callTimeoutMs ?? 5000;
     this.log = opts.log ?? (() => {});
     const hosts = opts.endpoint.startsWith('http') ? opts.endpoint : `http://${opts.endpoint}`;
-    this.client = new Etcd3({ hosts, dialTimeout: this.timeoutMs });
+    // Reconnect fast: the client's defaults (5 s circuit breaker, grpc backoff
+    // growing to minutes) would keep a store away from etcd long after it is back.
+    const recoverable = handleWhen(isRecoverableError);
+    this.client = new Etcd3({
+      hosts,
+      dialTimeout: this.timeoutMs,
+      grpcOptions: {
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.min_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 1000,
+      },
+      faultHandling: {
+        host: () => circuitBreaker(recoverable, { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(recoverable, {
+          maxAttempts: 2,
+          backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 200 }),
+        }),
+        // etcd3 calls .next() on this itself: it wants the factory, whatever its typings say.
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as never,
+      },
+    });
   }
 
   private key(k: string): Buffer {
@@ -166,6 +187,20 @@ export class EtcdMeta implements MetaService {
     throw new TrellisError('ERR_META_UNAVAILABLE', 'could not allocate an instance id (too much contention)');
   }
 
+  private async counterAtLeast(id: number): Promise<void> {
+    const key = this.key('instance-counter');
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const res = await this.call('get', () => this.client.kv.range({ key }));
+      const kv = res.kvs[0];
+      if (kv && Number(kv.value.toString()) >= id) return;
+      const compare = kv
+        ? [{ key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision }]
+        : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }];
+      const r = await this.txn(compare, [{ request_put: { key, value: Buffer.from(String(id)) } }]);
+      if (r.succeeded) return;
+    }
+  }
+
   private async grantAndPublish(): Promise<void> {
     const lease = this.client.lease(this.ttl, { autoKeepAlive: true });
     try {
@@ -206,6 +241,8 @@ export class EtcdMeta implements MetaService {
       old?.release();
       for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 2000)) {
         try {
+          // etcd may have lost its data: never hand our id to a newcomer.
+          await this.counterAtLeast(this.instanceId);
           await this.grantAndPublish();
           this.log(`registered again as instance ${this.instanceId}`);
           this.onReregistered();

@@ -136,7 +136,13 @@ export class Cluster {
   async whyMissing(id: string): Promise<TrellisError> {
     const [rec] = await this.meta.getObjects([id]);
     if (!rec) return new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
+    await this.confirmLiveness(rec.instanceId);
     return this.notHere(rec);
+  }
+
+  /** The cached view may lag a store that just registered: ask once more before calling it gone. */
+  private async confirmLiveness(instanceId: number): Promise<void> {
+    if (!this.meta.isAlive(instanceId)) await this.meta.instances();
   }
 
   private notHere(rec: GlobalObject): TrellisError {
@@ -164,6 +170,7 @@ export class Cluster {
     const local = members.filter((m) => this.table.has(m));
     await this.persist(local);
     const recs = await this.meta.getObjects(members);
+    for (const r of recs) if (r && !r.global) await this.confirmLiveness(r.instanceId);
     let nbytes = 0;
     recs.forEach((r, i) => {
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `shard ${members[i]} does not exist (persist it first)`);
@@ -258,6 +265,7 @@ export class Cluster {
       if (rec.global) throw this.notHere(rec);
       if (rec.instanceId === this.instanceId)
         throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} was deleted`);
+      await this.confirmLiveness(rec.instanceId);
       if (!this.meta.isAlive(rec.instanceId)) throw this.notHere(rec);
       const owner = (await this.meta.instances()).find((i) => i.instanceId === rec.instanceId);
       if (!owner) throw this.notHere({ ...rec, instanceId: rec.instanceId });
