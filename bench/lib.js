@@ -210,12 +210,13 @@ export function stopChild(child) {
  * Runs `trellis store` in a child process (so every client we measure talks to
  * another process). size as the CLI takes it (e.g. '2G'); reserve pre-faults.
  */
-export async function startStore({ size, reserve = false, segmentSize, cpus } = {}) {
+export async function startStore({ size, reserve = false, segmentSize, cpus, extraArgs = [] } = {}) {
   const { dir, cleanup } = tempDir();
   const socket = join(dir, 'store.sock');
   const args = [CLI, 'store', '--socket', socket, '--size', size];
   if (reserve) args.push('--reserve');
   if (segmentSize) args.push('--segment-size', segmentSize);
+  args.push(...extraArgs);
   const started = nowUs();
   const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   await waitForOutput(child, 'ready', 'trellis store');
