@@ -88,7 +88,9 @@ describe('cluster metadata on a real etcd', () => {
     // the name's object was persisted with it, so A can read its record
     expect((await a.listGlobal()).map((o) => o.id)).toContain(id);
     await c.dropName('fmnist/train');
-    expect(await errCode(a.getName('fmnist/train'))).toBe('ERR_NAME_NOT_FOUND');
+    expect(await errCode(c.getName('fmnist/train'))).toBe('ERR_NAME_NOT_FOUND');
+    // other stores read names from a watch-fed cache: the drop reaches them with the watch event
+    await eventually(async () => (await errCode(a.getName('fmnist/train'))) === 'ERR_NAME_NOT_FOUND', 'A sees the drop');
   });
 
   it('a dataset spans stores and locate says which store holds what', async () => {

@@ -79,6 +79,16 @@ export class EtcdMeta implements MetaService {
   private info: InstanceInfo | null = null;
   private readonly live = new Map<number, InstanceInfo>();
   private instanceWatcher: Watcher | null = null;
+  /**
+   * Read caches fed by watches: names and object records are read far more
+   * often than written (every get of a remote id, every locate), and an etcd
+   * read costs a raft round (~1 ms here). A hit answers locally; a miss asks
+   * etcd, so a cache never claims a name or object does not exist.
+   */
+  private readonly nameCache = new Map<string, string>();
+  private readonly objectCache = new Map<string, GlobalObject>();
+  private cacheWatchers: Watcher[] = [];
+  private cacheHits = 0;
   private refreshTimer: NodeJS.Timeout | null = null;
   private readonly waiters = new Set<Waiter>();
   private queue: PendingWrite[] = [];
@@ -161,6 +171,7 @@ export class EtcdMeta implements MetaService {
     await this.grantAndPublish();
     await this.refreshInstances();
     this.watchInstances();
+    await this.watchCaches();
     this.refreshTimer = setInterval(
       () => {
         this.refreshInstances().catch(() => {});
@@ -244,6 +255,11 @@ export class EtcdMeta implements MetaService {
           // etcd may have lost its data: never hand our id to a newcomer.
           await this.counterAtLeast(this.instanceId);
           await this.grantAndPublish();
+          // etcd may be a new one (revisions start over): watch from scratch.
+          await this.watchCaches();
+          this.instanceWatcher?.cancel().catch(() => {});
+          this.instanceWatcher = null;
+          this.watchInstances();
           this.log(`registered again as instance ${this.instanceId}`);
           this.onReregistered();
           return;
@@ -285,6 +301,40 @@ export class EtcdMeta implements MetaService {
       });
   }
 
+  private async watchCaches(): Promise<void> {
+    for (const w of this.cacheWatchers) w.cancel().catch(() => {});
+    this.cacheWatchers = [];
+    this.nameCache.clear();
+    this.objectCache.clear();
+    const nkey = this.key('names/');
+    const res = await this.call('list names', () => this.client.kv.range({ key: nkey, range_end: prefixEnd(nkey) }));
+    const start = String(BigInt(res.header.revision) + 1n);
+    const names = await this.client.watch().prefix(`${this.prefix}/names/`).startRevision(start).create();
+    const objects = await this.client.watch().prefix(`${this.prefix}/objects/`).startRevision(start).create();
+    if (this.closed) {
+      names.cancel().catch(() => {});
+      objects.cancel().catch(() => {});
+      return;
+    }
+    for (const kv of res.kvs) this.nameCache.set(kv.key.toString().slice(nkey.length), kv.value.toString());
+    names.on('put', (kv: IKeyValue) => this.nameCache.set(kv.key.toString().slice(nkey.length), kv.value.toString()));
+    names.on('delete', (kv: IKeyValue) => this.nameCache.delete(kv.key.toString().slice(nkey.length)));
+    names.on('error', () => {});
+    const okey = this.key('objects/');
+    objects.on('put', (kv: IKeyValue) => {
+      const o = parseJson<GlobalObject>(kv.value);
+      if (o) this.cacheObject(o);
+    });
+    objects.on('delete', (kv: IKeyValue) => this.objectCache.delete(kv.key.toString().slice(okey.length)));
+    objects.on('error', () => {});
+    this.cacheWatchers = [names, objects];
+  }
+
+  private cacheObject(o: GlobalObject): void {
+    if (this.objectCache.size >= 200_000) this.objectCache.clear();
+    this.objectCache.set(o.id, o);
+  }
+
   private async refreshInstances(): Promise<void> {
     const key = this.key('instances/');
     const res = await this.call('list instances', () => this.client.kv.range({ key, range_end: prefixEnd(key) }));
@@ -308,6 +358,10 @@ export class EtcdMeta implements MetaService {
 
   async instances(): Promise<InstanceInfo[]> {
     await this.refreshInstances();
+    return [...this.live.values()].sort((a, b) => a.instanceId - b.instanceId);
+  }
+
+  cachedInstances(): InstanceInfo[] {
     return [...this.live.values()].sort((a, b) => a.instanceId - b.instanceId);
   }
 
@@ -373,6 +427,22 @@ export class EtcdMeta implements MetaService {
   }
 
   async getObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
+    const out: (GlobalObject | undefined)[] = ids.map((id) => this.objectCache.get(id));
+    const missing = ids.filter((_, i) => out[i] === undefined);
+    this.cacheHits += ids.length - missing.length;
+    if (missing.length === 0) return out;
+    const fetched = await this.fetchObjects(missing);
+    let j = 0;
+    for (let i = 0; i < out.length; i++) {
+      if (out[i] !== undefined) continue;
+      const o = fetched[j++];
+      if (o) this.cacheObject(o);
+      out[i] = o;
+    }
+    return out;
+  }
+
+  private async fetchObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
     const out: (GlobalObject | undefined)[] = [];
     for (let i = 0; i < ids.length; i += MAX_TXN_OPS) {
       const chunk = ids.slice(i, i + MAX_TXN_OPS);
@@ -433,7 +503,10 @@ export class EtcdMeta implements MetaService {
       const r = await this.txn([{ key: nkey, target: 'Create', result: 'Equal', create_revision: 0 }], puts, [
         { request_range: { key: nkey } },
       ]);
-      if (r.succeeded) return undefined;
+      if (r.succeeded) {
+        this.nameCache.set(name, id);
+        return undefined;
+      }
       const prev = r.responses[0]?.response_range?.kvs[0]?.value.toString();
       if (prev === id) return id;
       throw new TrellisError('ERR_OBJECT_EXISTS', `name ${JSON.stringify(name)} is bound to ${prev}`);
@@ -444,10 +517,16 @@ export class EtcdMeta implements MetaService {
       ops.push({ request_delete_range: { key: this.key(`object-names/${prev}/${name}`) } });
     }
     await this.txn([], ops);
+    this.nameCache.set(name, id);
     return prev;
   }
 
   async getName(name: string): Promise<string | undefined> {
+    const cached = this.nameCache.get(name);
+    if (cached !== undefined) {
+      this.cacheHits++;
+      return cached;
+    }
     const res = await this.call('get name', () => this.client.kv.range({ key: this.key(`names/${name}`) }));
     return res.kvs[0]?.value.toString();
   }
@@ -506,6 +585,7 @@ export class EtcdMeta implements MetaService {
         { request_delete_range: { key: this.key(`object-names/${id}/${name}`) } },
       ],
     );
+    this.nameCache.delete(name);
     return id;
   }
 
@@ -527,6 +607,9 @@ export class EtcdMeta implements MetaService {
       liveInstances: this.live.size,
       nameWaiters: this.waiters.size,
       transactions: this.txns,
+      cacheHits: this.cacheHits,
+      cachedNames: this.nameCache.size,
+      cachedObjects: this.objectCache.size,
     };
   }
 
@@ -539,6 +622,7 @@ export class EtcdMeta implements MetaService {
     this.closed = true;
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     await this.instanceWatcher?.cancel().catch(() => {});
+    await Promise.all(this.cacheWatchers.map((w) => w.cancel().catch(() => {})));
     const lease = this.lease;
     this.lease = null;
     if (lease) {

@@ -29,6 +29,10 @@ export class LocalMeta implements MetaService {
     return this.info ? [this.info] : [];
   }
 
+  cachedInstances(): InstanceInfo[] {
+    return this.info ? [this.info] : [];
+  }
+
   isAlive(instanceId: number): boolean {
     return instanceId === this.instanceId;
   }

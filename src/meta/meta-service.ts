@@ -49,6 +49,8 @@ export interface MetaService {
   updateInstance(patch: Partial<Omit<InstanceInfo, 'instanceId'>>): Promise<void>;
   /** Live instances. */
   instances(): Promise<InstanceInfo[]>;
+  /** Live instances from the backend's cached view (no round trip; may lag by a watch event). */
+  cachedInstances(): InstanceInfo[];
   /** Whether an instance is live, from the backend's cached view (no round trip). */
   isAlive(instanceId: number): boolean;
   /** Publishes object records, batched. */

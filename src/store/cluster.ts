@@ -214,7 +214,8 @@ export class Cluster {
     }
     const shardRecs = root.global ? await this.meta.getObjects(root.members) : [root];
     const instances = new Map<number, InstanceInfo>();
-    for (const i of await this.meta.instances()) instances.set(i.instanceId, i);
+    for (const r of shardRecs) if (r && !r.global) await this.confirmLiveness(r.instanceId);
+    for (const i of this.meta.cachedInstances()) instances.set(i.instanceId, i);
     const shards: ShardLocation[] = shardRecs.map((r, i) => {
       if (!r) return { id: root.members[i], typename: 'unknown', nbytes: 0, instanceId: -1, alive: false };
       return {
