@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { connect } from '../src/index.js';
+import { startStore } from './helpers/store.js';
+
+const MiB = 1024 * 1024;
+
+describe('--reserve', () => {
+  it('faults the whole arena in at start and keeps freed pages for reuse', async () => {
+    const env = await startStore({ size: 32 * MiB, segmentSize: 16 * MiB, reserve: true });
+    try {
+      await using c = await connect({ socket: env.socket });
+      const st = await c.status();
+      expect(st.reserved).toBe(true);
+      expect(st.segments.map((s) => s.size)).toEqual([16 * MiB, 16 * MiB]);
+      expect(st.memoryResident).toBe(32 * MiB);
+      const id = await c.put(new Uint8Array(8 * MiB).fill(7));
+      await c.delete(id);
+      const after = await c.status();
+      expect(after.memoryUsed).toBe(0);
+      expect(after.memoryResident).toBe(32 * MiB); // not punched: kept warm
+    } finally {
+      await env.stop();
+    }
+  });
+
+  it('without it, segments appear on demand and deleted objects give memory back', async () => {
+    const env = await startStore({ size: 64 * MiB, segmentSize: 16 * MiB });
+    try {
+      await using c = await connect({ socket: env.socket });
+      expect((await c.status()).segments).toEqual([]);
+      const a = await c.put(new Uint8Array(10 * MiB).fill(1));
+      const b = await c.put(new Uint8Array(10 * MiB).fill(2));
+      const st = await c.status();
+      expect(st.segments.length).toBe(2); // the second did not fit beside the first
+      expect(st.memoryResident).toBeGreaterThanOrEqual(20 * MiB);
+      await c.delete([a, b]);
+      expect((await c.status()).memoryResident).toBeLessThan(MiB);
+    } finally {
+      await env.stop();
+    }
+  });
+});
