@@ -1,0 +1,228 @@
+/**
+ * Migration: a store pulls an object from the store that owns it, server to
+ * server over RPC, and recreates it locally (same typename, metadata and
+ * member structure, new local ids).
+ *
+ * The transfer is one `get` on a connection of its own. When the answer
+ * header arrives, every blob of the object is allocated in the local arena,
+ * unsealed and owned by the migration, and the bytes that follow are read
+ * from the socket straight into those blobs. Only when the last byte is in
+ * are the blobs sealed and the objects above them made, bottom-up; a
+ * transfer that fails midway (the source dies, the connection drops, memory
+ * runs out) aborts every blob it allocated, so nothing half-made is ever
+ * visible. Concurrent migrations of one object share one transfer; a later
+ * one returns the local copy while it exists.
+ *
+ * @example
+ *   const localId = await migrateFrom(store, { host: '127.0.0.2', port: 7000 }, token, remoteId);
+ */
+import { invalidParameter, TrellisError } from '../errors.js';
+import type { RpcEndpoint } from '../meta/meta-service.js';
+import { isObjectId } from '../protocol/messages.js';
+import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
+import type { StoreServer } from '../store/store-server.js';
+import { RpcChannel } from './rpc-channel.js';
+
+export interface MigrateOptions {
+  /** Connect from this local address (the migrating store's own RPC host). */
+  localAddress?: string;
+  /** Connect and handshake timeout (default 10 s). */
+  timeoutMs?: number;
+  /** Fail when the source sends nothing for this long mid-transfer (default 60 s). */
+  idleTimeoutMs?: number;
+}
+
+export interface MigrationStats {
+  /** Migrations that completed (each brought one object here). */
+  migrations: number;
+  /** Objects recreated here (tensors, tables, composites; blobs are counted apart). */
+  objectsIn: number;
+  /** Blobs received. */
+  blobsIn: number;
+  /** Blob bytes received. */
+  bytesIn: number;
+  /** Migrations that joined a transfer already running for the same object. */
+  coalesced: number;
+  /** Migrations answered with a local copy made earlier. */
+  reused: number;
+  /** Migrations that failed (nothing of them was kept). */
+  failed: number;
+  /** Transfers running now. */
+  active: number;
+  /** Blob bytes the running transfers have received so far. */
+  receiving: number;
+}
+
+export class Migrator {
+  private readonly running = new Map<string, Promise<string>>();
+  /** `${source storeId}/${remote id}` → local id of the copy made. */
+  private readonly copies = new Map<string, string>();
+  private readonly channels = new Set<RpcChannel>();
+  private readonly counters = {
+    migrations: 0,
+    objectsIn: 0,
+    blobsIn: 0,
+    bytesIn: 0,
+    coalesced: 0,
+    reused: 0,
+    failed: 0,
+  };
+  private closed = false;
+
+  constructor(readonly store: StoreServer) {}
+
+  stats(): MigrationStats {
+    let receiving = 0;
+    for (const ch of this.channels) receiving += ch.bytesReceived;
+    return { ...this.counters, active: this.running.size, receiving };
+  }
+
+  /** Copies `remoteId` from the store at `endpoint` into this store; resolves with the local id. */
+  migrate(endpoint: RpcEndpoint, token: string, remoteId: string, opts: MigrateOptions = {}): Promise<string> {
+    if (!isObjectId(remoteId)) return Promise.reject(invalidParameter('remoteId', 'an object id', remoteId));
+    if (typeof endpoint?.host !== 'string' || !Number.isInteger(endpoint.port)) {
+      return Promise.reject(invalidParameter('endpoint', 'an RPC endpoint {host, port}', endpoint));
+    }
+    if (typeof token !== 'string' || token.length === 0) {
+      return Promise.reject(invalidParameter('token', 'the shared RPC token', token));
+    }
+    if (this.closed) return Promise.reject(new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
+    const key = `${endpoint.host}:${endpoint.port}/${remoteId}`;
+    const running = this.running.get(key);
+    if (running) {
+      this.counters.coalesced++;
+      return running;
+    }
+    const job = this.transfer(endpoint, token, remoteId, opts).finally(() => this.running.delete(key));
+    this.running.set(key, job);
+    return job;
+  }
+
+  /** Stops every transfer (each fails and leaves nothing behind). Safe to call twice. */
+  close(): void {
+    this.closed = true;
+    for (const ch of this.channels) ch.close();
+  }
+
+  private async transfer(endpoint: RpcEndpoint, token: string, remoteId: string, opts: MigrateOptions) {
+    const store = this.store;
+    let ch: RpcChannel;
+    try {
+      ch = await RpcChannel.open({
+        host: endpoint.host,
+        port: endpoint.port,
+        token,
+        client: `migration to store ${store.storeId}`,
+        localAddress: opts.localAddress,
+        timeoutMs: opts.timeoutMs,
+        idleTimeoutMs: opts.idleTimeoutMs,
+      });
+    } catch (e) {
+      this.counters.failed++;
+      throw e;
+    }
+    this.channels.add(ch);
+    // The migration's blobs belong to a connection id of its own until sealed.
+    const conn = store.newConnectionId();
+    try {
+      const key = `${String(ch.hello.storeId)}/${remoteId}`;
+      const copy = this.copies.get(key);
+      if (copy !== undefined && store.table.has(copy)) {
+        this.counters.reused++;
+        return copy;
+      }
+      let answer: RpcGetAnswer | null = null;
+      const blobs: string[] = [];
+      const a = await ch.request(
+        { t: 'get', ids: [remoteId] },
+        {
+          alloc: (h, sizes) => {
+            answer = decodeGetAnswer(h, [remoteId]);
+            return sizes.map((size) => {
+              const e = store.table.createBlob(size, conn);
+              blobs.push(e.id);
+              return store.arena.view(e.loc!);
+            });
+          },
+        },
+      );
+      answer ??= decodeGetAnswer(a.header, [remoteId]);
+      const root = this.rebuild(answer, blobs, conn);
+      this.copies.set(key, root);
+      this.counters.migrations++;
+      this.counters.blobsIn += blobs.length;
+      for (const n of answer.raw) this.counters.bytesIn += n;
+      return root;
+    } catch (e) {
+      this.counters.failed++;
+      throw e;
+    } finally {
+      // The socket closes before the blobs go, so no read can land in freed memory.
+      ch.close();
+      this.channels.delete(ch);
+      store.connectionClosed(conn);
+    }
+  }
+
+  /** Seals the received blobs and makes the objects above them, bottom-up; all or nothing. */
+  private rebuild(answer: RpcGetAnswer, blobs: string[], conn: number): string {
+    const t = this.store.table;
+    const local = new Map<string, string>();
+    answer.blobs.forEach((remote, i) => {
+      local.set(remote, blobs[i]);
+    });
+    const made: string[] = [];
+    const build = (tree: RpcTree): string => {
+      const known = local.get(tree.id);
+      if (known !== undefined) {
+        if (tree.typename === BLOB_TYPENAME) Object.assign(t.lookup(known).meta, tree.meta);
+        return known;
+      }
+      const members = tree.members.map(build);
+      const e = t.makeObject({ typename: tree.typename, meta: tree.meta, members });
+      made.push(e.id);
+      local.set(tree.id, e.id);
+      return e.id;
+    };
+    try {
+      for (const id of blobs) t.seal(id, conn);
+      const root = build(answer.objects[0]);
+      this.counters.objectsIn += made.length;
+      return root;
+    } catch (e) {
+      const sealed = blobs.filter((id) => t.has(id) && t.lookup(id).sealed);
+      try {
+        t.delete([...made, ...sealed], false);
+      } catch {
+        // the unsealed rest is aborted with the migration's connection
+      }
+      throw e;
+    }
+  }
+}
+
+const migrators = new WeakMap<StoreServer, Migrator>();
+
+/** The store's migrator (one per store), for its counters. */
+export function migratorOf(store: StoreServer): Migrator {
+  let m = migrators.get(store);
+  if (!m) {
+    m = new Migrator(store);
+    migrators.set(store, m);
+  }
+  return m;
+}
+
+/**
+ * Pulls `remoteId` (recursively, for composites) from the store serving RPC
+ * at `endpoint` into `store`, and returns the local id.
+ */
+export function migrateFrom(
+  store: StoreServer,
+  endpoint: RpcEndpoint,
+  token: string,
+  remoteId: string,
+  opts: MigrateOptions = {},
+): Promise<string> {
+  return migratorOf(store).migrate(endpoint, token, remoteId, opts);
+}

@@ -1,0 +1,414 @@
+/**
+ * One TCP peer of a store's RPC server: the token handshake, then requests.
+ *
+ * Data moves without staging copies. A put allocates its blobs in the arena
+ * when its header arrives and the bytes that follow are copied from the
+ * socket's chunks straight into them; a get answer is its header followed by
+ * the arena's own views, written to the socket as they are, while the
+ * objects stay pinned for this peer until the last byte has left.
+ *
+ * Nothing is half-made: blobs of a put are unsealed (owned by this peer's
+ * connection id) until every byte has arrived, and a peer that goes away
+ * mid-stream has them aborted with everything else it held.
+ */
+import type { Socket } from 'node:net';
+import { TrellisError } from '../errors.js';
+import { encodeFrame, type Frame } from '../protocol/frame.js';
+import { type ObjectRecord, ridOf } from '../protocol/messages.js';
+import {
+  BLOB_TYPENAME,
+  decodeRpcRequest,
+  MAX_HELLO_FRAME,
+  RPC_VERSION,
+  type RpcRequest,
+  type RpcTree,
+} from '../protocol/rpc-messages.js';
+import type { Entry } from '../store/object-table.js';
+import type { StoreServer } from '../store/store-server.js';
+import { adoptWithOnread } from './direct-read.js';
+import { type RawTarget, RpcReader } from './rpc-reader.js';
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Blob bytes go to the socket in slices this large: few syscalls, no copies. */
+const WRITE_SLICE = 64 * 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
+/** Where reads land between blobs (frames are parsed from here). */
+const SCRATCH = 64 * 1024;
+
+/** What the connection needs of its server. */
+export interface RpcHost {
+  readonly store: StoreServer;
+  authenticate(token: unknown): boolean;
+  readonly counters: { requests: number; bytesIn: number; bytesOut: number; authFailures: number };
+  forget(conn: RpcConnection): void;
+}
+
+type Put = Extract<RpcRequest, { t: 'put' }>;
+type Get = Extract<RpcRequest, { t: 'get' }>;
+
+function asError(e: unknown): TrellisError {
+  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
+}
+
+function skip(raw: number[] | null): RawTarget | null {
+  return raw === null ? null : { parts: raw.map(() => null), done: () => {} };
+}
+
+export class RpcConnection {
+  /** This peer's connection id in the object table (pins, unsealed blobs, name waits). */
+  readonly id: number;
+  state: 'new' | 'ready' | 'closed' = 'new';
+  clientName = '';
+  readonly socket: Socket;
+  private readonly reader = new RpcReader(MAX_HELLO_FRAME, {
+    frame: (f, raw) => this.onFrame(f, raw),
+    error: (e) => this.fail(e),
+  });
+  private readonly scratch = Buffer.allocUnsafe(SCRATCH);
+  private readonly handshakeTimer: NodeJS.Timeout;
+
+  /** `accepted` comes from a server with pauseOnConnect: it has not read anything yet. */
+  constructor(
+    accepted: Socket,
+    private readonly host: RpcHost,
+  ) {
+    this.id = host.store.newConnectionId();
+    // Put bytes are read straight into their arena blobs when net allows it.
+    const direct = adoptWithOnread(accepted, {
+      buffer: () => this.reader.nextBuffer() ?? this.scratch,
+      callback: (n, buf) => {
+        if (buf === this.scratch) this.reader.push(this.scratch.subarray(0, n), true);
+        else this.reader.landed(n);
+        return true;
+      },
+    });
+    if (direct) {
+      this.socket = direct;
+    } else {
+      this.socket = accepted;
+      accepted.on('data', (chunk: Buffer) => this.reader.push(chunk));
+      accepted.resume();
+    }
+    const socket = this.socket;
+    this.handshakeTimer = setTimeout(() => {
+      if (this.state === 'new') this.fail(new TrellisError('ERR_TIMEOUT', 'no handshake within 10 s'));
+    }, HANDSHAKE_TIMEOUT_MS);
+    this.handshakeTimer.unref();
+    socket.setNoDelay(true);
+    socket.on('error', () => this.destroy());
+    socket.on('close', () => this.destroy());
+  }
+
+  private get store(): StoreServer {
+    return this.host.store;
+  }
+
+  // ---- frames -------------------------------------------------------------
+
+  private onFrame(f: Frame, raw: number[] | null): RawTarget | null {
+    if (this.state === 'closed') return skip(raw);
+    const rid = ridOf(f.header);
+    if (this.state === 'new') {
+      this.handshake(f.header, rid, raw);
+      return skip(raw);
+    }
+    let req: RpcRequest;
+    try {
+      req = decodeRpcRequest(f.header);
+      if (req.t === 'hello') throw new TrellisError('ERR_PROTOCOL', 'hello is only valid as the first message');
+      if (raw !== null && req.t !== 'put') throw new TrellisError('ERR_BAD_REQUEST', `${req.t} carries no raw bytes`);
+    } catch (e) {
+      this.sendError(rid, e);
+      return skip(raw);
+    }
+    this.host.counters.requests++;
+    switch (req.t) {
+      case 'put':
+        return this.put(req);
+      case 'get':
+        this.get(req);
+        return null;
+      default:
+        this.respond(rid, () => this.store.execute(this.id, req as Parameters<StoreServer['execute']>[1], EMPTY));
+        return null;
+    }
+  }
+
+  /** The first frame must be a hello with the right token; anything else is refused before any data. */
+  private handshake(h: Record<string, unknown>, rid: number, raw: number[] | null): void {
+    if (h.t !== 'hello' || !this.host.authenticate(h.token)) {
+      this.host.counters.authFailures++;
+      this.fail(new TrellisError('ERR_UNAUTHORIZED', 'wrong or missing token'), rid);
+      return;
+    }
+    let req: RpcRequest;
+    try {
+      req = decodeRpcRequest(h);
+      if (raw !== null) throw new TrellisError('ERR_PROTOCOL', 'hello carries no raw bytes');
+    } catch (e) {
+      this.fail(asError(e), rid);
+      return;
+    }
+    if (req.t !== 'hello') return;
+    if (req.version !== RPC_VERSION) {
+      this.fail(
+        new TrellisError(
+          'ERR_PROTOCOL',
+          `RPC protocol version ${req.version} is not supported; this store speaks ${RPC_VERSION}`,
+        ),
+        rid,
+      );
+      return;
+    }
+    clearTimeout(this.handshakeTimer);
+    this.state = 'ready';
+    this.clientName = req.client ?? '';
+    this.reader.maxFrame = this.store.maxFrame;
+    const o = this.store.opts;
+    this.send({
+      t: 'ok',
+      rid,
+      version: RPC_VERSION,
+      instanceId: o.instanceId ?? 0,
+      storeId: this.store.storeId,
+      name: o.name ?? '',
+      maxFrame: this.store.maxFrame,
+    });
+  }
+
+  // ---- put ----------------------------------------------------------------
+
+  /** Allocates the announced blobs now; the bytes that follow land in them. */
+  private put(req: Put): RawTarget {
+    const t = this.store.table;
+    const ids: string[] = [];
+    try {
+      for (const m of req.object.members) {
+        if (!t.lookup(m).sealed) throw new TrellisError('ERR_NOT_SEALED', `member ${m} is not sealed`);
+      }
+      const parts = req.raw.map((size) => {
+        const e = t.createBlob(size, this.id);
+        ids.push(e.id);
+        return this.store.arena.view(e.loc!);
+      });
+      return { parts, done: () => this.finishPut(req, ids) };
+    } catch (e) {
+      this.discard(ids);
+      // Answered now; the bytes still coming are skipped so the stream stays in step.
+      this.sendError(req.rid, e);
+      return skip(req.raw)!;
+    }
+  }
+
+  /**
+   * Every byte is in: seal the blobs and record the object; with a name or
+   * persist, as IPC does it (name checked first, then persisted, then bound).
+   */
+  private finishPut(req: Put, ids: string[]): void {
+    if (this.state === 'closed') return;
+    for (const n of req.raw) this.host.counters.bytesIn += n;
+    const make = (): Entry => {
+      const t = this.store.table;
+      for (const id of ids) t.seal(id, this.id);
+      if (req.object.typename !== BLOB_TYPENAME) {
+        return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
+      }
+      const blob = t.lookup(ids[0]);
+      Object.assign(blob.meta, req.object.meta);
+      return blob;
+    };
+    if (req.name === undefined && !req.persist) {
+      try {
+        this.send({ t: 'ok', rid: req.rid, id: make().id });
+      } catch (e) {
+        this.discard(ids);
+        this.sendError(req.rid, e);
+      }
+      return;
+    }
+    const cluster = this.store.cluster;
+    let root: string | null = null;
+    (async () => {
+      if (req.name !== undefined) await cluster.checkNameFree(req.name);
+      root = make().id;
+      if (req.persist) await cluster.persist([root]);
+      if (req.name !== undefined) await cluster.putName(req.name, root, false);
+      return root;
+    })().then(
+      (id) => this.send({ t: 'ok', rid: req.rid, id }),
+      (e) => {
+        if (root === null) this.discard(ids);
+        else this.deleteRoot(root);
+        this.sendError(req.rid, e);
+      },
+    );
+  }
+
+  /** Deletes an object made by a put whose naming or persisting failed (unpublishing it too). */
+  private deleteRoot(id: string): void {
+    try {
+      const out = this.store.execute(this.id, { t: 'delete', rid: 0, ids: [id], deep: true }, EMPTY);
+      if (out instanceof Promise) out.catch(() => {});
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Undoes a put that did not finish: unsealed blobs aborted, sealed ones nothing uses deleted. */
+  private discard(ids: string[]): void {
+    const t = this.store.table;
+    for (const id of ids) {
+      if (!t.has(id)) continue;
+      try {
+        const e = t.lookup(id);
+        if (!e.sealed) t.abort(id, this.id);
+        else if (e.parents === 0) t.delete([id], true);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  // ---- get ----------------------------------------------------------------
+
+  private get(req: Get): void {
+    let out: object | Promise<object>;
+    try {
+      out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids: req.ids }, EMPTY);
+    } catch (e) {
+      this.sendError(req.rid, e);
+      return;
+    }
+    if (out instanceof Promise) {
+      out.then(
+        (r) => this.sendObjects(req, r),
+        (e) => this.sendError(req.rid, e),
+      );
+    } else {
+      this.sendObjects(req, out);
+    }
+  }
+
+  /** The answer header, then every blob's bytes straight from the arena; the pins go when the last byte has. */
+  private sendObjects(req: Get, fields: object): void {
+    const release = () => {
+      try {
+        this.store.table.release(req.ids, this.id);
+      } catch {
+        // the connection closed and its pins went with it
+      }
+    };
+    if (this.state === 'closed' || this.socket.destroyed) {
+      release();
+      return;
+    }
+    const records = (fields as { objects: ObjectRecord[] }).objects;
+    const blobs: string[] = [];
+    const raw: number[] = [];
+    const views: Uint8Array[] = [];
+    const seen = new Set<string>();
+    const strip = (r: ObjectRecord): RpcTree => {
+      if (r.typename === BLOB_TYPENAME) {
+        if (!r.blob) throw new TrellisError('ERR_INTERNAL', `blob ${r.id} has no memory to send from`);
+        if (!seen.has(r.id)) {
+          seen.add(r.id);
+          blobs.push(r.id);
+          raw.push(r.blob.size);
+          views.push(this.store.arena.view(r.blob));
+        }
+      }
+      return { id: r.id, typename: r.typename, nbytes: r.nbytes, meta: r.meta, members: r.members.map(strip) };
+    };
+    let head: Buffer;
+    try {
+      const objects = records.map(strip);
+      head = encodeFrame({ t: 'ok', rid: req.rid, objects, blobs, raw });
+    } catch (e) {
+      release();
+      this.sendError(req.rid, e);
+      return;
+    }
+    let total = 0;
+    for (const n of raw) total += n;
+    const sent = (err?: Error | null) => {
+      release();
+      if (!err) this.host.counters.bytesOut += total;
+    };
+    if (total === 0) {
+      this.socket.write(head, sent);
+      return;
+    }
+    this.socket.write(head);
+    const slices: Uint8Array[] = [];
+    for (const v of views) {
+      for (let off = 0; off < v.length; off += WRITE_SLICE) slices.push(v.subarray(off, off + WRITE_SLICE));
+    }
+    slices.forEach((s, i) => {
+      this.socket.write(s, i === slices.length - 1 ? sent : undefined);
+    });
+  }
+
+  // ---- answers and lifetime -------------------------------------------------
+
+  private respond(rid: number, fn: () => object | Promise<object>): void {
+    let out: object | Promise<object>;
+    try {
+      out = fn();
+    } catch (e) {
+      this.sendError(rid, e);
+      return;
+    }
+    if (out instanceof Promise) {
+      out.then(
+        (v) => this.sendOk(rid, v),
+        (e) => this.sendError(rid, e),
+      );
+    } else {
+      this.sendOk(rid, out);
+    }
+  }
+
+  private sendOk(rid: number, fields: object): void {
+    try {
+      this.send({ t: 'ok', rid, ...fields });
+    } catch (e) {
+      this.sendError(rid, new TrellisError('ERR_INTERNAL', `the answer could not be encoded: ${(e as Error).message}`));
+    }
+  }
+
+  private sendError(rid: number, e: unknown): void {
+    const err = asError(e);
+    this.send({ t: 'err', rid, code: err.code, message: err.message });
+  }
+
+  private send(header: object): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    this.socket.write(encodeFrame(header));
+  }
+
+  /** Answers with an error and closes: a failed handshake or a broken stream. */
+  fail(err: TrellisError, rid = 0): void {
+    if (this.state === 'closed') return;
+    this.reader.stop();
+    this.send({ t: 'err', rid, code: err.code, message: err.message });
+    if (this.socket.writableLength === 0) {
+      // Only the error frame was written: let it reach the peer, then close.
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    }
+    this.destroy();
+  }
+
+  /** Drops the peer: pins released, unsealed blobs of unfinished puts aborted, waits cancelled. */
+  destroy(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.handshakeTimer);
+    this.reader.stop();
+    // Blob bytes still queued for the socket must not be read once the pins
+    // go, so the socket closes first (fail() ends it only with nothing queued).
+    if (!this.socket.writableEnded) this.socket.destroy();
+    this.store.connectionClosed(this.id);
+    this.host.forget(this);
+  }
+}

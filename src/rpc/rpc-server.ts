@@ -1,0 +1,156 @@
+/**
+ * A store's TCP endpoint for remote clients and for other stores (migration).
+ * Every connection must open with a hello carrying the cluster's shared
+ * token; the token is compared in constant time (sha256 digests through
+ * crypto.timingSafeEqual) and a wrong or missing one is answered with
+ * ERR_UNAUTHORIZED and the connection closed before any data is read or sent.
+ *
+ * @example
+ *   const rpc = await RpcServer.start(store, { host: '127.0.0.1', port: 0, token });
+ *   rpc.address(); // { host: '127.0.0.1', port: 41234 }
+ *   await rpc.close();
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { invalidParameter, TrellisError } from '../errors.js';
+import type { RpcStarter, StoreServer } from '../store/store-server.js';
+import { migratorOf } from './migrate.js';
+import { RpcConnection, type RpcHost } from './rpc-connection.js';
+
+export interface RpcServerOptions {
+  /** Address to listen on, e.g. '127.0.0.1', '0.0.0.0'. */
+  host: string;
+  /** TCP port; 0 picks a free one (see address()). */
+  port: number;
+  /** The shared secret every peer must present. */
+  token: string;
+}
+
+export interface RpcStats {
+  /** Peers connected now (handshake done or not). */
+  connections: number;
+  /** Requests served since start. */
+  requests: number;
+  /** Blob bytes received by put. */
+  bytesIn: number;
+  /** Blob bytes sent by get (remote reads and migrations from this store). */
+  bytesOut: number;
+  /** Connections refused for a wrong or missing token. */
+  authFailures: number;
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+export class RpcServer implements RpcHost {
+  readonly counters = { requests: 0, bytesIn: 0, bytesOut: 0, authFailures: 0 };
+  private readonly server: Server;
+  private readonly conns = new Set<RpcConnection>();
+  private readonly tokenDigest: Buffer;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly store: StoreServer,
+    private readonly opts: RpcServerOptions,
+  ) {
+    this.tokenDigest = digest(opts.token);
+    this.server = createServer({ pauseOnConnect: true }, (s) => this.accept(s));
+  }
+
+  /** Starts serving `store` over TCP; resolves once it listens. */
+  static async start(store: StoreServer, opts: RpcServerOptions): Promise<RpcServer> {
+    if (typeof opts?.host !== 'string' || opts.host.length === 0) {
+      throw invalidParameter('opts.host', 'an address to listen on', opts?.host);
+    }
+    if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
+      throw invalidParameter('opts.port', 'a TCP port in [0, 65535]', opts.port);
+    }
+    if (typeof opts.token !== 'string' || opts.token.length === 0) {
+      throw invalidParameter('opts.token', 'a non-empty shared token', opts.token);
+    }
+    const rpc = new RpcServer(store, opts);
+    await rpc.listen();
+    return rpc;
+  }
+
+  private listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => {
+        reject(new TrellisError('ERR_NATIVE', `cannot listen on ${this.opts.host}:${this.opts.port}: ${e.message}`));
+      };
+      this.server.once('error', onError);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  /** The address actually bound (the port is the real one when 0 was asked for). */
+  address(): { host: string; port: number } {
+    const a = this.server.address() as AddressInfo | null;
+    if (!a) throw new TrellisError('ERR_CLOSED', 'the RPC server is closed');
+    return { host: a.address, port: a.port };
+  }
+
+  /** Constant-time comparison of a presented token with the shared one. */
+  authenticate(token: unknown): boolean {
+    if (typeof token !== 'string' || token.length === 0) return false;
+    return timingSafeEqual(digest(token), this.tokenDigest);
+  }
+
+  stats(): RpcStats {
+    return { connections: this.conns.size, ...this.counters };
+  }
+
+  /** What the store's status shows under `rpc` (beside the address): these counters and the migrations in. */
+  describe(): Record<string, unknown> {
+    return { ...this.stats(), migration: migratorOf(this.store).stats() };
+  }
+
+  forget(conn: RpcConnection): void {
+    this.conns.delete(conn);
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.conns.add(new RpcConnection(socket, this));
+  }
+
+  /** Stops listening and drops every peer (their unfinished puts are aborted). Safe to call twice. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      for (const c of [...this.conns]) c.destroy();
+      migratorOf(this.store).close();
+    });
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Wildcard addresses name no interface to connect from. */
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+/**
+ * How StoreServer.start serves RPC (the CLI links it in): the server, and
+ * migrations from other stores with the same token, connecting from this
+ * store's RPC host so the traffic runs between the two stores' addresses.
+ */
+export const startRpc: RpcStarter = async (store, opts) => {
+  const rpc = await RpcServer.start(store, opts);
+  const localAddress = isWildcard(opts.host) ? undefined : opts.host;
+  store.cluster.migrator = (endpoint, remoteId) =>
+    migratorOf(store).migrate(endpoint, opts.token, remoteId, { localAddress });
+  return rpc;
+};
