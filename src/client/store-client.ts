@@ -1,0 +1,66 @@
+/**
+ * What every Trellis client offers, whichever way it reaches the store:
+ * `TrellisClient` over the node's UNIX socket (get returns views over shared
+ * memory) and `RemoteClient` over TCP (get returns copies). `connect()`
+ * returns one or the other; code written against this interface runs on both.
+ *
+ * Over RPC, `createBlob`, `createTensor` and `getSync` fail with
+ * ERR_UNSUPPORTED: they hand out shared memory, which a remote client has not.
+ */
+
+import type { ArrayOf, DType } from '../codecs/tensor.js';
+import type { InstanceInfo } from '../meta/meta-service.js';
+import type { Locations } from '../store/cluster.js';
+import type { ObjectSummary } from '../store/object-table.js';
+import type { StoreStatus } from '../store/store-server.js';
+import type {
+  BlobWriter,
+  GlobalObjectInfo,
+  ObjectSpecInput,
+  PutOptions,
+  PutValue,
+  StoreValue,
+  TensorWriter,
+  TrellisClient,
+} from './client.js';
+
+export interface StoreClient extends AsyncDisposable {
+  /** The store's random id for this run. */
+  readonly storeId: string;
+  /** The store's instance id (the top 16 bits of its object ids). */
+  readonly instanceId: number;
+
+  put(value: PutValue, opts?: PutOptions): Promise<string>;
+  putBlob(bytes: Uint8Array, opts?: PutOptions): Promise<string>;
+  putObject(spec: ObjectSpecInput, opts?: PutOptions): Promise<string>;
+  createBlob(nbytes: number): Promise<BlobWriter>;
+  createTensor<D extends DType>(dtype: D, shape: number[]): Promise<TensorWriter<ArrayOf<D>>>;
+
+  get(id: string): Promise<StoreValue>;
+  getMany(ids: string[]): Promise<StoreValue[]>;
+  getSync(id: string): StoreValue | undefined;
+  getBlob(id: string): Promise<Uint8Array>;
+  release(id: string): Promise<void>;
+  delete(ids: string | string[], opts?: { deep?: boolean }): Promise<void>;
+
+  putName(name: string, id: string, opts?: { overwrite?: boolean }): Promise<void>;
+  getName(name: string, opts?: { wait?: boolean; timeoutMs?: number }): Promise<string>;
+  dropName(name: string): Promise<void>;
+  listNames(prefix?: string): Promise<Record<string, string>>;
+  list(opts?: { typename?: string; limit?: number }): Promise<ObjectSummary[]>;
+  status(): Promise<StoreStatus>;
+
+  persist(ids: string | string[]): Promise<void>;
+  migrate(id: string): Promise<string>;
+  instances(): Promise<InstanceInfo[]>;
+  listGlobal(opts?: { typename?: string; instanceId?: number; limit?: number }): Promise<GlobalObjectInfo[]>;
+  createDataset(name: string | undefined, shards: string[], opts?: { meta?: Record<string, unknown> }): Promise<string>;
+  locate(idOrName: string): Promise<Locations>;
+
+  close(): Promise<void>;
+}
+
+/** Compile-time check that the IPC client keeps up with the interface. */
+export type IpcClientSatisfies = TrellisClient extends StoreClient ? true : never;
+const _ipcClientSatisfies: IpcClientSatisfies = true;
+void _ipcClientSatisfies;

@@ -1,0 +1,42 @@
+/**
+ * Values ↔ store objects, whichever connection carries them: which codec
+ * encodes a value for put, and how a fetched object tree becomes a value
+ * again, given where each blob's bytes are (shared memory over IPC, fresh
+ * buffers over RPC).
+ */
+
+import type { PutValue, StoreValue } from '../client/client.js';
+import { invalidParameter } from '../errors.js';
+import type { ObjectRecord } from '../protocol/messages.js';
+import { BLOB_TYPENAME } from '../protocol/rpc-messages.js';
+import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from './arrow.js';
+import type { BlobResolver, EncodedValue } from './codec.js';
+import { dtypeOf, encodeTensor, isTensorLike, isTypedArray, TENSOR_TYPENAME, tensorFromRecord } from './tensor.js';
+
+/** The codec output for a value put: a Tensor, a bare TypedArray (a 1-d tensor) or an Arrow table. */
+export function encodeValue(value: PutValue): EncodedValue {
+  if (isArrowTable(value)) return encodeArrowTable(value);
+  if (isTypedArray(value)) return encodeTensor({ dtype: dtypeOf(value), shape: [value.length], data: value });
+  if (isTensorLike(value)) return encodeTensor(value);
+  throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
+}
+
+/** Rebuilds a value over the bytes `blob` resolves: Blob → bytes, Tensor, Arrow table, else a StoredObject. */
+export function decodeRecord(rec: ObjectRecord, blob: BlobResolver): StoreValue {
+  switch (rec.typename) {
+    case BLOB_TYPENAME:
+      return blob(rec);
+    case TENSOR_TYPENAME:
+      return tensorFromRecord(rec, blob);
+    case ARROW_TYPENAME:
+      return arrowTableFromRecord(rec, blob);
+    default:
+      return {
+        id: rec.id,
+        typename: rec.typename,
+        nbytes: rec.nbytes,
+        meta: rec.meta,
+        members: rec.members.map((m) => decodeRecord(m, blob)),
+      };
+  }
+}

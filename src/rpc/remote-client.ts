@@ -1,0 +1,399 @@
+/**
+ * A client for a store on another machine, over TCP: the same interface as
+ * the IPC client (StoreClient), with copies instead of shared memory.
+ *
+ * `get` copies: each blob's bytes are read from the socket straight into a
+ * fresh, 64-byte aligned ArrayBuffer that belongs to the caller (a tensor's
+ * data is a TypedArray over it, an Arrow table is rebuilt over it). The
+ * values stay valid for as long as the caller keeps them; `release` only
+ * checks that the caller got the id (so code correct over IPC is correct
+ * here, and the reverse). `put` sends the value's own bytes as raw bytes
+ * after the request header, without staging them, so the value must not
+ * change until `put` resolves.
+ *
+ * `createBlob`, `createTensor` and `getSync` need shared memory and fail
+ * with ERR_UNSUPPORTED.
+ *
+ * @example
+ *   await using client = await connect({ rpc: '10.0.0.2:7000', token });
+ *   const id = await client.put(new Float32Array([1, 2, 3]));
+ *   const t = (await client.get(id)) as Tensor; // t.data is a copy
+ */
+import type {
+  BlobWriter,
+  GlobalObjectInfo,
+  ObjectSpecInput,
+  PutOptions,
+  PutValue,
+  StoreValue,
+  TensorWriter,
+} from '../client/client.js';
+import type { StoreClient } from '../client/store-client.js';
+import type { EncodedValue } from '../codecs/codec.js';
+import type { ArrayOf, DType } from '../codecs/tensor.js';
+import { decodeRecord, encodeValue } from '../codecs/value.js';
+import { invalidParameter, TrellisError } from '../errors.js';
+import type { InstanceInfo } from '../meta/meta-service.js';
+import { native } from '../native.js';
+import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
+import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
+import type { Locations } from '../store/cluster.js';
+import type { ObjectSummary } from '../store/object-table.js';
+import type { StoreStatus } from '../store/store-server.js';
+import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
+
+export interface RemoteConnectOptions {
+  /** The store's RPC endpoint, 'host:port' ('[v6addr]:port' for IPv6). */
+  rpc: string;
+  /** The shared token (default $TRELLIS_TOKEN). */
+  token?: string;
+  /** Label for this client in the store's logs. */
+  name?: string;
+  /** Connect and handshake timeout (default 10 s). */
+  timeoutMs?: number;
+  /** A request that sees no byte from the store for this long fails with ERR_TIMEOUT (default 60 s). */
+  idleTimeoutMs?: number;
+  /** Local address to connect from. */
+  localAddress?: string;
+}
+
+const ALIGN = 64;
+
+/** Parses 'host:port' and '[v6]:port'. */
+export function parseEndpoint(s: unknown): { host: string; port: number } {
+  const m = typeof s === 'string' ? /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s) : null;
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port < 1 || port > 65535) throw invalidParameter('rpc', "an endpoint 'host:port'", s);
+  return { host: m[1] ?? m[2], port };
+}
+
+/** A zeroed buffer of `size` bytes whose first byte sits on a 64-byte boundary. */
+function alignedBuffer(size: number): Uint8Array {
+  const ab = new ArrayBuffer(size + ALIGN);
+  const addr = Number(native.address(ab) % BigInt(ALIGN));
+  const pad = (ALIGN - addr) % ALIGN;
+  return new Uint8Array(ab, pad, size);
+}
+
+function unsupported(what: string): TrellisError {
+  return new TrellisError(
+    'ERR_UNSUPPORTED',
+    `${what} writes or reads the store's shared memory, which a remote (RPC) client cannot map; ` +
+      'use put / get, or connect over the store socket on its node',
+  );
+}
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
+    throw invalidParameter('name', 'a string of 1 to 1024 characters', name);
+  }
+}
+
+function putFields(opts: PutOptions): { name?: string; persist?: boolean } {
+  const out: { name?: string; persist?: boolean } = {};
+  if (opts.persist !== undefined) {
+    if (typeof opts.persist !== 'boolean') throw invalidParameter('persist', 'a boolean', opts.persist);
+    out.persist = opts.persist;
+  }
+  if (opts.name !== undefined) {
+    checkName(opts.name);
+    out.name = opts.name;
+  }
+  return out;
+}
+
+export class RemoteClient implements StoreClient {
+  /** Gets not yet released, per id: release() checks against it. */
+  private readonly held = new Map<string, number>();
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    private readonly channel: RpcChannel,
+    /** The endpoint this client talks to, 'host:port'. */
+    readonly endpoint: string,
+    readonly storeId: string,
+    readonly instanceId: number,
+  ) {}
+
+  /** @internal use connect({ rpc, token }) */
+  static async open(opts: RemoteConnectOptions): Promise<RemoteClient> {
+    const { host, port } = parseEndpoint(opts?.rpc);
+    const token = opts.token ?? process.env.TRELLIS_TOKEN;
+    if (typeof token !== 'string' || token.length === 0) {
+      throw new TrellisError('ERR_UNAUTHORIZED', 'an RPC client needs the token (the token option or $TRELLIS_TOKEN)');
+    }
+    const channel = await RpcChannel.open({
+      host,
+      port,
+      token,
+      client: opts.name ?? `pid ${process.pid}`,
+      timeoutMs: opts.timeoutMs,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      localAddress: opts.localAddress,
+    });
+    return new RemoteClient(
+      channel,
+      `${host}:${port}`,
+      String(channel.hello.storeId),
+      Number(channel.hello.instanceId),
+    );
+  }
+
+  // ---- put ----------------------------------------------------------------
+
+  /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
+  async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
+    return this.putEncoded(encodeValue(value), opts);
+  }
+
+  /** Stores raw bytes as a Blob. */
+  async putBlob(bytes: Uint8Array, opts: PutOptions = {}): Promise<string> {
+    if (!(bytes instanceof Uint8Array)) throw invalidParameter('bytes', 'a Uint8Array', bytes);
+    return this.putEncoded(
+      { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
+      opts,
+    );
+  }
+
+  /** Records an object over existing members (a composite). */
+  async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {
+    if (typeof spec?.typename !== 'string' || spec.typename.length === 0) {
+      throw invalidParameter('spec.typename', 'a non-empty string', spec?.typename);
+    }
+    const members = spec.members ?? [];
+    for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
+    const a = await this.call({
+      t: 'make',
+      object: { typename: spec.typename, meta: spec.meta ?? {}, members },
+      ...putFields(opts),
+    });
+    return String(a.header.id);
+  }
+
+  private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+    const fields = putFields(opts);
+    let bytes = enc.contiguous;
+    if (!bytes) {
+      // (Arrow tables: the codec lays every buffer out at its aligned offset)
+      bytes = new Uint8Array(enc.size);
+      enc.write(bytes);
+    }
+    const a = await this.call(
+      { t: 'put', object: { typename: enc.typename, meta: enc.meta, members: [] }, ...fields },
+      { raw: [bytes] },
+    );
+    return String(a.header.id);
+  }
+
+  /** Not over RPC: the blob would have to be shared memory. */
+  async createBlob(nbytes: number): Promise<BlobWriter> {
+    this.checkOpen();
+    void nbytes;
+    throw unsupported('createBlob');
+  }
+
+  /** Not over RPC: the tensor would have to be shared memory. */
+  async createTensor<D extends DType>(dtype: D, shape: number[]): Promise<TensorWriter<ArrayOf<D>>> {
+    this.checkOpen();
+    void dtype;
+    void shape;
+    throw unsupported('createTensor');
+  }
+
+  // ---- get ----------------------------------------------------------------
+
+  /** A copy of the object: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject. */
+  async get(id: string): Promise<StoreValue> {
+    const [v] = await this.getMany([id]);
+    return v;
+  }
+
+  /** Copies of many objects in one round trip. */
+  async getMany(ids: string[]): Promise<StoreValue[]> {
+    if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
+    for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    if (ids.length === 0) return [];
+    let answer: RpcGetAnswer | null = null;
+    const a = await this.call(
+      { t: 'get', ids },
+      {
+        alloc: (h, sizes) => {
+          answer = decodeGetAnswer(h, ids);
+          return sizes.map(alignedBuffer);
+        },
+      },
+    );
+    answer ??= decodeGetAnswer(a.header, ids);
+    const bytes = new Map<string, Uint8Array>();
+    answer.blobs.forEach((id, i) => {
+      bytes.set(id, a.parts[i]);
+    });
+    const resolve = (rec: ObjectRecord): Uint8Array => {
+      const b = bytes.get(rec.id);
+      if (!b) throw new TrellisError('ERR_PROTOCOL', `blob ${rec.id} came without its bytes`);
+      return b;
+    };
+    const values = answer.objects.map((tree: RpcTree) => decodeRecord(tree, resolve));
+    for (const id of ids) this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    return values;
+  }
+
+  /** Not over RPC: there is no shared memory to view without a round trip. */
+  getSync(id: string): StoreValue | undefined {
+    this.checkOpen();
+    void id;
+    throw unsupported('getSync');
+  }
+
+  /** A copy of a Blob's bytes. */
+  async getBlob(id: string): Promise<Uint8Array> {
+    const v = await this.get(id);
+    if (!(v instanceof Uint8Array)) {
+      await this.release(id);
+      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
+    }
+    return v;
+  }
+
+  /**
+   * Gives back one get. Over RPC the copy is the caller's and nothing is held
+   * in the store, so this only checks the id was got (ERR_NOT_REFERENCED otherwise).
+   */
+  async release(id: string): Promise<void> {
+    this.checkOpen();
+    const n = this.held.get(id);
+    if (n === undefined) throw new TrellisError('ERR_NOT_REFERENCED', `this client holds no reference to ${id}`);
+    if (n > 1) this.held.set(id, n - 1);
+    else this.held.delete(id);
+  }
+
+  /** Deletes objects; with deep (default), also members no other object uses. */
+  async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
+    const list = Array.isArray(ids) ? ids : [ids];
+    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'delete', ids: list, deep: opts.deep ?? true });
+  }
+
+  /** Number of gets not yet released. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  // ---- names ----------------------------------------------------------------
+
+  async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+    checkName(name);
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
+  }
+
+  /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
+  async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
+    checkName(name);
+    const timeoutMs = opts.timeoutMs ?? 0;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) {
+      throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
+    }
+    const wait = opts.wait ?? false;
+    const a = await this.call({ t: 'getName', name, wait, timeoutMs }, { waits: wait });
+    return String(a.header.id);
+  }
+
+  async dropName(name: string): Promise<void> {
+    checkName(name);
+    await this.call({ t: 'dropName', name });
+  }
+
+  async listNames(prefix = ''): Promise<Record<string, string>> {
+    const a = await this.call({ t: 'listNames', prefix });
+    return a.header.names as Record<string, string>;
+  }
+
+  async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
+    const a = await this.call({ t: 'list', typename: opts.typename, limit: opts.limit });
+    return a.header.objects as ObjectSummary[];
+  }
+
+  async status(): Promise<StoreStatus> {
+    const a = await this.call({ t: 'status' });
+    return a.header.status as StoreStatus;
+  }
+
+  // ---- cluster ----------------------------------------------------------------
+
+  /** Publishes objects of that store (and their members) so every store can find them. */
+  async persist(ids: string | string[]): Promise<void> {
+    const list = Array.isArray(ids) ? ids : [ids];
+    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.call({ t: 'persist', ids: list });
+  }
+
+  /** Asks that store to pull a persisted object from its owner (server to server); returns its id there. */
+  async migrate(id: string): Promise<string> {
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    const a = await this.call({ t: 'migrate', id });
+    return String(a.header.id);
+  }
+
+  async instances(): Promise<InstanceInfo[]> {
+    const a = await this.call({ t: 'instances' });
+    return a.header.instances as InstanceInfo[];
+  }
+
+  async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
+    const a = await this.call({
+      t: 'listGlobal',
+      typename: opts.typename,
+      instanceId: opts.instanceId,
+      limit: opts.limit,
+    });
+    return a.header.objects as GlobalObjectInfo[];
+  }
+
+  async createDataset(
+    name: string | undefined,
+    shards: string[],
+    opts: { meta?: Record<string, unknown> } = {},
+  ): Promise<string> {
+    if (name !== undefined) checkName(name);
+    if (!Array.isArray(shards) || shards.length === 0) {
+      throw invalidParameter('shards', 'a non-empty array of object ids', shards);
+    }
+    for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
+    const a = await this.call({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
+    return String(a.header.id);
+  }
+
+  async locate(idOrName: string): Promise<Locations> {
+    if (typeof idOrName !== 'string' || idOrName.length === 0) {
+      throw invalidParameter('idOrName', 'an object id or a name', idOrName);
+    }
+    const a = await this.call(isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName });
+    return a.header.locations as Locations;
+  }
+
+  // ---- lifetime ---------------------------------------------------------------
+
+  /** Closes the connection; calls in flight fail with ERR_CLOSED. Safe to call twice. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.held.clear();
+      this.channel.close();
+      this.closing = Promise.resolve();
+    }
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
+  }
+
+  private call(header: Record<string, unknown>, opts?: Parameters<RpcChannel['request']>[1]): Promise<RpcAnswer> {
+    this.checkOpen();
+    return this.channel.request(header, opts);
+  }
+}
