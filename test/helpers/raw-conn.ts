@@ -39,9 +39,10 @@ export class RawConn {
     );
   }
 
-  static open(path: string): Promise<RawConn> {
+  /** A UNIX socket path, or a TCP endpoint (an RPC port). */
+  static open(target: string | { host: string; port: number }): Promise<RawConn> {
     return new Promise((resolve, reject) => {
-      const s = connect(path);
+      const s = typeof target === 'string' ? connect(target) : connect(target.port, target.host);
       s.once('connect', () => {
         s.removeListener('error', reject);
         resolve(new RawConn(s));
