@@ -45,6 +45,14 @@ function machine() {
 
 const cell = (s) => String(s ?? '').replaceAll('|', '\\|');
 
+/** A markdown table with padded columns, the shape the repository's formatter (biome) keeps. */
+function alignedTable(cols, rows) {
+  const body = rows.map((row) => cols.map((c) => cell(row[c])));
+  const w = cols.map((c, i) => Math.max(c.length, 3, ...body.map((r) => r[i].length)));
+  const line = (cells) => `| ${cells.map((x, i) => x.padEnd(w[i])).join(' | ')} |`;
+  return [line(cols), line(w.map((n) => '-'.repeat(n))), ...body.map(line)];
+}
+
 const load = () =>
   loadavg()
     .map((x) => x.toFixed(2))
@@ -71,8 +79,7 @@ function markdown(results, m, started, totalUs, loads) {
       continue;
     }
     const cols = COLUMNS.filter((c) => c === 'case' || c === 'result' || r.rows.some((row) => row[c]));
-    lines.push(`| ${cols.join(' | ')} |`, `| ${cols.map(() => '---').join(' | ')} |`);
-    for (const row of r.rows) lines.push(`| ${cols.map((c) => cell(row[c])).join(' | ')} |`);
+    lines.push(...alignedTable(cols, r.rows));
     if (r.notes.length > 0) lines.push('', ...r.notes.map((n) => `- ${n}`));
   }
   return `${lines.join('\n')}\n`;
