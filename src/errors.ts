@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ERR_OBJECT_REMOTE: 'The object lives on another store; migrate it here (client.migrate) or read it over RPC.',
   ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',
   ERR_INTERNAL: 'A bug: the store hit a state it did not expect. The message says where; please report it.',
+  ERR_WORKER_FAILED: 'A worker process (a loader gather worker) died, or failed with an error without a code.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

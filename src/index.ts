@@ -13,6 +13,30 @@ export { connect } from './client/connect.js';
 export type { StoreClient } from './client/store-client.js';
 export { DTYPES, type DType, type Tensor, type TypedArray, tensor } from './codecs/tensor.js';
 export { ERROR_CODES, type ErrorCode, isTrellisError, TrellisError } from './errors.js';
+export {
+  type ArrowTensorOptions,
+  arrowColumnTensor,
+  arrowColumnValidity,
+  arrowTensor,
+  arrowValidity,
+  dtypeOfArrow,
+  type Validity,
+} from './loaders/arrow-adapter.js';
+export { type Batch, DatasetLoader, type LoaderOptions, openLoader } from './loaders/dataset-loader.js';
+export { epochOrder } from './loaders/sampler.js';
+export { SHARD_TYPENAME, type ShardPart, shardParts } from './loaders/shard.js';
+export {
+  createShard,
+  type ShardFormat,
+  type ShardSpec,
+  type ShardWriter,
+  shardTable,
+  type WriteDatasetInput,
+  type WrittenDataset,
+  writeArrowShard,
+  writeDataset,
+  writeShard,
+} from './loaders/shard-writer.js';
 export { type MigrateOptions, type MigrationStats, migrateFrom, migratorOf } from './rpc/migrate.js';
 export { RemoteClient, type RemoteConnectOptions } from './rpc/remote-client.js';
 export { RpcServer, type RpcServerOptions, type RpcStats, startRpc } from './rpc/rpc-server.js';

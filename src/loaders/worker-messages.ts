@@ -1,0 +1,90 @@
+/**
+ * Messages between a loader and its gather workers, over the child process
+ * IPC channel (JSON). Every message the loader and a worker exchange is listed
+ * here, with the check the loader runs on what a worker sends.
+ *
+ * loader → worker: init (once), task (a batch to gather, with the ids of
+ * earlier batches the loader has taken over), stop.
+ * worker → loader: ready (after init), alloc (a blob was created for a batch:
+ * sent before anything is written, so the loader can delete the blob if the
+ * worker dies after sealing it but before saying so), batch (the blob is
+ * sealed and holds the batch), error (a failure, as {code, message}).
+ */
+import type { ErrorPayload } from '../errors.js';
+import { TrellisError } from '../errors.js';
+
+export interface InitMessage {
+  t: 'init';
+  socket: string;
+  /** The local shard ids, in dataset order. */
+  shards: string[];
+  featureColumn?: string;
+  labelColumn?: string;
+  shuffle: boolean;
+  seed: number;
+  /** Rows the loader counted; the worker checks it sees the same. */
+  rows: number;
+  /** Pre-fault the shards in the worker's mapping at start. */
+  populate: boolean;
+}
+
+/** Gather positions [start, end) of the order of `epoch` as batch `index`. */
+export interface TaskMessage {
+  t: 'task';
+  epoch: number;
+  index: number;
+  start: number;
+  end: number;
+  /** Batches of this worker the loader has adopted (pinned and deleted) since the last task. */
+  acks: string[];
+}
+
+export interface StopMessage {
+  t: 'stop';
+}
+
+export type ToWorker = InitMessage | TaskMessage | StopMessage;
+
+export interface ReadyMessage {
+  t: 'ready';
+  rows: number;
+}
+
+export interface AllocMessage {
+  t: 'alloc';
+  id: string;
+  epoch: number;
+  index: number;
+}
+
+export interface BatchMessage {
+  t: 'batch';
+  id: string;
+  epoch: number;
+  index: number;
+}
+
+export interface WorkerErrorMessage extends ErrorPayload {
+  t: 'error';
+}
+
+export type FromWorker = ReadyMessage | AllocMessage | BatchMessage | WorkerErrorMessage;
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Checks a message from a worker; a malformed one is a protocol error. */
+export function checkFromWorker(m: unknown): FromWorker {
+  const o = m as Record<string, unknown>;
+  const ok =
+    o !== null &&
+    typeof o === 'object' &&
+    ((o.t === 'ready' && isInt(o.rows)) ||
+      ((o.t === 'alloc' || o.t === 'batch') && typeof o.id === 'string' && isInt(o.epoch) && isInt(o.index)) ||
+      (o.t === 'error' && typeof o.code === 'string' && typeof o.message === 'string'));
+  if (!ok)
+    throw new TrellisError(
+      'ERR_PROTOCOL',
+      `a loader worker sent a malformed message: ${JSON.stringify(m)?.slice(0, 120)}`,
+    );
+  return o as unknown as FromWorker;
+}
