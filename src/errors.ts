@@ -28,7 +28,10 @@ export const ERROR_CODES = {
   ERR_OBJECT_REMOTE: 'The object lives on another store; migrate it here (client.migrate) or read it over RPC.',
   ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',
   ERR_INTERNAL: 'A bug: the store hit a state it did not expect. The message says where; please report it.',
-  ERR_WORKER_FAILED: 'A worker process (a loader gather worker) died, or failed with an error without a code.',
+  ERR_WORKER_FAILED:
+    'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
+  ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
+  ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -23,6 +23,35 @@ export {
   type Validity,
 } from './loaders/arrow-adapter.js';
 export { type Batch, DatasetLoader, type LoaderOptions, openLoader } from './loaders/dataset-loader.js';
+export {
+  type BuiltModel,
+  inferenceModel,
+  initParams,
+  type ModelSpec,
+  modelParams,
+  type TrainingStepModel,
+  trainingStepModel,
+} from './loaders/models.js';
+export {
+  type AttrValue,
+  type Dim,
+  floatAttr,
+  GraphBuilder,
+  type GraphOptions,
+  type TensorSpec,
+} from './loaders/onnx-graph.js';
+export {
+  dtypeOfOrt,
+  fromOrtTensor,
+  ModelSession,
+  type ModelSessionOptions,
+  type ModelStoreClient,
+  type ModelValue,
+  ORT_TYPE,
+  putModel,
+  type RunToStoreOptions,
+  toOrtTensor,
+} from './loaders/ort-adapter.js';
 export { epochOrder } from './loaders/sampler.js';
 export { SHARD_TYPENAME, type ShardPart, shardParts } from './loaders/shard.js';
 export {
