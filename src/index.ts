@@ -23,6 +23,7 @@ export {
   type Validity,
 } from './loaders/arrow-adapter.js';
 export { type Batch, DatasetLoader, type LoaderOptions, openLoader } from './loaders/dataset-loader.js';
+export { InferencePool, type InferencePoolOptions } from './loaders/inference-pool.js';
 export {
   type BuiltModel,
   inferenceModel,
