@@ -9,7 +9,14 @@ import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { COLUMNS, fmtUs, nowUs, ROOT, stopChild, tempDir, track } from './lib.js';
 
-const BENCHES = ['get-latency.js', 'put-throughput.js', 'small-objects.js', 'baselines.js', 'ort-handoff.js'];
+const BENCHES = [
+  'get-latency.js',
+  'put-throughput.js',
+  'small-objects.js',
+  'baselines.js',
+  'rpc-transfer.js',
+  'ort-handoff.js',
+];
 const TIMEOUT_MS = 4 * 60_000;
 
 function runBench(file, out) {
