@@ -36,7 +36,13 @@ import { invalidParameter, TrellisError } from '../errors.js';
 import type { InstanceInfo } from '../meta/meta-service.js';
 import { native } from '../native.js';
 import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
-import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
+import {
+  BLOB_TYPENAME,
+  decodeGetAnswer,
+  MAX_RAW_PART,
+  type RpcGetAnswer,
+  type RpcTree,
+} from '../protocol/rpc-messages.js';
 import type { Locations } from '../store/cluster.js';
 import type { ObjectSummary } from '../store/object-table.js';
 import type { StoreStatus } from '../store/store-server.js';
@@ -67,12 +73,27 @@ export function parseEndpoint(s: unknown): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
-/** A zeroed buffer of `size` bytes whose first byte sits on a 64-byte boundary. */
+/** Largest ArrayBuffer Node 20 holds safely. */
+const MAX_BUFFER = 4 * 1024 ** 3;
+
+/**
+ * A zeroed buffer of `size` bytes whose first byte sits on a 64-byte boundary
+ * (a blob within 64 bytes of the 4 GiB limit gets the allocator's alignment,
+ * 16 bytes, which every TypedArray and Arrow view still accepts).
+ */
 function alignedBuffer(size: number): Uint8Array {
-  const ab = new ArrayBuffer(size + ALIGN);
+  const padded = size + ALIGN <= MAX_BUFFER;
+  let ab: ArrayBuffer;
+  try {
+    ab = new ArrayBuffer(padded ? size + ALIGN : size);
+  } catch (e) {
+    throw new TrellisError('ERR_OUT_OF_MEMORY', `cannot allocate ${size} bytes for a blob in this process`, {
+      cause: e,
+    });
+  }
+  if (!padded) return new Uint8Array(ab);
   const addr = Number(native.address(ab) % BigInt(ALIGN));
-  const pad = (ALIGN - addr) % ALIGN;
-  return new Uint8Array(ab, pad, size);
+  return new Uint8Array(ab, (ALIGN - addr) % ALIGN, size);
 }
 
 function unsupported(what: string): TrellisError {
@@ -172,6 +193,12 @@ export class RemoteClient implements StoreClient {
 
   private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
     const fields = putFields(opts);
+    if (enc.size > MAX_RAW_PART) {
+      throw new TrellisError(
+        'ERR_BAD_REQUEST',
+        `a value of ${enc.size} bytes exceeds one blob (${MAX_RAW_PART} bytes); put its parts and putObject over them`,
+      );
+    }
     let bytes = enc.contiguous;
     if (!bytes) {
       // (Arrow tables: the codec lays every buffer out at its aligned offset)
