@@ -167,6 +167,16 @@ describe('onnxruntime adapter', () => {
     expect(viaInto.probs).toBe(into.probs);
     expect(bytesOf(into.probs)).toEqual(bytesOf(direct.probs));
 
+    // A store view is read-only: refused as a destination instead of crashing the process.
+    const roId = await client.put(tensor('float32', [16, 10]));
+    const ro = (await client.get(roId)) as Tensor;
+    await expect(s.run({ X: x }, { probs: ro })).rejects.toMatchObject({
+      code: 'ERR_BAD_REQUEST',
+      message: expect.stringMatching(/read-only store view/),
+    });
+    await client.release(roId);
+    await client.delete(roId);
+
     // And the same model by id.
     await using byId = await ModelSession.fromStore(client, modelId);
     expect(bytesOf((await byId.run({ X: x })).probs)).toEqual(bytesOf(direct.probs));

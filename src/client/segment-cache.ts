@@ -128,3 +128,13 @@ export function mappedSegmentCount(): number {
   for (const m of stores.values()) n += m.size;
   return n;
 }
+
+/**
+ * Whether `buffer` is a read-only mapping of a store segment (what `get`
+ * returns views over). Writing into one raises SIGSEGV, so code that hands
+ * memory to a native writer (onnxruntime outputs) checks here first.
+ */
+export function isReadOnlyMapping(buffer: ArrayBufferLike): boolean {
+  for (const known of stores.values()) for (const m of known.values()) if (m.ro === buffer) return true;
+  return false;
+}

@@ -28,6 +28,7 @@
  */
 
 import type { PutOptions, TensorWriter, TrellisClient } from '../client/client.js';
+import { isReadOnlyMapping } from '../client/segment-cache.js';
 import { type DType, isTensorLike, type Tensor, type TypedArray, validateTensor } from '../codecs/tensor.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { isObjectId } from '../protocol/messages.js';
@@ -382,6 +383,14 @@ function checkTensor(what: string, t: Tensor, dtype: DType, shape: number[] | nu
   if (!isTensorLike(t)) throw invalidParameter(what, 'a Tensor', t);
   if (t.dtype !== dtype) throw invalidParameter(`${what}.dtype`, dtype, t.dtype);
   validateTensor(t);
+  // onnxruntime writing into a store view would kill the process with SIGSEGV.
+  if (isReadOnlyMapping(t.data.buffer)) {
+    throw invalidParameter(
+      what,
+      'writable memory (a TensorWriter or a plain array), not a read-only store view',
+      t.data,
+    );
+  }
   if (shape && (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))) {
     throw new TrellisError('ERR_SIZE_MISMATCH', `${what} has shape [${t.shape}]; the output has [${shape}]`);
   }
