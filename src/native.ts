@@ -11,6 +11,7 @@ export interface NativeAddon {
   punchHole(fd: number, offset: number, length: number): void;
   reserve(fd: number, offset: number, length: number): void;
   populate(buffer: ArrayBuffer, offset: number, length: number, write: boolean): boolean;
+  populateAsync(buffer: ArrayBuffer, offset: number, length: number): Promise<void>;
   residentBytes(fd: number): number;
   fdSize(fd: number): number;
   closeFd(fd: number): void;
@@ -52,6 +53,10 @@ export const native: NativeAddon = {
   punchHole: wrap(raw.punchHole),
   reserve: wrap(raw.reserve),
   populate: wrap(raw.populate),
+  populateAsync: (buffer, offset, length) =>
+    raw.populateAsync(buffer, offset, length).catch((e: unknown) => {
+      throw nativeError(e);
+    }),
   residentBytes: wrap(raw.residentBytes),
   fdSize: wrap(raw.fdSize),
   closeFd: wrap(raw.closeFd),

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { connect } from '../src/index.js';
+import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 
 const MiB = 1024 * 1024;
@@ -34,6 +35,22 @@ describe('--reserve', () => {
       expect(st.segments.length).toBe(2); // the second did not fit beside the first
       expect(st.memoryResident).toBeGreaterThanOrEqual(20 * MiB);
       await c.delete([a, b]);
+      expect((await c.status()).memoryResident).toBeGreaterThanOrEqual(20 * MiB); // warm for the punch delay
+      const reused = await c.put(new Uint8Array(10 * MiB).fill(3));
+      await c.delete(reused);
+      await eventually(async () => (await c.status()).memoryResident < MiB, 'pages go back after the delay');
+    } finally {
+      await env.stop();
+    }
+  });
+
+  it('with punchDelayMs 0, a delete gives memory back at once', async () => {
+    const env = await startStore({ size: 64 * MiB, segmentSize: 16 * MiB, punchDelayMs: 0 });
+    try {
+      await using c = await connect({ socket: env.socket });
+      const a = await c.put(new Uint8Array(10 * MiB).fill(1));
+      expect((await c.status()).memoryResident).toBeGreaterThanOrEqual(10 * MiB);
+      await c.delete(a);
       expect((await c.status()).memoryResident).toBeLessThan(MiB);
     } finally {
       await env.stop();

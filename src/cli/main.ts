@@ -71,6 +71,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--segment-size <size>', 'size of each shared-memory segment (max 4G)', sizeArg)
     .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
     .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
+    .option('--punch-delay <ms>', 'how long freed memory stays warm before it goes back to the OS', intArg, 1000)
     .option('--socket-mode <mode>', 'file mode of the socket', modeArg, 0o600)
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
@@ -90,6 +91,7 @@ export async function main(argv: string[]): Promise<void> {
           segmentSize: o.segmentSize,
           reserve: Boolean(o.reserve),
           spillDir: o.spillDir,
+          punchDelayMs: o.punchDelay,
           socketMode: o.socketMode,
           socketGid: o.socketGroup,
           maxFrame: o.maxFrame,

@@ -42,10 +42,16 @@ import type { StoreStatus } from '../store/store-server.js';
 /** A persisted object as the metadata service knows it. */
 export type GlobalObjectInfo = GlobalObject & { alive: boolean };
 
+import { native } from '../native.js';
 import { IpcChannel } from './ipc-channel.js';
 import { ensureMapped, mappingOf, releaseStore, retainStore, writableMapping } from './segment-cache.js';
 
 export const BLOB_TYPENAME = 'Blob';
+
+/** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
+const POPULATE_MIN = 1024 * 1024;
+/** Segments mapped in the background at connect. */
+const PREFETCH_SEGMENTS = 8;
 
 /** A composite or custom object: its metadata and its decoded members. */
 export interface StoredObject {
@@ -141,7 +147,7 @@ export class TrellisClient {
       channel.close();
       throw e;
     }
-    return new TrellisClient(
+    const client = new TrellisClient(
       channel,
       socket,
       String(hello.token),
@@ -149,6 +155,18 @@ export class TrellisClient {
       Number(hello.instanceId),
       Number(hello.inlineLimit),
     );
+    // Map the store's existing segments in the background, so the first get
+    // does not wait for the fd exchange (a get waits for it if it comes first).
+    const segments = Math.min(Number(hello.segments) || 0, PREFETCH_SEGMENTS);
+    if (segments > 0) {
+      ensureMapped(
+        client.storeId,
+        socket,
+        client.token,
+        Array.from({ length: segments }, (_, i) => i),
+      ).catch(() => {});
+    }
+    return client;
   }
 
   // ---- put --------------------------------------------------------------
@@ -217,7 +235,12 @@ export class TrellisClient {
     let buffer: Uint8Array;
     try {
       await ensureMapped(this.storeId, this.socketPath, this.token, [loc.seg]);
-      buffer = new Uint8Array(writableMapping(this.mapping(loc.seg)), loc.off, loc.size);
+      const rw = writableMapping(this.mapping(loc.seg));
+      // Fault the block into this process before the producer writes: one
+      // syscall, off the main thread, instead of a fault per page (2x faster
+      // for a cold 256 MiB fill here). Small blocks are not worth it.
+      if (loc.size >= POPULATE_MIN) await native.populateAsync(rw, loc.off, loc.size);
+      buffer = new Uint8Array(rw, loc.off, loc.size);
     } catch (e) {
       await this.call({ t: 'abort', id }).catch(() => {});
       throw e;
@@ -407,11 +430,15 @@ export class TrellisClient {
   /** Gives back one reference taken by get; on the last one the store may spill or free the object. */
   async release(id: string): Promise<void> {
     this.checkOpen();
+    if (this.channel.error) throw this.channel.error;
     const h = this.held.get(id);
     if (!h) throw new TrellisError('ERR_NOT_REFERENCED', `this client holds no reference to ${id}`);
     if (--h.count > 0) return;
     this.held.delete(id);
-    await this.call({ t: 'release', ids: [id] });
+    // No answer is awaited: the client already knows the release is valid.
+    // Frames leave in call order (and together within a tick), and the store
+    // handles them in order, so anything sent after this sees it released.
+    this.channel.request({ t: 'release', ids: [id], noReply: true }, undefined, false).catch(() => {});
   }
 
   /** Deletes objects; with deep (default), also members no other object uses. Held objects go on their last release. */

@@ -53,14 +53,20 @@ export class IpcChannel {
     return this.failure !== null;
   }
 
+  /** Why the channel failed (null while it works). */
+  get error(): TrellisError | null {
+    return this.failure;
+  }
+
   /** Sends a request and resolves with the answer frame; an error answer rejects with its TrellisError. */
-  request(header: Record<string, unknown>, payload?: Uint8Array): Promise<Frame> {
+  request(header: Record<string, unknown>, payload?: Uint8Array, expectAnswer = true): Promise<Frame> {
     if (this.failure) return Promise.reject(this.failure);
     const rid = this.nextRid;
     this.nextRid = rid >= 0xfffffffe ? 1 : rid + 1;
     header.rid = rid;
     return new Promise<Frame>((resolve, reject) => {
-      this.pending.set(rid, { resolve, reject });
+      if (expectAnswer) this.pending.set(rid, { resolve, reject });
+      else resolve({ header: {}, payload: Buffer.alloc(0) });
       // Requests made in one synchronous run leave in one write, at the next
       // microtask checkpoint.
       this.outbox.push(encodeFrame(header, payload));

@@ -62,31 +62,18 @@ export function isDType(v: unknown): v is DType {
 
 /** The dtype a bare TypedArray is stored as. */
 export function dtypeOf(a: TypedArray): DType {
-  switch (a.constructor) {
-    case Int8Array:
-      return 'int8';
-    case Uint8Array:
-    case Uint8ClampedArray:
-      return 'uint8';
-    case Int16Array:
-      return 'int16';
-    case Uint16Array:
-      return 'uint16';
-    case Int32Array:
-      return 'int32';
-    case Uint32Array:
-      return 'uint32';
-    case BigInt64Array:
-      return 'int64';
-    case BigUint64Array:
-      return 'uint64';
-    case Float32Array:
-      return 'float32';
-    case Float64Array:
-      return 'float64';
-    default:
-      throw invalidParameter('value', 'a TypedArray', a);
-  }
+  // instanceof, not the constructor: a Buffer is a Uint8Array too.
+  if (a instanceof Uint8Array || a instanceof Uint8ClampedArray) return 'uint8';
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Int32Array) return 'int32';
+  if (a instanceof BigInt64Array) return 'int64';
+  if (a instanceof Int8Array) return 'int8';
+  if (a instanceof Int16Array) return 'int16';
+  if (a instanceof Uint16Array) return 'uint16';
+  if (a instanceof Uint32Array) return 'uint32';
+  if (a instanceof BigUint64Array) return 'uint64';
+  throw invalidParameter('value', 'a TypedArray', a);
 }
 
 export function isTypedArray(v: unknown): v is TypedArray {

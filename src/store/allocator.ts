@@ -87,6 +87,11 @@ export class SegmentAllocator {
     return 0;
   }
 
+  /** Every free block as [offset, size]. */
+  *freeBlocks(): Generator<[number, number]> {
+    yield* this.byStart;
+  }
+
   freeBlockCount(): number {
     return this.byStart.size;
   }

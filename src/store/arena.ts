@@ -21,6 +21,11 @@ export interface ArenaOptions {
   reserve: boolean;
   /** Label for /proc/PID/maps. */
   label: string;
+  /**
+   * How long freed memory stays warm before its pages go back to the OS
+   * (0: at once). A block reused within this time costs no page faults.
+   */
+  punchDelayMs: number;
 }
 
 export class Segment {
@@ -47,6 +52,8 @@ export class Arena {
   readonly segments: Segment[] = [];
   private used = 0;
   private closed = false;
+  private punchTimer: NodeJS.Timeout | null = null;
+  private punchedBytes = 0;
 
   constructor(readonly opts: ArenaOptions) {
     if (opts.reserve) {
@@ -127,6 +134,13 @@ export class Arena {
     const merged = seg.allocator.free(loc.off, need);
     this.used -= need;
     if (this.opts.reserve) return;
+    if (this.opts.punchDelayMs > 0) {
+      if (!this.punchTimer) {
+        this.punchTimer = setTimeout(() => this.punchFree(), this.opts.punchDelayMs);
+        this.punchTimer.unref();
+      }
+      return;
+    }
     // Punch only whole pages that are free now and overlap the block just freed.
     const fstart = Math.floor(loc.off / PAGE) * PAGE;
     const lo = fstart >= merged.off ? fstart : alignUp(merged.off, PAGE);
@@ -134,6 +148,28 @@ export class Arena {
     const mend = merged.off + merged.size;
     const hi = fend <= mend ? fend : Math.floor(mend / PAGE) * PAGE;
     if (hi > lo) native.punchHole(seg.fd, lo, hi - lo);
+  }
+
+  /** Gives the whole pages of every free block back to the OS. */
+  punchFree(): void {
+    if (this.punchTimer) clearTimeout(this.punchTimer);
+    this.punchTimer = null;
+    if (this.closed) return;
+    for (const s of this.segments) {
+      for (const [off, size] of s.allocator.freeBlocks()) {
+        const lo = alignUp(off, PAGE);
+        const hi = Math.floor((off + size) / PAGE) * PAGE;
+        if (hi > lo) {
+          native.punchHole(s.fd, lo, hi - lo);
+          this.punchedBytes += hi - lo;
+        }
+      }
+    }
+  }
+
+  /** Bytes handed back to the OS by delayed punching, for status. */
+  get punched(): number {
+    return this.punchedBytes;
   }
 
   view(loc: BlobLocation): Uint8Array {
@@ -146,6 +182,7 @@ export class Arena {
 
   close(): void {
     if (this.closed) return;
+    if (this.punchTimer) clearTimeout(this.punchTimer);
     this.closed = true;
     for (const s of this.segments) native.closeFd(s.fd);
   }

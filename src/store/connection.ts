@@ -148,6 +148,16 @@ export class Connection {
       this.send({ t: 'err', rid, code: 'ERR_PROTOCOL', message: `${req.t} is only valid as the first message` });
       return;
     }
+    if (f.header.noReply === true) {
+      // Fire-and-forget (batched releases): nothing is sent back, not even errors.
+      try {
+        const out = this.handler.handle(this, req, f.payload);
+        if (out instanceof Promise) out.catch(() => {});
+      } catch {
+        // the client checked what it could before sending; nothing to answer
+      }
+      return;
+    }
     this.respond(rid, () => this.handler.handle(this, req, f.payload));
   }
 

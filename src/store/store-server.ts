@@ -33,6 +33,8 @@ export interface StoreOptions {
   segmentSize?: number;
   /** Allocate and fault in the whole arena at start. */
   reserve?: boolean;
+  /** Milliseconds freed memory stays warm before it goes back to the OS (default 1000; 0: at once). */
+  punchDelayMs?: number;
   /** Spill unreferenced sealed blobs here when memory runs out. */
   spillDir?: string;
   /** File mode of the socket (default 0o600). */
@@ -131,6 +133,7 @@ export class StoreServer implements RequestHandler {
       limit: opts.size,
       segmentSize,
       reserve: opts.reserve ?? false,
+      punchDelayMs: opts.punchDelayMs ?? 1000,
       label: `trellis:${opts.name ?? 'store'}`,
     });
     this.spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
@@ -267,6 +270,7 @@ export class StoreServer implements RequestHandler {
       maxFrame: this.maxFrame,
       inlineLimit: Math.min(INLINE_LIMIT, this.maxFrame - 64 * 1024),
       session: conn.id,
+      segments: this.arena.segments.length,
     };
   }
 
