@@ -25,6 +25,22 @@ describe('store basics (in-process store, IPC client)', () => {
     expect(await c.getName('small')).toBe(a);
   });
 
+  it('a seal refused for a taken name leaves the writer usable: seal again or abort', async () => {
+    await using c = await connect({ socket: env.socket });
+    await c.put(new Uint8Array([1]), { name: 'taken' });
+    const used = (await c.status()).memoryUsed;
+    const w = await c.createTensor('float32', [4]);
+    w.data.set([1, 2, 3, 4]);
+    await expect(w.seal({ name: 'taken' })).rejects.toMatchObject({ code: 'ERR_OBJECT_EXISTS' });
+    const id = await w.seal({ name: 'free' });
+    expect(await c.getName('free')).toBe(id);
+    await expect(w.abort()).rejects.toMatchObject({ code: 'ERR_ALREADY_SEALED' });
+    const b = await c.createBlob(1000);
+    await expect(b.seal({ name: 'taken' })).rejects.toMatchObject({ code: 'ERR_OBJECT_EXISTS' });
+    await b.abort();
+    expect((await c.status()).memoryUsed).toBe(used + 64);
+  });
+
   it('answers unknown ids with ERR_OBJECT_NOT_FOUND', async () => {
     await using c = await connect({ socket: env.socket });
     await expect(c.get('o0000ffffffffffff')).rejects.toMatchObject({ code: 'ERR_OBJECT_NOT_FOUND' });

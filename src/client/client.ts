@@ -246,21 +246,24 @@ export class TrellisClient {
       throw e;
     }
     let done = false;
-    const finish = () => {
+    const check = () => {
       if (done) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} was already sealed or aborted`);
-      done = true;
     };
     return {
       id,
       buffer,
+      // A seal refused before anything changed (e.g. the name is taken) leaves
+      // the blob unsealed: the writer may fix it and seal again, or abort.
       seal: async (opts: PutOptions = {}) => {
-        finish();
+        check();
         const r = await this.call({ t: 'seal', id, ...nameField(opts) });
+        done = true;
         return String(r.id);
       },
       abort: async () => {
-        finish();
+        check();
         await this.call({ t: 'abort', id });
+        done = true;
       },
     };
   }
@@ -286,18 +289,19 @@ export class TrellisClient {
       data: data as ArrayOf<D>,
       seal: async (opts: PutOptions = {}) => {
         if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
-        done = true;
         const r = await this.call({
           t: 'seal',
           id: w.id,
           object: { typename: TENSOR_TYPENAME, meta: { dtype, shape: shape.slice() }, members: [] },
           ...nameField(opts),
         });
+        done = true;
         return String(r.id);
       },
-      abort: () => {
+      abort: async () => {
+        if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
+        await w.abort();
         done = true;
-        return w.abort();
       },
     };
   }
