@@ -90,7 +90,10 @@ describe('cluster metadata on a real etcd', () => {
     await c.dropName('fmnist/train');
     expect(await errCode(c.getName('fmnist/train'))).toBe('ERR_NAME_NOT_FOUND');
     // other stores read names from a watch-fed cache: the drop reaches them with the watch event
-    await eventually(async () => (await errCode(a.getName('fmnist/train'))) === 'ERR_NAME_NOT_FOUND', 'A sees the drop');
+    await eventually(
+      async () => (await errCode(a.getName('fmnist/train'))) === 'ERR_NAME_NOT_FOUND',
+      'A sees the drop',
+    );
   });
 
   it('a dataset spans stores and locate says which store holds what', async () => {
