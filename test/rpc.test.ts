@@ -6,7 +6,7 @@
  */
 import * as arrow from 'apache-arrow';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, RemoteClient, type StoredObject, type Tensor } from '../src/index.js';
+import { connect, RemoteClient, RpcServer, type StoredObject, type Tensor } from '../src/index.js';
 import { native } from '../src/native.js';
 import { errCode, eventually } from './helpers/child.js';
 import { RawConn } from './helpers/raw-conn.js';
@@ -321,6 +321,25 @@ describe('RPC broken streams', () => {
     expect(Array.from(await r.getBlob(String(ok?.id)))).toEqual([1, 2, 3, 4, 5]);
     await r.delete(String(ok?.id));
     expect(usage()).toEqual(before);
+  });
+
+  it('a put whose bytes stop coming is aborted after the idle timeout', async () => {
+    const rpc = await RpcServer.start(a.store, { host: '127.0.0.1', port: 0, token: TOKEN, idleTimeoutMs: 300 });
+    try {
+      const before = usage();
+      const c = await RawConn.open(rpc.address());
+      conns.push(c);
+      c.write(helloFrame());
+      expect(await c.waitFor((f) => f.rid === 1)).toMatchObject({ t: 'ok' });
+      c.write(rpcFrame({ t: 'put', rid: 2, object: { typename: 'Blob' }, raw: [4 * MIB] }));
+      c.write(pattern(MIB, 1));
+      expect(await c.waitFor((f) => f.t === 'err')).toMatchObject({ rid: 0, code: 'ERR_TIMEOUT' });
+      await c.closed;
+      await eventually(() => a.store.status().memoryUsed === before.memoryUsed, 'memory given back');
+      expect(usage()).toEqual(before);
+    } finally {
+      await rpc.close();
+    }
   });
 
   it('a client that drops mid-get leaves nothing pinned', async () => {

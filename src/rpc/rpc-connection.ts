@@ -40,6 +40,8 @@ export interface RpcHost {
   readonly store: StoreServer;
   authenticate(token: unknown): boolean;
   readonly counters: { requests: number; bytesIn: number; bytesOut: number; authFailures: number };
+  /** A peer whose announced bytes stop coming for this long is dropped (its put's blobs hold arena memory). */
+  readonly rawIdleMs: number;
   forget(conn: RpcConnection): void;
 }
 
@@ -95,6 +97,9 @@ export class RpcConnection {
     }, HANDSHAKE_TIMEOUT_MS);
     this.handshakeTimer.unref();
     socket.setNoDelay(true);
+    socket.on('timeout', () =>
+      this.fail(new TrellisError('ERR_TIMEOUT', `announced bytes stopped arriving for ${host.rawIdleMs} ms`)),
+    );
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.destroy());
   }
@@ -106,6 +111,20 @@ export class RpcConnection {
   // ---- frames -------------------------------------------------------------
 
   private onFrame(f: Frame, raw: number[] | null): RawTarget | null {
+    const target = this.dispatch(f, raw);
+    if (!target) return null;
+    // While announced bytes are due, a peer that goes quiet is dropped (and its blobs aborted).
+    this.socket.setTimeout(this.host.rawIdleMs);
+    return {
+      parts: target.parts,
+      done: () => {
+        this.socket.setTimeout(0);
+        target.done();
+      },
+    };
+  }
+
+  private dispatch(f: Frame, raw: number[] | null): RawTarget | null {
     if (this.state === 'closed') return skip(raw);
     const rid = ridOf(f.header);
     if (this.state === 'new') {

@@ -24,6 +24,8 @@ export interface RpcServerOptions {
   port: number;
   /** The shared secret every peer must present. */
   token: string;
+  /** A peer whose announced raw bytes stop coming for this long is dropped, its unfinished put aborted (default 60 s). */
+  idleTimeoutMs?: number;
 }
 
 export interface RpcStats {
@@ -49,12 +51,15 @@ export class RpcServer implements RpcHost {
   private readonly conns = new Set<RpcConnection>();
   private readonly tokenDigest: Buffer;
   private closing: Promise<void> | null = null;
+  private readonly closeHooks: (() => void)[] = [];
+  readonly rawIdleMs: number;
 
   private constructor(
     readonly store: StoreServer,
     private readonly opts: RpcServerOptions,
   ) {
     this.tokenDigest = digest(opts.token);
+    this.rawIdleMs = opts.idleTimeoutMs ?? 60_000;
     this.server = createServer({ pauseOnConnect: true }, (s) => this.accept(s));
   }
 
@@ -68,6 +73,10 @@ export class RpcServer implements RpcHost {
     }
     if (typeof opts.token !== 'string' || opts.token.length === 0) {
       throw invalidParameter('opts.token', 'a non-empty shared token', opts.token);
+    }
+    const idle = opts.idleTimeoutMs;
+    if (idle !== undefined && (!Number.isSafeInteger(idle) || idle <= 0)) {
+      throw invalidParameter('opts.idleTimeoutMs', 'a positive number of milliseconds', idle);
     }
     const rpc = new RpcServer(store, opts);
     await rpc.listen();
@@ -109,6 +118,11 @@ export class RpcServer implements RpcHost {
     return { ...this.stats(), migration: migratorOf(this.store).stats() };
   }
 
+  /** Runs `hook` when the server closes (e.g. stops the store's migrations). */
+  closeWith(hook: () => void): void {
+    this.closeHooks.push(hook);
+  }
+
   forget(conn: RpcConnection): void {
     this.conns.delete(conn);
   }
@@ -127,7 +141,7 @@ export class RpcServer implements RpcHost {
     this.closing = new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       for (const c of [...this.conns]) c.destroy();
-      migratorOf(this.store).close();
+      for (const hook of this.closeHooks) hook();
     });
     return this.closing;
   }
@@ -150,7 +164,9 @@ function isWildcard(host: string): boolean {
 export const startRpc: RpcStarter = async (store, opts) => {
   const rpc = await RpcServer.start(store, opts);
   const localAddress = isWildcard(opts.host) ? undefined : opts.host;
-  store.cluster.migrator = (endpoint, remoteId) =>
-    migratorOf(store).migrate(endpoint, opts.token, remoteId, { localAddress });
+  const migrator = migratorOf(store);
+  store.cluster.migrator = (endpoint, remoteId) => migrator.migrate(endpoint, opts.token, remoteId, { localAddress });
+  // The store closes its RPC server before its arena: transfers into the arena stop first.
+  rpc.closeWith(() => migrator.close());
   return rpc;
 };
