@@ -139,9 +139,19 @@ export async function main(argv: string[]): Promise<void> {
     .option('--readers <n>', 'reader processes', intArg, 3)
     .option('--size <size>', 'store memory', sizeArg, 1024 ** 3)
     .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
+    .addOption(new Option('--model <kind>', 'model to train').choices(['softmax', 'mlp']).default('softmax'))
+    .option('--epochs <n>', 'training epochs (default 15 softmax, 8 MLP)', intArg)
+    .option('--workers <n>', 'loader worker processes', intArg, 1)
     .action(async (o) => {
       const { runDemo } = await import('../demo/demo.js');
-      await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir });
+      await runDemo({
+        readers: o.readers,
+        size: o.size,
+        dataDir: o.dataDir,
+        model: o.model,
+        epochs: o.epochs,
+        workers: o.workers,
+      });
     });
 
   await program.parseAsync(argv);
