@@ -2,6 +2,7 @@ export { parseSize } from './cli/size.js';
 export {
   type BlobWriter,
   type ConnectOptions,
+  type GlobalObjectInfo,
   type PutOptions,
   type PutValue,
   type StoredObject,
@@ -67,7 +68,10 @@ export {
   writeDataset,
   writeShard,
 } from './loaders/shard-writer.js';
+export { type EpochReport, evaluate, type TrainOptions, type TrainResult, trainLocal } from './loaders/trainer.js';
+export type { GlobalObject, InstanceInfo, MetaService, RpcEndpoint } from './meta/meta-service.js';
 export { type MigrateOptions, type MigrationStats, migrateFrom, migratorOf } from './rpc/migrate.js';
 export { RemoteClient, type RemoteConnectOptions } from './rpc/remote-client.js';
 export { RpcServer, type RpcServerOptions, type RpcStats, startRpc } from './rpc/rpc-server.js';
+export type { InstanceShare, Locations, ShardLocation } from './store/cluster.js';
 export { type StoreOptions, StoreServer, type StoreStatus } from './store/store-server.js';
