@@ -16,6 +16,8 @@ const BENCHES = [
   'baselines.js',
   'rpc-transfer.js',
   'ort-handoff.js',
+  'meta-ops.js',
+  'training.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 
