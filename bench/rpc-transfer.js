@@ -11,12 +11,12 @@
  *     Node's best raw copy looks like: the baseline the ratios use)
  *   migrate, warm destination: store B on 127.0.0.2 started with --reserve
  *     (arena pages faulted in at start), B pulls the tensor from A into its arena
- *   migrate, cold destination: store C on 127.0.0.2 without --reserve; every
- *     round lands on pages the kernel has to find first (deleting the previous
- *     copy hole-punched them)
+ *   migrate, cold destination: a store on 127.0.0.2 started for the round,
+ *     without --reserve, so every byte lands on a page the kernel must find
+ *     first (a store reuses freed pages for a while, so each round gets a new one)
  *   RPC get: a RemoteClient on 127.0.0.2 gets the tensor into a fresh buffer
- *   RPC put: the same client puts 1 GiB into a store on 127.0.0.2 (its bytes
- *     are copied from the socket's 64 KiB chunks into the arena)
+ *   RPC put: the same client puts 1 GiB into a store on 127.0.0.2 started for
+ *     the round (the store reads the bytes straight into the new blob)
  *
  * Each figure is the median of ROUNDS, the rounds of all cases interleaved so
  * that machine noise hits them alike. Every process is its own (stores, sender,
@@ -251,17 +251,25 @@ function start(env) {
 async function main() {
   const a = start({ ROLE: 'store', STORE_HOST: HOST_A });
   const bWarm = start({ ROLE: 'store', STORE_HOST: HOST_B, STORE_RESERVE: '1' });
-  const bCold = start({ ROLE: 'store', STORE_HOST: HOST_B });
   const sender = start({ ROLE: 'peer', PEER_HOST: HOST_A });
   const receiver = start({ ROLE: 'peer', PEER_HOST: HOST_B });
-  const all = [a, bWarm, bCold, sender, receiver];
+  const all = [a, bWarm, sender, receiver];
+  /** A store started for one case of one round: its arena pages have never been touched. */
+  const fresh = async (fn) => {
+    const store = start({ ROLE: 'store', STORE_HOST: HOST_B });
+    try {
+      await store.ready;
+      return await fn(store);
+    } finally {
+      await store.stop();
+    }
+  };
   try {
     await Promise.all(all.map((p) => p.ready));
     const { endpoint } = await a.ask('address');
     const { id, samples: want } = await a.ask('fill');
     const { port } = await sender.ask('listen');
 
-    const { endpoint: coldEndpoint } = await bCold.ask('address');
     const times = { tcpData: [], tcp: [], tcpFresh: [], warm: [], cold: [], get: [], put: [], firstMigrate: 0 };
     const check = (what, r) => {
       if (r.bytes !== SIZE || r.samples !== want) throw new Error(`${what} did not copy the bytes exactly`);
@@ -283,13 +291,14 @@ async function main() {
       const warm = await bWarm.ask('migrate', { endpoint, id });
       check('migrate', warm);
       times.warm.push(warm.us);
-      const cold = await bCold.ask('migrate', { endpoint, id });
+      const cold = await fresh((c) => c.ask('migrate', { endpoint, id }));
       check('migrate', cold);
       times.cold.push(cold.us);
       const get = await receiver.ask('rpcGet', { endpoint, id });
       check('RPC get', get);
       times.get.push(get.us);
-      times.put.push((await receiver.ask('rpcPut', { endpoint: coldEndpoint })).us);
+      const put = await fresh(async (c) => receiver.ask('rpcPut', { endpoint: (await c.ask('address')).endpoint }));
+      times.put.push(put.us);
     }
 
     const rate = (us) => fmtRate(SIZE, us);
@@ -319,10 +328,10 @@ async function main() {
         { case: 'raw TCP -> onread into warm memory (faulted-in 1 GiB)', result: rate(warmUs) },
         { case: 'raw TCP -> onread into fresh memory (new 1 GiB buffer)', result: rate(freshUs) },
         row('migrate into a reserved store (warm pages)', times.warm, times.tcp, 'raw warm', true),
-        row('migrate into a store without reserve (fresh pages)', times.cold, times.tcpFresh, 'raw fresh', true),
+        row('migrate into a new store without reserve (fresh pages)', times.cold, times.tcpFresh, 'raw fresh', true),
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
-        row('RPC put by a RemoteClient (store without reserve)', times.put, times.tcpFresh, 'raw fresh', false),
+        row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpFresh, 'raw fresh', false),
         row(
           "first migrate (source's own mapping of the pages cold)",
           [times.firstMigrate],
