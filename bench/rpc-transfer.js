@@ -6,9 +6,10 @@
  *   IPC client (so A's own mapping of those pages starts cold, as in real use)
  *
  *   raw TCP: a Node sender on 127.0.0.1 writes 1 GiB in 64 MiB writes, a Node
- *     receiver on 127.0.0.2 reads it, two ways: 'data' events (64 KiB reads,
- *     bytes dropped), and net's `onread` into one reused 64 MiB buffer (what
- *     Node's best raw copy looks like: the baseline the ratios use)
+ *     receiver on 127.0.0.2 reads it: 'data' events (64 KiB chunks, dropped),
+ *     and net's `onread` straight into warm memory (pages faulted in), fresh
+ *     memory (a new buffer) and fresh shared memory (a new memfd mapping):
+ *     each Trellis case is compared with the raw copy into the same kind of memory
  *   migrate, warm destination: store B on 127.0.0.2 started with --reserve
  *     (arena pages faulted in at start), B pulls the tensor from A into its arena
  *   migrate, cold destination: a store on 127.0.0.2 started for the round,
@@ -27,7 +28,7 @@ import { fork } from 'node:child_process';
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmtRate, fmtRatio, GiB, MiB, median, met, nowUs, report, tempDir, track, trellis } from './lib.js';
+import { fmtRate, fmtRatio, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, track, trellis } from './lib.js';
 
 const SIZE = 1 * GiB;
 const ROUNDS = 7;
@@ -110,6 +111,7 @@ async function storeMain() {
 
 async function peerMain() {
   const host = process.env.PEER_HOST;
+  const { native } = await import(join(ROOT, 'dist/native.js'));
   let server = null;
   let value = null;
   let warm = null;
@@ -149,6 +151,12 @@ async function peerMain() {
         let dst = null;
         if (into === 'warm') dst = warm ??= new Uint8Array(SIZE).fill(1);
         if (into === 'fresh') dst = new Uint8Array(SIZE);
+        let memfd = -1;
+        if (into === 'shm') {
+          // A new memfd mapping, as a store's arena is: shared-memory pages cost the kernel more to find.
+          memfd = native.memfdCreate('bench-raw', SIZE);
+          dst = new Uint8Array(native.map(memfd, SIZE, true));
+        }
         const spare = new Uint8Array(64 * 1024);
         const s = netConnect(
           {
@@ -172,7 +180,11 @@ async function peerMain() {
           s.on('data', (d) => {
             got += d.length;
           });
-        s.on('end', () => resolve({ us: nowUs() - t, bytes: got }));
+        s.on('end', () => {
+          const us = nowUs() - t;
+          if (memfd >= 0) native.closeFd(memfd);
+          resolve({ us, bytes: got });
+        });
         s.on('error', reject);
       }),
     /** RPC put of SIZE bytes through a RemoteClient; the object is deleted again. */
@@ -270,7 +282,17 @@ async function main() {
     const { id, samples: want } = await a.ask('fill');
     const { port } = await sender.ask('listen');
 
-    const times = { tcpData: [], tcp: [], tcpFresh: [], warm: [], cold: [], get: [], put: [], firstMigrate: 0 };
+    const times = {
+      tcpData: [],
+      tcp: [],
+      tcpFresh: [],
+      tcpShm: [],
+      warm: [],
+      cold: [],
+      get: [],
+      put: [],
+      firstMigrate: 0,
+    };
     const check = (what, r) => {
       if (r.bytes !== SIZE || r.samples !== want) throw new Error(`${what} did not copy the bytes exactly`);
     };
@@ -283,6 +305,7 @@ async function main() {
         ['data', times.tcpData],
         ['warm', times.tcp],
         ['fresh', times.tcpFresh],
+        ['shm', times.tcpShm],
       ]) {
         const r = await receiver.ask('receive', { port, from: HOST_A, into });
         if (r.bytes !== SIZE) throw new Error(`raw TCP moved ${r.bytes} bytes`);
@@ -327,11 +350,12 @@ async function main() {
         { case: "raw TCP -> 'data' events (net's 64 KiB chunks, dropped)", result: rate(median(times.tcpData)) },
         { case: 'raw TCP -> onread into warm memory (faulted-in 1 GiB)', result: rate(warmUs) },
         { case: 'raw TCP -> onread into fresh memory (new 1 GiB buffer)', result: rate(freshUs) },
+        { case: 'raw TCP -> onread into fresh shared memory (new 1 GiB memfd)', result: rate(median(times.tcpShm)) },
         row('migrate into a reserved store (warm pages)', times.warm, times.tcp, 'raw warm', true),
-        row('migrate into a new store without reserve (fresh pages)', times.cold, times.tcpFresh, 'raw fresh', true),
+        row('migrate into a new store without reserve (fresh pages)', times.cold, times.tcpShm, 'raw fresh shm', true),
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
-        row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpFresh, 'raw fresh', false),
+        row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', false),
         row(
           "first migrate (source's own mapping of the pages cold)",
           [times.firstMigrate],
@@ -343,7 +367,7 @@ async function main() {
       [
         `median of ${ROUNDS} rounds, cases interleaved; ratio = median of the per-round ratios; each Trellis copy checked at 64 sample offsets`,
         'raw TCP: a Node sender writes the same 1 GiB buffer in 64 MiB writes each round; each Trellis ratio compares with the raw receive into the same kind of memory (warm: pages faulted in; fresh: new pages the kernel must find)',
-        `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
+        `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
         'Trellis times include the TCP connect and token handshake; the raw copies have none',
