@@ -8,6 +8,6 @@ export default defineConfig({
     pool: 'forks',
     // Tests start real stores and child processes; two at a time fits 2 vCPUs.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
