@@ -37,10 +37,10 @@ function gidArg(v: string): number {
 }
 
 function readToken(file: string | undefined): string | undefined {
-  if (file === undefined) return process.env.TRELLIS_TOKEN || undefined;
-  const token = readFileSync(file, 'utf8').trim();
-  if (token.length < 16)
-    throw new TrellisError('ERR_BAD_REQUEST', `the token in ${file} is shorter than 16 characters`);
+  const token = file === undefined ? process.env.TRELLIS_TOKEN?.trim() : readFileSync(file, 'utf8').trim();
+  if (!token) return undefined;
+  const where = file === undefined ? '$TRELLIS_TOKEN' : `the token in ${file}`;
+  if (token.length < 16) throw new TrellisError('ERR_BAD_REQUEST', `${where} is shorter than 16 characters`);
   return token;
 }
 
