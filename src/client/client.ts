@@ -33,18 +33,13 @@ import {
   tensorFromRecord,
 } from '../codecs/tensor.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
-import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
-
-/** A persisted object as the metadata service knows it. */
-export type GlobalObjectInfo = GlobalObject & { alive: boolean };
-
 import { native } from '../native.js';
+import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
+import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import { ensureMapped, mappingOf, releaseStore, retainStore, writableMapping } from './segment-cache.js';
+
+export type { GlobalObjectInfo, ObjectSpecInput, PutOptions } from './client-common.js';
 
 export const BLOB_TYPENAME = 'Blob';
 
@@ -64,19 +59,6 @@ export interface StoredObject {
 
 export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
 export type PutValue = Tensor | TypedArray | arrow.Table;
-
-export interface PutOptions {
-  /** Bind this name to the new object in the same request (a named object is also persisted). */
-  name?: string;
-  /** Publish the object to the metadata service in the same request, so every store can find it. */
-  persist?: boolean;
-}
-
-export interface ObjectSpecInput {
-  typename: string;
-  meta?: Record<string, unknown>;
-  members?: string[];
-}
 
 export interface ConnectOptions {
   /** Path of the store's UNIX socket (default $TRELLIS_SOCKET or /tmp/trellis.sock). */
@@ -112,7 +94,7 @@ export interface TensorWriter<T extends TypedArray = TypedArray> {
   abort(): Promise<void>;
 }
 
-export class TrellisClient {
+export class TrellisClient extends ClientCommon {
   private readonly held = new Map<string, Held>();
   private readonly fetching = new Map<string, Promise<ObjectRecord>>();
   private closing: Promise<void> | null = null;
@@ -126,6 +108,7 @@ export class TrellisClient {
     readonly instanceId: number,
     private readonly inlineLimit: number,
   ) {
+    super();
     retainStore(storeId);
   }
 
@@ -185,21 +168,6 @@ export class TrellisClient {
     );
   }
 
-  /** Records an object over existing members (a composite), e.g. a dataset of shards. */
-  async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {
-    if (typeof spec?.typename !== 'string' || spec.typename.length === 0) {
-      throw invalidParameter('spec.typename', 'a non-empty string', spec?.typename);
-    }
-    const members = spec.members ?? [];
-    for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
-    const f = await this.call({
-      t: 'make',
-      object: { typename: spec.typename, meta: spec.meta ?? {}, members },
-      ...nameField(opts),
-    });
-    return String(f.id);
-  }
-
   private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
     const object = { typename: enc.typename, meta: enc.meta, members: [] };
     if (enc.size <= this.inlineLimit) {
@@ -208,7 +176,7 @@ export class TrellisClient {
         payload = new Uint8Array(enc.size);
         enc.write(payload);
       }
-      const f = await this.call({ t: 'put', object, ...nameField(opts) }, payload);
+      const f = await this.call({ t: 'put', object, ...putFields(opts) }, payload);
       return String(f.id);
     }
     const w = await this.createBlob(enc.size);
@@ -218,7 +186,7 @@ export class TrellisClient {
       await w.abort().catch(() => {});
       throw e;
     }
-    const f = await this.call({ t: 'seal', id: w.id, object, ...nameField(opts) });
+    const f = await this.call({ t: 'seal', id: w.id, object, ...putFields(opts) });
     return String(f.id);
   }
 
@@ -256,7 +224,7 @@ export class TrellisClient {
       // the blob unsealed: the writer may fix it and seal again, or abort.
       seal: async (opts: PutOptions = {}) => {
         check();
-        const r = await this.call({ t: 'seal', id, ...nameField(opts) });
+        const r = await this.call({ t: 'seal', id, ...putFields(opts) });
         done = true;
         return String(r.id);
       },
@@ -293,7 +261,7 @@ export class TrellisClient {
           t: 'seal',
           id: w.id,
           object: { typename: TENSOR_TYPENAME, meta: { dtype, shape: shape.slice() }, members: [] },
-          ...nameField(opts),
+          ...putFields(opts),
         });
         done = true;
         return String(r.id);
@@ -445,116 +413,9 @@ export class TrellisClient {
     this.channel.request({ t: 'release', ids: [id], noReply: true }, undefined, false).catch(() => {});
   }
 
-  /** Deletes objects; with deep (default), also members no other object uses. Held objects go on their last release. */
-  async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
-    const list = Array.isArray(ids) ? ids : [ids];
-    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'delete', ids: list, deep: opts.deep ?? true });
-  }
-
   /** Number of objects this client holds references to. */
   get heldCount(): number {
     return this.held.size;
-  }
-
-  // ---- names --------------------------------------------------------------
-
-  async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
-    checkName(name);
-    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
-  }
-
-  /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
-  async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
-    checkName(name);
-    const timeoutMs = opts.timeoutMs ?? 0;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0)
-      throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
-    const f = await this.call({ t: 'getName', name, wait: opts.wait ?? false, timeoutMs });
-    return String(f.id);
-  }
-
-  async dropName(name: string): Promise<void> {
-    checkName(name);
-    await this.call({ t: 'dropName', name });
-  }
-
-  async listNames(prefix = ''): Promise<Record<string, string>> {
-    const f = await this.call({ t: 'listNames', prefix });
-    return f.names as Record<string, string>;
-  }
-
-  async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
-    const f = await this.call({ t: 'list', typename: opts.typename, limit: opts.limit });
-    return f.objects as ObjectSummary[];
-  }
-
-  async status(): Promise<StoreStatus> {
-    const f = await this.call({ t: 'status' });
-    return f.status as StoreStatus;
-  }
-
-  // ---- cluster --------------------------------------------------------------
-
-  /** Publishes objects (and their members) so every store in the cluster can find them. */
-  async persist(ids: string | string[]): Promise<void> {
-    const list = Array.isArray(ids) ? ids : [ids];
-    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'persist', ids: list });
-  }
-
-  /**
-   * Copies a persisted object from the store that holds it into this client's
-   * store (server to server, over RPC) and returns the local id; an object
-   * already here is returned as is. Then `get` it as usual.
-   */
-  async migrate(id: string): Promise<string> {
-    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    const f = await this.call({ t: 'migrate', id });
-    return String(f.id);
-  }
-
-  /** The live stores of the cluster. */
-  async instances(): Promise<InstanceInfo[]> {
-    const f = await this.call({ t: 'instances' });
-    return f.instances as InstanceInfo[];
-  }
-
-  /** Persisted objects cluster-wide, with whether their store is alive. */
-  async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
-    const f = await this.call({
-      t: 'listGlobal',
-      typename: opts.typename,
-      instanceId: opts.instanceId,
-      limit: opts.limit,
-    });
-    return f.objects as GlobalObjectInfo[];
-  }
-
-  /**
-   * A dataset: a named global object whose members are shards that may live
-   * on different stores. Local shards are persisted on the way.
-   */
-  async createDataset(
-    name: string | undefined,
-    shards: string[],
-    opts: { meta?: Record<string, unknown> } = {},
-  ): Promise<string> {
-    if (name !== undefined) checkName(name);
-    if (!Array.isArray(shards) || shards.length === 0)
-      throw invalidParameter('shards', 'a non-empty array of object ids', shards);
-    for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
-    const f = await this.call({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
-    return String(f.id);
-  }
-
-  /** Which stores hold which shards of a dataset (or a persisted object), and how many bytes each. */
-  async locate(idOrName: string): Promise<Locations> {
-    if (typeof idOrName !== 'string' || idOrName.length === 0)
-      throw invalidParameter('idOrName', 'an object id or a name', idOrName);
-    const f = await this.call(isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName });
-    return f.locations as Locations;
   }
 
   /** Closes the connection; the store drops this client's references. Safe to call twice. */
@@ -581,6 +442,10 @@ export class TrellisClient {
     const f = await this.channel.request(header, payload);
     return f.header;
   }
+
+  protected request(header: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.call(header);
+  }
 }
 
 function encodeValue(value: PutValue): EncodedValue {
@@ -588,24 +453,6 @@ function encodeValue(value: PutValue): EncodedValue {
   if (isTypedArray(value)) return encodeTensor({ dtype: dtypeOf(value), shape: [value.length], data: value });
   if (isTensorLike(value)) return encodeTensor(value);
   throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
-}
-
-function nameField(opts: PutOptions): { name?: string; persist?: boolean } {
-  const out: { name?: string; persist?: boolean } = {};
-  if (opts.persist !== undefined) {
-    if (typeof opts.persist !== 'boolean') throw invalidParameter('persist', 'a boolean', opts.persist);
-    out.persist = opts.persist;
-  }
-  if (opts.name === undefined) return out;
-  checkName(opts.name);
-  out.name = opts.name;
-  return out;
-}
-
-function checkName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
-    throw invalidParameter('name', 'a string of 1 to 1024 characters', name);
-  }
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

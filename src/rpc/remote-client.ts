@@ -19,21 +19,13 @@
  *   const id = await client.put(new Float32Array([1, 2, 3]));
  *   const t = (await client.get(id)) as Tensor; // t.data is a copy
  */
-import type {
-  BlobWriter,
-  GlobalObjectInfo,
-  ObjectSpecInput,
-  PutOptions,
-  PutValue,
-  StoreValue,
-  TensorWriter,
-} from '../client/client.js';
+import type { BlobWriter, PutOptions, PutValue, StoreValue, TensorWriter } from '../client/client.js';
+import { ClientCommon, putFields } from '../client/client-common.js';
 import type { StoreClient } from '../client/store-client.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
 import { decodeRecord, encodeValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { InstanceInfo } from '../meta/meta-service.js';
 import { native } from '../native.js';
 import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
 import {
@@ -43,9 +35,6 @@ import {
   type RpcGetAnswer,
   type RpcTree,
 } from '../protocol/rpc-messages.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
 import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
 
 export interface RemoteConnectOptions {
@@ -104,26 +93,7 @@ function unsupported(what: string): TrellisError {
   );
 }
 
-function checkName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
-    throw invalidParameter('name', 'a string of 1 to 1024 characters', name);
-  }
-}
-
-function putFields(opts: PutOptions): { name?: string; persist?: boolean } {
-  const out: { name?: string; persist?: boolean } = {};
-  if (opts.persist !== undefined) {
-    if (typeof opts.persist !== 'boolean') throw invalidParameter('persist', 'a boolean', opts.persist);
-    out.persist = opts.persist;
-  }
-  if (opts.name !== undefined) {
-    checkName(opts.name);
-    out.name = opts.name;
-  }
-  return out;
-}
-
-export class RemoteClient implements StoreClient {
+export class RemoteClient extends ClientCommon implements StoreClient {
   /** Gets not yet released, per id: release() checks against it. */
   private readonly held = new Map<string, number>();
   private closing: Promise<void> | null = null;
@@ -134,7 +104,9 @@ export class RemoteClient implements StoreClient {
     readonly endpoint: string,
     readonly storeId: string,
     readonly instanceId: number,
-  ) {}
+  ) {
+    super();
+  }
 
   /** @internal use connect({ rpc, token }) */
   static async open(opts: RemoteConnectOptions): Promise<RemoteClient> {
@@ -174,21 +146,6 @@ export class RemoteClient implements StoreClient {
       { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
       opts,
     );
-  }
-
-  /** Records an object over existing members (a composite). */
-  async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {
-    if (typeof spec?.typename !== 'string' || spec.typename.length === 0) {
-      throw invalidParameter('spec.typename', 'a non-empty string', spec?.typename);
-    }
-    const members = spec.members ?? [];
-    for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
-    const a = await this.call({
-      t: 'make',
-      object: { typename: spec.typename, meta: spec.meta ?? {}, members },
-      ...putFields(opts),
-    });
-    return String(a.header.id);
   }
 
   private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
@@ -294,109 +251,9 @@ export class RemoteClient implements StoreClient {
     else this.held.delete(id);
   }
 
-  /** Deletes objects; with deep (default), also members no other object uses. */
-  async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
-    const list = Array.isArray(ids) ? ids : [ids];
-    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'delete', ids: list, deep: opts.deep ?? true });
-  }
-
   /** Number of gets not yet released. */
   get heldCount(): number {
     return this.held.size;
-  }
-
-  // ---- names ----------------------------------------------------------------
-
-  async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
-    checkName(name);
-    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
-  }
-
-  /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
-  async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
-    checkName(name);
-    const timeoutMs = opts.timeoutMs ?? 0;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) {
-      throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
-    }
-    const wait = opts.wait ?? false;
-    const a = await this.call({ t: 'getName', name, wait, timeoutMs }, { waits: wait });
-    return String(a.header.id);
-  }
-
-  async dropName(name: string): Promise<void> {
-    checkName(name);
-    await this.call({ t: 'dropName', name });
-  }
-
-  async listNames(prefix = ''): Promise<Record<string, string>> {
-    const a = await this.call({ t: 'listNames', prefix });
-    return a.header.names as Record<string, string>;
-  }
-
-  async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
-    const a = await this.call({ t: 'list', typename: opts.typename, limit: opts.limit });
-    return a.header.objects as ObjectSummary[];
-  }
-
-  async status(): Promise<StoreStatus> {
-    const a = await this.call({ t: 'status' });
-    return a.header.status as StoreStatus;
-  }
-
-  // ---- cluster ----------------------------------------------------------------
-
-  /** Publishes objects of that store (and their members) so every store can find them. */
-  async persist(ids: string | string[]): Promise<void> {
-    const list = Array.isArray(ids) ? ids : [ids];
-    for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.call({ t: 'persist', ids: list });
-  }
-
-  /** Asks that store to pull a persisted object from its owner (server to server); returns its id there. */
-  async migrate(id: string): Promise<string> {
-    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    const a = await this.call({ t: 'migrate', id });
-    return String(a.header.id);
-  }
-
-  async instances(): Promise<InstanceInfo[]> {
-    const a = await this.call({ t: 'instances' });
-    return a.header.instances as InstanceInfo[];
-  }
-
-  async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
-    const a = await this.call({
-      t: 'listGlobal',
-      typename: opts.typename,
-      instanceId: opts.instanceId,
-      limit: opts.limit,
-    });
-    return a.header.objects as GlobalObjectInfo[];
-  }
-
-  async createDataset(
-    name: string | undefined,
-    shards: string[],
-    opts: { meta?: Record<string, unknown> } = {},
-  ): Promise<string> {
-    if (name !== undefined) checkName(name);
-    if (!Array.isArray(shards) || shards.length === 0) {
-      throw invalidParameter('shards', 'a non-empty array of object ids', shards);
-    }
-    for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
-    const a = await this.call({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
-    return String(a.header.id);
-  }
-
-  async locate(idOrName: string): Promise<Locations> {
-    if (typeof idOrName !== 'string' || idOrName.length === 0) {
-      throw invalidParameter('idOrName', 'an object id or a name', idOrName);
-    }
-    const a = await this.call(isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName });
-    return a.header.locations as Locations;
   }
 
   // ---- lifetime ---------------------------------------------------------------
@@ -422,5 +279,9 @@ export class RemoteClient implements StoreClient {
   private call(header: Record<string, unknown>, opts?: Parameters<RpcChannel['request']>[1]): Promise<RpcAnswer> {
     this.checkOpen();
     return this.channel.request(header, opts);
+  }
+
+  protected async request(header: Record<string, unknown>, waits = false): Promise<Record<string, unknown>> {
+    return (await this.call(header, { waits })).header;
   }
 }

@@ -140,6 +140,17 @@ export class Cluster {
     return this.notHere(rec);
   }
 
+  /** Persisted objects cluster-wide, each with whether its store is alive. */
+  async listGlobal(filter: {
+    typename?: string;
+    instanceId?: number;
+    limit: number;
+  }): Promise<(GlobalObject & { alive: boolean })[]> {
+    const objects = await this.meta.listObjects(filter);
+    if (objects.some((o) => !o.global && !this.meta.isAlive(o.instanceId))) await this.meta.instances();
+    return objects.map((o) => ({ ...o, alive: o.global || this.meta.isAlive(o.instanceId) }));
+  }
+
   /** The cached view may lag a store that just registered: ask once more before calling it gone. */
   private async confirmLiveness(instanceId: number): Promise<void> {
     if (!this.meta.isAlive(instanceId)) await this.meta.instances();

@@ -365,11 +365,9 @@ export class StoreServer implements RequestHandler {
       case 'instances':
         return this.meta.instances().then((instances) => ({ instances }));
       case 'listGlobal':
-        return this.meta
-          .listObjects({ typename: req.typename, instanceId: req.instanceId, limit: req.limit })
-          .then((objects) => ({
-            objects: objects.map((o) => ({ ...o, alive: o.global || this.meta.isAlive(o.instanceId) })),
-          }));
+        return this.cluster
+          .listGlobal({ typename: req.typename, instanceId: req.instanceId, limit: req.limit })
+          .then((objects) => ({ objects }));
       case 'createDataset':
         return this.cluster.createDataset(req.name, req.members, req.meta).then((id) => ({ id }));
       case 'locate':

@@ -1,0 +1,187 @@
+/**
+ * What the IPC client (TrellisClient) and the RPC client (RemoteClient) do
+ * alike: every call that is only a request and its answer — composites,
+ * deletes, names, listings, status and the cluster calls. Each client says how
+ * a request travels (`request`); argument checks happen here, once, before
+ * anything is sent.
+ */
+import { invalidParameter } from '../errors.js';
+import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
+import { isObjectId } from '../protocol/messages.js';
+import type { Locations } from '../store/cluster.js';
+import type { ObjectSummary } from '../store/object-table.js';
+import type { StoreStatus } from '../store/store-server.js';
+
+export interface PutOptions {
+  /** Bind this name to the new object in the same request (a named object is also persisted). */
+  name?: string;
+  /** Publish the object to the metadata service in the same request, so every store can find it. */
+  persist?: boolean;
+}
+
+export interface ObjectSpecInput {
+  typename: string;
+  meta?: Record<string, unknown>;
+  members?: string[];
+}
+
+/** A persisted object as the metadata service knows it. */
+export type GlobalObjectInfo = GlobalObject & { alive: boolean };
+
+export function checkName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
+    throw invalidParameter('name', 'a string of 1 to 1024 characters', name);
+  }
+}
+
+/** The `name` / `persist` fields of a creating request, checked. */
+export function putFields(opts: PutOptions): { name?: string; persist?: boolean } {
+  const out: { name?: string; persist?: boolean } = {};
+  if (opts.persist !== undefined) {
+    if (typeof opts.persist !== 'boolean') throw invalidParameter('persist', 'a boolean', opts.persist);
+    out.persist = opts.persist;
+  }
+  if (opts.name !== undefined) {
+    checkName(opts.name);
+    out.name = opts.name;
+  }
+  return out;
+}
+
+function idList(ids: string | string[]): string[] {
+  const list = Array.isArray(ids) ? ids : [ids];
+  for (const id of list) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+  return list;
+}
+
+export abstract class ClientCommon {
+  /**
+   * Sends one request and resolves with the answer's fields. `waits` marks a
+   * request the store may hold open indefinitely (getName with wait).
+   */
+  protected abstract request(header: Record<string, unknown>, waits?: boolean): Promise<Record<string, unknown>>;
+
+  /** Records an object over existing members (a composite), e.g. a dataset of shards. */
+  async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {
+    if (typeof spec?.typename !== 'string' || spec.typename.length === 0) {
+      throw invalidParameter('spec.typename', 'a non-empty string', spec?.typename);
+    }
+    const members = spec.members ?? [];
+    for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
+    const f = await this.request({
+      t: 'make',
+      object: { typename: spec.typename, meta: spec.meta ?? {}, members },
+      ...putFields(opts),
+    });
+    return String(f.id);
+  }
+
+  /** Deletes objects; with deep (default), also members no other object uses. Held objects go on their last release. */
+  async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
+    await this.request({ t: 'delete', ids: idList(ids), deep: opts.deep ?? true });
+  }
+
+  // ---- names ----------------------------------------------------------------
+
+  async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+    checkName(name);
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    await this.request({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
+  }
+
+  /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
+  async getName(name: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<string> {
+    checkName(name);
+    const timeoutMs = opts.timeoutMs ?? 0;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) {
+      throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
+    }
+    const wait = opts.wait ?? false;
+    const f = await this.request({ t: 'getName', name, wait, timeoutMs }, wait);
+    return String(f.id);
+  }
+
+  async dropName(name: string): Promise<void> {
+    checkName(name);
+    await this.request({ t: 'dropName', name });
+  }
+
+  async listNames(prefix = ''): Promise<Record<string, string>> {
+    const f = await this.request({ t: 'listNames', prefix });
+    return f.names as Record<string, string>;
+  }
+
+  async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
+    const f = await this.request({ t: 'list', typename: opts.typename, limit: opts.limit });
+    return f.objects as ObjectSummary[];
+  }
+
+  async status(): Promise<StoreStatus> {
+    const f = await this.request({ t: 'status' });
+    return f.status as StoreStatus;
+  }
+
+  // ---- cluster ----------------------------------------------------------------
+
+  /** Publishes objects (and their members) so every store in the cluster can find them. */
+  async persist(ids: string | string[]): Promise<void> {
+    await this.request({ t: 'persist', ids: idList(ids) });
+  }
+
+  /**
+   * Copies a persisted object from the store that holds it into the store this
+   * client talks to (server to server, over RPC) and returns the local id; an
+   * object already there is returned as is. Then `get` it as usual.
+   */
+  async migrate(id: string): Promise<string> {
+    if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    const f = await this.request({ t: 'migrate', id });
+    return String(f.id);
+  }
+
+  /** The live stores of the cluster. */
+  async instances(): Promise<InstanceInfo[]> {
+    const f = await this.request({ t: 'instances' });
+    return f.instances as InstanceInfo[];
+  }
+
+  /** Persisted objects cluster-wide, with whether their store is alive. */
+  async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
+    const f = await this.request({
+      t: 'listGlobal',
+      typename: opts.typename,
+      instanceId: opts.instanceId,
+      limit: opts.limit,
+    });
+    return f.objects as GlobalObjectInfo[];
+  }
+
+  /**
+   * A dataset: a named global object whose members are shards that may live
+   * on different stores. Local shards are persisted on the way.
+   */
+  async createDataset(
+    name: string | undefined,
+    shards: string[],
+    opts: { meta?: Record<string, unknown> } = {},
+  ): Promise<string> {
+    if (name !== undefined) checkName(name);
+    if (!Array.isArray(shards) || shards.length === 0) {
+      throw invalidParameter('shards', 'a non-empty array of object ids', shards);
+    }
+    for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
+    const f = await this.request({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
+    return String(f.id);
+  }
+
+  /** Which stores hold which shards of a dataset (or a persisted object), and how many bytes each. */
+  async locate(idOrName: string): Promise<Locations> {
+    if (typeof idOrName !== 'string' || idOrName.length === 0) {
+      throw invalidParameter('idOrName', 'an object id or a name', idOrName);
+    }
+    const f = await this.request(
+      isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName },
+    );
+    return f.locations as Locations;
+  }
+}
