@@ -13,6 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import { asTrellisError, respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
 import { type ObjectRecord, ridOf } from '../protocol/messages.js';
 import {
@@ -47,10 +48,6 @@ export interface RpcHost {
 
 type Put = Extract<RpcRequest, { t: 'put' }>;
 type Get = Extract<RpcRequest, { t: 'get' }>;
-
-function asError(e: unknown): TrellisError {
-  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
-}
 
 function skip(raw: number[] | null): RawTarget | null {
   return raw === null ? null : { parts: raw.map(() => null), done: () => {} };
@@ -137,7 +134,7 @@ export class RpcConnection {
       if (req.t === 'hello') throw new TrellisError('ERR_PROTOCOL', 'hello is only valid as the first message');
       if (raw !== null && req.t !== 'put') throw new TrellisError('ERR_BAD_REQUEST', `${req.t} carries no raw bytes`);
     } catch (e) {
-      this.sendError(rid, e);
+      sendError(this.sender, rid, e);
       return skip(raw);
     }
     this.host.counters.requests++;
@@ -148,7 +145,9 @@ export class RpcConnection {
         this.get(req);
         return null;
       default:
-        this.respond(rid, () => this.store.execute(this.id, req as Parameters<StoreServer['execute']>[1], EMPTY));
+        respond(this.sender, rid, () =>
+          this.store.execute(this.id, req as Parameters<StoreServer['execute']>[1], EMPTY),
+        );
         return null;
     }
   }
@@ -165,7 +164,7 @@ export class RpcConnection {
       req = decodeRpcRequest(h);
       if (raw !== null) throw new TrellisError('ERR_PROTOCOL', 'hello carries no raw bytes');
     } catch (e) {
-      this.fail(asError(e), rid);
+      this.fail(asTrellisError(e), rid);
       return;
     }
     if (req.t !== 'hello') return;
@@ -214,7 +213,7 @@ export class RpcConnection {
     } catch (e) {
       this.discard(ids);
       // Answered now; the bytes still coming are skipped so the stream stays in step.
-      this.sendError(req.rid, e);
+      sendError(this.sender, req.rid, e);
       return skip(req.raw)!;
     }
   }
@@ -241,7 +240,7 @@ export class RpcConnection {
         this.send({ t: 'ok', rid: req.rid, id: make().id });
       } catch (e) {
         this.discard(ids);
-        this.sendError(req.rid, e);
+        sendError(this.sender, req.rid, e);
       }
       return;
     }
@@ -258,7 +257,7 @@ export class RpcConnection {
       (e) => {
         if (root === null) this.discard(ids);
         else this.deleteRoot(root);
-        this.sendError(req.rid, e);
+        sendError(this.sender, req.rid, e);
       },
     );
   }
@@ -295,13 +294,13 @@ export class RpcConnection {
     try {
       out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids: req.ids }, EMPTY);
     } catch (e) {
-      this.sendError(req.rid, e);
+      sendError(this.sender, req.rid, e);
       return;
     }
     if (out instanceof Promise) {
       out.then(
         (r) => this.sendObjects(req, r),
-        (e) => this.sendError(req.rid, e),
+        (e) => sendError(this.sender, req.rid, e),
       );
     } else {
       this.sendObjects(req, out);
@@ -344,7 +343,7 @@ export class RpcConnection {
       head = encodeFrame({ t: 'ok', rid: req.rid, objects, blobs, raw });
     } catch (e) {
       release();
-      this.sendError(req.rid, e);
+      sendError(this.sender, req.rid, e);
       return;
     }
     let total = 0;
@@ -369,36 +368,7 @@ export class RpcConnection {
 
   // ---- answers and lifetime -------------------------------------------------
 
-  private respond(rid: number, fn: () => object | Promise<object>): void {
-    let out: object | Promise<object>;
-    try {
-      out = fn();
-    } catch (e) {
-      this.sendError(rid, e);
-      return;
-    }
-    if (out instanceof Promise) {
-      out.then(
-        (v) => this.sendOk(rid, v),
-        (e) => this.sendError(rid, e),
-      );
-    } else {
-      this.sendOk(rid, out);
-    }
-  }
-
-  private sendOk(rid: number, fields: object): void {
-    try {
-      this.send({ t: 'ok', rid, ...fields });
-    } catch (e) {
-      this.sendError(rid, new TrellisError('ERR_INTERNAL', `the answer could not be encoded: ${(e as Error).message}`));
-    }
-  }
-
-  private sendError(rid: number, e: unknown): void {
-    const err = asError(e);
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
-  }
+  private readonly sender = (h: object): void => this.send(h);
 
   private send(header: object): void {
     if (this.state === 'closed' || this.socket.destroyed) return;

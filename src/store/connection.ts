@@ -7,6 +7,7 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import { respond } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
 import { decodeRequest, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
 
@@ -42,6 +43,8 @@ export class Connection {
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.destroy());
   }
+
+  private readonly sender = (h: object): void => this.send(h);
 
   send(header: object, payload?: Uint8Array): void {
     if (this.state === 'closed' || this.socket.destroyed) return;
@@ -125,7 +128,7 @@ export class Connection {
         clearTimeout(this.handshakeTimer);
         this.clientName = req.client ?? '';
         this.state = 'ready';
-        this.respond(rid, () => this.handler.hello(this, req));
+        respond(this.sender, rid, () => this.handler.hello(this, req));
         return;
       }
       if (req.t === 'fds') {
@@ -158,38 +161,6 @@ export class Connection {
       }
       return;
     }
-    this.respond(rid, () => this.handler.handle(this, req, f.payload));
-  }
-
-  private respond(rid: number, fn: () => object | Promise<object>): void {
-    let out: object | Promise<object>;
-    try {
-      out = fn();
-    } catch (e) {
-      this.sendError(rid, e);
-      return;
-    }
-    if (out instanceof Promise) {
-      out.then(
-        (v) => this.sendOk(rid, v),
-        (e) => this.sendError(rid, e),
-      );
-    } else {
-      this.sendOk(rid, out);
-    }
-  }
-
-  /** An answer that cannot be encoded (e.g. too large for JSON) becomes an error answer, never a crash. */
-  private sendOk(rid: number, fields: object): void {
-    try {
-      this.send({ t: 'ok', rid, ...fields });
-    } catch (e) {
-      this.sendError(rid, new TrellisError('ERR_INTERNAL', `the answer could not be encoded: ${(e as Error).message}`));
-    }
-  }
-
-  private sendError(rid: number, e: unknown): void {
-    const err = e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
+    respond(this.sender, rid, () => this.handler.handle(this, req, f.payload));
   }
 }

@@ -1,0 +1,45 @@
+/**
+ * Answering one request, the same for IPC and RPC connections: run the
+ * handler, and send `ok` with its fields or `err` with a code — never throw
+ * into the connection, even when the answer itself cannot be encoded.
+ */
+import { TrellisError } from '../errors.js';
+
+export type Sender = (header: object) => void;
+
+/** Any thrown value as a TrellisError; what is not one is a bug (ERR_INTERNAL). */
+export function asTrellisError(e: unknown): TrellisError {
+  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
+}
+
+export function sendError(send: Sender, rid: number, e: unknown): void {
+  const err = asTrellisError(e);
+  send({ t: 'err', rid, code: err.code, message: err.message });
+}
+
+export function sendOk(send: Sender, rid: number, fields: object): void {
+  try {
+    send({ t: 'ok', rid, ...fields });
+  } catch (e) {
+    sendError(send, rid, new TrellisError('ERR_INTERNAL', `the answer could not be encoded: ${(e as Error).message}`));
+  }
+}
+
+/** Runs a handler (sync or async) and answers with its result or its error. */
+export function respond(send: Sender, rid: number, fn: () => object | Promise<object>): void {
+  let out: object | Promise<object>;
+  try {
+    out = fn();
+  } catch (e) {
+    sendError(send, rid, e);
+    return;
+  }
+  if (out instanceof Promise) {
+    out.then(
+      (v) => sendOk(send, rid, v),
+      (e) => sendError(send, rid, e),
+    );
+  } else {
+    sendOk(send, rid, out);
+  }
+}
