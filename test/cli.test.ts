@@ -4,7 +4,7 @@
  * refusal to start over a live store.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -47,6 +47,26 @@ describe('trellis CLI', () => {
       pid: s.child.pid,
       socket: s.socket,
     });
+  });
+
+  it('status over RPC with a token file; a wrong token is refused', async () => {
+    const { dir, cleanup } = tempDir();
+    cleanups.push(async () => cleanup());
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'a-token-of-more-than-16-chars');
+    const s = await store(['--size', '64M', '--name', 'node-r', '--rpc-port', '0', '--token-file', tokenFile]);
+    const rpc = /rpc=([\d.]+:\d+)/.exec(s.output())?.[1];
+    expect(rpc).toMatch(/^127\.0\.0\.1:\d+$/);
+    const { stdout } = await run(process.execPath, [CLI, 'status', '--rpc', rpc!, '--token-file', tokenFile]);
+    expect(JSON.parse(stdout)).toMatchObject({ name: 'node-r', rpc: { host: '127.0.0.1' } });
+    const inst = await run(process.execPath, [CLI, 'status', '--rpc', rpc!, '--token-file', tokenFile, '--instances']);
+    expect(JSON.parse(inst.stdout)).toEqual([expect.objectContaining({ name: 'node-r', rpc: expect.any(Object) })]);
+    writeFileSync(tokenFile, 'another-token-of-16-chars-or-more');
+    const bad = await run(process.execPath, [CLI, 'status', '--rpc', rpc!, '--token-file', tokenFile]).catch((e) => e);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_UNAUTHORIZED/);
+    const both = await run(process.execPath, [CLI, 'status']).catch((e) => e);
+    expect(both.stderr).toMatch(/ERR_BAD_REQUEST: give exactly one of --socket and --rpc/);
   });
 
   it('--socket-mode 0660 gives a 0660 socket', async () => {

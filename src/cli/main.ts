@@ -122,12 +122,21 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('status')
-    .description("print a store's status as JSON")
-    .requiredOption('--socket <path>', "the store's UNIX socket")
+    .description("print a store's status as JSON (with --instances, the cluster's live stores)")
+    .option('--socket <path>', "the store's UNIX socket")
+    .option('--rpc <host:port>', "or the store's RPC endpoint (token from --token-file or $TRELLIS_TOKEN)")
+    .option('--token-file <path>', 'file holding the shared RPC token')
+    .option('--instances', 'print the live stores of the cluster instead')
     .action(async (o) => {
-      const client = await connect({ socket: o.socket, name: 'trellis status' });
+      if ((o.socket === undefined) === (o.rpc === undefined)) {
+        throw new TrellisError('ERR_BAD_REQUEST', 'give exactly one of --socket and --rpc');
+      }
+      const client = o.rpc
+        ? await connect({ rpc: o.rpc, token: readToken(o.tokenFile), name: 'trellis status' })
+        : await connect({ socket: o.socket, name: 'trellis status' });
       try {
-        process.stdout.write(`${JSON.stringify(await client.status(), null, 2)}\n`);
+        const out = o.instances ? await client.instances() : await client.status();
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       } finally {
         await client.close();
       }
