@@ -91,8 +91,12 @@ describe('migration through the cluster (etcd + RPC)', () => {
     const migration = (st.rpc as unknown as { migration: { bytesIn: number; migrations: number } }).migration;
     expect(migration.bytesIn).toBe(256 * MiB);
     expect(migration.migrations).toBe(1);
-    // asking again returns the copy already here
+    // asking again returns the copy already here, and the remote id points to it
     expect(await b.migrate(id)).toBe(l1);
+    await expect(b.get(id)).rejects.toMatchObject({
+      code: 'ERR_OBJECT_REMOTE',
+      message: expect.stringContaining(`its copy here is ${l1}`),
+    });
     // C never asked: nothing moved there
     expect((await c.status()).memoryUsed).toBe(0);
   });

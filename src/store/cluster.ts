@@ -45,6 +45,8 @@ export class Cluster {
   /** Names this store bound, to publish again after a re-registration. */
   private readonly boundNames = new Map<string, string>();
   private readonly migrations = new Map<string, Promise<string>>();
+  /** Remote id -> id of the local copy, for migrations done by this store. */
+  private readonly copies = new Map<string, string>();
   /** Global records this store created (datasets), to publish again after a re-registration. */
   private readonly created = new Map<string, GlobalObject>();
   migrator: Migrator | null = null;
@@ -169,6 +171,13 @@ export class Cluster {
     if (!this.meta.isAlive(rec.instanceId)) {
       return new TrellisError('ERR_OBJECT_LOST', `object ${rec.id} lived on instance ${rec.instanceId}, which is gone`);
     }
+    const copy = this.copies.get(rec.id);
+    if (copy !== undefined && this.table.has(copy)) {
+      return new TrellisError(
+        'ERR_OBJECT_REMOTE',
+        `object ${rec.id} lives on instance ${rec.instanceId}; its copy here is ${copy}`,
+      );
+    }
     return new TrellisError(
       'ERR_OBJECT_REMOTE',
       `object ${rec.id} lives on instance ${rec.instanceId}; migrate it here or read it over RPC`,
@@ -285,7 +294,9 @@ export class Cluster {
         throw new TrellisError('ERR_UNSUPPORTED', `instance ${rec.instanceId} serves no RPC endpoint to migrate from`);
       }
       if (!this.migrator) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
-      return this.migrator(owner.rpc, id);
+      const local = await this.migrator(owner.rpc, id);
+      this.copies.set(id, local);
+      return local;
     })();
     this.migrations.set(id, job);
     try {
