@@ -163,15 +163,35 @@ describe('zero copy', () => {
     for (const id of shardIds) await c.release(id);
   });
 
-  it('gathered batches are views of one arena blob each', async () => {
-    const loader = await openLoader(c, 'ds/3', { batchSize: B, shuffle: true, seed: 3, workers: 1 });
-    const it = loader[Symbol.asyncIterator]();
-    const { value: b } = (await it.next()) as { value: Batch };
-    expect(b.source).toBe('gathered');
-    expect(b.id).toMatch(/^o[0-9a-f]{16}$/);
-    expect(b.y.data.buffer).toBe(b.x.data.buffer);
-    expect(b.y.data.byteOffset - b.x.data.byteOffset).toBe(Math.ceil((B * 24) / 64) * 64);
+  it('gathered batches: x and y in one blob; a group of batches shares a blob, freed with its last batch', async () => {
+    const before = (await c.status()).memoryUsed;
+    const loader = await openLoader(c, 'ds/3', {
+      batchSize: B,
+      shuffle: true,
+      seed: 3,
+      workers: 1,
+      prefetch: 6,
+      autoRelease: false,
+    });
+    expect(loader.groupSize).toBe(3); // prefetch 6 = a group in the worker + a group in your hands
+    const held: Batch[] = [];
+    for (let i = 0; i < 6; i++) held.push((await loader.next()).value as Batch);
+    const stride = Math.ceil((B * 24 + B * 4) / 64) * 64; // features, labels at the next 64 bytes, aligned
+    for (const b of held) {
+      expect(b.source).toBe('gathered');
+      expect(b.y.data.buffer).toBe(b.x.data.buffer);
+      expect(b.y.data.byteOffset - b.x.data.byteOffset).toBe(Math.ceil((B * 24) / 64) * 64);
+    }
+    expect(new Set(held.slice(0, 3).map((b) => b.id)).size).toBe(1);
+    expect(held[3].id).not.toBe(held[0].id);
+    expect(held[1].x.data.byteOffset - held[0].x.data.byteOffset).toBe(stride);
+    // all six slots are held: exactly two group blobs exist, and releasing part of a group frees nothing
+    expect((await c.status()).memoryUsed).toBe(before + 2 * 3 * stride);
+    await held[0].release();
+    await held[1].release();
+    expect((await c.status()).memoryUsed).toBe(before + 2 * 3 * stride);
     await loader.close();
+    expect((await c.status()).memoryUsed).toBe(before);
   });
 });
 

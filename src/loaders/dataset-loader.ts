@@ -5,24 +5,29 @@
  * - Sequential (shuffle off): a batch whose rows sit in one shard (one part of
  *   it, for Arrow shards: one record batch) is a view of the shard itself, a
  *   subarray of its tensors: no gather, no copy, no arena memory. A batch that
- *   spans two shards is gathered like a shuffled one (size shards as a
- *   multiple of the batch size to avoid that; writeDataset does by default).
+ *   spans two shards is gathered like a shuffled one; write shards whose row
+ *   count is a multiple of the batch size (writeDataset's `alignRows`) and
+ *   every batch is a view.
  * - Shuffled: each epoch visits every local row once, in a permutation over
- *   all of them (across shards) drawn from (seed, epoch). A batch is gathered
- *   into one arena blob — by N worker processes (`workers`), or in this
- *   process with `workers: 0` — and handed over as views of that blob.
+ *   all of them (across shards) drawn from (seed, epoch). Batches are
+ *   gathered into arena blobs — by N worker processes (`workers`), or in this
+ *   process with `workers: 0` — and handed over as views of those blobs. A
+ *   worker gathers a few consecutive batches into one blob (a group), so one
+ *   set of round trips serves them all; the group's memory is freed when its
+ *   last batch is released.
  *
- * At most `prefetch` batches exist at a time — gathering, ready, or held by
- * you — so workers wait when you do (backpressure). A batch is valid until it
- * is released: by you (`batch.release()`), or, with `autoRelease` (the
- * default), when you ask for the next one; releasing frees its arena memory.
- * Batches come in order (epoch, index), whichever worker made them.
+ * Backpressure: gathered batches take `prefetch` slots — gathering, ready, or
+ * held by you — and workers wait for free slots; views take none (they hold
+ * no memory). A batch is valid until it is released: by you
+ * (`batch.release()`), or, with `autoRelease` (the default), when you ask for
+ * the next one. Batches come in order (epoch, index), whichever worker made
+ * them.
  *
  * Closing (`close()`, leaving a for-await loop early, or the end of the last
  * epoch with autoRelease) stops the workers and waits until they have exited,
- * deletes what they had allocated, releases every batch and the shards.
- * A worker that dies or fails makes the next call fail with its error — code
- * ERR_WORKER_FAILED for a crash, the worker's own code (e.g.
+ * deletes what they had allocated, frees every batch and releases the
+ * shards. A worker that dies or fails makes the next call fail with its error
+ * — code ERR_WORKER_FAILED for a crash, the worker's own code (e.g.
  * ERR_OUT_OF_MEMORY) for a Trellis error — after that cleanup.
  *
  * @example
@@ -51,7 +56,10 @@ export interface LoaderOptions extends ShardColumns {
   dropLast?: boolean;
   /** Epochs to run (default 1; Infinity runs until closed). */
   epochs?: number;
-  /** Batches that may exist at once, the one you hold included (default 2 per worker + 1). */
+  /**
+   * Gathered batches that may exist at once, those you hold included. Default: room for a group of
+   * about 2 MiB of batches in each worker and one in your hands, and at least 2 per worker + 2.
+   */
   prefetch?: number;
   /** Gather worker processes (default 1); 0 gathers in this process. Started only when some batch needs gathering. */
   workers?: number;
@@ -71,25 +79,31 @@ export interface Batch {
   readonly index: number;
   /** The last batch of its epoch. */
   readonly lastOfEpoch: boolean;
-  /** 'view': x and y are views of a shard; 'gathered': of an arena blob (`id`) holding the batch. */
+  /** 'view': x and y are views of a shard; 'gathered': of the arena blob `id` (shared by the batches of a group). */
   readonly source: 'view' | 'gathered';
   readonly id?: string;
-  /** Frees the batch (its arena memory, its prefetch slot). Views of it are invalid afterwards. Safe to call twice. */
+  /** Frees the batch (its slot; its memory with the last batch of its group). Its views are invalid afterwards. Safe to call twice. */
   release(): Promise<void>;
+}
+
+/** One gathered blob holding `count` consecutive batches. */
+interface Group {
+  id: string;
+  count: number;
+  /** Batches not yet released. */
+  live: number;
+  /** Our reference in the store was dropped (the blob is freed). */
+  freed: boolean;
 }
 
 interface Slot {
   promise: Promise<LoaderBatch>;
   resolve(b: LoaderBatch): void;
   reject(e: unknown): void;
-  batch?: LoaderBatch;
 }
 
 class LoaderBatch implements Batch {
-  /** The consumer is done with it. */
   released = false;
-  /** Our reference in the store was dropped (the blob is freed). */
-  freed = false;
   constructor(
     private readonly loader: DatasetLoader,
     readonly x: Tensor,
@@ -97,9 +111,16 @@ class LoaderBatch implements Batch {
     readonly epoch: number,
     readonly index: number,
     readonly lastOfEpoch: boolean,
-    readonly source: 'view' | 'gathered',
-    readonly id?: string,
+    readonly group: Group | null,
   ) {}
+
+  get source(): 'view' | 'gathered' {
+    return this.group ? 'gathered' : 'view';
+  }
+
+  get id(): string | undefined {
+    return this.group?.id;
+  }
 
   release(): Promise<void> {
     return this.loader.releaseBatch(this);
@@ -108,6 +129,10 @@ class LoaderBatch implements Batch {
 
 /** How long close waits for the store to notice a dead worker's connection before giving up on its blobs. */
 const ORPHAN_WAIT_MS = 5_000;
+/** A group aims at this many bytes: enough that the round trips per blob stop mattering. */
+const GROUP_BYTES = 2 * 1024 * 1024;
+/** At most this many batches per group, so the first batch of a group does not wait long for the others. */
+const MAX_GROUP = 16;
 
 /**
  * Opens a loader over the local shards of a dataset (a name or an id). With
@@ -132,17 +157,26 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   readonly epochs: number;
   readonly prefetch: number;
   readonly autoRelease: boolean;
+  /** Batches gathered into one blob (a group), at most. */
+  readonly groupSize: number;
   /** The local shard ids, in dataset order. */
   readonly shards: string[];
 
   private readonly total: number;
   private readonly orders: OrderCache;
   private pool: GatherPool | null = null;
+  /** Sequential mode: which batch indices span two parts and are gathered (all are when shuffling). */
+  private readonly spans: Uint8Array | null;
+  private readonly anyGathered: boolean;
+  /** Gathered batches in the making or made and not yet handed out, by sequence number (epoch * batchesPerEpoch + index). */
   private readonly slots = new Map<number, Slot>();
-  private nextIssue = 0;
+  /** Next sequence number to consider for gathering; runs ahead of nextYield. */
+  private nextGather = 0;
   private nextYield = 0;
+  /** Prefetch slots taken: batches of groups issued and not yet freed. */
   private outstanding = 0;
-  private readonly held = new Set<LoaderBatch>();
+  /** Groups adopted and not yet freed. */
+  private readonly groups = new Set<Group>();
   private previous: LoaderBatch | null = null;
   private readonly work = new Set<Promise<unknown>>();
   private failure: TrellisError | null = null;
@@ -155,7 +189,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     private readonly ownsClient: boolean,
     private readonly local: LocalRows,
     shards: string[],
-    opts: Required<Omit<LoaderOptions, keyof ShardColumns | 'populate' | 'workers'>>,
+    opts: ReturnType<typeof checkOptions>,
   ) {
     this.shards = shards;
     this.rows = local.rows;
@@ -163,11 +197,26 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     this.shuffle = opts.shuffle;
     this.seed = opts.seed;
     this.epochs = opts.epochs;
-    this.prefetch = opts.prefetch;
+    // Groups of about GROUP_BYTES; by default, slots for a group in each worker and one in your hands.
+    const workers = Math.max(opts.workers, 1);
+    const batchBytes = local.layout(opts.batchSize).size;
+    const target = opts.shuffle ? Math.min(MAX_GROUP, Math.ceil(GROUP_BYTES / batchBytes)) : 1;
+    this.prefetch = opts.prefetch ?? Math.max(2 * workers + 2, (workers + 1) * target);
     this.autoRelease = opts.autoRelease;
     this.batchesPerEpoch = batchesPerEpoch(local.rows, opts.batchSize, opts.dropLast);
     this.total = this.batchesPerEpoch === 0 ? 0 : opts.epochs * this.batchesPerEpoch;
     this.orders = new OrderCache(local.rows, opts.shuffle, opts.seed);
+    this.spans = null;
+    if (!this.shuffle) {
+      this.spans = new Uint8Array(this.batchesPerEpoch);
+      for (let i = 0; i < this.batchesPerEpoch; i++) {
+        const [start, end] = batchRange(this.rows, this.batchSize, i);
+        this.spans[i] = local.partOf(start) === local.partOf(end - 1) ? 0 : 1;
+      }
+    }
+    this.anyGathered = this.total > 0 && (this.spans === null || this.spans.includes(1));
+    // Groups small enough that each worker and the consumer can have one in flight.
+    this.groupSize = Math.max(1, Math.min(target, Math.floor(this.prefetch / (workers + 1))));
   }
 
   /** @internal use openLoader() */
@@ -214,7 +263,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   }
 
   private async startWorkers(workers: number, cols: ShardColumns, populate: boolean): Promise<void> {
-    if (workers === 0 || !this.needsGather()) return;
+    if (workers === 0 || !this.anyGathered) return;
     this.pool = await GatherPool.start(
       workers,
       {
@@ -225,93 +274,101 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
         shuffle: this.shuffle,
         seed: this.seed,
         rows: this.rows,
+        batchSize: this.batchSize,
         populate,
       },
       { batch: (m) => this.received(m), failure: (e) => this.fail(e) },
     );
   }
 
-  /** Whether any batch is gathered: all of them when shuffling, else those that span two parts. */
-  private needsGather(): boolean {
-    if (this.total === 0) return false;
-    if (this.shuffle) return true;
-    for (let i = 0; i < this.batchesPerEpoch; i++) {
-      const [start, end] = batchRange(this.rows, this.batchSize, i);
-      if (this.local.partOf(start) !== this.local.partOf(end - 1)) return true;
-    }
-    return false;
+  private isGathered(index: number): boolean {
+    return this.spans === null || this.spans[index] === 1;
   }
 
   // ---- producing --------------------------------------------------------------
 
-  /** Starts batches until `prefetch` exist. */
+  /**
+   * Starts gathering ahead of the consumer while prefetch slots are free: a
+   * whole group at a time (a smaller one only at the end of an epoch), so
+   * groups do not shrink to single batches as slots free up one by one.
+   */
   private pump(): void {
-    while (!this.closing && !this.failure && this.outstanding < this.prefetch && this.nextIssue < this.total) {
-      this.issue(this.nextIssue++);
+    if (!this.anyGathered) return;
+    while (!this.closing && !this.failure && this.nextGather < this.total) {
+      const seq = this.nextGather;
+      const index = seq % this.batchesPerEpoch;
+      if (!this.isGathered(index)) {
+        this.nextGather++;
+        continue;
+      }
+      const count = Math.min(this.groupSize, this.batchesPerEpoch - index, this.total - seq);
+      if (this.outstanding + count > this.prefetch) return;
+      this.nextGather += count;
+      this.issue(seq, count);
     }
   }
 
-  private issue(seq: number): void {
+  private issue(seq: number, count: number): void {
     const epoch = Math.floor(seq / this.batchesPerEpoch);
     const index = seq % this.batchesPerEpoch;
-    const [start, end] = batchRange(this.rows, this.batchSize, index);
-    const slot = newSlot();
-    this.slots.set(seq, slot);
-    this.outstanding++;
-    const view = this.shuffle ? null : this.local.view(start, end);
-    if (view) {
-      slot.resolve(this.makeBatch(view.x, view.y, epoch, index, 'view'));
-    } else if (this.pool) {
-      this.pool.submit({ epoch, index, start, end });
-    } else {
-      this.track(this.gatherHere(epoch, index, start, end).then(slot.resolve, (e) => this.fail(asTrellis(e))));
-    }
+    for (let j = 0; j < count; j++) this.slots.set(seq + j, newSlot());
+    this.outstanding += count;
+    if (this.pool) this.pool.submit({ epoch, index, count });
+    else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(asTrellis(e))));
   }
 
-  private makeBatch(x: Tensor, y: Tensor, epoch: number, index: number, source: 'view' | 'gathered', id?: string) {
-    return new LoaderBatch(this, x, y, epoch, index, index === this.batchesPerEpoch - 1, source, id);
-  }
-
-  /** workers: 0 — create, gather, seal, then pin and delete in the same round trip. */
-  private async gatherHere(epoch: number, index: number, start: number, end: number): Promise<LoaderBatch> {
-    const layout = this.local.layout(end - start);
-    const w = await this.client.createBlob(layout.size);
+  /** workers: 0 — create, gather, then seal, pin and delete in one round trip. */
+  private async gatherHere(epoch: number, index: number, count: number): Promise<void> {
+    const g = this.local.groupLayout(this.batchSize, index, count);
+    const w = await this.client.createBlob(g.size);
     try {
-      this.local.gather(w.buffer, this.orders.get(epoch), start, end);
+      const order = this.orders.get(epoch);
+      g.ranges.forEach(([start, end], j) => {
+        this.local.gather(w.buffer.subarray(g.offsets[j]), order, start, end);
+      });
     } catch (e) {
       await w.abort().catch(() => {});
       throw e;
     }
-    return this.adopt(w.id, epoch, index, w.seal());
+    await this.adopt(w.id, epoch, index, count, w.seal());
   }
 
-  /** A worker sealed a batch: pin it and mark it deleted, so it lives exactly as long as our reference. */
+  /** A worker sealed a group. */
   private received(m: BatchMessage): void {
-    const seq = m.epoch * this.batchesPerEpoch + m.index;
-    const slot = this.slots.get(seq);
-    const p = this.adopt(m.id, m.epoch, m.index);
     this.track(
-      p.then(
-        (b) => {
-          this.pool?.ack(m.id);
-          if (slot && !this.closing) slot.resolve(b);
-          else void this.freeBatch(b);
-        },
+      this.adopt(m.id, m.epoch, m.index, m.count).then(
+        () => this.pool?.ack(m.id),
         (e) => this.fail(asTrellis(e)),
       ),
     );
   }
 
   /**
-   * Gets the batch blob and deletes it in one round trip (pipelined after
-   * `sealed`, when given): the store frees it on our release, or when this
-   * connection closes, whatever happens to the process.
+   * Takes a sealed group over: gets its blob and deletes it in one round trip
+   * (after `sealed`, when given), so it lives exactly as long as our
+   * reference — the store frees it on our release, or when this connection
+   * closes, whatever happens to this process — and hands out its batches.
    */
-  private async adopt(id: string, epoch: number, index: number, sealed?: Promise<unknown>): Promise<LoaderBatch> {
+  private async adopt(id: string, epoch: number, index: number, count: number, sealed?: Promise<unknown>) {
     const [, bytes] = await Promise.all([sealed, this.client.getBlob(id), this.client.delete(id)]);
-    const [start, end] = batchRange(this.rows, this.batchSize, index);
-    const views = this.local.batchViews(bytes, end - start);
-    return this.makeBatch(views.x, views.y, epoch, index, 'gathered', id);
+    const group: Group = { id, count, live: count, freed: false };
+    this.groups.add(group);
+    if (this.closing) {
+      await this.freeGroup(group);
+      return;
+    }
+    const g = this.local.groupLayout(this.batchSize, index, count);
+    const seq = epoch * this.batchesPerEpoch + index;
+    g.ranges.forEach(([start, end], j) => {
+      const views = this.local.batchViews(bytes.subarray(g.offsets[j]), end - start);
+      this.slots.get(seq + j)?.resolve(this.makeBatch(views.x, views.y, seq + j, group));
+    });
+  }
+
+  private makeBatch(x: Tensor, y: Tensor, seq: number, group: Group | null): LoaderBatch {
+    const epoch = Math.floor(seq / this.batchesPerEpoch);
+    const index = seq % this.batchesPerEpoch;
+    return new LoaderBatch(this, x, y, epoch, index, index === this.batchesPerEpoch - 1, group);
   }
 
   private track(p: Promise<unknown>): void {
@@ -330,10 +387,12 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   /** The next batch in order; { done: true } after the last epoch or after close. */
   async next(): Promise<IteratorResult<Batch, undefined>> {
     if (this.failure) return this.throwFailure();
-    if (this.autoRelease && this.previous) {
-      const prev = this.previous;
+    const prev = this.previous;
+    if (this.autoRelease && prev) {
       this.previous = null;
-      this.track(prev.release().catch((e) => this.fail(asTrellis(e))));
+      // a view holds nothing: no promise for it on the hot path
+      if (prev.group === null) prev.released = true;
+      else this.track(prev.release().catch((e) => this.fail(asTrellis(e))));
     }
     if (this.closing) return { done: true, value: undefined };
     if (this.nextYield >= this.total) {
@@ -341,15 +400,27 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
       else await this.pool?.close();
       return { done: true, value: undefined };
     }
-    if (this.held.size >= this.prefetch) {
-      throw new TrellisError(
-        'ERR_BAD_REQUEST',
-        `you hold ${this.held.size} batches, the loader's whole prefetch (${this.prefetch}): release one before asking for the next`,
-      );
-    }
     this.pump();
     const seq = this.nextYield;
-    const slot = this.slots.get(seq)!;
+    const index = seq % this.batchesPerEpoch;
+    if (!this.isGathered(index)) {
+      // a view of a shard: made when asked for, no memory, no slot
+      this.nextYield++;
+      const [start, end] = batchRange(this.rows, this.batchSize, index);
+      const view = this.local.view(start, end)!;
+      const batch = this.makeBatch(view.x, view.y, seq, null);
+      this.previous = batch;
+      return { done: false, value: batch };
+    }
+    const slot = this.slots.get(seq);
+    if (!slot) {
+      // Every slot is taken by batches you hold: nothing can be gathered until you release one.
+      throw new TrellisError(
+        'ERR_BAD_REQUEST',
+        `you hold batches taking all ${this.prefetch} prefetch slots (groups of up to ${this.groupSize}); ` +
+          'release some before asking for the next',
+      );
+    }
     let batch: LoaderBatch;
     try {
       batch = await slot.promise;
@@ -360,11 +431,8 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     }
     this.slots.delete(seq);
     this.nextYield++;
-    if (this.closing) {
-      // closed while we waited: the batch was freed with the rest
-      return { done: true, value: undefined };
-    }
-    this.held.add(batch);
+    // closed while we waited: the batch was freed with the rest
+    if (this.closing) return { done: true, value: undefined };
     this.previous = batch;
     return { done: false, value: batch };
   }
@@ -387,20 +455,22 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   async releaseBatch(b: LoaderBatch): Promise<void> {
     if (b.released) return;
     b.released = true;
-    this.held.delete(b);
     if (this.previous === b) this.previous = null;
-    this.outstanding--;
-    if (this.closing) return this.freeBatch(b);
-    await this.freeBatch(b, true);
+    const g = b.group;
+    if (!g || --g.live > 0) return; // views hold nothing; a group goes with its last batch
+    if (this.closing) return this.freeGroup(g);
+    await this.freeGroup(g, true);
     this.pump();
   }
 
-  /** Drops our reference to a gathered batch's blob, which frees it (it was deleted on arrival). */
-  private async freeBatch(b: LoaderBatch, throwErrors = false): Promise<void> {
-    if (b.freed || b.source === 'view') return;
-    b.freed = true;
+  /** Drops our reference to a group's blob, which frees it (it was deleted on arrival), and its slots. */
+  private async freeGroup(g: Group, throwErrors = false): Promise<void> {
+    if (g.freed) return;
+    g.freed = true;
+    this.groups.delete(g);
+    this.outstanding -= g.count;
     try {
-      await this.client.release(b.id!);
+      await this.client.release(g.id);
     } catch (e) {
       if (throwErrors) throw e;
     }
@@ -429,15 +499,13 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     const closed = new TrellisError('ERR_CLOSED', 'the loader was closed');
     for (const s of this.slots.values()) s.reject(this.failure ?? closed);
     const orphans = (await this.pool?.close()) ?? [];
-    // Batches being received or gathered settle first, so none is missed below.
+    // Groups being received or gathered settle first (freeing themselves), so none is missed below.
     while (this.work.size > 0) await Promise.all([...this.work]);
-    const frees: Promise<unknown>[] = [];
-    for (const s of this.slots.values()) if (s.batch) frees.push(this.freeBatch(s.batch));
-    for (const b of this.held) frees.push(this.freeBatch(b));
-    frees.push(...orphans.map((id) => this.deleteOrphan(id)));
-    await Promise.all(frees);
+    await Promise.all([
+      ...[...this.groups].map((g) => this.freeGroup(g)),
+      ...orphans.map((id) => this.deleteOrphan(id)),
+    ]);
     this.slots.clear();
-    this.held.clear();
     await Promise.all(this.shards.map((id) => this.client.release(id).catch(() => {})));
     if (this.ownsClient) await this.client.close();
   }
@@ -468,10 +536,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
 function newSlot(): Slot {
   const slot = {} as Slot;
   slot.promise = new Promise<LoaderBatch>((resolve, reject) => {
-    slot.resolve = (b) => {
-      slot.batch = b;
-      resolve(b);
-    };
+    slot.resolve = resolve;
     slot.reject = reject;
   });
   slot.promise.catch(() => {});
@@ -503,7 +568,7 @@ function checkOptions(opts: LoaderOptions) {
       : opts.epochs === undefined
         ? 1
         : posInt('epochs', opts.epochs, 1);
-  const prefetch = opts.prefetch === undefined ? 2 * Math.max(workers, 1) + 1 : posInt('prefetch', opts.prefetch, 1);
+  const prefetch = opts.prefetch === undefined ? undefined : posInt('prefetch', opts.prefetch, 1);
   const shuffle = bool('shuffle', opts.shuffle, false);
   let seed = opts.seed;
   if (seed === undefined) seed = randomInt(2 ** 47);

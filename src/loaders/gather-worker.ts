@@ -12,11 +12,11 @@
  * loader did adopt is a harmless ERR_OBJECT_NOT_FOUND), and closing its
  * connection makes the store abort a blob it had not sealed.
  */
-import type { TrellisClient } from '../client/client.js';
+import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import { isTrellisError, TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { LocalRows } from './local-rows.js';
+import { type GroupLayout, LocalRows } from './local-rows.js';
 import { OrderCache } from './sampler.js';
 import { shardParts } from './shard.js';
 import type { FromWorker, InitMessage, TaskMessage, ToWorker } from './worker-messages.js';
@@ -29,9 +29,18 @@ function send(m: FromWorker): void {
   if (process.connected) process.send?.(m, (err: unknown) => void err);
 }
 
+interface Job {
+  task: TaskMessage;
+  layout: GroupLayout;
+  /** Asked for when the task arrives, so the round trip overlaps the gathers before it. */
+  blob: Promise<BlobWriter>;
+}
+
 class Worker {
-  private readonly queue: TaskMessage[] = [];
+  private readonly queue: Job[] = [];
   private running: Promise<void> | null = null;
+  /** Seals sent and not yet answered. */
+  private readonly sealing = new Set<Promise<void>>();
   /** Batches sealed and not yet acknowledged by the loader. */
   private readonly unacked = new Set<string>();
   private stopped = false;
@@ -41,17 +50,21 @@ class Worker {
     private readonly rows: LocalRows,
     private readonly orders: OrderCache,
     private readonly warmArena: boolean,
+    private readonly batchSize: number,
   ) {}
 
   push(task: TaskMessage): void {
     for (const id of task.acks) this.unacked.delete(id);
-    this.queue.push(task);
+    const layout = this.rows.groupLayout(this.batchSize, task.index, task.count);
+    const blob = this.client.createBlob(layout.size);
+    blob.catch(() => {}); // a failure surfaces when the job runs (or not at all after stop)
+    this.queue.push({ task, layout, blob });
     this.running ??= this.drain();
   }
 
   private async drain(): Promise<void> {
     try {
-      for (let task = this.queue.shift(); task && !this.stopped; task = this.queue.shift()) await this.run(task);
+      for (let job = this.queue.shift(); job && !this.stopped; job = this.queue.shift()) await this.run(job);
     } catch (e) {
       fail(e);
     } finally {
@@ -59,25 +72,35 @@ class Worker {
     }
   }
 
-  private async run(task: TaskMessage): Promise<void> {
-    const L = this.rows.layout(task.end - task.start);
-    const w = await this.client.createBlob(L.size);
-    send({ t: 'alloc', id: w.id, epoch: task.epoch, index: task.index });
-    if (!this.warmArena && L.size >= POPULATE_MIN_BYTES) {
+  /** Gathers one batch into its blob and sends the seal; the next gather does not wait for the answer. */
+  private async run({ task, layout, blob }: Job): Promise<void> {
+    const w = await blob;
+    send({ t: 'alloc', id: w.id });
+    if (!this.warmArena && w.buffer.byteLength >= POPULATE_MIN_BYTES) {
       // One madvise instead of a page fault per 4 KiB page of a block the store just gave back to the kernel.
       native.populate(w.buffer.buffer as ArrayBuffer, w.buffer.byteOffset, w.buffer.byteLength, true);
     }
-    this.rows.gather(w.buffer, this.orders.get(task.epoch), task.start, task.end);
-    await w.seal();
-    this.unacked.add(w.id);
-    send({ t: 'batch', id: w.id, epoch: task.epoch, index: task.index });
+    const order = this.orders.get(task.epoch);
+    layout.ranges.forEach(([start, end], j) => {
+      this.rows.gather(w.buffer.subarray(layout.offsets[j]), order, start, end);
+    });
+    const sealed = w.seal().then(
+      () => {
+        this.unacked.add(w.id);
+        send({ t: 'batch', id: w.id, epoch: task.epoch, index: task.index, count: task.count });
+      },
+      (e) => fail(e),
+    );
+    this.sealing.add(sealed);
+    void sealed.finally(() => this.sealing.delete(sealed));
   }
 
-  /** Finishes the task in hand, then deletes every batch the loader has not acknowledged. */
+  /** Finishes the gather in hand and the seals sent, then deletes every batch the loader has not acknowledged. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.queue.length = 0;
     await this.running;
+    await Promise.all([...this.sealing]);
     await Promise.all([...this.unacked].map((id) => this.client.delete(id).catch(() => {})));
   }
 }
@@ -119,7 +142,7 @@ async function init(m: InitMessage): Promise<void> {
     for (const b of rows.byteRanges()) native.populate(b.buffer as ArrayBuffer, b.byteOffset, b.byteLength, false);
   }
   const status = await client.status();
-  worker = new Worker(client, rows, new OrderCache(rows.rows, m.shuffle, m.seed), status.reserved);
+  worker = new Worker(client, rows, new OrderCache(rows.rows, m.shuffle, m.seed), status.reserved, m.batchSize);
   send({ t: 'ready', rows: rows.rows });
 }
 

@@ -4,11 +4,14 @@
  * batch: is it a view (its rows sit in one part, in order), and if not, how
  * to gather it into a buffer.
  *
- * A gathered batch is one blob: the features rows back to back from byte 0,
- * then the labels at the next 64-byte boundary (`batchLayout`).
+ * A gathered batch is laid out as the features rows back to back, then the
+ * labels at the next 64-byte boundary (`layout`); a worker gathers a few
+ * consecutive batches into one blob, each at a 64-byte boundary
+ * (`groupLayout`), so that one round trip serves several batches.
  */
 import { DTYPES, type DType, elementCount, type Tensor, type TypedArray } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
+import { batchRange } from './sampler.js';
 import type { ShardPart } from './shard.js';
 
 export interface BatchLayout {
@@ -16,6 +19,13 @@ export interface BatchLayout {
   xBytes: number;
   yOffset: number;
   yBytes: number;
+  size: number;
+}
+
+/** Consecutive batches gathered into one blob: where each starts (64-byte aligned) and its positions in the epoch order. */
+export interface GroupLayout {
+  offsets: number[];
+  ranges: [number, number][];
   size: number;
 }
 
@@ -104,6 +114,20 @@ export class LocalRows {
     const yOffset = Math.ceil(xBytes / 64) * 64;
     const yBytes = rows * this.labelBytes;
     return { rows, xBytes, yOffset, yBytes, size: yOffset + yBytes };
+  }
+
+  /** The layout of batches index..index+count-1 of an epoch, back to back in one blob. */
+  groupLayout(batchSize: number, index: number, count: number): GroupLayout {
+    const offsets: number[] = [];
+    const ranges: [number, number][] = [];
+    let size = 0;
+    for (let j = 0; j < count; j++) {
+      const range = batchRange(this.rows, batchSize, index + j);
+      offsets.push(size);
+      ranges.push(range);
+      size += Math.ceil(this.layout(range[1] - range[0]).size / 64) * 64;
+    }
+    return { offsets, ranges, size };
   }
 
   /**

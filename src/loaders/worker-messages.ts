@@ -5,10 +5,10 @@
  *
  * loader → worker: init (once), task (a batch to gather, with the ids of
  * earlier batches the loader has taken over), stop.
- * worker → loader: ready (after init), alloc (a blob was created for a batch:
+ * worker → loader: ready (after init), alloc (a blob was created for a group:
  * sent before anything is written, so the loader can delete the blob if the
  * worker dies after sealing it but before saying so), batch (the blob is
- * sealed and holds the batch), error (a failure, as {code, message}).
+ * sealed and holds the group's batches), error (a failure, as {code, message}).
  */
 import type { ErrorPayload } from '../errors.js';
 import { TrellisError } from '../errors.js';
@@ -24,17 +24,17 @@ export interface InitMessage {
   seed: number;
   /** Rows the loader counted; the worker checks it sees the same. */
   rows: number;
+  batchSize: number;
   /** Pre-fault the shards in the worker's mapping at start. */
   populate: boolean;
 }
 
-/** Gather positions [start, end) of the order of `epoch` as batch `index`. */
+/** Gather batches index..index+count-1 of `epoch` into one blob (LocalRows.groupLayout). */
 export interface TaskMessage {
   t: 'task';
   epoch: number;
   index: number;
-  start: number;
-  end: number;
+  count: number;
   /** Batches of this worker the loader has adopted (pinned and deleted) since the last task. */
   acks: string[];
 }
@@ -53,15 +53,15 @@ export interface ReadyMessage {
 export interface AllocMessage {
   t: 'alloc';
   id: string;
-  epoch: number;
-  index: number;
 }
 
+/** The group of batches index..index+count-1 of `epoch` is sealed in blob `id`. */
 export interface BatchMessage {
   t: 'batch';
   id: string;
   epoch: number;
   index: number;
+  count: number;
 }
 
 export interface WorkerErrorMessage extends ErrorPayload {
@@ -79,7 +79,8 @@ export function checkFromWorker(m: unknown): FromWorker {
     o !== null &&
     typeof o === 'object' &&
     ((o.t === 'ready' && isInt(o.rows)) ||
-      ((o.t === 'alloc' || o.t === 'batch') && typeof o.id === 'string' && isInt(o.epoch) && isInt(o.index)) ||
+      (o.t === 'alloc' && typeof o.id === 'string') ||
+      (o.t === 'batch' && typeof o.id === 'string' && isInt(o.epoch) && isInt(o.index) && isInt(o.count)) ||
       (o.t === 'error' && typeof o.code === 'string' && typeof o.message === 'string'));
   if (!ok)
     throw new TrellisError(
