@@ -18,6 +18,7 @@ const BENCHES = [
   'ort-handoff.js',
   'meta-ops.js',
   'training.js',
+  'loader.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 
