@@ -195,6 +195,9 @@ describe('bad arguments and datasets', () => {
     }
     expect(await errCode(openLoader(c, '', { batchSize: 8 }))).toBe('ERR_BAD_REQUEST');
     expect(await errCode(openLoader({} as never, 'ds', { batchSize: 8 }))).toBe('ERR_BAD_REQUEST');
+    // a client over RPC has no shared memory to hand out
+    const remoteLike = { createBlob: () => {}, status: () => {} };
+    expect(await errCode(openLoader(remoteLike as never, 'ds', { batchSize: 8 }))).toBe('ERR_UNSUPPORTED');
     expect((await c.status()).memoryUsed).toBe(shardBytes);
     expect(c.heldCount).toBe(0);
   });

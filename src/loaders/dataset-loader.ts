@@ -229,6 +229,8 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     if (typeof store === 'string') client = await connect({ socket: store, name: `loader ${process.pid}` });
     else if (store && typeof (store as TrellisClient).createBlob === 'function' && 'socketPath' in store)
       client = store;
+    else if (store && typeof (store as TrellisClient).createBlob === 'function')
+      throw new TrellisError('ERR_UNSUPPORTED', 'the loader hands out views of shared memory: connect over IPC');
     else throw invalidParameter('store', 'a TrellisClient (IPC) or a socket path', store);
 
     let shards: string[] = [];
