@@ -159,8 +159,8 @@ class RequestFdsWorker : public Napi::AsyncWorker {
       }
       buf.insert(buf.end(), chunk, chunk + n);
       if (!haveLen && buf.size() >= 4) {
-        want = static_cast<uint32_t>(buf[0]) | (static_cast<uint32_t>(buf[1]) << 8) | (static_cast<uint32_t>(buf[2]) << 16) |
-               (static_cast<uint32_t>(buf[3]) << 24);
+        want = static_cast<uint32_t>(buf[0]) | (static_cast<uint32_t>(buf[1]) << 8) |
+               (static_cast<uint32_t>(buf[2]) << 16) | (static_cast<uint32_t>(buf[3]) << 24);
         haveLen = true;
         if (want > kMaxAnswer) {
           close(sock);
@@ -173,19 +173,30 @@ class RequestFdsWorker : public Napi::AsyncWorker {
     answer_.assign(buf.begin() + 4, buf.begin() + 4 + want);
   }
 
+  // Completion runs on the JS thread. If that thread is a worker being
+  // terminated, every N-API call fails; a C++ exception escaping here would
+  // abort the whole process, so failures only close the fds we hold.
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("data", Napi::Buffer<uint8_t>::Copy(env, answer_.data(), answer_.size()));
-    Napi::Array fds = Napi::Array::New(env, fds_.size());
-    for (size_t i = 0; i < fds_.size(); i++) fds.Set(i, Napi::Number::New(env, fds_[i]));
-    out.Set("fds", fds);
-    deferred_.Resolve(out);
+    try {
+      Napi::Env env = Env();
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("data", Napi::Buffer<uint8_t>::Copy(env, answer_.data(), answer_.size()));
+      Napi::Array fds = Napi::Array::New(env, fds_.size());
+      for (size_t i = 0; i < fds_.size(); i++) fds.Set(i, Napi::Number::New(env, fds_[i]));
+      out.Set("fds", fds);
+      deferred_.Resolve(out);
+    } catch (const Napi::Error&) {
+      for (int fd : fds_) close(fd);
+    }
   }
 
   void OnError(const Napi::Error& /*e*/) override {
     for (int fd : fds_) close(fd);
-    deferred_.Reject(ErrnoError(Env(), failedCall_.c_str(), failedErrno_).Value());
+    try {
+      deferred_.Reject(ErrnoError(Env(), failedCall_.c_str(), failedErrno_).Value());
+    } catch (const Napi::Error&) {
+      // the JS side is going away; nothing to tell it
+    }
   }
 
  private:

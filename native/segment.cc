@@ -3,6 +3,8 @@
 // can shrink it under others (which would SIGBUS every mapper), and maps it
 // read-write. Clients receive the fd over SCM_RIGHTS and map it once per
 // process: read-only for readers, so a stray write to a sealed object faults.
+#include "segment.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
@@ -12,7 +14,6 @@
 #include <cstdint>
 
 #include "errno-error.h"
-#include "segment.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -86,7 +87,8 @@ Napi::Value PunchHole(const Napi::CallbackInfo& info) {
   uint64_t off = ToU64(info[1]);
   uint64_t len = ToU64(info[2]);
   if (len == 0) return env.Undefined();
-  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0) throw ErrnoError(env, "fallocate(PUNCH_HOLE)", errno);
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0)
+    throw ErrnoError(env, "fallocate(PUNCH_HOLE)", errno);
   return env.Undefined();
 }
 
@@ -136,10 +138,14 @@ class PopulateWorker : public Napi::AsyncWorker {
     if (madvise(reinterpret_cast<void*>(start_), len_, MADV_POPULATE_READ) != 0 && errno != EINVAL) err_ = errno;
   }
   void OnOK() override {
-    if (err_ != 0) {
-      deferred_.Reject(ErrnoError(Env(), "madvise(POPULATE_READ)", err_).Value());
-    } else {
-      deferred_.Resolve(Env().Undefined());
+    // See RequestFdsWorker: never let an exception out of a completion.
+    try {
+      if (err_ != 0) {
+        deferred_.Reject(ErrnoError(Env(), "madvise(POPULATE_READ)", err_).Value());
+      } else {
+        deferred_.Resolve(Env().Undefined());
+      }
+    } catch (const Napi::Error&) {
     }
   }
 

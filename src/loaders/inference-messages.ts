@@ -17,7 +17,14 @@ export interface WorkerInit {
 export type ToWorker =
   | { t: 'run'; rid: number; inputs: Record<string, string>; names?: Record<string, string> }
   /** Finish the runs in hand, release everything, exit. */
-  | { t: 'close' };
+  | { t: 'close' }
+  /**
+   * End the thread at once, as a crash would, dropping what it holds. Safe
+   * where Worker.terminate() is not: it is handled between runs, never while
+   * onnxruntime's (synchronous) run is inside native code, which a terminate
+   * can interrupt and turn into a process-wide abort.
+   */
+  | { t: 'exit'; code: number };
 
 /** Worker → pool. */
 export type FromWorker =

@@ -58,6 +58,8 @@ async function main(): Promise<void> {
       const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: errorPayload(e) }));
       active.add(p);
       p.finally(() => active.delete(p));
+    } else if (m.t === 'exit') {
+      process.exit(m.code);
     } else if (m.t === 'close') {
       void (async () => {
         await Promise.all(active);
