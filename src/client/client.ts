@@ -33,11 +33,17 @@ import {
   tensorFromRecord,
 } from '../codecs/tensor.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { native } from '../native.js';
 import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
-import { ensureMapped, mappingOf, releaseStore, retainStore, writableMapping } from './segment-cache.js';
+import {
+  ensureMapped,
+  mappingOf,
+  populateWritable,
+  releaseStore,
+  retainStore,
+  writableMapping,
+} from './segment-cache.js';
 
 export type { GlobalObjectInfo, ObjectSpecInput, PutOptions } from './client-common.js';
 
@@ -207,7 +213,7 @@ export class TrellisClient extends ClientCommon {
       // Fault the block into this process before the producer writes: one
       // syscall, off the main thread, instead of a fault per page (2x faster
       // for a cold 256 MiB fill here). Small blocks are not worth it.
-      if (loc.size >= POPULATE_MIN) await native.populateAsync(rw, loc.off, loc.size);
+      if (loc.size >= POPULATE_MIN) await populateWritable(this.mapping(loc.seg), loc.off, loc.size);
       buffer = new Uint8Array(rw, loc.off, loc.size);
     } catch (e) {
       await this.call({ t: 'abort', id }).catch(() => {});
