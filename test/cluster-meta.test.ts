@@ -168,6 +168,9 @@ describe('cluster metadata on a real etcd', () => {
       );
       const roots = async () => (await a.listGlobal()).filter((o) => o.typename !== 'Blob').length;
       await eventually(async () => (await roots()) === 3, 'objects published again', 30_000);
+      // names are published right after the objects, by the store that bound them
+      await eventually(async () => (await errCode(b.getName('ds'))) === 'no error', 'names published again', 30_000);
+      await eventually(async () => (await errCode(b.getName('ta'))) === 'no error', 'names published again', 30_000);
       expect(await b.getName('ta')).toBe(ta);
       expect(await b.getName('ds')).toBe(ds);
       const loc = await a.locate('ds');
