@@ -5,12 +5,16 @@
  * a request travels (`request`); argument checks happen here, once, before
  * anything is sent.
  */
+
+import type { EncodedValue } from '../codecs/codec.js';
+import { encodeValue } from '../codecs/value.js';
 import { invalidParameter } from '../errors.js';
 import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
-import { isObjectId } from '../protocol/messages.js';
+import { BLOB_TYPENAME, isObjectId } from '../protocol/messages.js';
 import type { Locations } from '../store/cluster.js';
 import type { ObjectSummary } from '../store/object-table.js';
 import type { StoreStatus } from '../store/store-server.js';
+import type { PutValue } from './client.js';
 
 export interface PutOptions {
   /** Bind this name to the new object in the same request (a named object is also persisted). */
@@ -60,6 +64,23 @@ export abstract class ClientCommon {
    * request the store may hold open indefinitely (getName with wait).
    */
   protected abstract request(header: Record<string, unknown>, waits?: boolean): Promise<Record<string, unknown>>;
+
+  /** Stores one encoded value (one blob plus metadata) the way this client's connection can. */
+  protected abstract putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string>;
+
+  /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
+  async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
+    return this.putEncoded(encodeValue(value), opts);
+  }
+
+  /** Stores raw bytes as a Blob. */
+  async putBlob(bytes: Uint8Array, opts: PutOptions = {}): Promise<string> {
+    if (!(bytes instanceof Uint8Array)) throw invalidParameter('bytes', 'a Uint8Array', bytes);
+    return this.putEncoded(
+      { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
+      opts,
+    );
+  }
 
   /** Records an object over existing members (a composite), e.g. a dataset of shards. */
   async putObject(spec: ObjectSpecInput, opts: PutOptions = {}): Promise<string> {

@@ -15,23 +15,19 @@
  *   await client.release(id);
  */
 import type * as arrow from 'apache-arrow';
-import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from '../codecs/arrow.js';
+import { ARROW_TYPENAME } from '../codecs/arrow.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import {
   type ArrayOf,
   DTYPES,
   type DType,
-  dtypeOf,
   elementCount,
-  encodeTensor,
   isDType,
-  isTensorLike,
-  isTypedArray,
   TENSOR_TYPENAME,
   type Tensor,
   type TypedArray,
-  tensorFromRecord,
 } from '../codecs/tensor.js';
+import { decodeRecord } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
@@ -45,9 +41,8 @@ import {
   writableMapping,
 } from './segment-cache.js';
 
+export { BLOB_TYPENAME } from '../protocol/messages.js';
 export type { GlobalObjectInfo, ObjectSpecInput, PutOptions } from './client-common.js';
-
-export const BLOB_TYPENAME = 'Blob';
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
@@ -160,21 +155,7 @@ export class TrellisClient extends ClientCommon {
 
   // ---- put --------------------------------------------------------------
 
-  /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
-  async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
-    return this.putEncoded(encodeValue(value), opts);
-  }
-
-  /** Stores raw bytes as a Blob. */
-  async putBlob(bytes: Uint8Array, opts: PutOptions = {}): Promise<string> {
-    if (!(bytes instanceof Uint8Array)) throw invalidParameter('bytes', 'a Uint8Array', bytes);
-    return this.putEncoded(
-      { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
-      opts,
-    );
-  }
-
-  private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+  protected async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
     const object = { typename: enc.typename, meta: enc.meta, members: [] };
     if (enc.size <= this.inlineLimit) {
       let payload = enc.contiguous;
@@ -373,22 +354,7 @@ export class TrellisClient extends ClientCommon {
   }
 
   private decode(rec: ObjectRecord): StoreValue {
-    switch (rec.typename) {
-      case BLOB_TYPENAME:
-        return this.blobView(rec);
-      case TENSOR_TYPENAME:
-        return tensorFromRecord(rec, (b) => this.blobView(b));
-      case ARROW_TYPENAME:
-        return arrowTableFromRecord(rec, (b) => this.blobView(b));
-      default:
-        return {
-          id: rec.id,
-          typename: rec.typename,
-          nbytes: rec.nbytes,
-          meta: rec.meta,
-          members: rec.members.map((m) => this.decode(m)),
-        };
-    }
+    return decodeRecord(rec, (b) => this.blobView(b));
   }
 
   private blobView(rec: ObjectRecord): Uint8Array {
@@ -452,13 +418,6 @@ export class TrellisClient extends ClientCommon {
   protected request(header: Record<string, unknown>): Promise<Record<string, unknown>> {
     return this.call(header);
   }
-}
-
-function encodeValue(value: PutValue): EncodedValue {
-  if (isArrowTable(value)) return encodeArrowTable(value);
-  if (isTypedArray(value)) return encodeTensor({ dtype: dtypeOf(value), shape: [value.length], data: value });
-  if (isTensorLike(value)) return encodeTensor(value);
-  throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -7,8 +7,7 @@
 
 import type { PutValue, StoreValue } from '../client/client.js';
 import { invalidParameter } from '../errors.js';
-import type { ObjectRecord } from '../protocol/messages.js';
-import { BLOB_TYPENAME } from '../protocol/rpc-messages.js';
+import { BLOB_TYPENAME, type ObjectRecord } from '../protocol/messages.js';
 import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from './arrow.js';
 import type { BlobResolver, EncodedValue } from './codec.js';
 import { dtypeOf, encodeTensor, isTensorLike, isTypedArray, TENSOR_TYPENAME, tensorFromRecord } from './tensor.js';

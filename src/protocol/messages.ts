@@ -8,6 +8,9 @@ import { TrellisError } from '../errors.js';
 
 export const PROTOCOL_VERSION = 1;
 
+/** The typename of a raw blob: one byte range in the arena. */
+export const BLOB_TYPENAME = 'Blob';
+
 /** Where a blob's bytes live: segment id, byte offset and length. */
 export interface BlobLocation {
   seg: number;

@@ -11,7 +11,7 @@
  * Blob bytes travel that way, never inside JSON.
  */
 import { TrellisError } from '../errors.js';
-import { decodeRequest, isObjectId, type ObjectSpec, type Request } from './messages.js';
+import { BLOB_TYPENAME, decodeRequest, isObjectId, type ObjectSpec, type Request } from './messages.js';
 
 export const RPC_VERSION = 1;
 /** One raw part is one blob: at most 4 GiB (a Node 20 ArrayBuffer and an arena segment). */
@@ -24,7 +24,7 @@ export const MAX_HELLO_FRAME = 64 * 1024;
 export const MAX_TREE_DEPTH = 256;
 const MAX_TOKEN = 4096;
 
-export const BLOB_TYPENAME = 'Blob';
+export { BLOB_TYPENAME };
 
 /** Requests an RPC peer may send that mean what they mean over IPC. */
 const SHARED = [

@@ -19,22 +19,16 @@
  *   const id = await client.put(new Float32Array([1, 2, 3]));
  *   const t = (await client.get(id)) as Tensor; // t.data is a copy
  */
-import type { BlobWriter, PutOptions, PutValue, StoreValue, TensorWriter } from '../client/client.js';
+import type { BlobWriter, PutOptions, StoreValue, TensorWriter } from '../client/client.js';
 import { ClientCommon, putFields } from '../client/client-common.js';
 import type { StoreClient } from '../client/store-client.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
-import { decodeRecord, encodeValue } from '../codecs/value.js';
+import { decodeRecord } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
-import {
-  BLOB_TYPENAME,
-  decodeGetAnswer,
-  MAX_RAW_PART,
-  type RpcGetAnswer,
-  type RpcTree,
-} from '../protocol/rpc-messages.js';
+import { decodeGetAnswer, MAX_RAW_PART, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
 import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
 
 export interface RemoteConnectOptions {
@@ -134,21 +128,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
 
   // ---- put ----------------------------------------------------------------
 
-  /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
-  async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
-    return this.putEncoded(encodeValue(value), opts);
-  }
-
-  /** Stores raw bytes as a Blob. */
-  async putBlob(bytes: Uint8Array, opts: PutOptions = {}): Promise<string> {
-    if (!(bytes instanceof Uint8Array)) throw invalidParameter('bytes', 'a Uint8Array', bytes);
-    return this.putEncoded(
-      { typename: BLOB_TYPENAME, meta: {}, size: bytes.byteLength, contiguous: bytes, write: (d) => d.set(bytes) },
-      opts,
-    );
-  }
-
-  private async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+  protected async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
     const fields = putFields(opts);
     if (enc.size > MAX_RAW_PART) {
       throw new TrellisError(

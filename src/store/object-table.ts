@@ -15,12 +15,13 @@
  */
 import { TrellisError } from '../errors.js';
 import type { BlobLocation, ObjectRecord, ObjectSpec } from '../protocol/messages.js';
+import { BLOB_TYPENAME } from '../protocol/messages.js';
 import { alignUp } from './allocator.js';
 import type { Arena } from './arena.js';
 import type { IdAllocator } from './ids.js';
 import type { SpillDir } from './spill.js';
 
-export const BLOB_TYPENAME = 'Blob';
+export { BLOB_TYPENAME };
 
 export interface Entry {
   readonly id: string;
