@@ -9,7 +9,7 @@ import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { encodeFrame } from '../src/protocol/frame.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { eventually } from './helpers/child.js';
-import { RawConn } from './helpers/raw-conn.js';
+import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { spawnStore } from './helpers/store.js';
 
 const MAX_FRAME = 16 * 1024 * 1024;
@@ -48,7 +48,6 @@ function rawFrame(header: Buffer | string, payload = Buffer.alloc(0)): Buffer {
 
 const hello = () => encodeFrame({ t: 'hello', rid: 1, version: PROTOCOL_VERSION, client: 'raw' });
 
-type After = 'closed' | 'open';
 interface Case {
   name: string;
   /** Do the handshake first (the bad input then comes from an accepted client). */
@@ -65,19 +64,6 @@ interface Observed {
   name: string;
   code: string;
   after: After;
-}
-
-/** Waits for the store to close, up to a bound that only guards against hanging. */
-async function closedWithin(c: RawConn, ms: number): Promise<After> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([
-    c.closed.then(() => 'closed' as const),
-    new Promise<'open'>((resolve) => {
-      t = setTimeout(() => resolve('open'), ms);
-    }),
-  ]);
-  clearTimeout(t);
-  return r;
 }
 
 async function runCase(socket: string, k: Case): Promise<Observed> {

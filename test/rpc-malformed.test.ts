@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor } from '../src/index.js';
 import { encodeFrame } from '../src/protocol/frame.js';
-import { RawConn } from './helpers/raw-conn.js';
+import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { helloFrame, MIB, rpcFrame, TOKEN } from './helpers/rpc.js';
 import { spawnStore } from './helpers/store.js';
 
@@ -57,7 +57,6 @@ function fuzzFrame(seed: number): Buffer {
   return encodeFrame(header);
 }
 
-type After = 'closed' | 'open';
 interface Case {
   name: string;
   afterHello: boolean;
@@ -66,18 +65,6 @@ interface Case {
   /** Acceptable codes of the first answer ('none' when the store closes without one). */
   codes: string[];
   after: After;
-}
-
-async function closedWithin(c: RawConn, ms: number): Promise<After> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([
-    c.closed.then(() => 'closed' as const),
-    new Promise<'open'>((resolve) => {
-      t = setTimeout(() => resolve('open'), ms);
-    }),
-  ]);
-  clearTimeout(t);
-  return r;
 }
 
 describe('malformed RPC input', () => {

@@ -105,3 +105,19 @@ export class RawConn {
     for (const l of [...this.listeners]) l();
   }
 }
+
+/** Whether a connection ended up closed by the store or still open. */
+export type After = 'closed' | 'open';
+
+/** Waits for the store to close, up to a bound that only guards against hanging. */
+export async function closedWithin(c: RawConn, ms: number): Promise<After> {
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([
+    c.closed.then(() => 'closed' as const),
+    new Promise<'open'>((resolve) => {
+      t = setTimeout(() => resolve('open'), ms);
+    }),
+  ]);
+  clearTimeout(t);
+  return r;
+}
