@@ -11,7 +11,7 @@
  * Ratios are baseline time / Trellis time (or Trellis rate / baseline rate):
  * above 1 means Trellis is faster.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,7 +21,6 @@ import {
   fmtOps,
   fmtRatio,
   fmtUs,
-  freePort,
   isChild,
   KiB,
   MiB,
@@ -30,13 +29,11 @@ import {
   pin,
   report,
   runChild,
+  startRedis,
   startStore,
   stats,
-  stopChild,
   tempDir,
-  track,
   trellis,
-  waitForOutput,
 } from './lib.js';
 
 const BIG = 256 * MiB;
@@ -114,26 +111,6 @@ function pythonSharedMemory() {
 }
 
 // ---- Redis ----
-
-async function startRedis() {
-  const { default: Redis } = await import('ioredis');
-  const { dir, cleanup } = tempDir('trellis-bench-redis-');
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const child = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  await waitForOutput(child, 'Ready to accept connections', 'redis-server');
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
-  await redis.connect();
-  return {
-    redis,
-    pid: child.pid,
-    stop: async () => {
-      redis.disconnect();
-      await stopChild(child);
-      cleanup();
-    },
-  };
-}
 
 async function seqOps(n, fn) {
   const t = nowUs();

@@ -17,25 +17,9 @@
  *
  *   node bench/loader.js            (after `npx tsc -p tsconfig.json`)
  */
-import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  fmtRatio,
-  fmtUs,
-  freePort,
-  GiB,
-  met,
-  nowUs,
-  ROOT,
-  report,
-  startStore,
-  stopChild,
-  tempDir,
-  track,
-  trellis,
-  waitForOutput,
-} from './lib.js';
+import { fmtRatio, fmtUs, GiB, met, nowUs, ROOT, report, startRedis, startStore, tempDir, trellis } from './lib.js';
 
 const BATCH = 256;
 const CAP_MS = Number(process.env.TRELLIS_LOADER_CAP_MS ?? 3000);
@@ -167,26 +151,6 @@ class FileLoader {
 }
 
 // ---- Redis loader ----------------------------------------------------------------
-
-async function startRedis() {
-  const { default: Redis } = await import('ioredis');
-  const { dir, cleanup } = tempDir('trellis-bench-redis-');
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const child = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const failed = new Promise((_, reject) => child.once('error', reject)); // e.g. ENOENT: not installed
-  await Promise.race([waitForOutput(child, 'Ready to accept connections', 'redis-server'), failed]);
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
-  await redis.connect();
-  return {
-    redis,
-    stop: async () => {
-      redis.disconnect();
-      await stopChild(child);
-      cleanup();
-    },
-  };
-}
 
 /** Shards as Redis strings `<prefix>:x<i>` / `<prefix>:y<i>`, written in place in 8 MiB pieces. */
 async function writeRedis(redis, prefix, shards) {
