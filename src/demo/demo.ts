@@ -46,6 +46,8 @@ interface ReaderResult {
 const READER = fileURLToPath(new URL('./reader.js', import.meta.url));
 const MiB = 1024 * 1024;
 const SHARDS = 4;
+/** Readers' batch size: 15000-row shards hold three, so every batch is a view. */
+const READER_BATCH = 5000;
 const fmt = (n: number, d = 1) => n.toFixed(d);
 const mib = (n: number) => `${fmt(n / MiB)} MiB`;
 /** Published test accuracies (Fashion-MNIST benchmark): what the demo's models should reach. */
@@ -126,9 +128,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const trainBytes = data.train.images.byteLength + data.train.labels.byteLength;
     log(`\n1. sharing: ${o.readers} reader processes compute per-class pixel means over the ${n} training images`);
     const shared = await timed(() =>
-      Promise.all(
-        Array.from({ length: o.readers }, () => runReader(['shm', socket, String(loc.shards.length > 0 ? 5000 : 1)])),
-      ),
+      Promise.all(Array.from({ length: o.readers }, () => runReader(['shm', socket, String(READER_BATCH)]))),
     );
     const copied = await timed(() =>
       Promise.all(

@@ -414,6 +414,7 @@ export class StoreServer implements RequestHandler {
   }
 
   status(): StoreStatus {
+    const meta = this.meta.describe();
     const c = this.table.counters;
     let clients = 0;
     for (const conn of this.connections.values()) if (conn.state === 'ready') clients++;
@@ -440,12 +441,12 @@ export class StoreServer implements RequestHandler {
       objects: this.table.objectCount,
       blobs: this.table.blobCount,
       entries: this.table.size,
-      names: Number(this.meta.describe().names ?? 0),
+      names: Number(meta.names ?? 0),
       connections: clients,
-      nameWaiters: Number(this.meta.describe().nameWaiters ?? 0),
+      nameWaiters: Number(meta.nameWaiters ?? 0),
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       counters: { ...c },
-      meta: this.meta.describe(),
+      meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
       uptimeMs: Date.now() - this.startedAt,
     };
