@@ -481,7 +481,7 @@ export class EtcdMeta implements MetaService {
       const res = await this.call('get names', () => this.client.kv.range({ key: rkey, range_end: prefixEnd(rkey) }));
       for (const kv of res.kvs) {
         const name = kv.key.toString().slice(rkey.length);
-        const current = await this.getName(name);
+        const current = await this.readName(name);
         if (current === id) ops.push({ request_delete_range: { key: this.key(`names/${name}`) } });
       }
       ops.push({ request_delete_range: { key: rkey, range_end: prefixEnd(rkey) } });
@@ -511,7 +511,7 @@ export class EtcdMeta implements MetaService {
       if (prev === id) return id;
       throw new TrellisError('ERR_OBJECT_EXISTS', `name ${JSON.stringify(name)} is bound to ${prev}`);
     }
-    const prev = await this.getName(name);
+    const prev = await this.readName(name);
     const ops = [...puts];
     if (prev !== undefined && prev !== id) {
       ops.push({ request_delete_range: { key: this.key(`object-names/${prev}/${name}`) } });
@@ -527,6 +527,11 @@ export class EtcdMeta implements MetaService {
       this.cacheHits++;
       return cached;
     }
+    return this.readName(name);
+  }
+
+  /** The binding as etcd has it now, past the cache: what writes base themselves on. */
+  private async readName(name: string): Promise<string | undefined> {
     const res = await this.call('get name', () => this.client.kv.range({ key: this.key(`names/${name}`) }));
     return res.kvs[0]?.value.toString();
   }
@@ -576,7 +581,7 @@ export class EtcdMeta implements MetaService {
   }
 
   async dropName(name: string): Promise<string> {
-    const id = await this.getName(name);
+    const id = await this.readName(name);
     if (id === undefined) throw new TrellisError('ERR_NAME_NOT_FOUND', `no object is named ${JSON.stringify(name)}`);
     await this.txn(
       [],
