@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Batch, connect, epochOrder, openLoader, type Tensor, type TrellisClient } from '../src/index.js';
-import { inspect, putTestDataset, type SeenBatch, type TestData, testData } from './helpers/loader.js';
+import { inspect, putTestDataset, type SeenBatch, testData } from './helpers/loader.js';
 import { startStore } from './helpers/store.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
