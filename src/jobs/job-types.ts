@@ -1,0 +1,153 @@
+/**
+ * The jobs layer's public records and the one interface between the HTTP API
+ * (src/jobs/api/) and the engine that keeps and runs jobs (JobService). The
+ * shapes are the contract in docs/ARCHITECTURE.md ("Jobs"); the API's JSON
+ * schemas describe the same records and a test keeps them in step.
+ */
+
+export type ModelSpecInput = { kind: 'softmax' } | { kind: 'mlp'; hidden: number[] };
+
+interface JobSpecBase {
+  /** Client-chosen id: submitting the same id again answers the existing job (idempotent). */
+  id?: string;
+  /** Higher runs first among queued jobs (default 0). */
+  priority?: number;
+  /** The whole job fails with ERR_TIMEOUT after this long running (default: none). */
+  timeoutMs?: number;
+  /** Attempts per task after the first (default 2), with exponential backoff. */
+  maxRetries?: number;
+}
+
+export interface TrainJobSpec extends JobSpecBase {
+  kind: 'train';
+  dataset: string;
+  evalDataset?: string;
+  model: ModelSpecInput;
+  epochs?: number;
+  batchSize?: number;
+  learningRate?: number;
+  /** Data-parallel ranks (one in this version; the task model keeps one task per rank). */
+  ranks?: number;
+}
+
+export interface MapJobSpec extends JobSpecBase {
+  kind: 'map';
+  dataset: string;
+  /** A module name found in an agent's --handlers directories, never code. */
+  handler: string;
+  args?: unknown;
+  /** Name of the output dataset (default `<job id>/output`). */
+  output?: string;
+}
+
+export interface InferJobSpec extends JobSpecBase {
+  kind: 'infer';
+  dataset: string;
+  /** Name of a model stored with putModel. */
+  model: string;
+  output?: string;
+}
+
+export type JobSpec = TrainJobSpec | MapJobSpec | InferJobSpec;
+export type JobKind = JobSpec['kind'];
+
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export const FINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+
+export type TaskState = 'waiting' | 'placed' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface TaskInfo {
+  index: number;
+  /** The node (store name) the task was placed on. */
+  node: string;
+  state: TaskState;
+  attempts: number;
+  /** Input bytes the task read from its own node's store. */
+  bytesLocal: number;
+  /** Input bytes moved to its node (migrated) before it ran. */
+  bytesMoved: number;
+  placement?: { reason: string };
+}
+
+export interface JobProgress {
+  epoch?: number;
+  step?: number;
+  loss?: number;
+  samplesPerSec?: number;
+  etaMs?: number;
+}
+
+export interface JobResult {
+  model?: string;
+  metrics?: { accuracy?: number; loss?: number };
+  output?: string;
+}
+
+export interface Job {
+  id: string;
+  kind: JobKind;
+  state: JobState;
+  /** Why it waits or failed, in words. */
+  reason?: string;
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  spec: JobSpec;
+  tasks: TaskInfo[];
+  progress?: JobProgress;
+  result?: JobResult;
+  error?: { code: string; message: string };
+}
+
+export type JobEventType = 'state' | 'progress' | 'task' | 'log';
+
+/** One entry of a job's event log; `id` orders them and is what SSE's Last-Event-ID names. */
+export interface JobEvent {
+  id: string;
+  type: JobEventType;
+  data: unknown;
+}
+
+export interface JobFilter {
+  state?: JobState;
+  kind?: JobKind;
+  limit?: number;
+}
+
+export interface NodeInfo {
+  name: string;
+  instanceId: number;
+  memoryUsed: number;
+  memoryLimit: number;
+  queue: { waiting: number; active: number };
+}
+
+export interface DatasetInfo {
+  name: string;
+  shards: { id: string; node: string; nbytes: number }[];
+  bytesByNode: Record<string, number>;
+}
+
+/**
+ * What the API needs from the engine. Every method throws TrellisError with a
+ * code from src/errors.ts (ERR_BAD_REQUEST for a spec that names an unknown
+ * dataset, handler or model; ERR_JOB_NOT_FOUND for an unknown id; ...).
+ */
+export interface JobService {
+  /** Validated spec in; `created` is false when a job with the same id existed (same job back). */
+  submit(spec: JobSpec): Promise<{ job: Job; created: boolean }>;
+  get(id: string): Promise<Job>;
+  list(filter: JobFilter): Promise<Job[]>;
+  /** Asks running tasks to stop (AbortSignal); resolves once the request is recorded. */
+  cancel(id: string): Promise<Job>;
+  /**
+   * The job's events after `afterId` (all when undefined), then live ones as
+   * they happen; the iterator ends after the event that carries a final state.
+   * `signal` ends it early (the HTTP client went away).
+   */
+  events(id: string, afterId: string | undefined, signal: AbortSignal): AsyncIterable<JobEvent>;
+  logs(id: string): Promise<string>;
+  nodes(): Promise<NodeInfo[]>;
+  dataset(name: string): Promise<DatasetInfo>;
+  close(): Promise<void>;
+}
