@@ -270,12 +270,15 @@ export function childMain(fn) {
 
 export const isChild = process.argv.includes('--child');
 
-/** Loads the built package (run `npx tsc -p tsconfig.json` first). */
+/** Loads the built package, all three entry points in one namespace (run `npx tsc -p tsconfig.json` first). */
 export async function trellis() {
   try {
-    return await import(join(ROOT, 'dist/index.js'));
+    const parts = await Promise.all(
+      ['index.js', 'models/index.js', 'store/index.js'].map((p) => import(join(ROOT, 'dist/src', p))),
+    );
+    return Object.assign({}, ...parts);
   } catch (e) {
-    throw new Error(`cannot load dist/index.js; run \`npx tsc -p tsconfig.json\` first (${e.message})`);
+    throw new Error(`cannot load dist/src/index.js; run \`npx tsc -p tsconfig.json\` first (${e.message})`);
   }
 }
 

@@ -256,7 +256,7 @@ async function trellisCase(T, client, name, { shuffle, workers }) {
 // ---- datasets ------------------------------------------------------------------------
 
 async function fashionMnist(T, client) {
-  const { loadFashionMnist } = await import(join(ROOT, 'dist/demo/fashion-mnist.js'));
+  const { loadFashionMnist } = await import(join(ROOT, 'dist/examples/training/fashion-mnist.js'));
   const fm = loadFashionMnist();
   const input = {
     features: { dtype: 'uint8', shape: [fm.train.count, 28, 28], data: fm.train.images },

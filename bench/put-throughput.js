@@ -67,7 +67,7 @@ async function child({ socket, kind, populate }) {
   for (let i = 0; i < src.length; i += 1024) src[i] = i; // every page touched
   let pop;
   if (populate) {
-    const { native } = await import(join(ROOT, 'dist/native.js'));
+    const { native } = await import(join(ROOT, 'dist/src/native.js'));
     pop = (v) => native.populate(v.buffer, v.byteOffset, v.byteLength, populate === 'write');
   }
   const client = await connect({ socket, name: `put-throughput ${kind}` });

@@ -114,7 +114,7 @@ async function storeMain() {
 
 async function peerMain() {
   const host = process.env.PEER_HOST;
-  const { native } = await import(join(ROOT, 'dist/native.js'));
+  const { native } = await import(join(ROOT, 'dist/src/native.js'));
   let server = null;
   let value = null;
   let warm = null;

@@ -13,7 +13,7 @@ const BATCH = 100;
 async function main() {
   const t = await trellis();
   const { StoreServer, connect, writeDataset, trainLocal, trainingStepModel, initParams, ModelSession, tensor } = t;
-  const { loadFashionMnist } = await import('../dist/demo/fashion-mnist.js');
+  const { loadFashionMnist } = await import('../dist/examples/training/fashion-mnist.js');
   const data = loadFashionMnist();
   const n = data.train.count;
   const spec = { kind: 'softmax', input: 'uint8', labels: 'uint8' };

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+import { main } from '../dist/src/cli/main.js';
 
 main(process.argv).catch((e) => {
   process.stderr.write(`trellis: ${e?.code ? `${e.code}: ` : ''}${e?.message ?? e}\n`);

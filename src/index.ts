@@ -1,3 +1,8 @@
+/**
+ * `trellis`: the client (IPC zero-copy, RPC copying), codecs, loaders and
+ * errors. It loads neither onnxruntime (`trellis/models`) nor the store
+ * daemon (`trellis/store`).
+ */
 export { parseSize } from './cli/size.js';
 export {
   type BlobWriter,
@@ -11,6 +16,7 @@ export {
   TrellisClient,
 } from './client/client.js';
 export { connect } from './client/connect.js';
+export { RemoteClient, type RemoteConnectOptions } from './client/remote-client.js';
 export type { StoreClient } from './client/store-client.js';
 export { DTYPES, type DType, type Tensor, type TypedArray, tensor } from './codecs/tensor.js';
 export { ERROR_CODES, type ErrorCode, isTrellisError, TrellisError } from './errors.js';
@@ -24,36 +30,6 @@ export {
   type Validity,
 } from './loaders/arrow-adapter.js';
 export { type Batch, DatasetLoader, type LoaderOptions, openLoader } from './loaders/dataset-loader.js';
-export { InferencePool, type InferencePoolOptions } from './loaders/inference-pool.js';
-export {
-  type BuiltModel,
-  inferenceModel,
-  initParams,
-  type ModelSpec,
-  modelParams,
-  type TrainingStepModel,
-  trainingStepModel,
-} from './loaders/models.js';
-export {
-  type AttrValue,
-  type Dim,
-  floatAttr,
-  GraphBuilder,
-  type GraphOptions,
-  type TensorSpec,
-} from './loaders/onnx-graph.js';
-export {
-  dtypeOfOrt,
-  fromOrtTensor,
-  ModelSession,
-  type ModelSessionOptions,
-  type ModelStoreClient,
-  type ModelValue,
-  ORT_TYPE,
-  putModel,
-  type RunToStoreOptions,
-  toOrtTensor,
-} from './loaders/ort-adapter.js';
 export { epochOrder } from './loaders/sampler.js';
 export { SHARD_TYPENAME, type ShardPart, shardParts } from './loaders/shard.js';
 export {
@@ -68,10 +44,4 @@ export {
   writeDataset,
   writeShard,
 } from './loaders/shard-writer.js';
-export { type EpochReport, evaluate, type TrainOptions, type TrainResult, trainLocal } from './loaders/trainer.js';
 export type { GlobalObject, InstanceInfo, MetaService, RpcEndpoint } from './meta/meta-service.js';
-export { type MigrateOptions, type MigrationStats, migrateFrom, migratorOf } from './rpc/migrate.js';
-export { RemoteClient, type RemoteConnectOptions } from './rpc/remote-client.js';
-export { RpcServer, type RpcServerOptions, type RpcStats, startRpc } from './rpc/rpc-server.js';
-export type { InstanceShare, Locations, ShardLocation } from './store/cluster.js';
-export { type StoreOptions, StoreServer, type StoreStatus } from './store/store-server.js';

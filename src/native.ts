@@ -3,7 +3,9 @@
  * arguments are validated by callers before they reach C++.
  */
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { TrellisError } from './errors.js';
+import { PACKAGE_ROOT } from './package-root.js';
 
 export interface NativeAddon {
   memfdCreate(name: string, size: number): number;
@@ -21,7 +23,7 @@ export interface NativeAddon {
 }
 
 const require = createRequire(import.meta.url);
-const raw = require('../build/Release/trellis_native.node') as NativeAddon;
+const raw = require(join(PACKAGE_ROOT, 'build/Release/trellis_native.node')) as NativeAddon;
 
 /** Largest segment: Node 20 cannot hold a bigger ArrayBuffer safely. */
 export const MAX_SEGMENT_SIZE = 4 * 1024 ** 3;

@@ -1,6 +1,6 @@
 /**
  * The sharded dataset loader over a real store, with real gather worker
- * processes (dist/loaders/gather-worker.js; run `npx tsc -p tsconfig.json`
+ * processes (dist/src/loaders/gather-worker.js; run `npx tsc -p tsconfig.json`
  * first): coverage, determinism, reference gathers, zero-copy views.
  * Failure paths and shutdown are in loader-faults.test.ts.
  */

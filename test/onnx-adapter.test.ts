@@ -4,10 +4,8 @@
  * failure path with its code.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, DTYPES, type DType, type Tensor, type TrellisClient, tensor } from '../src/index.js';
 import {
-  connect,
-  DTYPES,
-  type DType,
   fromOrtTensor,
   GraphBuilder,
   inferenceModel,
@@ -15,13 +13,10 @@ import {
   ModelSession,
   ORT_TYPE,
   putModel,
-  type Tensor,
-  type TrellisClient,
-  tensor,
   toOrtTensor,
-} from '../src/index.js';
-import { onnxProto } from '../src/loaders/onnx-graph.js';
-import { ort } from '../src/loaders/ort.js';
+} from '../src/models/index.js';
+import { onnxProto } from '../src/models/onnx-graph.js';
+import { ort } from '../src/models/ort.js';
 import { native } from '../src/native.js';
 import { startStore } from './helpers/store.js';
 

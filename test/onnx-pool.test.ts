@@ -4,17 +4,8 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  connect,
-  InferencePool,
-  inferenceModel,
-  initParams,
-  ModelSession,
-  putModel,
-  type Tensor,
-  type TrellisClient,
-  tensor,
-} from '../src/index.js';
+import { connect, type Tensor, type TrellisClient, tensor } from '../src/index.js';
+import { InferencePool, inferenceModel, initParams, ModelSession, putModel } from '../src/models/index.js';
 import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

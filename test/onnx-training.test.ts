@@ -5,18 +5,9 @@
  * inside the graph).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { datasetInstalled, loadFashionMnist } from '../src/demo/fashion-mnist.js';
-import {
-  connect,
-  inferenceModel,
-  initParams,
-  ModelSession,
-  type ModelSpec,
-  type Tensor,
-  type TrellisClient,
-  tensor,
-  trainingStepModel,
-} from '../src/index.js';
+import { datasetInstalled, loadFashionMnist } from '../examples/training/fashion-mnist.js';
+import { connect, type Tensor, type TrellisClient, tensor } from '../src/index.js';
+import { inferenceModel, initParams, ModelSession, type ModelSpec, trainingStepModel } from '../src/models/index.js';
 import { startStore } from './helpers/store.js';
 
 /** Deterministic uniform numbers in [-1, 1). */

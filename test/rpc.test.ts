@@ -6,8 +6,9 @@
  */
 import * as arrow from 'apache-arrow';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, RemoteClient, RpcServer, type StoredObject, type Tensor } from '../src/index.js';
+import { connect, RemoteClient, type StoredObject, type Tensor } from '../src/index.js';
 import { native } from '../src/native.js';
+import { RpcServer } from '../src/store/index.js';
 import { errCode, eventually } from './helpers/child.js';
 import { RawConn } from './helpers/raw-conn.js';
 import { helloFrame, MIB, pattern, type RpcStore, rpcFrame, sameBytes, startRpcStore, TOKEN } from './helpers/rpc.js';

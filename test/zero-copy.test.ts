@@ -43,7 +43,7 @@ describe('zero copy across processes', () => {
 
     const reader = startChild(`
       import { readFileSync } from 'node:fs';
-      import { native } from ${JSON.stringify(new URL('../dist/native.js', import.meta.url).pathname)};
+      import { native } from ${JSON.stringify(new URL('../dist/src/native.js', import.meta.url).pathname)};
       const rollup = () => Object.fromEntries(
         readFileSync('/proc/self/smaps_rollup', 'utf8').split('\\n').filter((l) => l.endsWith(' kB'))
           .map((l) => [l.split(':')[0].trim(), Number.parseInt(l.split(':')[1], 10)]));

@@ -2,9 +2,11 @@
  * The `trellis` command.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { connect } from '../client/connect.js';
 import { TrellisError } from '../errors.js';
+import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { parseSize } from './size.js';
 
@@ -44,20 +46,13 @@ function readToken(file: string | undefined): string | undefined {
   return token;
 }
 
-/** The RPC server, loaded only when a store serves RPC. */
-async function rpcStarter(): Promise<RpcStarter | undefined> {
-  const path = '../rpc/rpc-server.js';
-  try {
-    const mod = (await import(path)) as { startRpc?: RpcStarter };
-    return mod.startRpc;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
-    throw e;
-  }
+/** The RPC server, loaded only when a store serves RPC (it is always built). */
+async function rpcStarter(): Promise<RpcStarter> {
+  return (await import('../store/rpc-server.js')).startRpc;
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
   const program = new Command('trellis')
     .description('Zero-copy data plane for ML jobs: shared-memory object stores and the jobs that use them')
     .version(pkg.version);
@@ -103,7 +98,7 @@ export async function main(argv: string[]): Promise<void> {
           token,
           log: (m) => process.stderr.write(`trellis store: ${m}\n`),
         },
-        await rpcStarter(),
+        o.rpcPort === undefined ? undefined : await rpcStarter(),
       );
       const st = store.status();
       const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
@@ -152,7 +147,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--epochs <n>', 'training epochs (default 15 softmax, 8 MLP)', intArg)
     .option('--workers <n>', 'loader worker processes', intArg, 1)
     .action(async (o) => {
-      const { runDemo } = await import('../demo/demo.js');
+      const { runDemo } = await import('../../examples/training/demo.js');
       await runDemo({
         readers: o.readers,
         size: o.size,

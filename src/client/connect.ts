@@ -1,5 +1,5 @@
-import { RemoteClient, type RemoteConnectOptions } from '../rpc/remote-client.js';
 import { type ConnectOptions, TrellisClient } from './client.js';
+import { RemoteClient, type RemoteConnectOptions } from './remote-client.js';
 import type { StoreClient } from './store-client.js';
 
 /**

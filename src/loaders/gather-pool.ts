@@ -7,10 +7,8 @@
  * loader can delete them.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TrellisError } from '../errors.js';
+import { builtScript } from '../package-root.js';
 import {
   type BatchMessage,
   checkFromWorker,
@@ -28,18 +26,6 @@ export interface PoolEvents {
   batch(msg: BatchMessage): void;
   /** Called once, with the first failure. */
   failure(err: TrellisError): void;
-}
-
-/** The worker entry point: the built file, also when this module runs from TypeScript sources (tests). */
-export function workerScript(): string {
-  const here = fileURLToPath(import.meta.url);
-  const script = here.endsWith('.ts')
-    ? join(dirname(here), '../../dist/loaders/gather-worker.js')
-    : join(dirname(here), 'gather-worker.js');
-  if (!existsSync(script)) {
-    throw new TrellisError('ERR_WORKER_FAILED', `loader worker script ${script} is missing; build with tsc first`);
-  }
-  return script;
 }
 
 class WorkerHandle {
@@ -98,7 +84,7 @@ export class GatherPool {
 
   /** Forks `n` workers and waits until each has mapped the shards. */
   static async start(n: number, init: Omit<InitMessage, 't'>, events: PoolEvents): Promise<GatherPool> {
-    const script = workerScript();
+    const script = builtScript('loaders/gather-worker.js');
     const readies: Promise<void>[] = [];
     const workers: WorkerHandle[] = [];
     let pool: GatherPool | null = null;

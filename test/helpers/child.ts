@@ -30,8 +30,10 @@ export interface ChildHandle {
 const live = new Set<ChildProcess>();
 
 const PRELUDE = `
-import * as trellis from ${JSON.stringify(DIST)};
+import * as trellisRoot from ${JSON.stringify(DIST)};
+import * as trellisStore from ${JSON.stringify(DIST.replace(/index\.js$/, 'store/index.js'))};
 import { createInterface } from 'node:readline';
+const trellis = { ...trellisRoot, ...trellisStore };
 const { connect, TrellisError } = trellis;
 const send = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 let lines;

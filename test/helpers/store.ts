@@ -6,11 +6,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type StoreOptions, StoreServer } from '../../src/index.js';
+import { type StoreOptions, StoreServer } from '../../src/store/index.js';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const CLI = join(ROOT, 'bin/trellis.js');
-export const DIST = join(ROOT, 'dist/index.js');
+export const DIST = join(ROOT, 'dist/src/index.js');
 
 export function tempDir(prefix = 'trellis-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));

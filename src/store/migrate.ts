@@ -16,12 +16,13 @@
  * @example
  *   const localId = await migrateFrom(store, { host: '127.0.0.2', port: 7000 }, token, remoteId);
  */
+
+import { RpcChannel } from '../client/rpc-channel.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import type { RpcEndpoint } from '../meta/meta-service.js';
 import { isObjectId } from '../protocol/messages.js';
 import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
-import type { StoreServer } from '../store/store-server.js';
-import { RpcChannel } from './rpc-channel.js';
+import type { StoreServer } from './store-server.js';
 
 export interface MigrateOptions {
   /** Connect from this local address (the migrating store's own RPC host). */

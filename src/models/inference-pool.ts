@@ -14,10 +14,9 @@
  *   await using pool = await InferencePool.start({ socket, model: 'mlp', workers: 2 });
  *   const { probs, pred } = await pool.run({ X: xId });   // ids of new tensors in the store
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { invalidParameter, TrellisError } from '../errors.js';
+import { builtScript } from '../package-root.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from './inference-messages.js';
 import type { ModelSessionOptions, ModelValue, RunToStoreOptions } from './ort-adapter.js';
@@ -91,7 +90,7 @@ export class InferencePool {
       model: opts.model,
       sessionOptions: { intraOpNumThreads: 1, ...(opts.sessionOptions ?? {}) },
     };
-    const script = workerScript();
+    const script = builtScript('models/inference-worker.js');
     const slots: Slot[] = [];
     const ready: Promise<Extract<FromWorker, { t: 'ready' }>>[] = [];
     for (let i = 0; i < count; i++) {
@@ -279,20 +278,4 @@ function firstAnswer(worker: Worker, timeoutMs: number): Promise<Extract<FromWor
     worker.on('error', onError);
     worker.on('exit', onExit);
   });
-}
-
-/**
- * The worker's script. Workers run the built JavaScript: from dist/ this is
- * the sibling file; when this module runs from sources (tests through vite),
- * the same file in dist/ (build first).
- */
-function workerScript(): URL {
-  const here = new URL('./inference-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(here))) return here;
-  const built = new URL('../../dist/loaders/inference-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(built))) return built;
-  throw new TrellisError(
-    'ERR_INTERNAL',
-    `cannot find the inference worker script (${fileURLToPath(built)}); build first`,
-  );
 }

@@ -5,8 +5,8 @@
  * must when data is copied to it. Either way it computes per-class pixel
  * means and prints one JSON line.
  */
-import { connect } from '../client/connect.js';
-import { openLoader } from '../loaders/dataset-loader.js';
+import { connect } from '../../src/client/connect.js';
+import { openLoader } from '../../src/loaders/dataset-loader.js';
 import { ClassMeans } from './class-means.js';
 import { procMemory } from './proc-memory.js';
 

@@ -13,9 +13,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { RpcStarter, StoreServer } from '../store/store-server.js';
 import { migratorOf } from './migrate.js';
 import { RpcConnection, type RpcHost } from './rpc-connection.js';
+import type { RpcStarter, StoreServer } from './store-server.js';
 
 export interface RpcServerOptions {
   /** Address to listen on, e.g. '127.0.0.1', '0.0.0.0'. */

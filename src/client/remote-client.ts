@@ -19,9 +19,7 @@
  *   const id = await client.put(new Float32Array([1, 2, 3]));
  *   const t = (await client.get(id)) as Tensor; // t.data is a copy
  */
-import type { BlobWriter, PutOptions, StoreValue, TensorWriter } from '../client/client.js';
-import { ClientCommon, putFields } from '../client/client-common.js';
-import type { StoreClient } from '../client/store-client.js';
+
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
 import { decodeRecord } from '../codecs/value.js';
@@ -29,7 +27,10 @@ import { invalidParameter, TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
 import { decodeGetAnswer, MAX_RAW_PART, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
+import type { BlobWriter, PutOptions, StoreValue, TensorWriter } from './client.js';
+import { ClientCommon, putFields } from './client-common.js';
 import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
+import type { StoreClient } from './store-client.js';
 
 export interface RemoteConnectOptions {
   /** The store's RPC endpoint, 'host:port' ('[v6addr]:port' for IPv6). */

@@ -12,7 +12,7 @@
 import type { TrellisClient } from '../client/client.js';
 import { type Tensor, type TypedArray, tensor } from '../codecs/tensor.js';
 import { invalidParameter } from '../errors.js';
-import { openLoader } from './dataset-loader.js';
+import { openLoader } from '../loaders/dataset-loader.js';
 import { inferenceModel, initParams, type ModelSpec, trainingStepModel } from './models.js';
 import { ModelSession } from './ort-adapter.js';
 

@@ -15,12 +15,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect } from '../client/connect.js';
-import type { Tensor } from '../codecs/tensor.js';
-import type { ModelSpec } from '../loaders/models.js';
-import { writeDataset } from '../loaders/shard-writer.js';
-import { evaluate, trainLocal } from '../loaders/trainer.js';
-import { StoreServer } from '../store/store-server.js';
+import { connect } from '../../src/client/connect.js';
+import type { Tensor } from '../../src/codecs/tensor.js';
+import { writeDataset } from '../../src/loaders/shard-writer.js';
+import type { ModelSpec } from '../../src/models/models.js';
+import { evaluate, trainLocal } from '../../src/models/trainer.js';
+import { StoreServer } from '../../src/store/store-server.js';
 import { CLASSES, loadFashionMnist } from './fashion-mnist.js';
 
 export interface DemoOptions {

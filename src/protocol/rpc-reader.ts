@@ -12,8 +12,8 @@
  * copied: that is the receive path of a transfer at wire speed.
  */
 import { TrellisError } from '../errors.js';
-import { decodeBody, type Frame } from '../protocol/frame.js';
-import { rawSizes } from '../protocol/rpc-messages.js';
+import { decodeBody, type Frame } from './frame.js';
+import { rawSizes } from './rpc-messages.js';
 
 const PREFIX = 4;
 /** Most bytes asked of one read straight into a destination. */

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { TrellisError } from '../errors.js';
+import { TrellisError } from '../../src/errors.js';
 
 export const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
 export const CLASSES = [

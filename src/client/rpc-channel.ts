@@ -14,7 +14,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
 import { RPC_VERSION } from '../protocol/rpc-messages.js';
-import { type RawTarget, RpcReader } from './rpc-reader.js';
+import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 
 export interface RpcChannelOptions {
   host: string;

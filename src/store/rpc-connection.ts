@@ -24,10 +24,10 @@ import {
   type RpcRequest,
   type RpcTree,
 } from '../protocol/rpc-messages.js';
-import type { Entry } from '../store/object-table.js';
-import type { StoreServer } from '../store/store-server.js';
+import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 import { adoptWithOnread } from './direct-read.js';
-import { type RawTarget, RpcReader } from './rpc-reader.js';
+import type { Entry } from './object-table.js';
+import type { StoreServer } from './store-server.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Blob bytes go to the socket in slices this large: few syscalls, no copies. */
