@@ -66,6 +66,18 @@ export function isTrellisError(e: unknown, code?: ErrorCode): e is TrellisError 
   return e instanceof TrellisError && (code === undefined || e.code === code);
 }
 
+/**
+ * Any thrown value as a TrellisError: a TrellisError stays itself; anything
+ * else becomes `code` (ERR_INTERNAL, a bug, unless the caller knows better,
+ * e.g. ERR_WORKER_FAILED) with `context` before its message, keeping it as
+ * the cause. The one place that turns foreign errors into ours.
+ */
+export function asTrellisError(e: unknown, code: ErrorCode = 'ERR_INTERNAL', context?: string): TrellisError {
+  if (e instanceof TrellisError) return e;
+  const text = e instanceof Error ? (e.stack ?? e.message) : String(e);
+  return new TrellisError(code, context ? `${context}: ${text}` : text, { cause: e });
+}
+
 /** The one message factory for argument errors: names the parameter, what was expected, what came. */
 export function invalidParameter(name: string, expected: string, actual: unknown): TrellisError {
   return new TrellisError('ERR_BAD_REQUEST', `Expected ${name} to be ${expected} but received ${describe(actual)}`);
