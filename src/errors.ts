@@ -32,6 +32,11 @@ export const ERROR_CODES = {
     'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
   ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
   ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
+  ERR_JOB_NOT_FOUND: 'No job with that id exists.',
+  ERR_ROUTE_NOT_FOUND: 'No HTTP route answers that method and path.',
+  ERR_PAYLOAD_TOO_LARGE: 'The HTTP request body is larger than the server accepts.',
+  ERR_UNSUPPORTED_MEDIA_TYPE: 'The HTTP request body has a content type the route does not accept (JSON bodies only).',
+  ERR_QUEUE_UNAVAILABLE: 'The task queues (Redis) did not answer; jobs cannot be submitted, changed or read now.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
