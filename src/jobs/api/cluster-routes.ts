@@ -4,11 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { JobService } from '../job-types.js';
-
-const errors = {
-  '4xx': { description: 'the request was refused: { code, message }', $ref: 'ErrorReply#' },
-  '5xx': { description: 'the server or the engine failed: { code, message }', $ref: 'ErrorReply#' },
-} as const;
+import { ERROR_REPLIES } from './record-schemas.js';
 
 export function clusterRoutes(app: FastifyInstance, service: JobService): void {
   app.get(
@@ -17,7 +13,7 @@ export function clusterRoutes(app: FastifyInstance, service: JobService): void {
       schema: {
         summary: 'The nodes, their memory and their task queues',
         tags: ['cluster'],
-        response: { 200: { $ref: 'NodeList#' }, ...errors },
+        response: { 200: { $ref: 'NodeList#' }, ...ERROR_REPLIES },
       },
     },
     async () => ({ nodes: await service.nodes() }),
@@ -36,7 +32,7 @@ export function clusterRoutes(app: FastifyInstance, service: JobService): void {
           required: ['name'],
           properties: { name: { type: 'string', minLength: 1, maxLength: 1024 } },
         },
-        response: { 200: { $ref: 'DatasetInfo#' }, ...errors },
+        response: { 200: { $ref: 'DatasetInfo#' }, ...ERROR_REPLIES },
       },
     },
     async (request) => service.dataset(request.params.name),

@@ -10,7 +10,8 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { JobService } from '../job-types.js';
 import { errorReply } from './error-reply.js';
-import { JOB_ID_PATTERN } from './job-spec-schema.js';
+import { jobIdParams } from './job-spec-schema.js';
+import { ERROR_REPLIES } from './record-schemas.js';
 import { encodeSse, SSE_HEARTBEAT } from './sse.js';
 
 /** A comment every 15 s: proxies commonly close a response that is silent for 30-60 s. */
@@ -46,12 +47,7 @@ export function eventsRoute(app: FastifyInstance, { service, bodyLimit, live }: 
           '`event:` (state, progress, task, log; or error when the stream failed after it began) and ' +
           '`data:` (JSON, shaped as JobEventData[event]). The stream ends after the final state.',
         tags: ['jobs'],
-        params: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['id'],
-          properties: { id: { type: 'string', pattern: JOB_ID_PATTERN } },
-        },
+        params: jobIdParams,
         headers: {
           type: 'object',
           properties: { 'last-event-id': { type: 'string', minLength: 1, maxLength: 256 } },
@@ -61,8 +57,7 @@ export function eventsRoute(app: FastifyInstance, { service, bodyLimit, live }: 
             description: 'text/event-stream',
             content: { 'text/event-stream': { schema: { $ref: 'JobEventData#' } } },
           },
-          '4xx': { $ref: 'ErrorReply#' },
-          '5xx': { $ref: 'ErrorReply#' },
+          ...ERROR_REPLIES,
         },
       },
     },

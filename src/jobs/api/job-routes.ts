@@ -5,19 +5,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { JobFilter, JobService, JobSpec } from '../job-types.js';
-import { JOB_ID_PATTERN, JOB_KINDS } from './job-spec-schema.js';
-import { JOB_STATES } from './record-schemas.js';
-
-const errors = {
-  '4xx': { description: 'the request was refused: { code, message }', $ref: 'ErrorReply#' },
-  '5xx': { description: 'the server or the engine failed: { code, message }', $ref: 'ErrorReply#' },
-} as const;
-const idParams = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['id'],
-  properties: { id: { type: 'string', pattern: JOB_ID_PATTERN } },
-} as const;
+import { JOB_KINDS, jobIdParams } from './job-spec-schema.js';
+import { ERROR_REPLIES, JOB_STATES } from './record-schemas.js';
 
 /** The largest page a list answers: a Job record can carry many tasks. */
 export const MAX_LIST_LIMIT = 1000;
@@ -34,7 +23,7 @@ export function jobRoutes(app: FastifyInstance, service: JobService): void {
         response: {
           201: { description: 'created', $ref: 'JobRef#' },
           200: { description: 'a job with this id existed: that job', $ref: 'JobRef#' },
-          ...errors,
+          ...ERROR_REPLIES,
         },
       },
     },
@@ -59,7 +48,7 @@ export function jobRoutes(app: FastifyInstance, service: JobService): void {
             limit: { type: 'integer', minimum: 1, maximum: MAX_LIST_LIMIT },
           },
         },
-        response: { 200: { $ref: 'JobList#' }, ...errors },
+        response: { 200: { $ref: 'JobList#' }, ...ERROR_REPLIES },
       },
     },
     async (request) => ({ jobs: await service.list(request.query) }),
@@ -68,7 +57,12 @@ export function jobRoutes(app: FastifyInstance, service: JobService): void {
   app.get<{ Params: { id: string } }>(
     '/v1/jobs/:id',
     {
-      schema: { summary: 'One job', tags: ['jobs'], params: idParams, response: { 200: { $ref: 'Job#' }, ...errors } },
+      schema: {
+        summary: 'One job',
+        tags: ['jobs'],
+        params: jobIdParams,
+        response: { 200: { $ref: 'Job#' }, ...ERROR_REPLIES },
+      },
     },
     async (request) => service.get(request.params.id),
   );
@@ -79,10 +73,10 @@ export function jobRoutes(app: FastifyInstance, service: JobService): void {
       schema: {
         summary: "The job's log so far, as text",
         tags: ['jobs'],
-        params: idParams,
+        params: jobIdParams,
         response: {
           200: { description: 'one line per log event', content: { 'text/plain': { schema: { type: 'string' } } } },
-          ...errors,
+          ...ERROR_REPLIES,
         },
       },
     },
@@ -99,8 +93,8 @@ export function jobRoutes(app: FastifyInstance, service: JobService): void {
         summary: 'Cancel a job',
         description: 'Accepted: running tasks are asked to stop; the state turns cancelled when they have.',
         tags: ['jobs'],
-        params: idParams,
-        response: { 202: { $ref: 'JobRef#' }, ...errors },
+        params: jobIdParams,
+        response: { 202: { $ref: 'JobRef#' }, ...ERROR_REPLIES },
       },
     },
     async (request, reply) => {

@@ -10,6 +10,14 @@
 /** Job ids become BullMQ job ids and Redis key parts: no ':' (BullMQ's separator), bounded length. */
 export const JOB_ID_PATTERN = '^[A-Za-z0-9._-]{1,128}$';
 
+/** The `:id` of the /v1/jobs/:id routes. */
+export const jobIdParams = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id'],
+  properties: { id: { type: 'string', pattern: JOB_ID_PATTERN } },
+} as const;
+
 /** Handler names are file names looked up in the agents' --handlers directories: no '/', no leading dot. */
 export const HANDLER_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$';
 

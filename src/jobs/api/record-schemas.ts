@@ -23,6 +23,12 @@ export const errorReplySchema = {
   },
 } as const;
 
+/** The error replies every route declares (fastify and OpenAPI both read status classes). */
+export const ERROR_REPLIES = {
+  '4xx': { description: 'the request was refused: { code, message }', $ref: 'ErrorReply#' },
+  '5xx': { description: 'the server or the engine failed: { code, message }', $ref: 'ErrorReply#' },
+} as const;
+
 export const taskInfoSchema = {
   $id: 'TaskInfo',
   type: 'object',
