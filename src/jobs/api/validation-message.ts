@@ -55,10 +55,18 @@ export function validationMessage(context: string, errors: ErrorObject[] | null 
       ).message;
     case 'pattern':
       return invalidParameter(name, `a string matching ${e.params.pattern}`, e.data).message;
+    case 'minLength':
+      return invalidParameter(name, `a string of at least ${e.params.limit} characters`, e.data).message;
+    case 'maxLength':
+      return invalidParameter(name, `a string of at most ${e.params.limit} characters`, e.data).message;
+    case 'minItems':
+      return invalidParameter(name, `an array of at least ${e.params.limit} items`, e.data).message;
+    case 'maxItems':
+      return invalidParameter(name, `an array of at most ${e.params.limit} items`, e.data).message;
     case 'type':
       return invalidParameter(name, `of type ${e.params.type}`, e.data).message;
     default:
-      // minimum, maximum, exclusiveMinimum, minLength, maxItems, ...: Ajv says "must be >= 1"
+      // minimum, maximum, exclusiveMinimum, ...: Ajv says "must be >= 1"
       return invalidParameter(name, (e.message ?? 'valid').replace(/^must (be )?/, ''), e.data).message;
   }
 }
