@@ -9,6 +9,8 @@
  * ```
  */
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
@@ -92,9 +94,19 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     throw new TrellisError('ERR_ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`);
   });
 
+  // Closing must not wait on clients: event streams are ended, and sockets that never sent a
+  // request (undici and browsers open them ahead of need) are dropped, since Node does not count
+  // them as idle and would hold close() until its headers timeout (60 s).
   const live = new Set<AbortController>();
+  const unused = new Set<Socket>();
+  app.server.on('connection', (socket: Socket) => {
+    unused.add(socket);
+    socket.once('close', () => unused.delete(socket));
+  });
+  app.server.on('request', (req: IncomingMessage) => unused.delete(req.socket));
   app.addHook('preClose', async () => {
     for (const ac of live) ac.abort();
+    for (const socket of unused) socket.destroy();
   });
 
   app.register(async (routes) => {
