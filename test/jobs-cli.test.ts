@@ -164,10 +164,12 @@ describe('trellis jobs', () => {
       2,
       'trellis: ERR_BAD_REQUEST: give a spec FILE or --kind (with --dataset), not both\n',
     ]);
-    const away = await jobs(['ls', '--api', 'http://127.0.0.1:1']);
+    const gone = await listenApi();
+    await gone.app.close();
+    const away = await jobs(['ls', '--api', gone.url]);
     expect([away.code, away.stderr]).toEqual([
       5,
-      'trellis: ERR_DISCONNECTED: cannot reach the API at http://127.0.0.1:1: ECONNREFUSED\n',
+      `trellis: ERR_DISCONNECTED: cannot reach the API at ${gone.url}: ECONNREFUSED\n`,
     ]);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(service.submitted).toEqual([]);
