@@ -23,7 +23,7 @@ export const ERROR_CODES = {
   ERR_SIZE_MISMATCH: 'A length does not agree with the shape, dtype or declared size.',
   ERR_UNSUPPORTED: 'The value or type is not supported by this codec or this connection.',
   ERR_NATIVE: 'A system call in the native core failed.',
-  ERR_SHUTTING_DOWN: 'The store is shutting down and takes no new work.',
+  ERR_SHUTTING_DOWN: 'The store or the jobs API is shutting down and takes no new work.',
   ERR_OBJECT_LOST: 'The object was persisted by a store that is gone (its lease expired); its data is lost.',
   ERR_OBJECT_REMOTE: 'The object lives on another store; migrate it here (client.migrate) or read it over RPC.',
   ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',

@@ -6,7 +6,7 @@
  * closes.
  */
 import { createServer, get as httpGet } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ApiClient } from '../src/jobs/api/api-client.js';
 import { buildApi } from '../src/jobs/api/build-api.js';
@@ -206,5 +206,33 @@ describe('the event stream over a socket', () => {
     await following;
     expect(resumed).toEqual(service.eventsOf('train-1'));
     expect(service.afterIds.at(-1)).toBe(resumed[1]!.id);
+  });
+
+  it('a request that arrives on a kept-alive connection while the API closes answers 503 ERR_SHUTTING_DOWN', async () => {
+    const { app, service } = await listenApi();
+    const sock = connect((app.server.address() as AddressInfo).port, '127.0.0.1');
+    cleanups.push(async () => sock.destroy());
+    let got = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (got += d));
+    await new Promise((r) => sock.once('connect', r));
+    const body = JSON.stringify(TRAIN);
+    // A submit still being sent when close() begins is served; the next request on its connection is refused.
+    sock.write(
+      `POST /v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`,
+    );
+    sock.write(body.slice(0, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    const closing = app.close();
+    await new Promise((r) => setTimeout(r, 50));
+    sock.write(`${body.slice(10)}GET /v1/jobs HTTP/1.1\r\nhost: x\r\n\r\n`);
+    await closing;
+    await eventually(() => got.includes('ERR_SHUTTING_DOWN'), 'the second reply');
+    const replies = got.split(/(?=HTTP\/1\.1 )/).map((r) => [r.split('\r\n')[0], r.slice(r.indexOf('\r\n\r\n') + 4)]);
+    expect(replies).toEqual([
+      ['HTTP/1.1 201 Created', '{"id":"train-1","state":"queued"}'],
+      ['HTTP/1.1 503 Service Unavailable', '{"code":"ERR_SHUTTING_DOWN","message":"the API is shutting down"}'],
+    ]);
+    expect(service.filters).toEqual([]);
   });
 });

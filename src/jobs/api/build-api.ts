@@ -45,6 +45,10 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   const app = Fastify({
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
     bodyLimit,
+    // fastify's own 503 while closing has its own body shape; ours is ERR_SHUTTING_DOWN below.
+    return503OnClosing: false,
+    // A HEAD of an event stream means nothing; only the routes listed here exist.
+    exposeHeadRoutes: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
@@ -73,8 +77,11 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
 
+  let closing = false;
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // Requests on kept-alive connections can still arrive while the server closes.
+    if (closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the API is shutting down');
   });
   if (opts.token) {
     const check = bearerCheck(opts.token);
@@ -105,6 +112,7 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   });
   app.server.on('request', (req: IncomingMessage) => unused.delete(req.socket));
   app.addHook('preClose', async () => {
+    closing = true;
     for (const ac of live) ac.abort();
     for (const socket of unused) socket.destroy();
   });

@@ -65,8 +65,12 @@ export function validationMessage(context: string, errors: ErrorObject[] | null 
       return invalidParameter(name, `an array of at most ${e.params.limit} items`, e.data).message;
     case 'type':
       return invalidParameter(name, `of type ${e.params.type}`, e.data).message;
-    default:
+    default: {
       // minimum, maximum, exclusiveMinimum, ...: Ajv says "must be >= 1"
-      return invalidParameter(name, (e.message ?? 'valid').replace(/^must (be )?/, ''), e.data).message;
+      const said = e.message ?? 'must be valid';
+      return said.startsWith('must be ')
+        ? invalidParameter(name, said.slice('must be '.length), e.data).message
+        : `${name} ${said}`;
+    }
   }
 }
