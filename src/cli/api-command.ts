@@ -4,6 +4,7 @@
  * load fastify, pino or the engine.
  */
 import type { AddressInfo } from 'node:net';
+import type { FastifyBaseLogger } from 'fastify';
 import { pino } from 'pino';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
@@ -17,9 +18,33 @@ export interface ApiCommandOptions {
   token?: string;
 }
 
-export async function runApi(o: ApiCommandOptions): Promise<void> {
-  // Logs go to stderr as JSON lines; stdout carries only the `listening` line scripts wait for.
-  const logger = pino({ name: 'trellis-api' }, pino.destination(2));
+/** Where the command meets its process; tests pass their own. */
+export interface ApiCommandIo {
+  /** Resolves with a signal's name when the command should stop. */
+  stop: Promise<string>;
+  logger: FastifyBaseLogger;
+  print: (line: string) => void;
+}
+
+/** SIGTERM or SIGINT, whichever comes first. */
+function signalled(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}
+
+function processIo(): ApiCommandIo {
+  return {
+    stop: signalled(),
+    // Logs go to stderr as JSON lines; stdout carries only the `listening` line scripts wait for.
+    logger: pino({ name: 'trellis-api' }, pino.destination(2)),
+    print: (line) => process.stdout.write(`${line}\n`),
+  };
+}
+
+export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo()): Promise<void> {
+  const { logger } = io;
   const service = await startJobService({ redis: o.redis, meta: o.meta, socket: o.socket, token: o.token, logger });
   const app = buildApi({ service, token: o.token, logger });
   try {
@@ -31,23 +56,13 @@ export async function runApi(o: ApiCommandOptions): Promise<void> {
   }
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
-  process.stdout.write(
-    `trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}\n`,
-  );
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      logger.info(`${sig}, shutting down`);
-      // The server first (no new requests, event streams ended), then the service under it.
-      app
-        .close()
-        .then(() => service.close())
-        .then(resolve, (e) => {
-          logger.error({ err: e }, 'shutdown failed');
-          process.exitCode = 1;
-          resolve();
-        });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  io.print(`trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}`);
+  const sig = await io.stop;
+  logger.info(`${sig}, shutting down`);
+  // The server first (no new requests, event streams ended), then the service under it.
+  try {
+    await app.close();
+  } finally {
+    await service.close();
+  }
 }
