@@ -105,6 +105,28 @@ describe('ApiClient over a listening API', () => {
 });
 
 describe('the event stream over a socket', () => {
+  it('skips event types the client does not know (a newer server), resuming past them', async () => {
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (req.headers['last-event-id'] === undefined) {
+        // the connection drops after an unknown event: the client resumes after its id
+        res.end('id: 1\nevent: state\ndata: {"state":"running"}\n\nid: 2\nevent: future\ndata: {"x":1}\n\n');
+      } else {
+        res.end(`id: 3\nevent: state\ndata: {"state":"succeeded"}\n\n`);
+        seen.push(String(req.headers['last-event-id']));
+      }
+    });
+    const seen: string[] = [];
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const api = new ApiClient({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    expect(await collect(api.events('j'))).toEqual([
+      { id: '1', type: 'state', data: { state: 'running' } },
+      { id: '3', type: 'state', data: { state: 'succeeded' } },
+    ]);
+    expect(seen).toEqual(['2']);
+  });
+
   it('follows a live job to its final state, then resumes after any event id', async () => {
     const { url, service } = await served();
     const api = new ApiClient({ url });

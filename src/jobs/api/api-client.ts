@@ -53,6 +53,9 @@ export interface EventsOptions {
   reconnect?: boolean;
 }
 
+/** The `event:` names this client reads (JobEventData, plus the API's own `error`); others are skipped. */
+const KNOWN_EVENTS = new Set(['state', 'progress', 'task', 'log', 'error']);
+
 /** Reconnects in a row without an event in between before the stream gives up (at 250 ms, 500 ms, ... 4 s). */
 const MAX_RECONNECTS = 5;
 
@@ -125,7 +128,14 @@ export class ApiClient {
   }
 
   async logs(id: string): Promise<string> {
-    const res = await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}/logs`, { accept: 'text/plain' });
+    const path = `/v1/jobs/${encodeURIComponent(id)}/logs`;
+    const res = await this.request(
+      'GET',
+      path,
+      { accept: 'text/plain' },
+      undefined,
+      AbortSignal.timeout(this.timeoutMs),
+    );
     return this.read(res, () => res.text());
   }
 
@@ -182,7 +192,8 @@ export class ApiClient {
             for (const m of parser.push(decoder.decode(chunk, { stream: true }))) {
               const ev = this.event(m.event, m.id, m.data);
               failures = 0;
-              lastId = ev.id;
+              lastId = m.id ?? lastId;
+              if (!ev) continue;
               yield ev;
               if (ev.type === 'state' && FINAL_STATES.includes(ev.data.state)) return;
             }
@@ -204,7 +215,9 @@ export class ApiClient {
     }
   }
 
-  private event(type: string, id: string | undefined, text: string): JobEvent {
+  /** The event checked against its schema; undefined for a type this client does not know (a newer server's). */
+  private event(type: string, id: string | undefined, text: string): JobEvent | undefined {
+    if (!KNOWN_EVENTS.has(type)) return undefined;
     let data: unknown;
     try {
       data = JSON.parse(text);
