@@ -75,7 +75,7 @@ describe('jobs API routes', () => {
     ]);
   });
 
-  it('GET /v1/jobs/:id answers the whole record, tasks, progress and result included', async () => {
+  it('GET /v1/jobs/:id answers the whole record: tasks, progress, result, reason and error included', async () => {
     const { app, service } = api();
     await app.inject({ method: 'POST', url: '/v1/jobs', payload: TRAIN });
     const task = {
@@ -98,6 +98,22 @@ describe('jobs API routes', () => {
       startedAt: CREATED_AT,
       tasks: [task],
       progress: { epoch: 1, step: 120, loss: 0.53, samplesPerSec: 41000, etaMs: 2500 },
+    });
+    const result = { model: 'train-1/model', metrics: { accuracy: 0.871, loss: 0.36 }, output: 'train-1/output' };
+    service.setResult('train-1', result);
+    const error = { code: 'ERR_TIMEOUT', message: 'ran past timeoutMs 60000' };
+    service.emit('train-1', 'state', { state: 'failed', reason: 'timed out', error });
+    const done = await app.inject({ url: '/v1/jobs/train-1' });
+    expect(done.json()).toEqual({
+      ...queued('train-1', TRAIN),
+      state: 'failed',
+      reason: 'timed out',
+      startedAt: CREATED_AT,
+      endedAt: CREATED_AT,
+      tasks: [task],
+      progress: { epoch: 1, step: 120, loss: 0.53, samplesPerSec: 41000, etaMs: 2500 },
+      result,
+      error,
     });
   });
 

@@ -15,6 +15,7 @@ import {
   type JobEventData,
   type JobEventType,
   type JobFilter,
+  type JobResult,
   type JobService,
   type JobSpec,
   type NodeInfo,
@@ -154,6 +155,11 @@ export class MemoryJobService implements JobService {
     e.events.push(ev);
     for (const w of e.wake.splice(0)) w();
     return ev;
+  }
+
+  /** Sets what the job produced (the engine does this as tasks finish). */
+  setResult(id: string, result: JobResult): void {
+    this.entry(id).job.result = result;
   }
 
   /** The job's whole event log so far. */
