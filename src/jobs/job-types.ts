@@ -106,7 +106,7 @@ export interface JobEventData {
   progress: JobProgress;
   /** One task changed (placed, started, retried, finished): its whole record. */
   task: TaskInfo;
-  /** One line of the job's log (no newline); logs() is these lines joined with newlines. */
+  /** One line of the job's log (no newline); logs() is these lines, each followed by a newline. */
   log: { line: string; task?: number };
 }
 
