@@ -23,7 +23,7 @@ export const ERROR_CODES = {
   ERR_SIZE_MISMATCH: 'A length does not agree with the shape, dtype or declared size.',
   ERR_UNSUPPORTED: 'The value or type is not supported by this codec or this connection.',
   ERR_NATIVE: 'A system call in the native core failed.',
-  ERR_SHUTTING_DOWN: 'The store is shutting down and takes no new work.',
+  ERR_SHUTTING_DOWN: 'The store or the jobs API is shutting down and takes no new work.',
   ERR_OBJECT_LOST: 'The object was persisted by a store that is gone (its lease expired); its data is lost.',
   ERR_OBJECT_REMOTE: 'The object lives on another store; migrate it here (client.migrate) or read it over RPC.',
   ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',
@@ -32,6 +32,11 @@ export const ERROR_CODES = {
     'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
   ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
   ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
+  ERR_JOB_NOT_FOUND: 'No job with that id exists.',
+  ERR_ROUTE_NOT_FOUND: 'No HTTP route answers that method and path.',
+  ERR_PAYLOAD_TOO_LARGE: 'The HTTP request body is larger than the server accepts.',
+  ERR_UNSUPPORTED_MEDIA_TYPE: 'The HTTP request body has a content type the route does not accept (JSON bodies only).',
+  ERR_QUEUE_UNAVAILABLE: 'The task queues (Redis) did not answer; jobs cannot be submitted, changed or read now.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

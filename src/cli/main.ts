@@ -8,6 +8,8 @@ import { connect } from '../client/connect.js';
 import { TrellisError } from '../errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
+import { jobsCommand } from './jobs-command.js';
+import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 
 function sizeArg(v: string): number {
@@ -36,14 +38,6 @@ function gidArg(v: string): number {
     .find((l) => l.split(':')[0] === v);
   if (!line) throw new InvalidArgumentError(`no group named ${v}`);
   return Number(line.split(':')[2]);
-}
-
-function readToken(file: string | undefined): string | undefined {
-  const token = file === undefined ? process.env.TRELLIS_TOKEN?.trim() : readFileSync(file, 'utf8').trim();
-  if (!token) return undefined;
-  const where = file === undefined ? '$TRELLIS_TOKEN' : `the token in ${file}`;
-  if (token.length < 16) throw new TrellisError('ERR_BAD_REQUEST', `${where} is shorter than 16 characters`);
-  return token;
 }
 
 /** The RPC server, loaded only when a store serves RPC (it is always built). */
@@ -157,6 +151,23 @@ export async function main(argv: string[]): Promise<void> {
         workers: o.workers,
       });
     });
+
+  program
+    .command('api')
+    .description('serve the jobs HTTP API in the foreground')
+    .requiredOption('--port <n>', 'TCP port (0: any free port)', intArg)
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .requiredOption('--redis <url>', 'the task queues: redis://HOST:PORT')
+    .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
+    .option('--socket <path>', "this node's store socket")
+    .option('--token-file <path>', 'file holding the token clients must present (default: $TRELLIS_TOKEN)')
+    .action(async (o) => {
+      const token = readToken(o.tokenFile);
+      const { runApi } = await import('./api-command.js');
+      await runApi({ port: o.port, host: o.host, redis: o.redis, meta: o.meta, socket: o.socket, token });
+    });
+
+  program.addCommand(jobsCommand());
 
   await program.parseAsync(argv);
 }

@@ -99,14 +99,25 @@ export interface Job {
   error?: { code: string; message: string };
 }
 
-export type JobEventType = 'state' | 'progress' | 'task' | 'log';
-
-/** One entry of a job's event log; `id` orders them and is what SSE's Last-Event-ID names. */
-export interface JobEvent {
-  id: string;
-  type: JobEventType;
-  data: unknown;
+/** What each event type carries (the SSE `data:` line is this, as JSON). */
+export interface JobEventData {
+  /** The job changed state; the event carrying a final state is the last of the log. */
+  state: { state: JobState; reason?: string; error?: { code: string; message: string } };
+  progress: JobProgress;
+  /** One task changed (placed, started, retried, finished): its whole record. */
+  task: TaskInfo;
+  /** One line of the job's log (no newline); logs() is these lines, each followed by a newline. */
+  log: { line: string; task?: number };
 }
+
+export type JobEventType = keyof JobEventData;
+
+/**
+ * One entry of a job's event log; `id` orders them and is what SSE's
+ * Last-Event-ID names: opaque to the API and its clients, unique within a job,
+ * and accepted back by events() as `afterId`.
+ */
+export type JobEvent = { [T in JobEventType]: { id: string; type: T; data: JobEventData[T] } }[JobEventType];
 
 export interface JobFilter {
   state?: JobState;
