@@ -39,11 +39,11 @@ import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import type { Tensor } from '../codecs/tensor.js';
 import { invalidParameter, isTrellisError, TrellisError } from '../errors.js';
+import type { BatchMessage } from './gather-messages.js';
 import { GatherPool } from './gather-pool.js';
 import { LocalRows } from './local-rows.js';
 import { batchesPerEpoch, batchRange, OrderCache } from './sampler.js';
 import { type ShardColumns, shardParts } from './shard.js';
-import type { BatchMessage } from './worker-messages.js';
 
 export interface LoaderOptions extends ShardColumns {
   /** Rows per batch. */
@@ -96,7 +96,7 @@ interface Group {
   freed: boolean;
 }
 
-interface Slot {
+interface PrefetchSlot {
   promise: Promise<LoaderBatch>;
   resolve(b: LoaderBatch): void;
   reject(e: unknown): void;
@@ -169,7 +169,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   private readonly spans: Uint8Array | null;
   private readonly anyGathered: boolean;
   /** Gathered batches in the making or made and not yet handed out, by sequence number (epoch * batchesPerEpoch + index). */
-  private readonly slots = new Map<number, Slot>();
+  private readonly slots = new Map<number, PrefetchSlot>();
   /** Next sequence number to consider for gathering; runs ahead of nextYield. */
   private nextGather = 0;
   private nextYield = 0;
@@ -313,7 +313,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   private issue(seq: number, count: number): void {
     const epoch = Math.floor(seq / this.batchesPerEpoch);
     const index = seq % this.batchesPerEpoch;
-    for (let j = 0; j < count; j++) this.slots.set(seq + j, newSlot());
+    for (let j = 0; j < count; j++) this.slots.set(seq + j, newPrefetchSlot());
     this.outstanding += count;
     if (this.pool) this.pool.submit({ epoch, index, count });
     else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(asTrellis(e))));
@@ -535,8 +535,8 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   }
 }
 
-function newSlot(): Slot {
-  const slot = {} as Slot;
+function newPrefetchSlot(): PrefetchSlot {
+  const slot = {} as PrefetchSlot;
   slot.promise = new Promise<LoaderBatch>((resolve, reject) => {
     slot.resolve = resolve;
     slot.reject = reject;

@@ -14,7 +14,7 @@ export interface WorkerInit {
 }
 
 /** Pool → worker. */
-export type ToWorker =
+export type ToInferenceWorker =
   | { t: 'run'; rid: number; inputs: Record<string, string>; names?: Record<string, string> }
   /** Finish the runs in hand, release everything, exit. */
   | { t: 'close' }
@@ -27,7 +27,7 @@ export type ToWorker =
   | { t: 'exit'; code: number };
 
 /** Worker → pool. */
-export type FromWorker =
+export type FromInferenceWorker =
   | { t: 'ready'; inputs: ModelValue[]; outputs: ModelValue[] }
   | { t: 'fatal'; error: ErrorPayload }
   | { t: 'done'; rid: number; outputs: Record<string, string> }

@@ -9,19 +9,24 @@ import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import { isTensorLike, type Tensor } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
-import { errorPayload, type FromWorker, type ToWorker, type WorkerInit } from './inference-messages.js';
+import {
+  errorPayload,
+  type FromInferenceWorker,
+  type ToInferenceWorker,
+  type WorkerInit,
+} from './inference-messages.js';
 import { ModelSession } from './ort-adapter.js';
 
 const port = parentPort;
 if (!port) throw new Error('inference-worker.js runs inside an InferencePool worker thread');
 const init = workerData as WorkerInit;
-const send = (m: FromWorker) => port.postMessage(m);
+const send = (m: FromInferenceWorker) => port.postMessage(m);
 
 let client: TrellisClient | undefined;
 let session: ModelSession | undefined;
 const active = new Set<Promise<void>>();
 
-async function run(m: Extract<ToWorker, { t: 'run' }>, c: TrellisClient, s: ModelSession): Promise<void> {
+async function run(m: Extract<ToInferenceWorker, { t: 'run' }>, c: TrellisClient, s: ModelSession): Promise<void> {
   const names = Object.keys(m.inputs);
   const ids = names.map((n) => m.inputs[n]);
   const values = await c.getMany(ids);
@@ -53,7 +58,7 @@ async function main(): Promise<void> {
   const c = client;
   const s = session;
   send({ t: 'ready', inputs: [...s.inputs], outputs: [...s.outputs] });
-  port!.on('message', (m: ToWorker) => {
+  port!.on('message', (m: ToInferenceWorker) => {
     if (m.t === 'run') {
       const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: errorPayload(e) }));
       active.add(p);
