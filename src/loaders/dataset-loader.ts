@@ -38,7 +38,7 @@ import { randomInt } from 'node:crypto';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import type { Tensor } from '../codecs/tensor.js';
-import { invalidParameter, isTrellisError, TrellisError } from '../errors.js';
+import { asTrellisError, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
 import type { BatchMessage } from './gather-messages.js';
 import { GatherPool } from './gather-pool.js';
 import { LocalRows } from './local-rows.js';
@@ -316,7 +316,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     for (let j = 0; j < count; j++) this.slots.set(seq + j, newPrefetchSlot());
     this.outstanding += count;
     if (this.pool) this.pool.submit({ epoch, index, count });
-    else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(asTrellis(e))));
+    else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(e)));
   }
 
   /** workers: 0 — create, gather, then seal, pin and delete in one round trip. */
@@ -340,7 +340,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     this.track(
       this.adopt(m.id, m.epoch, m.index, m.count).then(
         () => this.pool?.ack(m.id),
-        (e) => this.fail(asTrellis(e)),
+        (e) => this.fail(e),
       ),
     );
   }
@@ -394,7 +394,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
       this.previous = null;
       // a view holds nothing: no promise for it on the hot path
       if (prev.group === null) prev.released = true;
-      else this.track(prev.release().catch((e) => this.fail(asTrellis(e))));
+      else this.track(prev.release().catch((e) => this.fail(e)));
     }
     if (this.closing) return { done: true, value: undefined };
     if (this.nextYield >= this.total) {
@@ -478,8 +478,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     }
   }
 
-  private fail(err: TrellisError): void {
+  /** The first failure ends the loader; what is not a TrellisError is a bug (ERR_INTERNAL). */
+  private fail(e: unknown): void {
     if (this.failure || this.closing) return;
+    const err = asTrellisError(e, 'ERR_INTERNAL', 'loader');
     this.failure = err;
     for (const s of this.slots.values()) s.reject(err);
     void this.close();
@@ -543,12 +545,6 @@ function newPrefetchSlot(): PrefetchSlot {
   });
   slot.promise.catch(() => {});
   return slot;
-}
-
-function asTrellis(e: unknown): TrellisError {
-  return e instanceof TrellisError
-    ? e
-    : new TrellisError('ERR_INTERNAL', `loader: ${(e as Error)?.message ?? String(e)}`, { cause: e });
 }
 
 function checkOptions(opts: LoaderOptions) {

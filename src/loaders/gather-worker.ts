@@ -14,7 +14,7 @@
  */
 import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
-import { isTrellisError, TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import type { FromGatherWorker, InitMessage, TaskMessage, ToGatherWorker } from './gather-messages.js';
 import { type GroupLayout, LocalRows } from './local-rows.js';
@@ -120,10 +120,7 @@ async function exit(code: number): Promise<void> {
 
 function fail(e: unknown): void {
   if (exiting) return; // what fails while closing down (ERR_CLOSED) is no news
-  const payload = isTrellisError(e)
-    ? e.toPayload()
-    : { code: 'ERR_WORKER_FAILED', message: `loader worker ${process.pid}: ${(e as Error)?.stack ?? String(e)}` };
-  send({ t: 'error', ...payload });
+  send({ t: 'error', ...asTrellisError(e, 'ERR_WORKER_FAILED', `loader worker ${process.pid}`).toPayload() });
   void exit(1);
 }
 

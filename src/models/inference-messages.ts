@@ -1,9 +1,9 @@
 /**
  * Messages between an InferencePool and its worker threads, in one place.
- * Errors travel as `{code, message}` and become TrellisErrors on arrival.
+ * Errors travel as `{code, message}` (asTrellisError(e, 'ERR_WORKER_FAILED')
+ * .toPayload() in the worker) and become TrellisErrors on arrival (fromPayload).
  */
 import type { ErrorPayload } from '../errors.js';
-import { TrellisError } from '../errors.js';
 import type { ModelSessionOptions, ModelValue } from './ort-adapter.js';
 
 /** What each worker starts with (its workerData). */
@@ -32,14 +32,3 @@ export type FromInferenceWorker =
   | { t: 'fatal'; error: ErrorPayload }
   | { t: 'done'; rid: number; outputs: Record<string, string> }
   | { t: 'err'; rid: number; error: ErrorPayload };
-
-/** Any thrown value as a wire error; what is not a TrellisError becomes ERR_WORKER_FAILED with its message. */
-export function errorPayload(e: unknown): ErrorPayload {
-  if (e instanceof TrellisError) return e.toPayload();
-  // A TrellisError from another copy of the module (src vs dist) still carries a code.
-  const maybe = e as { code?: unknown; message?: unknown; name?: unknown };
-  if (maybe && maybe.name === 'TrellisError' && typeof maybe.code === 'string') {
-    return { code: maybe.code, message: String(maybe.message) };
-  }
-  return { code: 'ERR_WORKER_FAILED', message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
-}

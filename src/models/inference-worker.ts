@@ -8,19 +8,17 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import { isTensorLike, type Tensor } from '../codecs/tensor.js';
-import { TrellisError } from '../errors.js';
-import {
-  errorPayload,
-  type FromInferenceWorker,
-  type ToInferenceWorker,
-  type WorkerInit,
-} from './inference-messages.js';
+import { asTrellisError, type ErrorPayload, TrellisError } from '../errors.js';
+import type { FromInferenceWorker, ToInferenceWorker, WorkerInit } from './inference-messages.js';
 import { ModelSession } from './ort-adapter.js';
 
 const port = parentPort;
 if (!port) throw new Error('inference-worker.js runs inside an InferencePool worker thread');
 const init = workerData as WorkerInit;
 const send = (m: FromInferenceWorker) => port.postMessage(m);
+
+/** What is not a TrellisError is reported as the worker's failure, stack and all. */
+const wireError = (e: unknown): ErrorPayload => asTrellisError(e, 'ERR_WORKER_FAILED').toPayload();
 
 let client: TrellisClient | undefined;
 let session: ModelSession | undefined;
@@ -49,7 +47,7 @@ async function main(): Promise<void> {
     client = await connect({ socket: init.socket, name: `inference worker ${threadId}` });
     session = await ModelSession.fromStore(client, init.model, init.sessionOptions);
   } catch (e) {
-    send({ t: 'fatal', error: errorPayload(e) });
+    send({ t: 'fatal', error: wireError(e) });
     await session?.close();
     await client?.close();
     port!.close();
@@ -60,7 +58,7 @@ async function main(): Promise<void> {
   send({ t: 'ready', inputs: [...s.inputs], outputs: [...s.outputs] });
   port!.on('message', (m: ToInferenceWorker) => {
     if (m.t === 'run') {
-      const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: errorPayload(e) }));
+      const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: wireError(e) }));
       active.add(p);
       p.finally(() => active.delete(p));
     } else if (m.t === 'exit') {
