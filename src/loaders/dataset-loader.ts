@@ -37,6 +37,7 @@
 import { randomInt } from 'node:crypto';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
+import type { StoreClient } from '../client/store-client.js';
 import type { Tensor } from '../codecs/tensor.js';
 import { asTrellisError, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
 import type { BatchMessage } from './gather-messages.js';
@@ -226,10 +227,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
       throw invalidParameter('dataset', 'a dataset name or id', dataset);
     let client: TrellisClient;
     const ownsClient = typeof store === 'string';
+    const isClient = store && typeof (store as StoreClient).createBlob === 'function';
     if (typeof store === 'string') client = await connect({ socket: store, name: `loader ${process.pid}` });
-    else if (store && typeof (store as TrellisClient).createBlob === 'function' && 'socketPath' in store)
-      client = store;
-    else if (store && typeof (store as TrellisClient).createBlob === 'function')
+    else if (isClient && (store as StoreClient).transport === 'ipc') client = store;
+    else if (isClient)
       throw new TrellisError('ERR_UNSUPPORTED', 'the loader hands out views of shared memory: connect over IPC');
     else throw invalidParameter('store', 'a TrellisClient (IPC) or a socket path', store);
 
