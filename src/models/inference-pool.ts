@@ -19,7 +19,13 @@ import { invalidParameter, TrellisError } from '../errors.js';
 import { builtScript } from '../package-root.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { FromInferenceWorker, ToInferenceWorker, WorkerInit } from './inference-messages.js';
-import type { ModelSessionOptions, ModelValue, RunToStoreOptions } from './ort-adapter.js';
+import {
+  checkInputNames,
+  checkOutputNames,
+  type ModelSessionOptions,
+  type ModelValue,
+  type RunToStoreOptions,
+} from './ort-adapter.js';
 
 export interface InferencePoolOptions {
   /** The model: id or name of a blob holding ONNX bytes (see putModel). */
@@ -173,24 +179,16 @@ export class InferencePool {
   private check(inputIds: Record<string, string>, opts: RunToStoreOptions): void {
     if (typeof inputIds !== 'object' || inputIds === null)
       throw invalidParameter('inputIds', 'an object of input name → object id', inputIds);
-    const names = this.inputs.map((i) => i.name);
+    checkInputNames(this.inputs, Object.keys(inputIds));
     for (const [k, id] of Object.entries(inputIds)) {
-      if (!names.includes(k))
-        throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${names.join(', ')})`);
       if (!isObjectId(id)) throw invalidParameter(`inputIds.${k}`, 'an object id', id);
-    }
-    for (const n of names) {
-      if (!(n in inputIds))
-        throw new TrellisError('ERR_BAD_REQUEST', `input ${n} is missing (inputs: ${names.join(', ')})`);
     }
     if (typeof opts !== 'object' || opts === null) throw invalidParameter('opts', 'an object', opts);
     if (opts.names !== undefined) {
       if (typeof opts.names !== 'object' || opts.names === null)
         throw invalidParameter('opts.names', 'an object of output name → name', opts.names);
-      const outs = this.outputs.map((o) => o.name);
+      checkOutputNames(this.outputs, Object.keys(opts.names));
       for (const [k, v] of Object.entries(opts.names)) {
-        if (!outs.includes(k))
-          throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${outs.join(', ')})`);
         if (typeof v !== 'string' || v.length === 0 || v.length > 1024)
           throw invalidParameter(`opts.names.${k}`, 'a string of 1 to 1024 characters', v);
       }

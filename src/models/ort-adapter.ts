@@ -111,6 +111,28 @@ export interface ModelValue {
   shape: Dim[] | null;
 }
 
+/** Checks that `given` names every input of the model and nothing else (ModelSession and InferencePool). */
+export function checkInputNames(inputs: readonly ModelValue[], given: string[]): void {
+  const names = inputs.map((i) => i.name);
+  for (const k of given) {
+    if (!names.includes(k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${names.join(', ')})`);
+  }
+  for (const n of names) {
+    if (!given.includes(n))
+      throw new TrellisError('ERR_BAD_REQUEST', `input ${n} is missing (inputs: ${names.join(', ')})`);
+  }
+}
+
+/** Checks that every name in `given` is an output of the model. */
+export function checkOutputNames(outputs: readonly ModelValue[], given: string[]): void {
+  const names = outputs.map((o) => o.name);
+  for (const k of given) {
+    if (!names.includes(k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${names.join(', ')})`);
+  }
+}
+
 /**
  * Session options passed to onnxruntime (threads, optimization level, ...).
  * logSeverityLevel defaults to 4 (fatal only): failures come back as
@@ -203,7 +225,7 @@ export class ModelSession {
     if (into !== undefined) {
       if (typeof into !== 'object' || into === null) throw invalidParameter('into', 'an object of tensors', into);
       const shapes = this.resolveOutputs(dims);
-      for (const k of Object.keys(into)) this.outputNamed(k);
+      checkOutputNames(this.outputs, Object.keys(into));
       fetches = {};
       for (const o of this.outputs) {
         const t = into[o.name];
@@ -236,7 +258,7 @@ export class ModelSession {
     const shapes = this.resolveOutputs(dims);
     const names = opts.names ?? {};
     if (typeof names !== 'object' || names === null) throw invalidParameter('names', 'an object', names);
-    for (const k of Object.keys(names)) this.outputNamed(k);
+    checkOutputNames(this.outputs, Object.keys(names));
     for (const o of this.outputs) {
       if (!shapes[o.name]) {
         throw new TrellisError('ERR_UNSUPPORTED', `output ${o.name} has a shape the inputs do not determine`);
@@ -312,18 +334,11 @@ export class ModelSession {
   private prepare(inputs: Record<string, Tensor>): { feeds: Record<string, OrtTensor>; dims: Map<string, number> } {
     if (this.closing) throw new TrellisError('ERR_CLOSED', 'the model session was closed');
     if (typeof inputs !== 'object' || inputs === null) throw invalidParameter('inputs', 'an object of tensors', inputs);
-    for (const k of Object.keys(inputs)) {
-      if (!this.inputs.some((i) => i.name === k)) {
-        throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${this.inputNames()})`);
-      }
-    }
+    checkInputNames(this.inputs, Object.keys(inputs));
     const feeds: Record<string, OrtTensor> = {};
     const dims = new Map<string, number>();
     for (const spec of this.inputs) {
       const t = inputs[spec.name];
-      if (t === undefined) {
-        throw new TrellisError('ERR_BAD_REQUEST', `input ${spec.name} is missing (inputs: ${this.inputNames()})`);
-      }
       if (!isTensorLike(t)) throw invalidParameter(`inputs.${spec.name}`, 'a Tensor', t);
       if (t.dtype !== spec.dtype) throw invalidParameter(`inputs.${spec.name}.dtype`, spec.dtype, t.dtype);
       feeds[spec.name] = toOrtTensor(t);
@@ -339,19 +354,6 @@ export class ModelSession {
       out[o.name] = shape?.every((d) => d !== undefined) ? (shape as number[]) : null;
     }
     return out;
-  }
-
-  private outputNamed(name: string): ModelValue {
-    const o = this.outputs.find((v) => v.name === name);
-    if (!o) {
-      const all = this.outputs.map((v) => v.name).join(', ');
-      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${name} (outputs: ${all})`);
-    }
-    return o;
-  }
-
-  private inputNames(): string {
-    return this.inputs.map((i) => i.name).join(', ');
   }
 }
 
