@@ -10,7 +10,7 @@ import { gunzipSync } from 'node:zlib';
 import { TrellisError } from '../../src/errors.js';
 import { xorshift32Unit } from '../../src/random.js';
 
-export const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
+const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
 export const CLASSES = [
   'T-shirt/top',
   'Trouser',

@@ -12,7 +12,7 @@ import { invalidParameter } from '../errors.js';
 import { seededRandom } from '../random.js';
 
 /** Largest number of rows one loader can address (indices are stored as uint32). */
-export const MAX_ROWS = 2 ** 32 - 1;
+const MAX_ROWS = 2 ** 32 - 1;
 
 /**
  * The row order of one epoch: a permutation of 0..rows-1 for (seed, epoch)

@@ -13,7 +13,7 @@ import type { FromInferenceWorker, ToInferenceWorker, WorkerInit } from './infer
 import { ModelSession } from './ort-adapter.js';
 
 const port = parentPort;
-if (!port) throw new Error('inference-worker.js runs inside an InferencePool worker thread');
+if (!port) throw new TrellisError('ERR_INTERNAL', 'inference-worker.js runs inside an InferencePool worker thread');
 const init = workerData as WorkerInit;
 const send = (m: FromInferenceWorker) => port.postMessage(m);
 
