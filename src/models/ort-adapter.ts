@@ -111,26 +111,37 @@ export interface ModelValue {
   shape: Dim[] | null;
 }
 
-/** Checks that `given` names every input of the model and nothing else (ModelSession and InferencePool). */
+/**
+ * Checks that `given` names every input of the model and nothing else
+ * (ModelSession and InferencePool). Allocates nothing unless it throws: it
+ * runs on every inference call.
+ */
 export function checkInputNames(inputs: readonly ModelValue[], given: string[]): void {
-  const names = inputs.map((i) => i.name);
   for (const k of given) {
-    if (!names.includes(k))
-      throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${names.join(', ')})`);
+    if (!hasName(inputs, k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${namesOf(inputs)})`);
   }
-  for (const n of names) {
-    if (!given.includes(n))
-      throw new TrellisError('ERR_BAD_REQUEST', `input ${n} is missing (inputs: ${names.join(', ')})`);
-  }
+  // Every key given is an input, and keys are distinct: equal counts mean none is missing.
+  if (given.length === inputs.length) return;
+  const missing = inputs.find((i) => !given.includes(i.name));
+  throw new TrellisError('ERR_BAD_REQUEST', `input ${missing?.name} is missing (inputs: ${namesOf(inputs)})`);
 }
 
 /** Checks that every name in `given` is an output of the model. */
 export function checkOutputNames(outputs: readonly ModelValue[], given: string[]): void {
-  const names = outputs.map((o) => o.name);
   for (const k of given) {
-    if (!names.includes(k))
-      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${names.join(', ')})`);
+    if (!hasName(outputs, k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${namesOf(outputs)})`);
   }
+}
+
+function hasName(values: readonly ModelValue[], name: string): boolean {
+  for (const v of values) if (v.name === name) return true;
+  return false;
+}
+
+function namesOf(values: readonly ModelValue[]): string {
+  return values.map((v) => v.name).join(', ');
 }
 
 /**
