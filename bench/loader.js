@@ -281,13 +281,8 @@ async function generated(T, client) {
   const rowBytes = GEN_SHAPE.reduce((a, b) => a * b, 1);
   const rows = Math.floor(GEN_BYTES / rowBytes);
   const pattern = new Uint8Array(4 << 20);
-  let s = 0x9e3779b9;
-  for (let i = 0; i < pattern.length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    pattern[i] = s & 0xff;
-  }
+  const next = T.xorshift32(0x9e3779b9);
+  for (let i = 0; i < pattern.length; i++) pattern[i] = next() & 0xff;
   const ids = [];
   for (let start = 0; start < rows; start += GEN_SHARD_ROWS) {
     const n = Math.min(GEN_SHARD_ROWS, rows - start);

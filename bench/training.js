@@ -12,7 +12,17 @@ const BATCH = 100;
 
 async function main() {
   const t = await trellis();
-  const { StoreServer, connect, writeDataset, trainLocal, trainingStepModel, initParams, ModelSession, tensor } = t;
+  const {
+    StoreServer,
+    connect,
+    writeDataset,
+    trainLocal,
+    trainingStepModel,
+    initParams,
+    ModelSession,
+    tensor,
+    xorshift32Unit,
+  } = t;
   const { loadFashionMnist } = await import('../dist/examples/training/fashion-mnist.js');
   const data = loadFashionMnist();
   const n = data.train.count;
@@ -26,13 +36,7 @@ async function main() {
   const xb = tensor('uint8', [BATCH, 784]);
   const yb = tensor('uint8', [BATCH]);
   const order = Uint32Array.from({ length: n }, (_, i) => i);
-  let r = 1;
-  const rand = () => {
-    r ^= r << 13;
-    r ^= r >>> 17;
-    r ^= r << 5;
-    return (r >>> 0) / 2 ** 32;
-  };
+  const rand = xorshift32Unit(1);
   const plain = [];
   for (let e = 0; e < EPOCHS; e++) {
     const t0 = performance.now();

@@ -45,3 +45,4 @@ export {
   writeShard,
 } from './loaders/shard-writer.js';
 export type { GlobalObject, InstanceInfo, MetaService, RpcEndpoint } from './meta/meta-service.js';
+export { xorshift32, xorshift32Unit } from './random.js';

@@ -8,29 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { encodeFrame } from '../src/protocol/frame.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { xorshift32 } from '../src/random.js';
 import { eventually } from './helpers/child.js';
 import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { spawnStore } from './helpers/store.js';
 
 const MAX_FRAME = 16 * 1024 * 1024;
 
-/** A deterministic byte generator, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s & 0xff;
-  };
-}
-
+/** Deterministic bytes, so a failure can be replayed. */
 function randomBytes(seed: number, n: number): Buffer {
-  const next = prng(seed);
+  const next = xorshift32(seed);
   const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = next();
+  for (let i = 0; i < n; i++) b[i] = next() & 0xff;
   return b;
 }
 

@@ -18,6 +18,7 @@ import {
 import { onnxProto } from '../src/models/onnx-graph.js';
 import { ort } from '../src/models/ort.js';
 import { native } from '../src/native.js';
+import { xorshift32 } from '../src/random.js';
 import { startStore } from './helpers/store.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
@@ -34,14 +35,9 @@ afterAll(async () => {
 
 /** Deterministic pseudo-random floats in [-1, 1). */
 function noise(n: number, seed: number) {
+  const next = xorshift32(seed);
   const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) / 2 ** 31 - 1;
-  }
+  for (let i = 0; i < n; i++) out[i] = next() / 2 ** 31 - 1;
   return out;
 }
 

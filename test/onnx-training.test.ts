@@ -8,18 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { datasetInstalled, loadFashionMnist } from '../examples/training/fashion-mnist.js';
 import { connect, type Tensor, type TrellisClient, tensor } from '../src/index.js';
 import { inferenceModel, initParams, ModelSession, type ModelSpec, trainingStepModel } from '../src/models/index.js';
+import { xorshift32, xorshift32Unit } from '../src/random.js';
 import { startStore } from './helpers/store.js';
 
 /** Deterministic uniform numbers in [-1, 1). */
 function uniform(n: number, seed: number) {
+  const next = xorshift32(seed);
   const out = new Float64Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) / 2 ** 31 - 1;
-  }
+  for (let i = 0; i < n; i++) out[i] = next() / 2 ** 31 - 1;
   return out;
 }
 
@@ -132,13 +128,7 @@ describe.runIf(datasetInstalled())('training on Fashion-MNIST through the store'
     const xb = tensor('uint8', [o.batch, 784]) as Tensor<Uint8Array>;
     const yb = tensor('uint8', [o.batch]) as Tensor<Uint8Array>;
     const order = Uint32Array.from({ length: n }, (_, i) => i);
-    let r = o.seed;
-    const rand = () => {
-      r ^= r << 13;
-      r ^= r >>> 17;
-      r ^= r << 5;
-      return (r >>> 0) / 2 ** 32;
-    };
+    const rand = xorshift32Unit(o.seed);
     const losses: number[] = [];
     let rate = o.lr;
     for (let e = 0; e < o.epochs; e++) {

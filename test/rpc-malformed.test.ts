@@ -8,24 +8,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor } from '../src/index.js';
 import { encodeFrame } from '../src/protocol/frame.js';
+import { xorshift32 } from '../src/random.js';
 import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { helloFrame, MIB, rpcFrame, TOKEN } from './helpers/rpc.js';
 import { spawnStore } from './helpers/store.js';
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
-
 function randomBytes(seed: number, n: number): Buffer {
-  const next = prng(seed);
+  const next = xorshift32(seed);
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = next() & 0xff;
   return b;
@@ -44,7 +33,7 @@ function rawFrame(header: Buffer | string, payload = Buffer.alloc(0)): Buffer {
 
 /** A random frame that is well framed but says anything at all. */
 function fuzzFrame(seed: number): Buffer {
-  const next = prng(seed);
+  const next = xorshift32(seed);
   const pick = <T>(xs: T[]): T => xs[next() % xs.length];
   const values = [null, true, -1, 0, 1.5, 2 ** 53, 'x', '', [], {}, ['o0000000000000001'], { typename: 'Blob' }];
   const header: Record<string, unknown> = {

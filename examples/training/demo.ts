@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from '../../src/client/connect.js';
 import type { Tensor } from '../../src/codecs/tensor.js';
+import { TrellisError } from '../../src/errors.js';
 import { writeDataset } from '../../src/loaders/shard-writer.js';
 import type { ModelSpec } from '../../src/models/models.js';
 import { evaluate, trainLocal } from '../../src/models/trainer.js';
@@ -151,7 +152,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     row('in place (trellis loader)', shared.ms, shared.value, 0);
     row('copied to each reader', copied.ms, copied.value, trainBytes * o.readers);
     const digests = new Set([...shared.value, ...copied.value].map((r) => r.digest));
-    if (digests.size !== 1) throw new Error(`readers disagree: ${[...digests].join(', ')}`);
+    if (digests.size !== 1) throw new TrellisError('ERR_INTERNAL', `readers disagree: ${[...digests].join(', ')}`);
     const r0 = shared.value[0];
     log(`   all ${o.readers * 2} readers agree (digest ${r0.digest}); mean intensity per class:`);
     log(`   ${CLASSES.map((c, i) => `${c} ${fmt(r0.overall[i], 0)}`).join(', ')}`);

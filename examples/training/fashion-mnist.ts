@@ -8,8 +8,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { TrellisError } from '../../src/errors.js';
+import { xorshift32Unit } from '../../src/random.js';
 
-export const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
+const DEFAULT_DATA_DIR = '/usr/share/datasets/fashion-mnist';
 export const CLASSES = [
   'T-shirt/top',
   'Trouser',
@@ -81,13 +82,7 @@ export function loadFashionMnist(dir = DEFAULT_DATA_DIR): FashionMnist {
 
 /** A deterministic stand-in: each class has a prototype image; samples are noisy, shifted copies. */
 export function generateSplit(count: number, seed: number): Split {
-  let s = seed >>> 0 || 1;
-  const rand = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
+  const rand = xorshift32Unit(seed);
   const protos: Float32Array[] = [];
   let ps = 12345;
   for (let c = 0; c < 10; c++) {

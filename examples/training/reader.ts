@@ -6,6 +6,7 @@
  * means and prints one JSON line.
  */
 import { connect } from '../../src/client/connect.js';
+import { TrellisError } from '../../src/errors.js';
 import { openLoader } from '../../src/loaders/dataset-loader.js';
 import { ClassMeans } from './class-means.js';
 import { procMemory } from './proc-memory.js';
@@ -17,7 +18,7 @@ async function readStdin(total: number): Promise<Buffer> {
     chunk.copy(out, off);
     off += chunk.length;
   }
-  if (off !== total) throw new Error(`expected ${total} bytes on stdin, got ${off}`);
+  if (off !== total) throw new TrellisError('ERR_INTERNAL', `expected ${total} bytes on stdin, got ${off}`);
   return out;
 }
 
@@ -34,7 +35,8 @@ async function main(): Promise<void> {
     acquireMs = performance.now() - t0;
     for await (const b of loader) {
       means.add(b.x.data as Uint8Array, b.y.data as Uint8Array, b.y.shape[0]);
-      if (b.source !== 'view') throw new Error('a sequential batch should be a view of its shard');
+      if (b.source !== 'view')
+        throw new TrellisError('ERR_INTERNAL', 'a sequential batch should be a view of its shard');
       batches++;
     }
   } else {

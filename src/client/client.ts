@@ -96,6 +96,7 @@ export interface TensorWriter<T extends TypedArray = TypedArray> {
 }
 
 export class TrellisClient extends ClientCommon {
+  readonly transport = 'ipc';
   private readonly held = new Map<string, Held>();
   private readonly fetching = new Map<string, Promise<ObjectRecord>>();
   private closing: Promise<void> | null = null;

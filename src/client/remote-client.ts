@@ -89,6 +89,7 @@ function unsupported(what: string): TrellisError {
 }
 
 export class RemoteClient extends ClientCommon implements StoreClient {
+  readonly transport = 'rpc';
   /** Gets not yet released, per id: release() checks against it. */
   private readonly held = new Map<string, number>();
   private closing: Promise<void> | null = null;

@@ -29,6 +29,8 @@ export interface StoreClient extends AsyncDisposable {
   readonly storeId: string;
   /** The store's instance id (the top 16 bits of its object ids). */
   readonly instanceId: number;
+  /** How this client reaches the store: 'ipc' (UNIX socket, views over shared memory) or 'rpc' (TCP, copies). */
+  readonly transport: 'ipc' | 'rpc';
 
   put(value: PutValue, opts?: PutOptions): Promise<string>;
   putBlob(bytes: Uint8Array, opts?: PutOptions): Promise<string>;

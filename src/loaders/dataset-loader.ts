@@ -37,13 +37,14 @@
 import { randomInt } from 'node:crypto';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
+import type { StoreClient } from '../client/store-client.js';
 import type { Tensor } from '../codecs/tensor.js';
-import { invalidParameter, isTrellisError, TrellisError } from '../errors.js';
+import { asTrellisError, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
+import type { BatchMessage } from './gather-messages.js';
 import { GatherPool } from './gather-pool.js';
 import { LocalRows } from './local-rows.js';
 import { batchesPerEpoch, batchRange, OrderCache } from './sampler.js';
 import { type ShardColumns, shardParts } from './shard.js';
-import type { BatchMessage } from './worker-messages.js';
 
 export interface LoaderOptions extends ShardColumns {
   /** Rows per batch. */
@@ -96,7 +97,7 @@ interface Group {
   freed: boolean;
 }
 
-interface Slot {
+interface PrefetchSlot {
   promise: Promise<LoaderBatch>;
   resolve(b: LoaderBatch): void;
   reject(e: unknown): void;
@@ -169,7 +170,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   private readonly spans: Uint8Array | null;
   private readonly anyGathered: boolean;
   /** Gathered batches in the making or made and not yet handed out, by sequence number (epoch * batchesPerEpoch + index). */
-  private readonly slots = new Map<number, Slot>();
+  private readonly slots = new Map<number, PrefetchSlot>();
   /** Next sequence number to consider for gathering; runs ahead of nextYield. */
   private nextGather = 0;
   private nextYield = 0;
@@ -226,10 +227,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
       throw invalidParameter('dataset', 'a dataset name or id', dataset);
     let client: TrellisClient;
     const ownsClient = typeof store === 'string';
+    const isClient = store && typeof (store as StoreClient).createBlob === 'function';
     if (typeof store === 'string') client = await connect({ socket: store, name: `loader ${process.pid}` });
-    else if (store && typeof (store as TrellisClient).createBlob === 'function' && 'socketPath' in store)
-      client = store;
-    else if (store && typeof (store as TrellisClient).createBlob === 'function')
+    else if (isClient && (store as StoreClient).transport === 'ipc') client = store;
+    else if (isClient)
       throw new TrellisError('ERR_UNSUPPORTED', 'the loader hands out views of shared memory: connect over IPC');
     else throw invalidParameter('store', 'a TrellisClient (IPC) or a socket path', store);
 
@@ -313,10 +314,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   private issue(seq: number, count: number): void {
     const epoch = Math.floor(seq / this.batchesPerEpoch);
     const index = seq % this.batchesPerEpoch;
-    for (let j = 0; j < count; j++) this.slots.set(seq + j, newSlot());
+    for (let j = 0; j < count; j++) this.slots.set(seq + j, newPrefetchSlot());
     this.outstanding += count;
     if (this.pool) this.pool.submit({ epoch, index, count });
-    else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(asTrellis(e))));
+    else this.track(this.gatherHere(epoch, index, count).catch((e) => this.fail(e)));
   }
 
   /** workers: 0 — create, gather, then seal, pin and delete in one round trip. */
@@ -340,7 +341,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     this.track(
       this.adopt(m.id, m.epoch, m.index, m.count).then(
         () => this.pool?.ack(m.id),
-        (e) => this.fail(asTrellis(e)),
+        (e) => this.fail(e),
       ),
     );
   }
@@ -394,7 +395,7 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
       this.previous = null;
       // a view holds nothing: no promise for it on the hot path
       if (prev.group === null) prev.released = true;
-      else this.track(prev.release().catch((e) => this.fail(asTrellis(e))));
+      else this.track(prev.release().catch((e) => this.fail(e)));
     }
     if (this.closing) return { done: true, value: undefined };
     if (this.nextYield >= this.total) {
@@ -478,8 +479,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     }
   }
 
-  private fail(err: TrellisError): void {
+  /** The first failure ends the loader; what is not a TrellisError is a bug (ERR_INTERNAL). */
+  private fail(e: unknown): void {
     if (this.failure || this.closing) return;
+    const err = asTrellisError(e, 'ERR_INTERNAL', 'loader');
     this.failure = err;
     for (const s of this.slots.values()) s.reject(err);
     void this.close();
@@ -535,20 +538,14 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
   }
 }
 
-function newSlot(): Slot {
-  const slot = {} as Slot;
+function newPrefetchSlot(): PrefetchSlot {
+  const slot = {} as PrefetchSlot;
   slot.promise = new Promise<LoaderBatch>((resolve, reject) => {
     slot.resolve = resolve;
     slot.reject = reject;
   });
   slot.promise.catch(() => {});
   return slot;
-}
-
-function asTrellis(e: unknown): TrellisError {
-  return e instanceof TrellisError
-    ? e
-    : new TrellisError('ERR_INTERNAL', `loader: ${(e as Error)?.message ?? String(e)}`, { cause: e });
 }
 
 function checkOptions(opts: LoaderOptions) {

@@ -11,11 +11,11 @@ import { TrellisError } from '../errors.js';
 import { builtScript } from '../package-root.js';
 import {
   type BatchMessage,
-  checkFromWorker,
+  checkFromGatherWorker,
   type InitMessage,
   type TaskMessage,
-  type ToWorker,
-} from './worker-messages.js';
+  type ToGatherWorker,
+} from './gather-messages.js';
 
 /** How long a stopped worker may take to exit before it is killed. */
 const STOP_GRACE_MS = 5_000;
@@ -65,7 +65,7 @@ class WorkerHandle {
     return `loader worker ${this.index} (pid ${this.proc.pid})`;
   }
 
-  send(m: ToWorker): void {
+  send(m: ToGatherWorker): void {
     // A worker that just died makes the write fail (EPIPE); its exit reports the failure.
     if (this.proc.connected) this.proc.send(m, (err) => void err);
   }
@@ -105,9 +105,9 @@ export class GatherPool {
         new Promise<void>((resolve, reject) => {
           let ready = false;
           proc.on('message', (raw) => {
-            let m: ReturnType<typeof checkFromWorker>;
+            let m: ReturnType<typeof checkFromGatherWorker>;
             try {
-              m = checkFromWorker(raw);
+              m = checkFromGatherWorker(raw);
             } catch (e) {
               fail(e as TrellisError);
               return;

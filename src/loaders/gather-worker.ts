@@ -14,17 +14,17 @@
  */
 import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
-import { isTrellisError, TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
 import { native } from '../native.js';
+import type { FromGatherWorker, InitMessage, TaskMessage, ToGatherWorker } from './gather-messages.js';
 import { type GroupLayout, LocalRows } from './local-rows.js';
 import { OrderCache } from './sampler.js';
 import { shardParts } from './shard.js';
-import type { FromWorker, InitMessage, TaskMessage, ToWorker } from './worker-messages.js';
 
 /** Blobs at least this big are pre-faulted for writing when the store does not keep freed pages warm. */
 const POPULATE_MIN_BYTES = 64 * 1024;
 
-function send(m: FromWorker): void {
+function send(m: FromGatherWorker): void {
   // After the loader went away there is nobody to tell (and send would raise an 'error' event).
   if (process.connected) process.send?.(m, (err: unknown) => void err);
 }
@@ -120,10 +120,7 @@ async function exit(code: number): Promise<void> {
 
 function fail(e: unknown): void {
   if (exiting) return; // what fails while closing down (ERR_CLOSED) is no news
-  const payload = isTrellisError(e)
-    ? e.toPayload()
-    : { code: 'ERR_WORKER_FAILED', message: `loader worker ${process.pid}: ${(e as Error)?.stack ?? String(e)}` };
-  send({ t: 'error', ...payload });
+  send({ t: 'error', ...asTrellisError(e, 'ERR_WORKER_FAILED', `loader worker ${process.pid}`).toPayload() });
   void exit(1);
 }
 
@@ -146,7 +143,7 @@ async function init(m: InitMessage): Promise<void> {
   send({ t: 'ready', rows: rows.rows });
 }
 
-process.on('message', (m: ToWorker) => {
+process.on('message', (m: ToGatherWorker) => {
   if (exiting) return;
   switch (m.t) {
     case 'init':

@@ -4,67 +4,15 @@
  * A shuffled epoch is one permutation of every local row (across shards, not
  * shard by shard), drawn from a PRNG seeded by (seed, epoch) alone, so any
  * process that knows the seed — the consumer and each gather worker — computes
- * the same order without exchanging it. The generator is xoshiro128** seeded
- * through splitmix32; Fisher–Yates draws 53-bit uniforms, so the bias of the
- * bounded draws is below 2^-30 for any dataset that fits in memory.
+ * the same order without exchanging it. Fisher–Yates draws the 53-bit
+ * uniforms of `seededRandom` (src/random.ts), so the bias of the bounded draws
+ * is below 2^-30 for any dataset that fits in memory.
  */
 import { invalidParameter } from '../errors.js';
+import { seededRandom } from '../random.js';
 
 /** Largest number of rows one loader can address (indices are stored as uint32). */
-export const MAX_ROWS = 2 ** 32 - 1;
-
-function splitmix32(state: number): () => number {
-  let a = state | 0;
-  return () => {
-    a = (a + 0x9e3779b9) | 0;
-    let t = a ^ (a >>> 16);
-    t = Math.imul(t, 0x21f0aaad);
-    t ^= t >>> 15;
-    t = Math.imul(t, 0x735a2d97);
-    return (t ^ (t >>> 15)) >>> 0;
-  };
-}
-
-/** xoshiro128**: 32-bit outputs, period 2^128 - 1. */
-function xoshiro128(seedWords: () => number): () => number {
-  let a = seedWords();
-  let b = seedWords();
-  let c = seedWords();
-  let d = seedWords();
-  if ((a | b | c | d) === 0) a = 1;
-  return () => {
-    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
-    const t = b << 9;
-    c ^= a;
-    d ^= b;
-    b ^= c;
-    a ^= d;
-    c ^= t;
-    d = rotl(d, 11);
-    return r >>> 0;
-  };
-}
-
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
-}
-
-/** A uniform double in [0, 1) with 53 random bits, from (seed, epoch). */
-export function seededRandom(seed: number, epoch: number): () => number {
-  checkSeed(seed);
-  // Fold the high and low halves of the seed and the epoch into the splitmix state.
-  const lo = seed >>> 0;
-  const hi = Math.floor(seed / 2 ** 32) >>> 0;
-  const mix = splitmix32(lo ^ Math.imul(hi, 0x85ebca6b) ^ Math.imul(epoch + 1, 0xc2b2ae35));
-  const next = xoshiro128(mix);
-  return () => ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
-}
-
-export function checkSeed(seed: unknown): asserts seed is number {
-  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
-    throw invalidParameter('seed', 'a non-negative safe integer', seed);
-  }
-}
+const MAX_ROWS = 2 ** 32 - 1;
 
 /**
  * The row order of one epoch: a permutation of 0..rows-1 for (seed, epoch)

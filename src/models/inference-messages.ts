@@ -1,9 +1,9 @@
 /**
  * Messages between an InferencePool and its worker threads, in one place.
- * Errors travel as `{code, message}` and become TrellisErrors on arrival.
+ * Errors travel as `{code, message}` (asTrellisError(e, 'ERR_WORKER_FAILED')
+ * .toPayload() in the worker) and become TrellisErrors on arrival (fromPayload).
  */
 import type { ErrorPayload } from '../errors.js';
-import { TrellisError } from '../errors.js';
 import type { ModelSessionOptions, ModelValue } from './ort-adapter.js';
 
 /** What each worker starts with (its workerData). */
@@ -14,7 +14,7 @@ export interface WorkerInit {
 }
 
 /** Pool → worker. */
-export type ToWorker =
+export type ToInferenceWorker =
   | { t: 'run'; rid: number; inputs: Record<string, string>; names?: Record<string, string> }
   /** Finish the runs in hand, release everything, exit. */
   | { t: 'close' }
@@ -27,19 +27,8 @@ export type ToWorker =
   | { t: 'exit'; code: number };
 
 /** Worker → pool. */
-export type FromWorker =
+export type FromInferenceWorker =
   | { t: 'ready'; inputs: ModelValue[]; outputs: ModelValue[] }
   | { t: 'fatal'; error: ErrorPayload }
   | { t: 'done'; rid: number; outputs: Record<string, string> }
   | { t: 'err'; rid: number; error: ErrorPayload };
-
-/** Any thrown value as a wire error; what is not a TrellisError becomes ERR_WORKER_FAILED with its message. */
-export function errorPayload(e: unknown): ErrorPayload {
-  if (e instanceof TrellisError) return e.toPayload();
-  // A TrellisError from another copy of the module (src vs dist) still carries a code.
-  const maybe = e as { code?: unknown; message?: unknown; name?: unknown };
-  if (maybe && maybe.name === 'TrellisError' && typeof maybe.code === 'string') {
-    return { code: maybe.code, message: String(maybe.message) };
-  }
-  return { code: 'ERR_WORKER_FAILED', message: e instanceof Error ? (e.stack ?? e.message) : String(e) };
-}

@@ -18,8 +18,14 @@ import { Worker } from 'node:worker_threads';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { builtScript } from '../package-root.js';
 import { isObjectId } from '../protocol/messages.js';
-import type { FromWorker, ToWorker, WorkerInit } from './inference-messages.js';
-import type { ModelSessionOptions, ModelValue, RunToStoreOptions } from './ort-adapter.js';
+import type { FromInferenceWorker, ToInferenceWorker, WorkerInit } from './inference-messages.js';
+import {
+  checkInputNames,
+  checkOutputNames,
+  type ModelSessionOptions,
+  type ModelValue,
+  type RunToStoreOptions,
+} from './ort-adapter.js';
 
 export interface InferencePoolOptions {
   /** The model: id or name of a blob holding ONNX bytes (see putModel). */
@@ -38,12 +44,12 @@ export interface InferencePoolOptions {
 
 interface Request {
   rid: number;
-  msg: Extract<ToWorker, { t: 'run' }>;
+  msg: Extract<ToInferenceWorker, { t: 'run' }>;
   resolve: (ids: Record<string, string>) => void;
   reject: (e: TrellisError) => void;
 }
 
-interface Slot {
+interface WorkerSlot {
   worker: Worker;
   inFlight: Map<number, Request>;
   alive: boolean;
@@ -58,7 +64,7 @@ export class InferencePool {
   private closing: Promise<void> | null = null;
 
   private constructor(
-    private readonly slots: Slot[],
+    private readonly slots: WorkerSlot[],
     private readonly maxInFlight: number,
     /** The model's inputs (names, dtypes, shapes). */
     readonly inputs: readonly ModelValue[],
@@ -91,15 +97,15 @@ export class InferencePool {
       sessionOptions: { intraOpNumThreads: 1, ...(opts.sessionOptions ?? {}) },
     };
     const script = builtScript('models/inference-worker.js');
-    const slots: Slot[] = [];
-    const ready: Promise<Extract<FromWorker, { t: 'ready' }>>[] = [];
+    const slots: WorkerSlot[] = [];
+    const ready: Promise<Extract<FromInferenceWorker, { t: 'ready' }>>[] = [];
     for (let i = 0; i < count; i++) {
       const worker = new Worker(script, { workerData: init, name: `trellis inference ${i}` });
       const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
       slots.push({ worker, inFlight: new Map(), alive: true, exited });
       ready.push(firstAnswer(worker, timeoutMs));
     }
-    let answers: Extract<FromWorker, { t: 'ready' }>[];
+    let answers: Extract<FromInferenceWorker, { t: 'ready' }>[];
     try {
       answers = await Promise.all(ready);
     } catch (e) {
@@ -137,7 +143,7 @@ export class InferencePool {
       return Promise.reject(e);
     }
     const rid = this.nextRid++;
-    const msg: ToWorker = { t: 'run', rid, inputs: { ...inputIds } };
+    const msg: ToInferenceWorker = { t: 'run', rid, inputs: { ...inputIds } };
     if (opts.names) msg.names = { ...opts.names };
     return new Promise((resolve, reject) => {
       this.queue.push({ rid, msg, resolve, reject });
@@ -155,7 +161,7 @@ export class InferencePool {
         for (const r of this.queue.splice(0)) r.reject(new TrellisError('ERR_CLOSED', 'the inference pool was closed'));
         await Promise.all(
           this.slots.map(async (s) => {
-            if (s.alive) s.worker.postMessage({ t: 'close' } satisfies ToWorker);
+            if (s.alive) s.worker.postMessage({ t: 'close' } satisfies ToInferenceWorker);
             const timer = setTimeout(() => void s.worker.terminate(), 30_000);
             await s.exited;
             clearTimeout(timer);
@@ -173,24 +179,16 @@ export class InferencePool {
   private check(inputIds: Record<string, string>, opts: RunToStoreOptions): void {
     if (typeof inputIds !== 'object' || inputIds === null)
       throw invalidParameter('inputIds', 'an object of input name → object id', inputIds);
-    const names = this.inputs.map((i) => i.name);
+    checkInputNames(this.inputs, Object.keys(inputIds));
     for (const [k, id] of Object.entries(inputIds)) {
-      if (!names.includes(k))
-        throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${names.join(', ')})`);
       if (!isObjectId(id)) throw invalidParameter(`inputIds.${k}`, 'an object id', id);
-    }
-    for (const n of names) {
-      if (!(n in inputIds))
-        throw new TrellisError('ERR_BAD_REQUEST', `input ${n} is missing (inputs: ${names.join(', ')})`);
     }
     if (typeof opts !== 'object' || opts === null) throw invalidParameter('opts', 'an object', opts);
     if (opts.names !== undefined) {
       if (typeof opts.names !== 'object' || opts.names === null)
         throw invalidParameter('opts.names', 'an object of output name → name', opts.names);
-      const outs = this.outputs.map((o) => o.name);
+      checkOutputNames(this.outputs, Object.keys(opts.names));
       for (const [k, v] of Object.entries(opts.names)) {
-        if (!outs.includes(k))
-          throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${outs.join(', ')})`);
         if (typeof v !== 'string' || v.length === 0 || v.length > 1024)
           throw invalidParameter(`opts.names.${k}`, 'a string of 1 to 1024 characters', v);
       }
@@ -199,7 +197,7 @@ export class InferencePool {
 
   private dispatch(): void {
     while (this.queue.length > 0) {
-      let best: Slot | undefined;
+      let best: WorkerSlot | undefined;
       for (const s of this.slots) {
         if (s.alive && s.inFlight.size < this.maxInFlight && (!best || s.inFlight.size < best.inFlight.size)) best = s;
       }
@@ -210,8 +208,8 @@ export class InferencePool {
     }
   }
 
-  private attach(slot: Slot): void {
-    slot.worker.on('message', (m: FromWorker) => {
+  private attach(slot: WorkerSlot): void {
+    slot.worker.on('message', (m: FromInferenceWorker) => {
       if (m.t !== 'done' && m.t !== 'err') return;
       const r = slot.inFlight.get(m.rid);
       if (!r) return;
@@ -245,7 +243,7 @@ export class InferencePool {
 }
 
 /** Resolves with a worker's 'ready', rejects with its 'fatal' error, its death or a timeout. */
-function firstAnswer(worker: Worker, timeoutMs: number): Promise<Extract<FromWorker, { t: 'ready' }>> {
+function firstAnswer(worker: Worker, timeoutMs: number): Promise<Extract<FromInferenceWorker, { t: 'ready' }>> {
   return new Promise((resolve, reject) => {
     let failure = '';
     const done = () => {
@@ -254,7 +252,7 @@ function firstAnswer(worker: Worker, timeoutMs: number): Promise<Extract<FromWor
       worker.off('error', onError);
       worker.off('exit', onExit);
     };
-    const onMessage = (m: FromWorker) => {
+    const onMessage = (m: FromInferenceWorker) => {
       if (m.t === 'ready') {
         done();
         resolve(m);

@@ -8,20 +8,23 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import { isTensorLike, type Tensor } from '../codecs/tensor.js';
-import { TrellisError } from '../errors.js';
-import { errorPayload, type FromWorker, type ToWorker, type WorkerInit } from './inference-messages.js';
+import { asTrellisError, type ErrorPayload, TrellisError } from '../errors.js';
+import type { FromInferenceWorker, ToInferenceWorker, WorkerInit } from './inference-messages.js';
 import { ModelSession } from './ort-adapter.js';
 
 const port = parentPort;
-if (!port) throw new Error('inference-worker.js runs inside an InferencePool worker thread');
+if (!port) throw new TrellisError('ERR_INTERNAL', 'inference-worker.js runs inside an InferencePool worker thread');
 const init = workerData as WorkerInit;
-const send = (m: FromWorker) => port.postMessage(m);
+const send = (m: FromInferenceWorker) => port.postMessage(m);
+
+/** What is not a TrellisError is reported as the worker's failure, stack and all. */
+const wireError = (e: unknown): ErrorPayload => asTrellisError(e, 'ERR_WORKER_FAILED').toPayload();
 
 let client: TrellisClient | undefined;
 let session: ModelSession | undefined;
 const active = new Set<Promise<void>>();
 
-async function run(m: Extract<ToWorker, { t: 'run' }>, c: TrellisClient, s: ModelSession): Promise<void> {
+async function run(m: Extract<ToInferenceWorker, { t: 'run' }>, c: TrellisClient, s: ModelSession): Promise<void> {
   const names = Object.keys(m.inputs);
   const ids = names.map((n) => m.inputs[n]);
   const values = await c.getMany(ids);
@@ -44,7 +47,7 @@ async function main(): Promise<void> {
     client = await connect({ socket: init.socket, name: `inference worker ${threadId}` });
     session = await ModelSession.fromStore(client, init.model, init.sessionOptions);
   } catch (e) {
-    send({ t: 'fatal', error: errorPayload(e) });
+    send({ t: 'fatal', error: wireError(e) });
     await session?.close();
     await client?.close();
     port!.close();
@@ -53,9 +56,9 @@ async function main(): Promise<void> {
   const c = client;
   const s = session;
   send({ t: 'ready', inputs: [...s.inputs], outputs: [...s.outputs] });
-  port!.on('message', (m: ToWorker) => {
+  port!.on('message', (m: ToInferenceWorker) => {
     if (m.t === 'run') {
-      const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: errorPayload(e) }));
+      const p = run(m, c, s).catch((e: unknown) => send({ t: 'err', rid: m.rid, error: wireError(e) }));
       active.add(p);
       p.finally(() => active.delete(p));
     } else if (m.t === 'exit') {

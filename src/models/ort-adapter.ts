@@ -112,6 +112,39 @@ export interface ModelValue {
 }
 
 /**
+ * Checks that `given` names every input of the model and nothing else
+ * (ModelSession and InferencePool). Allocates nothing unless it throws: it
+ * runs on every inference call.
+ */
+export function checkInputNames(inputs: readonly ModelValue[], given: string[]): void {
+  for (const k of given) {
+    if (!hasName(inputs, k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${namesOf(inputs)})`);
+  }
+  // Every key given is an input, and keys are distinct: equal counts mean none is missing.
+  if (given.length === inputs.length) return;
+  const missing = inputs.find((i) => !given.includes(i.name));
+  throw new TrellisError('ERR_BAD_REQUEST', `input ${missing?.name} is missing (inputs: ${namesOf(inputs)})`);
+}
+
+/** Checks that every name in `given` is an output of the model. */
+export function checkOutputNames(outputs: readonly ModelValue[], given: string[]): void {
+  for (const k of given) {
+    if (!hasName(outputs, k))
+      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${k} (outputs: ${namesOf(outputs)})`);
+  }
+}
+
+function hasName(values: readonly ModelValue[], name: string): boolean {
+  for (const v of values) if (v.name === name) return true;
+  return false;
+}
+
+function namesOf(values: readonly ModelValue[]): string {
+  return values.map((v) => v.name).join(', ');
+}
+
+/**
  * Session options passed to onnxruntime (threads, optimization level, ...).
  * logSeverityLevel defaults to 4 (fatal only): failures come back as
  * TrellisErrors carrying the runtime's message.
@@ -184,14 +217,6 @@ export class ModelSession {
   }
 
   /**
-   * Checks inputs against the model and returns the output shapes they imply
-   * (null for an output whose shape the inputs do not determine).
-   */
-  outputShapes(inputs: Record<string, Tensor>): Record<string, number[] | null> {
-    return this.resolveOutputs(this.prepare(inputs).dims);
-  }
-
-  /**
    * Runs the model. Outputs go into `into` where given (tensors of the right
    * dtype and shape, e.g. `TensorWriter.data` views or reused buffers; they
    * must not share memory with an input) and into memory onnxruntime
@@ -203,7 +228,7 @@ export class ModelSession {
     if (into !== undefined) {
       if (typeof into !== 'object' || into === null) throw invalidParameter('into', 'an object of tensors', into);
       const shapes = this.resolveOutputs(dims);
-      for (const k of Object.keys(into)) this.outputNamed(k);
+      checkOutputNames(this.outputs, Object.keys(into));
       fetches = {};
       for (const o of this.outputs) {
         const t = into[o.name];
@@ -236,7 +261,7 @@ export class ModelSession {
     const shapes = this.resolveOutputs(dims);
     const names = opts.names ?? {};
     if (typeof names !== 'object' || names === null) throw invalidParameter('names', 'an object', names);
-    for (const k of Object.keys(names)) this.outputNamed(k);
+    checkOutputNames(this.outputs, Object.keys(names));
     for (const o of this.outputs) {
       if (!shapes[o.name]) {
         throw new TrellisError('ERR_UNSUPPORTED', `output ${o.name} has a shape the inputs do not determine`);
@@ -312,18 +337,11 @@ export class ModelSession {
   private prepare(inputs: Record<string, Tensor>): { feeds: Record<string, OrtTensor>; dims: Map<string, number> } {
     if (this.closing) throw new TrellisError('ERR_CLOSED', 'the model session was closed');
     if (typeof inputs !== 'object' || inputs === null) throw invalidParameter('inputs', 'an object of tensors', inputs);
-    for (const k of Object.keys(inputs)) {
-      if (!this.inputs.some((i) => i.name === k)) {
-        throw new TrellisError('ERR_BAD_REQUEST', `the model has no input ${k} (inputs: ${this.inputNames()})`);
-      }
-    }
+    checkInputNames(this.inputs, Object.keys(inputs));
     const feeds: Record<string, OrtTensor> = {};
     const dims = new Map<string, number>();
     for (const spec of this.inputs) {
       const t = inputs[spec.name];
-      if (t === undefined) {
-        throw new TrellisError('ERR_BAD_REQUEST', `input ${spec.name} is missing (inputs: ${this.inputNames()})`);
-      }
       if (!isTensorLike(t)) throw invalidParameter(`inputs.${spec.name}`, 'a Tensor', t);
       if (t.dtype !== spec.dtype) throw invalidParameter(`inputs.${spec.name}.dtype`, spec.dtype, t.dtype);
       feeds[spec.name] = toOrtTensor(t);
@@ -339,19 +357,6 @@ export class ModelSession {
       out[o.name] = shape?.every((d) => d !== undefined) ? (shape as number[]) : null;
     }
     return out;
-  }
-
-  private outputNamed(name: string): ModelValue {
-    const o = this.outputs.find((v) => v.name === name);
-    if (!o) {
-      const all = this.outputs.map((v) => v.name).join(', ');
-      throw new TrellisError('ERR_BAD_REQUEST', `the model has no output ${name} (outputs: ${all})`);
-    }
-    return o;
-  }
-
-  private inputNames(): string {
-    return this.inputs.map((i) => i.name).join(', ');
   }
 }
 
@@ -384,7 +389,7 @@ function checkTensor(what: string, t: Tensor, dtype: DType, shape: number[] | nu
   if (t.dtype !== dtype) throw invalidParameter(`${what}.dtype`, dtype, t.dtype);
   validateTensor(t);
   // onnxruntime writing into a store view would kill the process with SIGSEGV.
-  if (isReadOnlyMapping(t.data.buffer)) {
+  if (isReadOnlyStoreView(t.data.buffer)) {
     throw invalidParameter(
       what,
       'writable memory (a TensorWriter or a plain array), not a read-only store view',
@@ -449,6 +454,17 @@ function toNumber(v: unknown): number {
 
 async function abortAll(writers: TensorWriter[]): Promise<void> {
   await Promise.all(writers.map((w) => w.abort().catch(() => {})));
+}
+
+/**
+ * Whether `buffer` is a read-only store mapping of this process (what `get`
+ * returns views over). The one use of client/segment-cache in models/.
+ * TODO(merge): switch to the IPC client's method for this (protocol branch).
+ * `run(inputs, into)` has no client at hand, so it must be callable without
+ * one (a static on TrellisClient or a function the client module exports).
+ */
+function isReadOnlyStoreView(buffer: ArrayBufferLike): boolean {
+  return isReadOnlyMapping(buffer);
 }
 
 function messageOf(e: unknown): string {

@@ -43,7 +43,7 @@ export interface StopMessage {
   t: 'stop';
 }
 
-export type ToWorker = InitMessage | TaskMessage | StopMessage;
+export type ToGatherWorker = InitMessage | TaskMessage | StopMessage;
 
 export interface ReadyMessage {
   t: 'ready';
@@ -68,12 +68,12 @@ export interface WorkerErrorMessage extends ErrorPayload {
   t: 'error';
 }
 
-export type FromWorker = ReadyMessage | AllocMessage | BatchMessage | WorkerErrorMessage;
+export type FromGatherWorker = ReadyMessage | AllocMessage | BatchMessage | WorkerErrorMessage;
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 /** Checks a message from a worker; a malformed one is a protocol error. */
-export function checkFromWorker(m: unknown): FromWorker {
+export function checkFromGatherWorker(m: unknown): FromGatherWorker {
   const o = m as Record<string, unknown>;
   const ok =
     o !== null &&
@@ -87,5 +87,5 @@ export function checkFromWorker(m: unknown): FromWorker {
       'ERR_PROTOCOL',
       `a loader worker sent a malformed message: ${JSON.stringify(m)?.slice(0, 120)}`,
     );
-  return o as unknown as FromWorker;
+  return o as unknown as FromGatherWorker;
 }
