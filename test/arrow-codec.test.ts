@@ -1,8 +1,8 @@
 import * as arrow from 'apache-arrow';
+import { connect, type TrellisClient, TrellisError } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { arrowTableFromRecord, encodeArrowTable } from '../src/codecs/arrow.js';
-import { connect, type TrellisClient, TrellisError } from '../src/index.js';
-import type { ObjectRecord } from '../src/protocol/messages.js';
+import { arrowTableFromRecord, encodeArrowTable } from '../dist/src/codecs/arrow.js';
+import type { ObjectRecord } from '../dist/src/protocol/messages.js';
 import { startStore } from './helpers/store.js';
 
 const SEGMENT = 64 * 1024 * 1024;

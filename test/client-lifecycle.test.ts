@@ -3,8 +3,8 @@
  * `await using`, and a store that dies under it.
  */
 import { join } from 'node:path';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { spawnStore, startStore, tempDir } from './helpers/store.js';
 

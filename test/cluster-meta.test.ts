@@ -4,8 +4,8 @@
  * datasets, lost objects, and etcd restarts.
  */
 import { randomUUID } from 'node:crypto';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { errCode, eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { spawnStore } from './helpers/store.js';

@@ -6,8 +6,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { errCode, eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { spawnStore, tempDir } from './helpers/store.js';

@@ -1,6 +1,6 @@
 /**
  * Objects put in one process and read in another, through the built package
- * (dist/; run `npx tsc -p tsconfig.json` first). Each side hashes what it
+ * (dist/, as the in-process side is). Each side hashes what it
  * sees and the hashes must agree byte for byte.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as arrow from 'apache-arrow';
+import { connect, DTYPES, type DType, type Tensor, type TrellisClient, type TypedArray } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, DTYPES, type DType, type Tensor, type TrellisClient, type TypedArray } from '../src/index.js';
 import { ROOT, runChild, startStore } from './helpers/store.js';
 
 /** The ESM entry of apache-arrow, the same module instance dist/ imports. */

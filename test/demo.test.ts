@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { datasetInstalled, generateSplit, parseIdx } from '../examples/training/fashion-mnist.js';
+import { datasetInstalled, generateSplit, parseIdx } from '../dist/examples/training/fashion-mnist.js';
 import { CLI } from './helpers/store.js';
 
 function demo(args: string[]) {

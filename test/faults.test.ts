@@ -3,8 +3,9 @@
  * killed with SIGKILL while it holds references, unsealed blobs and a name
  * wait. The store must come out of each with nothing leaked.
  */
+
+import { connect, type Tensor } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

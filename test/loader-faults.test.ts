@@ -5,8 +5,9 @@
  * arguments. After each, no worker process may be left and the store's
  * memory must be back to the shards alone. Every failure asserts its code.
  */
+
+import { type Batch, connect, openLoader, type TrellisClient } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Batch, connect, openLoader, type TrellisClient } from '../src/index.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { alive, putTestDataset, testData } from './helpers/loader.js';
 import { startStore } from './helpers/store.js';

@@ -1,11 +1,12 @@
 /**
  * The sharded dataset loader over a real store, with real gather worker
- * processes (dist/src/loaders/gather-worker.js; run `npx tsc -p tsconfig.json`
- * first): coverage, determinism, reference gathers, zero-copy views.
+ * processes (dist/src/loaders/gather-worker.js, built by the suite's global
+ * setup): coverage, determinism, reference gathers, zero-copy views.
  * Failure paths and shutdown are in loader-faults.test.ts.
  */
+
+import { type Batch, connect, epochOrder, openLoader, type Tensor, type TrellisClient } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Batch, connect, epochOrder, openLoader, type Tensor, type TrellisClient } from '../src/index.js';
 import { inspect, putTestDataset, type SeenBatch, testData } from './helpers/loader.js';
 import { startStore } from './helpers/store.js';
 

@@ -4,10 +4,11 @@
  * must answer each with the right error code (or just close), never crash,
  * and keep serving a well-behaved client that is connected throughout.
  */
+
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
-import { encodeFrame } from '../src/protocol/frame.js';
-import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { encodeFrame } from '../dist/src/protocol/frame.js';
+import { PROTOCOL_VERSION } from '../dist/src/protocol/messages.js';
 import { eventually } from './helpers/child.js';
 import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { spawnStore } from './helpers/store.js';

@@ -5,8 +5,8 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
 import { errCode, eventually } from './helpers/child.js';
 import { startStore, tempDir } from './helpers/store.js';
 

@@ -7,10 +7,10 @@
  */
 import { readFileSync } from 'node:fs';
 import * as arrow from 'apache-arrow';
+import { connect, type StoredObject, type Tensor } from 'trellis';
+import { migrateFrom, migratorOf } from 'trellis/store';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type StoredObject, type Tensor } from '../src/index.js';
-import { native } from '../src/native.js';
-import { migrateFrom, migratorOf } from '../src/store/index.js';
+import { native } from '../dist/src/native.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { MIB, pattern, type RpcStore, sameBytes, startRpcStore, TOKEN } from './helpers/rpc.js';
 import { tempDir } from './helpers/store.js';

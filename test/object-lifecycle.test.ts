@@ -4,8 +4,9 @@
  * code. Store-side checks that the client API would catch first are made over
  * a raw connection, so the store's own answer is what is tested.
  */
+
+import { connect, type Tensor } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
 import { errCode } from './helpers/child.js';
 import { RawConn } from './helpers/raw-conn.js';
 import { startStore } from './helpers/store.js';

@@ -3,8 +3,8 @@
  * outputs written into arena tensors, models stored as blobs, and every
  * failure path with its code.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, DTYPES, type DType, type Tensor, type TrellisClient, tensor } from '../src/index.js';
+
+import { connect, DTYPES, type DType, type Tensor, type TrellisClient, tensor } from 'trellis';
 import {
   fromOrtTensor,
   GraphBuilder,
@@ -14,10 +14,11 @@ import {
   ORT_TYPE,
   putModel,
   toOrtTensor,
-} from '../src/models/index.js';
-import { onnxProto } from '../src/models/onnx-graph.js';
-import { ort } from '../src/models/ort.js';
-import { native } from '../src/native.js';
+} from 'trellis/models';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { onnxProto } from '../dist/src/models/onnx-graph.js';
+import { ort } from '../dist/src/models/ort.js';
+import { native } from '../dist/src/native.js';
 import { startStore } from './helpers/store.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;

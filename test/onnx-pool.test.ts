@@ -3,9 +3,9 @@
  * sessions over one model blob, ids in and ids out.
  */
 import type { Worker } from 'node:worker_threads';
+import { connect, type Tensor, type TrellisClient, tensor } from 'trellis';
+import { InferencePool, inferenceModel, initParams, ModelSession, putModel } from 'trellis/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient, tensor } from '../src/index.js';
-import { InferencePool, inferenceModel, initParams, ModelSession, putModel } from '../src/models/index.js';
 import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

@@ -5,9 +5,10 @@
  * connection gets the right code (or is just closed); the store never
  * crashes, keeps nothing of what it refused, and keeps serving a good client.
  */
+
+import { connect, type Tensor } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
-import { encodeFrame } from '../src/protocol/frame.js';
+import { encodeFrame } from '../dist/src/protocol/frame.js';
 import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
 import { helloFrame, MIB, rpcFrame, TOKEN } from './helpers/rpc.js';
 import { spawnStore } from './helpers/store.js';

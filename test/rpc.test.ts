@@ -5,10 +5,10 @@
  * socket and arena; the clients reach them over real TCP.
  */
 import * as arrow from 'apache-arrow';
+import { connect, RemoteClient, type StoredObject, type Tensor } from 'trellis';
+import { RpcServer } from 'trellis/store';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, RemoteClient, type StoredObject, type Tensor } from '../src/index.js';
-import { native } from '../src/native.js';
-import { RpcServer } from '../src/store/index.js';
+import { native } from '../dist/src/native.js';
 import { errCode, eventually } from './helpers/child.js';
 import { RawConn } from './helpers/raw-conn.js';
 import { helloFrame, MIB, pattern, type RpcStore, rpcFrame, sameBytes, startRpcStore, TOKEN } from './helpers/rpc.js';

@@ -4,7 +4,7 @@
  * and whether a process is still alive.
  */
 import { readFileSync } from 'node:fs';
-import { type Batch, type Tensor, type TrellisClient, writeDataset } from '../../src/index.js';
+import { type Batch, type Tensor, type TrellisClient, writeDataset } from 'trellis';
 
 export interface TestData {
   rows: number;

@@ -3,8 +3,8 @@
  * likes and sees every frame the store answers, and whether it closed.
  */
 import { connect, type Socket } from 'node:net';
-import { encodeFrame, type Frame, FrameDecoder } from '../../src/protocol/frame.js';
-import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { encodeFrame, type Frame, FrameDecoder } from '../../dist/src/protocol/frame.js';
+import { PROTOCOL_VERSION } from '../../dist/src/protocol/messages.js';
 
 export class RawConn {
   readonly frames: Frame['header'][] = [];

@@ -3,9 +3,9 @@
  * connections that speak (or break) the RPC protocol.
  */
 import { join } from 'node:path';
-import { encodeFrame } from '../../src/protocol/frame.js';
-import { RPC_VERSION } from '../../src/protocol/rpc-messages.js';
-import { type StoreOptions, StoreServer, startRpc } from '../../src/store/index.js';
+import { type StoreOptions, StoreServer, startRpc } from 'trellis/store';
+import { encodeFrame } from '../../dist/src/protocol/frame.js';
+import { RPC_VERSION } from '../../dist/src/protocol/rpc-messages.js';
 import { tempDir } from './store.js';
 
 export const TOKEN = 'test-rpc-token-0123456789abcdef';
