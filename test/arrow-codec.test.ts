@@ -162,7 +162,7 @@ function rows(t: arrow.Table, name: string): string[] {
 }
 
 function expectSameTable(got: arrow.Table, want: arrow.Table): void {
-  expect(arrow.util.compareSchemas(got.schema, want.schema)).toBe(true);
+  expect(arrow.util.compareSchemas(got.schema, want.schema), `${got.schema} vs ${want.schema}`).toBe(true);
   expect(String(got.schema)).toBe(String(want.schema));
   expect(got.schema.fields.map((f) => [f.name, f.nullable, [...f.metadata]])).toEqual(
     want.schema.fields.map((f) => [f.name, f.nullable, [...f.metadata]]),

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
+import { bytesMismatch } from './helpers/bytes.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { spawnStore, startStore, tempDir } from './helpers/store.js';
 
@@ -166,9 +167,7 @@ describe('client lifecycle', () => {
     expect(c.getSync(ID)).toBeUndefined();
 
     // The memfd outlives the store while mapped here: the bytes are all still there.
-    expect(
-      Buffer.from(view.data.buffer, view.data.byteOffset, view.data.byteLength).equals(Buffer.from(data.buffer)),
-    ).toBe(true);
+    expect(bytesMismatch(view.data, data)).toBeNull();
     expect(Array.from(smallView.data as Int16Array)).toEqual([-1, 0, 1]);
     expect(((c.getSync(id) as Tensor).data as Float64Array)[12345]).toBe(Math.sqrt(12345));
 
