@@ -124,6 +124,36 @@ describe('shutdown', () => {
     expect(await loader.next()).toEqual({ done: true, value: undefined });
   });
 
+  it('every method after close(): iteration is over, closing again is a no-op, nothing is held', async () => {
+    const loader = await openLoader(c, 'ds', { batchSize: 16, shuffle: true, seed: 2, workers: 1, autoRelease: false });
+    const batch = (await loader.next()).value as Batch;
+    await loader.close();
+    // The documented contract (dataset-loader.ts): next() is { done: true } after close, not an error.
+    const done = { done: true, value: undefined };
+    expect({
+      next: await loader.next(),
+      return: await loader.return(),
+      close: await errCode(loader.close()),
+      asyncDispose: await errCode(loader[Symbol.asyncDispose]()),
+      batchRelease: await errCode(batch.release()),
+      // (workerPids still names the workers it ran, so a caller can check they are gone)
+      liveWorkers: loader.workerPids.filter(alive),
+    }).toEqual({
+      next: done,
+      return: done,
+      close: 'no error',
+      asyncDispose: 'no error',
+      batchRelease: 'no error',
+      liveWorkers: [],
+    });
+    // A loop started after close ends at once.
+    const after: Batch[] = [];
+    for await (const b of loader) after.push(b);
+    expect(after).toEqual([]);
+    await memoryBackToShards();
+    expect(c.heldCount).toBe(0);
+  });
+
   it('the end of the last epoch closes the loader (autoRelease) and stops the workers', async () => {
     const loader = await openLoader(c, 'ds', { batchSize: 100, shuffle: true, seed: 2, workers: 2 });
     let n = 0;

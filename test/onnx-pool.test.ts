@@ -7,7 +7,7 @@ import { connect, type Tensor, type TrellisClient, tensor } from 'trellis';
 import { InferencePool, inferenceModel, initParams, ModelSession, putModel } from 'trellis/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesMismatch } from './helpers/bytes.js';
-import { eventually } from './helpers/child.js';
+import { errCode, eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 
 const SPEC = { kind: 'mlp', hidden: 16 } as const;
@@ -111,7 +111,7 @@ describe('inference pool', () => {
     await client.delete(junk);
   });
 
-  it('closes once, finishing what the workers hold and refusing the rest', async () => {
+  it('closes once, finishing what the workers hold and refusing the rest, and every method after it', async () => {
     const pool = await InferencePool.start({ socket: env.socket, model: 'pool/mlp', workers: 1, maxInFlight: 1 });
     const x = await client.put(tensor('float32', [1, 784]));
     const runs = Array.from({ length: 5 }, () => pool.run({ X: x }));
@@ -122,8 +122,25 @@ describe('inference pool', () => {
     // The first was with the worker already; the queued ones were refused.
     expect(settled[0].status).toBe('fulfilled');
     for (const r of settled.slice(1)) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'ERR_CLOSED' } });
-    await expect(pool.run({ X: x })).rejects.toMatchObject({ code: 'ERR_CLOSED' });
-    expect(pool.workers).toBe(0);
+    // Every method after close, one by one: calls fail with ERR_CLOSED (also those with bad arguments,
+    // which are not looked at), closing again is a no-op, and the counters read zero.
+    expect({
+      run: await errCode(pool.run({ X: x })),
+      runNamed: await errCode(pool.run({ X: x }, { names: { probs: 'p', pred: 'q' } })),
+      runBadArgs: await errCode(pool.run(null as never)),
+      close: await errCode(pool.close()),
+      asyncDispose: await errCode(pool[Symbol.asyncDispose]()),
+      workers: pool.workers,
+      queued: pool.queued,
+    }).toEqual({
+      run: 'ERR_CLOSED',
+      runNamed: 'ERR_CLOSED',
+      runBadArgs: 'ERR_CLOSED',
+      close: 'no error',
+      asyncDispose: 'no error',
+      workers: 0,
+      queued: 0,
+    });
     const out = (settled[0] as PromiseFulfilledResult<Record<string, string>>).value;
     await client.delete([x, out.probs, out.pred]);
   });
