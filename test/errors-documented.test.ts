@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { ERROR_CODES, TrellisError } from 'trellis';
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, TrellisError } from '../src/index.js';
 
 describe('error table', () => {
   const doc = readFileSync(new URL('../docs/ERRORS.md', import.meta.url), 'utf8');

@@ -3,18 +3,14 @@
  * killed with SIGKILL while it holds references, unsealed blobs and a name
  * wait. The store must come out of each with nothing leaked.
  */
+
+import { connect, type Tensor } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
+import { bytesMismatch, pattern } from './helpers/bytes.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 
 const MIB = 1024 * 1024;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const a = new Uint8Array(n);
-  for (let i = 0; i < n; i++) a[i] = (i * 31 + seed) & 0xff;
-  return a;
-}
 
 describe('faults', () => {
   let env: Awaited<ReturnType<typeof startStore>>;
@@ -45,7 +41,7 @@ describe('faults', () => {
     expect(['SIGSEGV', 'SIGBUS']).toContain(exit.signal);
 
     const t = (await c.get(id)) as Tensor;
-    expect(Buffer.compare(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), data)).toBe(0);
+    expect(bytesMismatch(t.data, data)).toBeNull();
     // The dead reader's reference went with its connection.
     await eventually(async () => (await c.status()).connections === 1, 'the dead reader is dropped');
     const [summary] = (await c.list({ typename: 'Tensor' })).filter((o) => o.id === id);
@@ -97,9 +93,7 @@ describe('faults', () => {
 
     // What survives is intact and referenced by nobody.
     const t = (await c.get(keep)) as Tensor;
-    expect(Buffer.compare(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), pattern(2 * MIB, 1))).toBe(
-      0,
-    );
+    expect(bytesMismatch(t.data, pattern(2 * MIB, 1))).toBeNull();
     await c.release(keep);
     const [summary] = (await c.list()).filter((o) => o.id === keep);
     expect(summary.references).toBe(0);

@@ -1,26 +1,22 @@
 /**
- * `trellis api`'s command body (runApi) with the engine factory replaced by
- * the in-memory service: it builds the service through startJobService with
+ * `trellis api`'s command body (runApi) with the engine factory passed in as
+ * one returning the in-memory service: it builds the service through startJobService with
  * its options, prints the listening line with a URL that answers, and on the
  * stop signal closes the server (open streams included) and then the service.
  * The real process (signals, exit status) is covered by jobs-cli.test.ts.
  */
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
-import { runApi } from '../src/cli/api-command.js';
-import { ApiClient } from '../src/jobs/api/api-client.js';
-import { startJobService } from '../src/jobs/engine.js';
+import { runApi } from '../dist/src/cli/api-command.js';
+import { ApiClient } from '../dist/src/jobs/api/api-client.js';
 import { errCode, eventually } from './helpers/child.js';
 import { TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { MemoryJobService } from './helpers/memory-job-service.js';
 
-const service = vi.hoisted(() => ({ current: undefined as unknown }));
-vi.mock('../src/jobs/engine.js', () => ({ startJobService: vi.fn(async () => service.current) }));
-
 describe('trellis api (runApi)', () => {
   it('serves the service from startJobService, prints its URL, and closes server then service on stop', async () => {
     const memory = new MemoryJobService();
-    service.current = memory;
+    const startService = vi.fn(async () => memory);
     const lines: string[] = [];
     let stop!: (sig: string) => void;
     const logger = pino({ level: 'silent' });
@@ -33,12 +29,12 @@ describe('trellis api (runApi)', () => {
         socket: '/tmp/s.sock',
         token: TOKEN,
       },
-      { stop: new Promise((r) => (stop = r)), logger, print: (l) => lines.push(l) },
+      { stop: new Promise((r) => (stop = r)), logger, print: (l) => lines.push(l), startService },
     );
     await eventually(() => lines.length === 1, 'the listening line');
     const m = /^trellis api listening url=(http:\/\/127\.0\.0\.1:\d+) auth=token pid=(\d+)$/.exec(lines[0]!);
     expect(m?.[2]).toBe(String(process.pid));
-    expect(vi.mocked(startJobService).mock.calls).toEqual([
+    expect(startService.mock.calls).toEqual([
       [{ redis: 'redis://127.0.0.1:6379', meta: 'local', socket: '/tmp/s.sock', token: TOKEN, logger }],
     ]);
     const api = new ApiClient({ url: m![1]!, token: TOKEN });

@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, type ErrorCode } from '../src/errors.js';
-import { httpStatusOf } from '../src/jobs/api/http-status.js';
+import { ERROR_CODES, type ErrorCode } from '../dist/src/errors.js';
+import { httpStatusOf } from '../dist/src/jobs/api/http-status.js';
 
 describe('HTTP statuses of error codes', () => {
   it('docs/ERRORS.md lists every code under the status http-status.ts gives it', () => {

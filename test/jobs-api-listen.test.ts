@@ -8,9 +8,9 @@
 import { createServer, get as httpGet } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ApiClient } from '../src/jobs/api/api-client.js';
-import { buildApi } from '../src/jobs/api/build-api.js';
-import type { JobEvent } from '../src/jobs/job-types.js';
+import { ApiClient } from '../dist/src/jobs/api/api-client.js';
+import { buildApi } from '../dist/src/jobs/api/build-api.js';
+import type { JobEvent } from '../dist/src/jobs/job-types.js';
 import { errCode, eventually } from './helpers/child.js';
 import { INFER, listenApi, MAP, TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { CREATED_AT, DATASETS, NODES } from './helpers/memory-job-service.js';

@@ -5,7 +5,7 @@
  * code and status, checking that nothing reached the service.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Job, JobSpec } from '../src/jobs/job-types.js';
+import type { Job, JobSpec } from '../dist/src/jobs/job-types.js';
 import { AUTH, asSse, INFER, injectApi, MAP, parseSse, type TestApi, TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { CREATED_AT, DATASETS, NODES } from './helpers/memory-job-service.js';
 
@@ -475,7 +475,7 @@ describe('jobs API refusals', () => {
 
   it('the service’s TrellisErrors answer with their code and its status', async () => {
     const { app, service } = api();
-    const { TrellisError } = await import('../src/errors.js');
+    const { TrellisError } = await import('../dist/src/errors.js');
     service.list = async () => {
       throw new TrellisError('ERR_QUEUE_UNAVAILABLE', 'redis did not answer');
     };

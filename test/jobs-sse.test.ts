@@ -3,7 +3,7 @@
  * stream: what one writes the other reads back, however the bytes are cut.
  */
 import { describe, expect, it } from 'vitest';
-import { encodeSse, SSE_HEARTBEAT, type SseMessage, SseParser } from '../src/jobs/api/sse.js';
+import { encodeSse, SSE_HEARTBEAT, type SseMessage, SseParser } from '../dist/src/jobs/api/sse.js';
 import { errCode } from './helpers/child.js';
 
 const messages: SseMessage[] = [

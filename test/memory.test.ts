@@ -5,26 +5,13 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, type TrellisClient } from '../src/index.js';
+import { bytesMismatch, bytesOf, pattern } from './helpers/bytes.js';
 import { errCode, eventually } from './helpers/child.js';
 import { startStore, tempDir } from './helpers/store.js';
 
 const MIB = 1024 * 1024;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const a = new Uint8Array(n);
-  let x = seed * 2654435761;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    a[i] = x >>> 24;
-  }
-  return a;
-}
-
-function bytesOf(t: Tensor): Buffer {
-  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-}
 
 /** The id of a tensor's data blob (spill files are per blob). */
 async function blobOf(c: TrellisClient, tensorId: string): Promise<string> {
@@ -69,14 +56,14 @@ describe('memory limits', () => {
 
     // A smaller put still fits; the first object is intact.
     const small = await c.put(pattern(MIB, 4));
-    expect(bytesOf((await c.get(a)) as Tensor).equals(pattern(6 * MIB, 1))).toBe(true);
+    expect(bytesMismatch(bytesOf((await c.get(a)) as Tensor), pattern(6 * MIB, 1))).toBeNull();
     await c.release(a);
 
     // Deleting frees room for what did not fit.
     await c.delete([a, small]);
     expect((await c.status()).memoryUsed).toBe(0);
     const b = await c.put(pattern(7 * MIB, 5));
-    expect(bytesOf((await c.get(b)) as Tensor).equals(pattern(7 * MIB, 5))).toBe(true);
+    expect(bytesMismatch(bytesOf((await c.get(b)) as Tensor), pattern(7 * MIB, 5))).toBeNull();
   });
 
   it('spills unreferenced objects to disk when memory runs out and restores them byte-exact', async () => {
@@ -98,7 +85,7 @@ describe('memory limits', () => {
 
     // get brings it back, byte for byte (spilling another to make room), and its file goes.
     const ta = (await c.get(a)) as Tensor;
-    expect(bytesOf(ta).equals(pattern(3 * MIB, 1))).toBe(true);
+    expect(bytesMismatch(bytesOf(ta), pattern(3 * MIB, 1))).toBeNull();
     expect(await isSpilled(c, aBlob)).toBe(false);
     expect(existsSync(join(spillDir, `${aBlob}.blob`))).toBe(false);
     st = await c.status();
@@ -112,7 +99,7 @@ describe('memory limits', () => {
     expect((await c.status()).spill.objects).toBe(3);
     expect(await errCode(c.createBlob(6 * MIB))).toBe('ERR_OUT_OF_MEMORY');
     expect(await isSpilled(c, aBlob)).toBe(false);
-    expect(bytesOf(ta).equals(pattern(3 * MIB, 1))).toBe(true);
+    expect(bytesMismatch(bytesOf(ta), pattern(3 * MIB, 1))).toBeNull();
 
     // Every object reads back exact, whether it was on disk or not.
     await c.release(a);
@@ -123,7 +110,7 @@ describe('memory limits', () => {
       [z, 5],
     ] as const) {
       const t = (await c.get(id)) as Tensor;
-      expect(bytesOf(t).equals(pattern(3 * MIB, seed))).toBe(true);
+      expect(bytesMismatch(bytesOf(t), pattern(3 * MIB, seed))).toBeNull();
       await c.release(id);
     }
 

@@ -2,8 +2,9 @@
  * Names: waits woken from another process, timeouts, conflicts, and names
  * that go away with their object.
  */
+
+import { connect, type Tensor } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

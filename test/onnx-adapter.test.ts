@@ -3,8 +3,8 @@
  * outputs written into arena tensors, models stored as blobs, and every
  * failure path with its code.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, DTYPES, type DType, type Tensor, type TrellisClient, tensor } from '../src/index.js';
+
+import { connect, DTYPES, type DType, type Tensor, type TrellisClient, tensor, xorshift32 } from 'trellis';
 import {
   fromOrtTensor,
   GraphBuilder,
@@ -14,11 +14,12 @@ import {
   ORT_TYPE,
   putModel,
   toOrtTensor,
-} from '../src/models/index.js';
-import { onnxProto } from '../src/models/onnx-graph.js';
-import { ort } from '../src/models/ort.js';
-import { native } from '../src/native.js';
-import { xorshift32 } from '../src/random.js';
+} from 'trellis/models';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { onnxProto } from '../dist/src/models/onnx-graph.js';
+import { ort } from '../dist/src/models/ort.js';
+import { native } from '../dist/src/native.js';
+import { bytesOf } from './helpers/bytes.js';
 import { startStore } from './helpers/store.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
@@ -39,10 +40,6 @@ function noise(n: number, seed: number) {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = next() / 2 ** 31 - 1;
   return out;
-}
-
-function bytesOf(t: Tensor): Uint8Array {
-  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
 /** A one-node graph: y = Identity(x) over a symbolic shape. */
@@ -68,6 +65,9 @@ const SAMPLE: Record<DType, () => Tensor['data']> = {
   float32: () => Float32Array.from([-1.5, 0, 1e-30, 3.25, Number.MAX_VALUE, Number.NaN]),
   float64: () => Float64Array.from([-1.5, 0, 1e-300, Math.PI, Number.MAX_VALUE, -0]),
 };
+
+/** onnx.proto's TensorProto.DataType for float32. */
+const ORT_ELEM_FLOAT = 1;
 
 describe('onnxruntime adapter', () => {
   it('runs a graph built in code over a store tensor without copying it', async () => {
@@ -296,7 +296,7 @@ describe('onnxruntime adapter', () => {
     await expect(nz.runToStore(client, { x })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
   });
 
-  it('builds graphs only from defined values', () => {
+  it('builds graphs only from defined values, into a model that decodes and runs as built', async () => {
     const g = new GraphBuilder('g');
     const x = g.input('x', 'float32', [2]);
     expect(() => g.op('Relu', ['y'])).toThrow(expect.objectContaining({ code: 'ERR_BAD_REQUEST' }));
@@ -310,6 +310,22 @@ describe('onnxruntime adapter', () => {
     g.op('Relu', [x], {}, 'y');
     g.output('y', 'float32', [2]);
     expect(() => g.output('y', 'float32', [2])).toThrow(expect.objectContaining({ code: 'ERR_OBJECT_EXISTS' }));
-    expect(g.build().byteLength).toBeGreaterThan(0);
+    const bytes = g.build();
+    const model = onnxProto().ModelProto.decode(bytes);
+    type ValueInfo = NonNullable<NonNullable<typeof model.graph>['input']>[number];
+    const dims = (v: ValueInfo) => v.type?.tensorType?.shape?.dim?.map((d) => Number(d.dimValue));
+    expect({
+      nodes: model.graph?.node?.map((n) => ({ op: n.opType, input: n.input, output: n.output })),
+      inputs: model.graph?.input?.map((v) => [v.name, v.type?.tensorType?.elemType, dims(v)]),
+      outputs: model.graph?.output?.map((v) => [v.name, v.type?.tensorType?.elemType, dims(v)]),
+    }).toEqual({
+      nodes: [{ op: 'Relu', input: ['x'], output: ['y'] }],
+      inputs: [['x', ORT_ELEM_FLOAT, [2]]],
+      outputs: [['y', ORT_ELEM_FLOAT, [2]]],
+    });
+    // and onnxruntime computes relu with it
+    await using session = await ModelSession.fromBytes(bytes);
+    const { y } = await session.run({ x: tensor('float32', [2], Float32Array.from([-1.5, 2.5])) });
+    expect({ shape: y.shape, data: Array.from(y.data as Float32Array) }).toEqual({ shape: [2], data: [0, 2.5] });
   });
 });

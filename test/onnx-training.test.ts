@@ -4,11 +4,11 @@
  * the store (pixels and labels as stored uint8 tensors, normalized to [0, 1]
  * inside the graph).
  */
+
+import { connect, type Tensor, type TrellisClient, tensor, xorshift32, xorshift32Unit } from 'trellis';
+import { inferenceModel, initParams, ModelSession, type ModelSpec, trainingStepModel } from 'trellis/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { datasetInstalled, loadFashionMnist } from '../examples/training/fashion-mnist.js';
-import { connect, type Tensor, type TrellisClient, tensor } from '../src/index.js';
-import { inferenceModel, initParams, ModelSession, type ModelSpec, trainingStepModel } from '../src/models/index.js';
-import { xorshift32, xorshift32Unit } from '../src/random.js';
+import { datasetInstalled, loadFashionMnist } from '../dist/examples/training/fashion-mnist.js';
 import { startStore } from './helpers/store.js';
 
 /** Deterministic uniform numbers in [-1, 1). */

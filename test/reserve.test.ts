@@ -1,5 +1,5 @@
+import { connect } from 'trellis';
 import { describe, expect, it } from 'vitest';
-import { connect } from '../src/index.js';
 import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 

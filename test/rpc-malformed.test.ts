@@ -5,11 +5,11 @@
  * connection gets the right code (or is just closed); the store never
  * crashes, keeps nothing of what it refused, and keeps serving a good client.
  */
+
+import { connect, type Tensor, xorshift32 } from 'trellis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Tensor } from '../src/index.js';
-import { encodeFrame } from '../src/protocol/frame.js';
-import { xorshift32 } from '../src/random.js';
-import { type After, closedWithin, RawConn } from './helpers/raw-conn.js';
+import { encodeFrame } from '../dist/src/protocol/frame.js';
+import { type BadInput, RawConn, rawFrame, runBadInput, u32 } from './helpers/raw-conn.js';
 import { helloFrame, MIB, rpcFrame, TOKEN } from './helpers/rpc.js';
 import { spawnStore } from './helpers/store.js';
 
@@ -18,17 +18,6 @@ function randomBytes(seed: number, n: number): Buffer {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = next() & 0xff;
   return b;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0, 0);
-  return b;
-}
-
-function rawFrame(header: Buffer | string, payload = Buffer.alloc(0)): Buffer {
-  const h = typeof header === 'string' ? Buffer.from(header) : header;
-  return Buffer.concat([u32(4 + h.length + payload.length), u32(h.length), h, payload]);
 }
 
 /** A random frame that is well framed but says anything at all. */
@@ -44,16 +33,6 @@ function fuzzFrame(seed: number): Buffer {
     if (next() % 3 === 0) header[f] = pick(values);
   }
   return encodeFrame(header);
-}
-
-interface Case {
-  name: string;
-  afterHello: boolean;
-  send: () => Buffer;
-  end?: boolean;
-  /** Acceptable codes of the first answer ('none' when the store closes without one). */
-  codes: string[];
-  after: After;
 }
 
 describe('malformed RPC input', () => {
@@ -76,58 +55,39 @@ describe('malformed RPC input', () => {
     await store?.stop();
   });
 
-  async function runCase(k: Case): Promise<{ name: string; code: string; after: After }> {
-    const c = await RawConn.open(endpoint);
-    try {
-      if (k.afterHello) {
+  const runCase = (k: BadInput) =>
+    runBadInput(
+      () => RawConn.open(endpoint),
+      (c) => {
         c.write(helloFrame());
-        const h = await c.waitFor((f) => f.rid === 1);
-        if (h?.t !== 'ok') return { name: k.name, code: `handshake failed: ${JSON.stringify(h)}`, after: 'closed' };
-      }
-      const from = c.frames.length;
-      c.write(k.send());
-      if (k.end) c.end();
-      const first = await c.waitFor(() => true, from);
-      const code = first === null ? 'none' : first.t === 'err' ? String(first.code) : String(first.t);
-      let after: After;
-      if (k.after === 'closed') {
-        after = await closedWithin(c, 5000);
-      } else {
-        // Still serving: a status on the same connection is answered (by its own rid; a
-        // refused frame with no valid rid is answered with rid 0).
-        c.write(rpcFrame({ t: 'status', rid: 424_242 }));
-        const r = c.isOpen ? await c.waitFor((f) => f.rid === 424_242) : null;
-        after = r?.t === 'ok' ? 'open' : 'closed';
-      }
-      return { name: k.name, code, after };
-    } finally {
-      c.destroy();
-    }
-  }
+        return c.waitFor((f) => f.rid === 1);
+      },
+      k,
+    );
 
   it('answers each bad peer with its code, stays up, and keeps nothing', async () => {
     await using good = await connect({ rpc: `${endpoint.host}:${endpoint.port}`, token: TOKEN });
     const before = await good.status();
     const obj = { typename: 'Blob' };
     const deepMeta = JSON.parse(`${'{"a":'.repeat(40)}1${'}'.repeat(40)}`);
-    const closed = (name: string, afterHello: boolean, send: () => Buffer, codes = ['ERR_PROTOCOL']): Case => ({
+    const closed = (name: string, afterHello: boolean, send: () => Buffer, codes = ['ERR_PROTOCOL']): BadInput => ({
       name,
       afterHello,
       send,
       codes,
       after: 'closed',
     });
-    const open = (name: string, send: () => Buffer, codes: string[]): Case => ({
+    const open = (name: string, send: () => Buffer, codes: string[]): BadInput => ({
       name,
       afterHello: true,
       send,
       codes,
       after: 'open',
     });
-    const cases: Case[] = [
+    const cases: BadInput[] = [
       // before the handshake: nothing gets past the token check
       ...[1, 2, 3].map(
-        (seed): Case => ({
+        (seed): BadInput => ({
           name: `random bytes #${seed}`,
           afterHello: false,
           send: () => randomBytes(seed, 1 + ((seed * 977) % 5000)),
@@ -216,7 +176,7 @@ describe('malformed RPC input', () => {
       closed('a frame above the 16 MiB maximum', true, () => u32(16 * MIB + 1)),
       closed('random header bytes', true, () => rawFrame(randomBytes(5, 64))),
       ...[11, 12, 13, 14, 15, 16, 17, 18].map(
-        (seed): Case => ({
+        (seed): BadInput => ({
           name: `random frames #${seed}`,
           afterHello: true,
           send: () => Buffer.concat(Array.from({ length: 50 }, (_, i) => fuzzFrame(seed * 1000 + i))),

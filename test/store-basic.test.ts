@@ -1,5 +1,5 @@
+import { connect, type Tensor, TrellisError } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type Tensor, TrellisError } from '../src/index.js';
 import { startStore } from './helpers/store.js';
 
 describe('store basics (in-process store, IPC client)', () => {

@@ -24,6 +24,8 @@ export interface ApiCommandIo {
   stop: Promise<string>;
   logger: FastifyBaseLogger;
   print: (line: string) => void;
+  /** The engine factory (startJobService; a test passes its own service). */
+  startService?: typeof startJobService;
 }
 
 /** SIGTERM or SIGINT, whichever comes first. */
@@ -45,7 +47,13 @@ function processIo(): ApiCommandIo {
 
 export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo()): Promise<void> {
   const { logger } = io;
-  const service = await startJobService({ redis: o.redis, meta: o.meta, socket: o.socket, token: o.token, logger });
+  const service = await (io.startService ?? startJobService)({
+    redis: o.redis,
+    meta: o.meta,
+    socket: o.socket,
+    token: o.token,
+    logger,
+  });
   const app = buildApi({ service, token: o.token, logger });
   try {
     await app.listen({ port: o.port, host: o.host });

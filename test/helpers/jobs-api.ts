@@ -6,9 +6,9 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from '../../src/jobs/api/build-api.js';
-import { type SseMessage, SseParser } from '../../src/jobs/api/sse.js';
-import type { InferJobSpec, JobEvent, MapJobSpec, TrainJobSpec } from '../../src/jobs/job-types.js';
+import { buildApi } from '../../dist/src/jobs/api/build-api.js';
+import { type SseMessage, SseParser } from '../../dist/src/jobs/api/sse.js';
+import type { InferJobSpec, JobEvent, MapJobSpec, TrainJobSpec } from '../../dist/src/jobs/job-types.js';
 import { MemoryJobService } from './memory-job-service.js';
 
 export const TOKEN = 'a-test-token-of-24-chars';

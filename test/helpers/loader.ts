@@ -4,7 +4,8 @@
  * and whether a process is still alive.
  */
 import { readFileSync } from 'node:fs';
-import { type Batch, type Tensor, type TrellisClient, writeDataset } from '../../src/index.js';
+import { type Batch, type Tensor, type TrellisClient, writeDataset } from 'trellis';
+import { elementMismatch } from './bytes.js';
 
 export interface TestData {
   rows: number;
@@ -57,7 +58,8 @@ export interface SeenBatch {
   rows: number[];
   source: string;
   lastOfEpoch: boolean;
-  xMatches: boolean;
+  /** Null when x equals the reference gather of its rows, else where it first differs. */
+  xMismatch: string | null;
   shape: number[];
 }
 
@@ -65,16 +67,13 @@ export interface SeenBatch {
 export function inspect(d: TestData, b: Batch): SeenBatch {
   const rows = rowsOf(b);
   const want = referenceGather(d, rows);
-  const x = b.x.data as Float32Array;
-  let xMatches = x.length === want.length;
-  for (let i = 0; xMatches && i < want.length; i++) if (x[i] !== want[i]) xMatches = false;
   return {
     epoch: b.epoch,
     index: b.index,
     rows,
     source: b.source,
     lastOfEpoch: b.lastOfEpoch,
-    xMatches,
+    xMismatch: elementMismatch(b.x.data as Float32Array, want),
     shape: (b.x as Tensor).shape,
   };
 }

@@ -6,7 +6,7 @@
  * a final state, cancel ends a job. Tests move jobs along with emit() and
  * read what the API handed it (submitted, filters, signals).
  */
-import { TrellisError } from '../../src/errors.js';
+import { TrellisError } from '../../dist/src/errors.js';
 import {
   type DatasetInfo,
   FINAL_STATES,
@@ -19,7 +19,7 @@ import {
   type JobService,
   type JobSpec,
   type NodeInfo,
-} from '../../src/jobs/job-types.js';
+} from '../../dist/src/jobs/job-types.js';
 
 export const CREATED_AT = '2026-12-01T08:00:00.000Z';
 

@@ -1,10 +1,12 @@
 /**
- * A raw connection to a store's socket: the test writes whatever bytes it
- * likes and sees every frame the store answers, and whether it closed.
+ * A raw connection to a store's socket (IPC) or RPC port: the test writes
+ * whatever bytes it likes and sees every frame the store answers, and whether
+ * it closed. Also the raw frame builders and the runner of one bad input,
+ * shared by the hostile-client tests of both protocols.
  */
 import { connect, type Socket } from 'node:net';
-import { encodeFrame, type Frame, FrameDecoder } from '../../src/protocol/frame.js';
-import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { encodeFrame, type Frame, FrameDecoder } from '../../dist/src/protocol/frame.js';
+import { PROTOCOL_VERSION } from '../../dist/src/protocol/messages.js';
 
 export class RawConn {
   readonly frames: Frame['header'][] = [];
@@ -120,4 +122,73 @@ export async function closedWithin(c: RawConn, ms: number): Promise<After> {
   ]);
   clearTimeout(t);
   return r;
+}
+
+/** A little-endian u32, as frame lengths are written. */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0, 0);
+  return b;
+}
+
+/** A frame whose header bytes are given raw (they need not be JSON). */
+export function rawFrame(header: Buffer | string, payload = Buffer.alloc(0)): Buffer {
+  const h = typeof header === 'string' ? Buffer.from(header) : header;
+  return Buffer.concat([u32(4 + h.length + payload.length), u32(h.length), h, payload]);
+}
+
+/** One kind of bad input, and what the store must answer to it. */
+export interface BadInput {
+  name: string;
+  /** Do the handshake first (the bad input then comes from an accepted client). */
+  afterHello?: boolean;
+  /** Bytes to send; `end` half-closes our side afterwards (for inputs that leave the store waiting). */
+  send: () => Buffer | Promise<Buffer>;
+  end?: boolean;
+  /** Acceptable codes of the store's first answer ('none' when it closes without one, 'ok' for success). */
+  codes: string[];
+  after: After;
+}
+
+export interface Observed {
+  name: string;
+  code: string;
+  after: After;
+}
+
+/**
+ * Sends one bad input on a fresh connection (after `hello` when it asks for a handshake) and observes
+ * the store's first answer and whether it then closed, or still answers a status on that connection.
+ */
+export async function runBadInput(
+  open: () => Promise<RawConn>,
+  hello: (c: RawConn) => Promise<Frame['header'] | null>,
+  k: BadInput,
+): Promise<Observed> {
+  const c = await open();
+  try {
+    if (k.afterHello) {
+      const h = await hello(c);
+      if (h?.t !== 'ok') return { name: k.name, code: `handshake failed: ${JSON.stringify(h)}`, after: 'closed' };
+    }
+    const from = c.frames.length;
+    c.write(await k.send());
+    if (k.end) c.end();
+    const first = await c.waitFor(() => true, from);
+    const code = first === null ? 'none' : first.t === 'err' ? String(first.code) : String(first.t);
+    let after: After;
+    if (k.after === 'closed') {
+      after = await closedWithin(c, 5000);
+    } else {
+      // Still serving: a status on the same connection is answered, by its own rid (a refused frame
+      // with no valid rid is answered with rid 0, which must not count).
+      const seen = c.frames.length;
+      c.write(encodeFrame({ t: 'status', rid: 424_242 }));
+      const r = c.isOpen ? await c.waitFor((f) => f.rid === 424_242, seen) : null;
+      after = r?.t === 'ok' ? 'open' : 'closed';
+    }
+    return { name: k.name, code, after };
+  } finally {
+    c.destroy();
+  }
 }

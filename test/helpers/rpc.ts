@@ -3,9 +3,9 @@
  * connections that speak (or break) the RPC protocol.
  */
 import { join } from 'node:path';
-import { encodeFrame } from '../../src/protocol/frame.js';
-import { RPC_VERSION } from '../../src/protocol/rpc-messages.js';
-import { type StoreOptions, StoreServer, startRpc } from '../../src/store/index.js';
+import { type StoreOptions, StoreServer, startRpc } from 'trellis/store';
+import { encodeFrame } from '../../dist/src/protocol/frame.js';
+import { RPC_VERSION } from '../../dist/src/protocol/rpc-messages.js';
 import { tempDir } from './store.js';
 
 export const TOKEN = 'test-rpc-token-0123456789abcdef';
@@ -48,22 +48,4 @@ export function rpcFrame(header: Record<string, unknown>): Buffer {
 
 export function helloFrame(token: unknown = TOKEN, rid = 1): Buffer {
   return encodeFrame({ t: 'hello', rid, version: RPC_VERSION, token, client: 'raw test connection' });
-}
-
-/** Deterministic bytes, so a copy can be compared byte for byte. */
-export function pattern(n: number, seed: number): Uint8Array {
-  const a = new Uint8Array(n);
-  let x = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < n; i += 4) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    a[i] = x >>> 24;
-    a[i + 1] = x >>> 16;
-    a[i + 2] = x >>> 8;
-    a[i + 3] = x;
-  }
-  return a;
-}
-
-export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
