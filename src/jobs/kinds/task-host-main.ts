@@ -1,0 +1,75 @@
+/**
+ * The task host's entry point (a child process forked by task-host.ts, one
+ * per task): connects to the node's store itself, runs the kind's body with
+ * a context of its own, answers once, closes its client and exits. Anything
+ * thrown becomes `{code, message}`: a TrellisError keeps its code, anything
+ * else is ERR_WORKER_FAILED (map handlers' own throws are turned into
+ * ERR_HANDLER_FAILED by map-task.ts before they get here).
+ */
+import type { TrellisClient } from '../../client/client.js';
+import { connect } from '../../client/connect.js';
+import { asTrellisError, TrellisError } from '../../errors.js';
+import type { JobKind } from '../job-types.js';
+import type { HostedKind } from './host-context.js';
+import type { FromHost, ToHost } from './host-messages.js';
+
+const controller = new AbortController();
+let started = false;
+
+function send(m: FromHost): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.connected) resolve();
+    else process.send!(m, () => resolve());
+  });
+}
+
+/** Each kind's body, loaded on first use: a map task never loads onnxruntime. */
+async function body(kind: JobKind): Promise<HostedKind> {
+  switch (kind) {
+    case 'map':
+      return (await import('./map-task.js')).mapTask;
+    case 'infer':
+      return (await import('./infer-task.js')).inferTask;
+    case 'train':
+      return (await import('./train-task.js')).trainTask;
+    default:
+      throw new TrellisError('ERR_BAD_REQUEST', `unknown job kind ${JSON.stringify(kind)}`);
+  }
+}
+
+async function run(m: Extract<ToHost, { t: 'start' }>): Promise<void> {
+  let client: TrellisClient | undefined;
+  let answer: FromHost;
+  try {
+    client = await connect({ socket: m.socket, name: `task ${m.payload.jobId}#${m.payload.index}` });
+    const kindBody = await body(m.kind);
+    const output = await kindBody(m.payload, {
+      client,
+      node: m.node,
+      socket: m.socket,
+      localShards: m.localShards,
+      handlerDirs: m.handlerDirs,
+      signal: controller.signal,
+      progress: (progress) => void send({ t: 'progress', progress }),
+      log: (line) => void send({ t: 'log', line: String(line) }),
+    });
+    answer = { t: 'done', output };
+  } catch (e) {
+    answer = { t: 'err', error: asTrellisError(e, 'ERR_WORKER_FAILED', 'task host').toPayload() };
+  }
+  await client?.close().catch(() => {});
+  await send(answer);
+  // Whatever a handler left running (timers, sockets) must not keep the host alive.
+  process.exit(0);
+}
+
+process.on('message', (m: ToHost) => {
+  if (m.t === 'start' && !started) {
+    started = true;
+    void run(m);
+  } else if (m.t === 'abort') {
+    controller.abort(new TrellisError('ERR_CANCELLED', 'the task was cancelled'));
+  }
+});
+// The agent went away: nobody is left to take the answer.
+process.on('disconnect', () => process.exit(1));
