@@ -139,6 +139,17 @@ describe('map runner', () => {
     await runSum('after-exit', 0);
   });
 
+  it('a handler that writes into its read-only input dies by SIGSEGV, failing only its task', async () => {
+    const f = await failure(
+      runners.map(payload('map-segv', 'write-view'), taskContext(client, env.socket, [shards[0]]).ctx),
+    );
+    expect(f.code).toBe('ERR_WORKER_FAILED');
+    expect(f.message).toMatch(
+      /^the task host \(pid \d+\) of map task map-segv#0 was killed by SIGSEGV before answering/,
+    );
+    await runSum('after-segv', 0);
+  });
+
   it('cancel: a handler that honours its signal stops by itself, and the task rejects with ERR_CANCELLED', async () => {
     const rec = taskContext(client, env.socket, [shards[0]]);
     const task = runners.map(payload('map-hang', 'hang'), rec.ctx);
