@@ -6,6 +6,7 @@
  * else is ERR_WORKER_FAILED (map handlers' own throws are turned into
  * ERR_HANDLER_FAILED by map-task.ts before they get here).
  */
+import { Worker } from 'node:worker_threads';
 import type { TrellisClient } from '../../client/client.js';
 import { connect } from '../../client/connect.js';
 import { asTrellisError, TrellisError } from '../../errors.js';
@@ -73,3 +74,14 @@ process.on('message', (m: ToHost) => {
 });
 // The agent went away: nobody is left to take the answer.
 process.on('disconnect', () => process.exit(1));
+
+/**
+ * A handler that never yields keeps 'disconnect' from ever running, and a
+ * kill -9 of the agent would leave it spinning for good. A thread of its own
+ * notices the parent is gone (we are re-parented) and kills this process.
+ */
+const WATCHDOG = `
+const { workerData } = require('node:worker_threads');
+setInterval(() => { if (process.ppid !== workerData.ppid) process.kill(workerData.pid, 'SIGKILL'); }, 250);
+`;
+new Worker(WATCHDOG, { eval: true, workerData: { ppid: process.ppid, pid: process.pid } }).unref();

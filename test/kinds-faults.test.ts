@@ -1,0 +1,64 @@
+/**
+ * Task hosts and the agent's death: an agent process (a child here, running
+ * the built runners as `trellis agent` will) is killed with SIGKILL while its
+ * task's handler spins without yielding; the task host must not outlive it.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type TrellisClient, tensor } from '../src/index.js';
+import { writeDataset } from '../src/loaders/shard-writer.js';
+import { eventually, killChildren, startChild } from './helpers/child.js';
+import { DIST, startStore } from './helpers/store.js';
+import { HANDLERS } from './helpers/task-context.js';
+
+let env: Awaited<ReturnType<typeof startStore>>;
+let client: TrellisClient;
+let shard: string;
+
+beforeAll(async () => {
+  env = await startStore();
+  client = await connect({ socket: env.socket });
+  ({
+    shards: [shard],
+  } = await writeDataset(client, 'kinds/faults', { features: tensor('float32', [10, 2]), labels: new Uint8Array(10) }));
+});
+afterEach(killChildren);
+afterAll(async () => {
+  await client?.close();
+  await env?.stop();
+});
+
+/** A process exists and is not a zombie (an orphan killed in a container may wait a while to be reaped). */
+function running(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== undefined && state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+describe('task hosts when the agent dies', () => {
+  it('a spinning handler’s host is killed once its agent is gone (kill -9)', async () => {
+    const agent = startChild(
+      `
+      const { runners } = await import(${JSON.stringify(DIST.replace(/index\.js$/, 'jobs/kinds/index.js'))});
+      const client = await connect({ socket: process.env.SOCK });
+      const ctx = {
+        client, node: 'n', socket: process.env.SOCK, localShards: [process.env.SHARD],
+        signal: new AbortController().signal, progress: () => {}, log: (line) => send({ log: line }),
+        handlerDirs: [process.env.HANDLERS],
+      };
+      const spec = { kind: 'map', dataset: 'kinds/faults', handler: 'spin' };
+      runners.map({ jobId: 'orphan', index: 0, spec, shards: [process.env.SHARD] }, ctx).catch((e) => send({ err: e.code }));
+      `,
+      { SOCK: env.socket, SHARD: shard, HANDLERS },
+    );
+    const line = String((await agent.next()).log);
+    const host = Number(/^spinning in (\d+)$/.exec(line)?.[1]);
+    expect(running(host)).toBe(true);
+    agent.proc.kill('SIGKILL');
+    expect(await agent.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    await eventually(() => !running(host), `task host ${host} stopping after its agent died`);
+  });
+});
