@@ -3,13 +3,12 @@
  * the built runners as `trellis agent` will) is killed with SIGKILL while its
  * task's handler spins without yielding; the task host must not outlive it.
  */
-import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type TrellisClient, tensor } from '../src/index.js';
 import { writeDataset } from '../src/loaders/shard-writer.js';
 import { eventually, killChildren, startChild } from './helpers/child.js';
 import { DIST, startStore } from './helpers/store.js';
-import { HANDLERS } from './helpers/task-context.js';
+import { HANDLERS, processRunning } from './helpers/task-context.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
 let client: TrellisClient;
@@ -27,16 +26,6 @@ afterAll(async () => {
   await client?.close();
   await env?.stop();
 });
-
-/** A process exists and is not a zombie (an orphan killed in a container may wait a while to be reaped). */
-function running(pid: number): boolean {
-  try {
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
-    return state !== undefined && state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
 
 describe('task hosts when the agent dies', () => {
   it('a spinning handler’s host is killed once its agent is gone (kill -9)', async () => {
@@ -56,9 +45,9 @@ describe('task hosts when the agent dies', () => {
     );
     const line = String((await agent.next()).log);
     const host = Number(/^spinning in (\d+)$/.exec(line)?.[1]);
-    expect(running(host)).toBe(true);
+    expect(processRunning(host)).toBe(true);
     agent.proc.kill('SIGKILL');
     expect(await agent.exited).toEqual({ code: null, signal: 'SIGKILL' });
-    await eventually(() => !running(host), `task host ${host} stopping after its agent died`);
+    await eventually(() => !processRunning(host), `task host ${host} stopping after its agent died`);
   });
 });

@@ -8,11 +8,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor, type TrellisClient, TrellisError, tensor } from '../src/index.js';
 import type { MapJobSpec } from '../src/jobs/job-types.js';
-import { CANCEL_GRACE_MS, runners } from '../src/jobs/kinds/index.js';
+import { CANCEL_GRACE_MS, closeSpareHosts, keepSpareHosts, runners, spareHostPids } from '../src/jobs/kinds/index.js';
 import type { TaskPayload } from '../src/jobs/task-types.js';
 import { writeDataset } from '../src/loaders/shard-writer.js';
 import { startStore } from './helpers/store.js';
-import { failure, taskContext } from './helpers/task-context.js';
+import { failure, processRunning, taskContext } from './helpers/task-context.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
 let client: TrellisClient;
@@ -33,6 +33,7 @@ beforeAll(async () => {
   }));
 });
 afterAll(async () => {
+  await closeSpareHosts();
   await client?.close();
   await env?.stop();
 });
@@ -202,5 +203,24 @@ describe('map runner', () => {
     expect((await failure(runners.map(inferPayload, taskContext(client, env.socket, [shards[0]]).ctx))).code).toBe(
       'ERR_BAD_REQUEST',
     );
+  });
+});
+
+describe('spare task hosts', () => {
+  it('a task runs in a spare forked before it came, which is replaced; close ends the spares', async () => {
+    keepSpareHosts(env.socket, 1);
+    const [spare] = spareHostPids(env.socket);
+    expect(processRunning(spare)).toBe(true);
+    const out = await runners.map(payload('map-spare', 'pid'), taskContext(client, env.socket, [shards[0]]).ctx);
+    const t = (await client.get(out.outputId!)) as Tensor;
+    expect(Array.from(t.data as Int32Array)).toEqual([spare]);
+    await client.release(out.outputId!);
+    const next = spareHostPids(env.socket);
+    expect(next).toHaveLength(1);
+    expect(next).not.toContain(spare);
+    await closeSpareHosts();
+    expect(spareHostPids(env.socket)).toEqual([]);
+    expect(processRunning(next[0])).toBe(false);
+    expect(() => keepSpareHosts(env.socket, -1)).toThrow(expect.objectContaining({ code: 'ERR_BAD_REQUEST' }));
   });
 });

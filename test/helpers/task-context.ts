@@ -3,6 +3,7 @@
  * does: a client of a real store, an AbortController, and progress and log
  * recorded in order.
  */
+import { readFileSync } from 'node:fs';
 import type { StoreClient } from '../../src/client/store-client.js';
 import type { JobProgress } from '../../src/jobs/job-types.js';
 import type { TaskContext } from '../../src/jobs/task-types.js';
@@ -71,4 +72,14 @@ export async function failure(p: Promise<unknown>): Promise<{ code: string; mess
     return { code, message };
   }
   throw new Error('expected a rejection');
+}
+
+/** A process exists and is not a zombie (an orphan killed in a container may wait a while to be reaped). */
+export function processRunning(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== undefined && state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
 }

@@ -1,7 +1,9 @@
 /**
  * The task host's entry point (a child process forked by task-host.ts, one
- * per task): connects to the node's store itself, runs the kind's body with
- * a context of its own, answers once, closes its client and exits. Anything
+ * per task; `node task-host-main.js SOCKET`): connects to the node's store
+ * itself as it boots — before its task arrives when it is a spare — then
+ * runs the kind's body with a context of its own, answers once, closes its
+ * client and exits. Anything
  * thrown becomes `{code, message}`: a TrellisError keeps its code, anything
  * else is ERR_WORKER_FAILED (map handlers' own throws are turned into
  * ERR_HANDLER_FAILED by map-task.ts before they get here).
@@ -16,6 +18,11 @@ import type { FromHost, ToHost } from './host-messages.js';
 
 const controller = new AbortController();
 let started = false;
+const socket = process.argv[2];
+// Connect and load the map body while no task is here yet: a spare host is ready when one comes.
+const booted = connect({ socket, name: `task host ${process.pid}` });
+booted.catch(() => {});
+import('./map-task.js').catch(() => {});
 
 function send(m: FromHost): Promise<void> {
   return new Promise((resolve) => {
@@ -38,11 +45,23 @@ async function body(kind: JobKind): Promise<HostedKind> {
   }
 }
 
+/** The boot-time client, or a new one if that failed or has lost its store since (a spare waits a while). */
+async function storeClient(): Promise<TrellisClient> {
+  try {
+    const c = await booted;
+    await c.status();
+    return c;
+  } catch {
+    return connect({ socket, name: `task host ${process.pid}` });
+  }
+}
+
 async function run(m: Extract<ToHost, { t: 'start' }>): Promise<void> {
   let client: TrellisClient | undefined;
   let answer: FromHost;
   try {
-    client = await connect({ socket: m.socket, name: `task ${m.payload.jobId}#${m.payload.index}` });
+    if (m.socket !== socket) throw new TrellisError('ERR_INTERNAL', `a host for ${socket} got a task for ${m.socket}`);
+    client = await storeClient();
     const kindBody = await body(m.kind);
     const output = await kindBody(m.payload, {
       client,

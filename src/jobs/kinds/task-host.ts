@@ -3,6 +3,10 @@
  * task and gone when it ends. The agent's event loop only relays messages,
  * so BullMQ's lock renewal never waits for a handler or onnxruntime.
  *
+ * Forking, loading the client and connecting take ~0.3 s here; an agent
+ * that keeps spare hosts (keepSpareHosts) has them done before its tasks
+ * arrive. A spare runs one task like any host and is replaced at once.
+ *
  * A process rather than a worker thread, because a task must not be able to
  * take the agent down: a handler that writes into a read-only store view
  * gets SIGSEGV, one that calls process.exit() or spins forever must be
@@ -19,7 +23,7 @@
  * code when it is a TrellisError, ERR_CANCELLED otherwise.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { TrellisError } from '../../errors.js';
+import { invalidParameter, TrellisError } from '../../errors.js';
 import { builtScript } from '../../package-root.js';
 import type { JobKind } from '../job-types.js';
 import type { TaskContext, TaskOutput, TaskPayload } from '../task-types.js';
@@ -47,19 +51,90 @@ export function runInHost(kind: JobKind, payload: TaskPayload, ctx: TaskContext)
     );
   }
   if (ctx.signal.aborted) return Promise.reject(cancelled(ctx.signal.reason, 'it had not started'));
-  let script: string;
+  let child: ChildProcess;
   try {
-    script = builtScript('jobs/kinds/task-host-main.js');
+    child = takeHost(ctx.socket);
   } catch (e) {
     return Promise.reject(e);
   }
-  const child = fork(script, [], {
+  return supervise(child, kind, payload, ctx);
+}
+
+/** Idle spare hosts per store socket, and how many each should have. */
+const spares = new Map<string, { want: number; idle: ChildProcess[] }>();
+
+/**
+ * Keeps `count` idle task hosts forked and connected to the store at
+ * `socket`, so a task starts without waiting for a process (0 stops
+ * keeping them). Idle spares do not keep the agent's process alive;
+ * closeSpareHosts ends them.
+ */
+export function keepSpareHosts(socket: string, count: number): void {
+  if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
+  if (!Number.isSafeInteger(count) || count < 0 || count > 64)
+    throw invalidParameter('count', 'an integer from 0 to 64', count);
+  const s = spares.get(socket) ?? { want: 0, idle: [] };
+  spares.set(socket, s);
+  s.want = count;
+  for (const c of s.idle.splice(count)) c.kill('SIGKILL');
+  topUp(socket);
+}
+
+/** Pids of the idle spare hosts for `socket`. */
+export function spareHostPids(socket: string): number[] {
+  return (spares.get(socket)?.idle ?? []).map((c) => c.pid!);
+}
+
+/** Ends every idle spare host and stops keeping them; resolves once they have exited. */
+export async function closeSpareHosts(): Promise<void> {
+  const all = [...spares.values()].flatMap((s) => {
+    s.want = 0;
+    return s.idle.splice(0);
+  });
+  await Promise.all(
+    all.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGKILL');
+        }),
+    ),
+  );
+}
+
+function topUp(socket: string): void {
+  const s = spares.get(socket);
+  while (s && s.idle.length < s.want) {
+    const c = forkHost(socket);
+    // an idle spare must not keep the agent alive
+    c.unref();
+    c.channel?.unref();
+    c.once('exit', () => {
+      const i = s.idle.indexOf(c);
+      if (i >= 0) s.idle.splice(i, 1);
+    });
+    s.idle.push(c);
+  }
+}
+
+function takeHost(socket: string): ChildProcess {
+  const s = spares.get(socket);
+  const spare = s?.idle.shift();
+  if (!spare) return forkHost(socket);
+  spare.ref();
+  spare.channel?.ref();
+  topUp(socket);
+  return spare;
+}
+
+function forkHost(socket: string): ChildProcess {
+  return fork(builtScript('jobs/kinds/task-host-main.js'), [socket], {
     // The host runs built JavaScript; the agent's own flags (a test runner's loaders) are not for it.
     execArgv: [],
     serialization: 'advanced',
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
-  return supervise(child, kind, payload, ctx);
 }
 
 function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx: TaskContext): Promise<TaskOutput> {
