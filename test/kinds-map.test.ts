@@ -8,9 +8,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor, type TrellisClient, TrellisError, tensor } from '../src/index.js';
 import type { MapJobSpec } from '../src/jobs/job-types.js';
-import { CANCEL_GRACE_MS, closeSpareHosts, keepSpareHosts, runners, spareHostPids } from '../src/jobs/kinds/index.js';
+import {
+  CANCEL_GRACE_MS,
+  closeSpareHosts,
+  keepSpareHosts,
+  runners,
+  spareHostPids,
+  warmHostPids,
+} from '../src/jobs/kinds/index.js';
 import type { TaskPayload } from '../src/jobs/task-types.js';
 import { writeDataset } from '../src/loaders/shard-writer.js';
+import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 import { failure, processRunning, taskContext } from './helpers/task-context.js';
 
@@ -222,5 +230,39 @@ describe('spare task hosts', () => {
     expect(spareHostPids(env.socket)).toEqual([]);
     expect(processRunning(next[0])).toBe(false);
     expect(() => keepSpareHosts(env.socket, -1)).toThrow(expect.objectContaining({ code: 'ERR_BAD_REQUEST' }));
+  });
+});
+
+describe('warm task hosts', () => {
+  async function pidOf(jobId: string, index: number, handler = 'pid'): Promise<number> {
+    const out = await runners.map(payload(jobId, handler, index), taskContext(client, env.socket, [shards[index]]).ctx);
+    const t = (await client.get(out.outputId!)) as Tensor;
+    const [pid] = Array.from(t.data as Int32Array);
+    await client.release(out.outputId!);
+    return pid;
+  }
+
+  it('the next task of the same job runs in the host the last one left; another job’s does not', async () => {
+    const a = await pidOf('warm-1', 0);
+    expect(warmHostPids(env.socket, 'warm-1')).toEqual([a]);
+    expect(await pidOf('warm-1', 1)).toBe(a);
+    expect(await pidOf('warm-1', 2)).toBe(a);
+    const other = await pidOf('warm-2', 0);
+    expect(other).not.toBe(a);
+    expect(warmHostPids(env.socket, 'warm-1')).toEqual([a]);
+    // unused, it exits after its idle time
+    await eventually(() => !processRunning(a), `warm host ${a} exiting when idle`);
+    expect(warmHostPids(env.socket, 'warm-1')).toEqual([]);
+  });
+
+  it('a host whose task failed is not used again', async () => {
+    const a = await pidOf('warm-3', 0);
+    const f = await failure(
+      runners.map(payload('warm-3', 'fail-code', 1), taskContext(client, env.socket, [shards[1]]).ctx),
+    );
+    expect(f.code).toBe('ERR_SIZE_MISMATCH');
+    expect(processRunning(a)).toBe(false);
+    expect(warmHostPids(env.socket, 'warm-3')).toEqual([]);
+    expect(await pidOf('warm-3', 2)).not.toBe(a);
   });
 });

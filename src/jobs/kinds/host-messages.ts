@@ -10,7 +10,7 @@ import type { TaskOutput, TaskPayload } from '../task-types.js';
 
 /** Runner → host. */
 export type ToHost =
-  /** The one task this host runs; sent once, right after the fork. */
+  /** A task to run: the first right after the fork (or when a spare is taken), more for the same job while the host is warm. */
   | {
       t: 'start';
       kind: JobKind;
@@ -20,8 +20,10 @@ export type ToHost =
       localShards: string[];
       handlerDirs: string[];
     }
-  /** The task was cancelled: fire the task's AbortSignal. */
-  | { t: 'abort' };
+  /** The running task was cancelled: fire its AbortSignal. */
+  | { t: 'abort' }
+  /** No more tasks: close the client and exit. */
+  | { t: 'exit' };
 
 /** Host → runner. */
 export type FromHost =

@@ -19,7 +19,15 @@ import type { TaskRunner } from '../task-types.js';
 import { runInHost } from './task-host.js';
 
 export { isHandlerName, listHandlers, resolveHandler } from './handlers.js';
-export { CANCEL_GRACE_MS, closeSpareHosts, keepSpareHosts, spareHostPids } from './task-host.js';
+export {
+  closeSpareHosts,
+  keepSpareHosts,
+  MAX_TASKS_PER_HOST,
+  spareHostPids,
+  WARM_IDLE_MS,
+  warmHostPids,
+} from './host-pool.js';
+export { CANCEL_GRACE_MS } from './task-host.js';
 
 export const runners: Record<JobKind, TaskRunner> = {
   map: (payload, ctx) => runInHost('map', payload, ctx),

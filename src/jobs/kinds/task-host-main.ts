@@ -1,12 +1,13 @@
 /**
- * The task host's entry point (a child process forked by task-host.ts, one
- * per task; `node task-host-main.js SOCKET`): connects to the node's store
- * itself as it boots — before its task arrives when it is a spare — then
- * runs the kind's body with a context of its own, answers once, closes its
- * client and exits. Anything
- * thrown becomes `{code, message}`: a TrellisError keeps its code, anything
- * else is ERR_WORKER_FAILED (map handlers' own throws are turned into
- * ERR_HANDLER_FAILED by map-task.ts before they get here).
+ * The task host's entry point (a child process forked by host-pool.ts;
+ * `node task-host-main.js SOCKET`): connects to the node's store itself as
+ * it boots — before its first task arrives when it is a spare — then runs
+ * tasks one at a time, each the kind's body with a context of its own, and
+ * answers each once. After a failed task it exits; after a good one it waits
+ * for the next task of the same job or for `exit` (host-pool.ts decides).
+ * Anything thrown becomes `{code, message}`: a TrellisError keeps its code,
+ * anything else is ERR_WORKER_FAILED (map handlers' own throws are turned
+ * into ERR_HANDLER_FAILED by map-task.ts before they get here).
  */
 import { Worker } from 'node:worker_threads';
 import type { TrellisClient } from '../../client/client.js';
@@ -16,11 +17,11 @@ import type { JobKind } from '../job-types.js';
 import type { HostedKind } from './host-context.js';
 import type { FromHost, ToHost } from './host-messages.js';
 
-const controller = new AbortController();
-let started = false;
 const socket = process.argv[2];
+/** The running task's signal; null while idle. */
+let current: AbortController | null = null;
 // Connect and load the map body while no task is here yet: a spare host is ready when one comes.
-const booted = connect({ socket, name: `task host ${process.pid}` });
+let booted: Promise<TrellisClient> = connect({ socket, name: `task host ${process.pid}` });
 booted.catch(() => {});
 import('./map-task.js').catch(() => {});
 
@@ -45,23 +46,23 @@ async function body(kind: JobKind): Promise<HostedKind> {
   }
 }
 
-/** The boot-time client, or a new one if that failed or has lost its store since (a spare waits a while). */
+/** The client, checked with a ping: a host that waited a while may have lost its store (then it connects again). */
 async function storeClient(): Promise<TrellisClient> {
   try {
     const c = await booted;
     await c.status();
     return c;
   } catch {
-    return connect({ socket, name: `task host ${process.pid}` });
+    booted = connect({ socket, name: `task host ${process.pid}` });
+    return booted;
   }
 }
 
-async function run(m: Extract<ToHost, { t: 'start' }>): Promise<void> {
-  let client: TrellisClient | undefined;
+async function run(m: Extract<ToHost, { t: 'start' }>, controller: AbortController): Promise<void> {
   let answer: FromHost;
   try {
     if (m.socket !== socket) throw new TrellisError('ERR_INTERNAL', `a host for ${socket} got a task for ${m.socket}`);
-    client = await storeClient();
+    const client = await storeClient();
     const kindBody = await body(m.kind);
     const output = await kindBody(m.payload, {
       client,
@@ -77,18 +78,31 @@ async function run(m: Extract<ToHost, { t: 'start' }>): Promise<void> {
   } catch (e) {
     answer = { t: 'err', error: asTrellisError(e, 'ERR_WORKER_FAILED', 'task host').toPayload() };
   }
-  await client?.close().catch(() => {});
+  current = null;
+  if (answer.t === 'err') {
+    // A failed task may have left anything behind: this host runs nothing more.
+    await exit(answer);
+    return;
+  }
   await send(answer);
+}
+
+async function exit(last?: FromHost): Promise<never> {
+  const c = await booted.catch(() => undefined);
+  await c?.close().catch(() => {});
+  if (last) await send(last);
   // Whatever a handler left running (timers, sockets) must not keep the host alive.
   process.exit(0);
 }
 
 process.on('message', (m: ToHost) => {
-  if (m.t === 'start' && !started) {
-    started = true;
-    void run(m);
+  if (m.t === 'start' && current === null) {
+    current = new AbortController();
+    void run(m, current);
   } else if (m.t === 'abort') {
-    controller.abort(new TrellisError('ERR_CANCELLED', 'the task was cancelled'));
+    current?.abort(new TrellisError('ERR_CANCELLED', 'the task was cancelled'));
+  } else if (m.t === 'exit' && current === null) {
+    void exit();
   }
 });
 // The agent went away: nobody is left to take the answer.

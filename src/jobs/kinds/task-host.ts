@@ -1,11 +1,7 @@
 /**
- * Runs one task in a task host: a child process of its own, started for the
- * task and gone when it ends. The agent's event loop only relays messages,
- * so BullMQ's lock renewal never waits for a handler or onnxruntime.
- *
- * Forking, loading the client and connecting take ~0.3 s here; an agent
- * that keeps spare hosts (keepSpareHosts) has them done before its tasks
- * arrive. A spare runs one task like any host and is replaced at once.
+ * Runs one task in a task host: a child process (host-pool.ts says which
+ * one). The agent's event loop only relays messages, so BullMQ's lock
+ * renewal never waits for a handler or onnxruntime.
  *
  * A process rather than a worker thread, because a task must not be able to
  * take the agent down: a handler that writes into a read-only store view
@@ -13,25 +9,26 @@
  * stoppable, and terminating a worker thread while onnxruntime is inside
  * native code can abort the whole process. A process costs more to start
  * (~0.3 s here with the client loaded and connected, against ~0.13 s for a
- * thread), which a task of real work does not notice.
+ * thread); spares and warm hosts (host-pool.ts) keep that off most tasks.
  *
- * Lifecycle: fork → `start` → progress/log messages → `done` or `err` → the
- * host closes its store client and exits → the runner settles. Cancel
- * (ctx.signal) sends `abort`; the host fires the task's own signal, and if it
- * has not exited within CANCEL_GRACE_MS it is killed (SIGKILL). A cancelled
- * task always rejects, whatever the host answered: with the abort reason's
- * code when it is a TrellisError, ERR_CANCELLED otherwise.
+ * Lifecycle of a task: `start` → progress/log messages → `done` (the host is
+ * kept for the job's next task or told to exit) or `err` (the host closes
+ * its client and exits) → the runner settles; a host that exits without
+ * answering fails the task with ERR_WORKER_FAILED. Cancel (ctx.signal)
+ * sends `abort`; the host fires the task's own signal, and if it has not
+ * exited within CANCEL_GRACE_MS it is killed (SIGKILL). A cancelled task
+ * always rejects, whatever the host answered: with the abort reason's code
+ * when it is a TrellisError, ERR_CANCELLED otherwise.
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { invalidParameter, TrellisError } from '../../errors.js';
-import { builtScript } from '../../package-root.js';
+import { TrellisError } from '../../errors.js';
 import type { JobKind } from '../job-types.js';
 import type { TaskContext, TaskOutput, TaskPayload } from '../task-types.js';
 import type { FromHost, ToHost } from './host-messages.js';
+import { type Host, releaseHost, takeHost } from './host-pool.js';
 
 /** How long a cancelled host may take to stop by itself before it is killed. */
 export const CANCEL_GRACE_MS = 1_000;
-/** How long a host that has answered may take to exit (a handler may leave timers behind). */
+/** How long a host that answered with an error may take to exit (a handler may leave timers behind). */
 const EXIT_GRACE_MS = 2_000;
 /** Bytes of the host's stderr kept for the message of a crash. */
 const STDERR_TAIL = 2_048;
@@ -51,104 +48,36 @@ export function runInHost(kind: JobKind, payload: TaskPayload, ctx: TaskContext)
     );
   }
   if (ctx.signal.aborted) return Promise.reject(cancelled(ctx.signal.reason, 'it had not started'));
-  let child: ChildProcess;
+  let host: Host;
   try {
-    child = takeHost(ctx.socket);
+    host = takeHost(ctx.socket, payload.jobId);
   } catch (e) {
     return Promise.reject(e);
   }
-  return supervise(child, kind, payload, ctx);
+  return supervise(host, kind, payload, ctx);
 }
 
-/** Idle spare hosts per store socket, and how many each should have. */
-const spares = new Map<string, { want: number; idle: ChildProcess[] }>();
-
-/**
- * Keeps `count` idle task hosts forked and connected to the store at
- * `socket`, so a task starts without waiting for a process (0 stops
- * keeping them). Idle spares do not keep the agent's process alive;
- * closeSpareHosts ends them.
- */
-export function keepSpareHosts(socket: string, count: number): void {
-  if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
-  if (!Number.isSafeInteger(count) || count < 0 || count > 64)
-    throw invalidParameter('count', 'an integer from 0 to 64', count);
-  const s = spares.get(socket) ?? { want: 0, idle: [] };
-  spares.set(socket, s);
-  s.want = count;
-  for (const c of s.idle.splice(count)) c.kill('SIGKILL');
-  topUp(socket);
-}
-
-/** Pids of the idle spare hosts for `socket`. */
-export function spareHostPids(socket: string): number[] {
-  return (spares.get(socket)?.idle ?? []).map((c) => c.pid!);
-}
-
-/** Ends every idle spare host and stops keeping them; resolves once they have exited. */
-export async function closeSpareHosts(): Promise<void> {
-  const all = [...spares.values()].flatMap((s) => {
-    s.want = 0;
-    return s.idle.splice(0);
-  });
-  await Promise.all(
-    all.map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          c.once('exit', () => resolve());
-          c.kill('SIGKILL');
-        }),
-    ),
-  );
-}
-
-function topUp(socket: string): void {
-  const s = spares.get(socket);
-  while (s && s.idle.length < s.want) {
-    const c = forkHost(socket);
-    // an idle spare must not keep the agent alive
-    c.unref();
-    c.channel?.unref();
-    c.once('exit', () => {
-      const i = s.idle.indexOf(c);
-      if (i >= 0) s.idle.splice(i, 1);
-    });
-    s.idle.push(c);
-  }
-}
-
-function takeHost(socket: string): ChildProcess {
-  const s = spares.get(socket);
-  const spare = s?.idle.shift();
-  if (!spare) return forkHost(socket);
-  spare.ref();
-  spare.channel?.ref();
-  topUp(socket);
-  return spare;
-}
-
-function forkHost(socket: string): ChildProcess {
-  return fork(builtScript('jobs/kinds/task-host-main.js'), [socket], {
-    // The host runs built JavaScript; the agent's own flags (a test runner's loaders) are not for it.
-    execArgv: [],
-    serialization: 'advanced',
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
-}
-
-function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx: TaskContext): Promise<TaskOutput> {
+function supervise(host: Host, kind: JobKind, payload: TaskPayload, ctx: TaskContext): Promise<TaskOutput> {
+  const child = host.child;
   return new Promise((resolve, reject) => {
-    let answer: { ok: true; output: TaskOutput } | { ok: false; error: TrellisError } | null = null;
+    let failed: TrellisError | null = null;
     let aborted = false;
     let killedForCancel = false;
     let stderr = '';
     let timer: NodeJS.Timeout | null = null;
+    let settled = false;
+    const detach: (() => void)[] = [];
+    // biome-ignore lint/suspicious/noExplicitAny: an EventEmitter listener takes whatever its event carries
+    const on = (emitter: NodeJS.EventEmitter, event: string, fn: (...args: any[]) => void) => {
+      emitter.on(event, fn);
+      detach.push(() => emitter.off(event, fn));
+    };
 
     const relayLines = (stream: NodeJS.ReadableStream | null, prefix: string) => {
+      if (!stream) return;
       let buf = '';
-      stream?.setEncoding('utf8');
-      stream?.on('data', (d: string) => {
+      stream.setEncoding('utf8');
+      on(stream, 'data', (d: string) => {
         if (prefix) stderr = (stderr + d).slice(-STDERR_TAIL);
         buf += d;
         for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
@@ -163,7 +92,16 @@ function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx
     relayLines(child.stderr, 'stderr: ');
 
     const send = (m: ToHost) => {
-      if (child.connected) child.send(m, (e) => e && undefined);
+      if (child.connected) child.send(m, () => {});
+    };
+    const finish = (result: TaskOutput | TrellisError) => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', onAbort);
+      for (const off of detach) off();
+      if (result instanceof TrellisError) reject(result);
+      else resolve(result);
     };
     const onAbort = () => {
       if (aborted) return;
@@ -176,31 +114,37 @@ function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx
       }, CANCEL_GRACE_MS);
     };
 
-    child.on('message', (m: FromHost) => {
+    on(child, 'message', (m: FromHost) => {
+      if (settled || failed) return;
       switch (m.t) {
         case 'progress':
-          if (!answer && !aborted) ctx.progress(m.progress);
+          if (!aborted) ctx.progress(m.progress);
           break;
         case 'log':
           ctx.log(m.line);
           break;
         case 'done':
-        case 'err':
-          if (answer) break;
-          answer =
-            m.t === 'done' ? { ok: true, output: m.output } : { ok: false, error: TrellisError.fromPayload(m.error) };
-          if (!aborted) {
-            timer = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
+          if (aborted) {
+            // finished anyway, but the task is cancelled: the host goes (the exit event settles)
+            send({ t: 'exit' });
+          } else {
+            finish(m.output);
+            releaseHost(ctx.socket, payload.jobId, host);
           }
+          break;
+        case 'err':
+          // the host exits after an error; the exit event settles
+          failed = TrellisError.fromPayload(m.error);
+          if (!aborted) timer = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
           break;
       }
     });
-    child.once('error', (e) => {
-      // fork failed (or a send did): the exit event follows when there was a process
+    on(child, 'error', (e: Error) => {
+      // fork failed: there is no process whose exit would settle the task
       if (child.pid === undefined)
         finish(new TrellisError('ERR_WORKER_FAILED', `cannot start a task host: ${e.message}`));
     });
-    child.once('exit', (code, signal) => {
+    on(child, 'exit', (code: number | null, signal: NodeJS.Signals | null) => {
       if (aborted) {
         finish(
           cancelled(
@@ -210,8 +154,8 @@ function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx
               : 'its task host stopped',
           ),
         );
-      } else if (answer) {
-        finish(answer.ok ? answer.output : answer.error);
+      } else if (failed) {
+        finish(failed);
       } else {
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         const tail = stderr.trim() ? `; stderr: ${stderr.trim()}` : '';
@@ -223,16 +167,6 @@ function supervise(child: ChildProcess, kind: JobKind, payload: TaskPayload, ctx
         );
       }
     });
-
-    let settled = false;
-    const finish = (result: TaskOutput | TrellisError) => {
-      if (settled) return;
-      settled = true;
-      if (timer) clearTimeout(timer);
-      ctx.signal.removeEventListener('abort', onAbort);
-      if (result instanceof TrellisError) reject(result);
-      else resolve(result);
-    };
 
     ctx.signal.addEventListener('abort', onAbort, { once: true });
     send({
