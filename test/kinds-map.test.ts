@@ -5,6 +5,7 @@
  * here; failures by their codes; and after every failure this process still
  * runs tasks.
  */
+import * as arrow from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor, type TrellisClient, TrellisError, tensor } from '../src/index.js';
 import type { MapJobSpec } from '../src/jobs/job-types.js';
@@ -107,6 +108,15 @@ describe('map runner', () => {
       [400],
       Array.from(labels.subarray(0, 400)),
     ]);
+    await client.release(out.outputId!);
+  });
+
+  it('stores an arrow.Table a handler returns as a table', async () => {
+    const out = await runners.map(payload('map-table', 'table', 2), taskContext(client, env.socket, [shards[2]]).ctx);
+    const t = await client.get(out.outputId!);
+    expect(t).toBeInstanceOf(arrow.Table);
+    const labelSum = Array.from(labels.subarray(800)).reduce((a, v) => a + v, 0);
+    expect((t as arrow.Table).toArray().map((r) => r.toJSON())).toEqual([{ rows: 200, labelSum }]);
     await client.release(out.outputId!);
   });
 
