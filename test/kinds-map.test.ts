@@ -21,7 +21,7 @@ import type { TaskPayload } from '../src/jobs/task-types.js';
 import { writeDataset } from '../src/loaders/shard-writer.js';
 import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
-import { failure, processRunning, taskContext } from './helpers/task-context.js';
+import { failure, HANDLERS, processRunning, taskContext } from './helpers/task-context.js';
 
 let env: Awaited<ReturnType<typeof startStore>>;
 let client: TrellisClient;
@@ -151,6 +151,19 @@ describe('map runner', () => {
     expect((await failure(runners.map(payload('map-path', '../sum'), ctx()))).code).toBe('ERR_BAD_REQUEST');
   });
 
+  it('fails a handler module that does not load or has no default export with ERR_HANDLER_FAILED', async () => {
+    const ctx = () => taskContext(client, env.socket, [shards[0]]).ctx;
+    const broken = await failure(runners.map(payload('map-broken', 'broken'), ctx()));
+    expect({ code: broken.code, first: broken.message.split(':').slice(0, 2).join(':') }).toEqual({
+      code: 'ERR_HANDLER_FAILED',
+      first: `handler broken (${HANDLERS}/broken.mjs) could not be loaded: Error [ERR_MODULE_NOT_FOUND]`,
+    });
+    expect(await failure(runners.map(payload('map-nodefault', 'no-default'), ctx()))).toEqual({
+      code: 'ERR_HANDLER_FAILED',
+      message: `handler no-default (${HANDLERS}/no-default.mjs) has no default export function`,
+    });
+  });
+
   it('a handler that calls process.exit(3) fails only its task, with ERR_WORKER_FAILED', async () => {
     const f = await failure(runners.map(payload('map-exit', 'exit'), taskContext(client, env.socket, [shards[0]]).ctx));
     expect(f.code).toBe('ERR_WORKER_FAILED');
@@ -244,8 +257,8 @@ describe('spare task hosts', () => {
 });
 
 describe('warm task hosts', () => {
-  async function pidOf(jobId: string, index: number, handler = 'pid'): Promise<number> {
-    const out = await runners.map(payload(jobId, handler, index), taskContext(client, env.socket, [shards[index]]).ctx);
+  async function pidOf(jobId: string, index: number): Promise<number> {
+    const out = await runners.map(payload(jobId, 'pid', index), taskContext(client, env.socket, [shards[index]]).ctx);
     const t = (await client.get(out.outputId!)) as Tensor;
     const [pid] = Array.from(t.data as Int32Array);
     await client.release(out.outputId!);
@@ -263,6 +276,15 @@ describe('warm task hosts', () => {
     // unused, it exits after its idle time
     await eventually(() => !processRunning(a), `warm host ${a} exiting when idle`);
     expect(warmHostPids(env.socket, 'warm-1')).toEqual([]);
+  });
+
+  it('tasks of one job running at once each get a host, and both wait for the job’s next tasks', async () => {
+    const pids = await Promise.all([pidOf('warm-4', 0), pidOf('warm-4', 1)]);
+    expect(new Set(pids).size).toBe(2);
+    expect(warmHostPids(env.socket, 'warm-4').sort()).toEqual([...pids].sort());
+    const next = await pidOf('warm-4', 2);
+    expect(pids).toContain(next);
+    expect(warmHostPids(env.socket, 'warm-4').sort()).toEqual([...pids].sort());
   });
 
   it('a host whose task failed is not used again', async () => {
