@@ -50,4 +50,28 @@ describe('task hosts when the agent dies', () => {
     expect(await agent.exited).toEqual({ code: null, signal: 'SIGKILL' });
     await eventually(() => !processRunning(host), `task host ${host} stopping after its agent died`);
   });
+
+  it('idle spare and warm hosts do not keep an agent process alive, and go when it exits', async () => {
+    const agent = startChild(
+      `
+      const kinds = await import(${JSON.stringify(DIST.replace(/index\.js$/, 'jobs/kinds/index.js'))});
+      const client = await connect({ socket: process.env.SOCK });
+      const ctx = {
+        client, node: 'n', socket: process.env.SOCK, localShards: [process.env.SHARD],
+        signal: new AbortController().signal, progress: () => {}, log: () => {}, handlerDirs: [process.env.HANDLERS],
+      };
+      kinds.keepSpareHosts(process.env.SOCK, 2);
+      const spec = { kind: 'map', dataset: 'kinds/faults', handler: 'sum' };
+      await kinds.runners.map({ jobId: 'idle', index: 0, spec, shards: [process.env.SHARD] }, ctx);
+      send({ hosts: [...kinds.spareHostPids(process.env.SOCK), ...kinds.warmHostPids(process.env.SOCK, 'idle')] });
+      await client.close();
+      `,
+      { SOCK: env.socket, SHARD: shard, HANDLERS },
+    );
+    const hosts = (await agent.next()).hosts as number[];
+    expect(hosts).toHaveLength(3);
+    // nothing else holds it, so it exits by itself (spares never end on their own)
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    for (const pid of hosts) await eventually(() => !processRunning(pid), `task host ${pid} exiting after its agent`);
+  });
 });

@@ -19,6 +19,7 @@
  * dies, each notices (see task-host-main.ts) and exits.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { invalidParameter } from '../../errors.js';
 import { builtScript } from '../../package-root.js';
 import type { ToHost } from './host-messages.js';
@@ -166,15 +167,19 @@ function forkHost(socket: string): ChildProcess {
   });
 }
 
-/** An idle host must not keep the agent alive. */
+/** An idle host must not keep the agent alive: neither the process, its IPC channel nor its stdio pipes. */
 function idle(c: ChildProcess): void {
   c.unref();
   c.channel?.unref();
+  (c.stdout as Socket | null)?.unref();
+  (c.stderr as Socket | null)?.unref();
 }
 
 function use(c: ChildProcess): void {
   c.ref();
   c.channel?.ref();
+  (c.stdout as Socket | null)?.ref();
+  (c.stderr as Socket | null)?.ref();
 }
 
 function retire(c: ChildProcess): void {
