@@ -159,7 +159,8 @@ function topUp(socket: string): void {
 }
 
 function forkHost(socket: string): ChildProcess {
-  return fork(builtScript('jobs/kinds/task-host-main.js'), [socket], {
+  // the agent's pid: a host that boots after its agent died must see that it has none
+  return fork(builtScript('jobs/kinds/task-host-main.js'), [socket, String(process.pid)], {
     // The host runs built JavaScript; the agent's own flags (a test runner's loaders) are not for it.
     execArgv: [],
     serialization: 'advanced',

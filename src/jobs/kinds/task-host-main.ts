@@ -1,6 +1,6 @@
 /**
  * The task host's entry point (a child process forked by host-pool.ts;
- * `node task-host-main.js SOCKET`): connects to the node's store itself as
+ * `node task-host-main.js SOCKET AGENT_PID`): connects to the node's store itself as
  * it boots — before its first task arrives when it is a spare — then runs
  * tasks one at a time, each the kind's body with a context of its own, and
  * answers each once. After a failed task it exits; after a good one it waits
@@ -18,6 +18,8 @@ import type { HostedKind } from './host-context.js';
 import type { FromHost, ToHost } from './host-messages.js';
 
 const socket = process.argv[2];
+/** Our parent, as the agent itself said: process.ppid may already be init's if the agent died while we booted. */
+const agentPid = Number(process.argv[3]);
 /** The running task's signal; null while idle. */
 let current: AbortController | null = null;
 // Connect and load the map body while no task is here yet: a spare host is ready when one comes.
@@ -105,8 +107,9 @@ process.on('message', (m: ToHost) => {
     void exit();
   }
 });
-// The agent went away: nobody is left to take the answer.
+// The agent went away: nobody is left to take the answer. (It may have gone while we booted.)
 process.on('disconnect', () => process.exit(1));
+if (!process.connected) process.exit(1);
 
 /**
  * A handler that never yields keeps 'disconnect' from ever running, and a
@@ -117,4 +120,4 @@ const WATCHDOG = `
 const { workerData } = require('node:worker_threads');
 setInterval(() => { if (process.ppid !== workerData.ppid) process.kill(workerData.pid, 'SIGKILL'); }, 250);
 `;
-new Worker(WATCHDOG, { eval: true, workerData: { ppid: process.ppid, pid: process.pid } }).unref();
+new Worker(WATCHDOG, { eval: true, workerData: { ppid: agentPid, pid: process.pid } }).unref();
