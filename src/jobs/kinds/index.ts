@@ -1,9 +1,11 @@
 /**
  * The job kinds, as the agent calls them: `runners[kind](payload, ctx)` after
- * it has moved the task's inputs to its node. Each runner starts a task host
- * (a child process, task-host.ts) that connects to the node's store itself
- * and runs the kind's body there — map-task.ts, infer-task.ts,
- * train-task.ts — so nothing CPU-bound runs on the agent's event loop.
+ * it has moved the task's inputs to its node. Each runner hands the task to
+ * a task host (a child process, task-host.ts; a warm, spare or new one,
+ * host-pool.ts) that is connected to the node's store itself and runs the
+ * kind's body there — map-task.ts, infer-task.ts, train-task.ts — so
+ * nothing CPU-bound runs on the agent's event loop. An agent calls
+ * keepSpareHosts(socket, n) at start and closeSpareHosts() at shutdown.
  *
  * What a runner expects of ctx: `socket` of this node's store (the host
  * connects to it), `localShards` (local ids, one per payload shard),
