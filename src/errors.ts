@@ -29,7 +29,7 @@ export const ERROR_CODES = {
   ERR_META_UNAVAILABLE: 'The metadata service (etcd) did not answer; cluster-wide operations cannot complete now.',
   ERR_INTERNAL: 'A bug: the store hit a state it did not expect. The message says where; please report it.',
   ERR_WORKER_FAILED:
-    'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
+    'A worker (a loader gather process, an inference pool thread, a job task host) died, or failed with an error without a code.',
   ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
   ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
   ERR_JOB_NOT_FOUND: 'No job with that id exists.',
@@ -37,6 +37,11 @@ export const ERROR_CODES = {
   ERR_PAYLOAD_TOO_LARGE: 'The HTTP request body is larger than the server accepts.',
   ERR_UNSUPPORTED_MEDIA_TYPE: 'The HTTP request body has a content type the route does not accept (JSON bodies only).',
   ERR_QUEUE_UNAVAILABLE: 'The task queues (Redis) did not answer; jobs cannot be submitted, changed or read now.',
+  ERR_HANDLER_NOT_FOUND: "No map handler of that name is in the agent's --handlers directories.",
+  ERR_HANDLER_FAILED:
+    'A map handler threw an error that is not a TrellisError, could not be loaded, or returned a value that cannot be stored; the message carries its reason.',
+  ERR_CANCELLED:
+    'The task or job was cancelled (by request, a job timeout or an agent shutting down) before it finished.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

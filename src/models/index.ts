@@ -29,4 +29,11 @@ export {
   type RunToStoreOptions,
   toOrtTensor,
 } from './ort-adapter.js';
-export { type EpochReport, evaluate, type TrainOptions, type TrainResult, trainLocal } from './trainer.js';
+export {
+  type EpochReport,
+  evaluate,
+  type StepReport,
+  type TrainOptions,
+  type TrainResult,
+  trainLocal,
+} from './trainer.js';

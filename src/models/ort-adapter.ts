@@ -217,6 +217,15 @@ export class ModelSession {
   }
 
   /**
+   * Checks inputs against the model and returns the output shapes they imply
+   * (null for an output whose shape the inputs do not determine), e.g. to
+   * allocate outputs in the store before run() (the infer job kind).
+   */
+  outputShapes(inputs: Record<string, Tensor>): Record<string, number[] | null> {
+    return this.resolveOutputs(this.prepare(inputs).dims);
+  }
+
+  /**
    * Runs the model. Outputs go into `into` where given (tensors of the right
    * dtype and shape, e.g. `TensorWriter.data` views or reused buffers; they
    * must not share memory with an input) and into memory onnxruntime

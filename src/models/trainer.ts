@@ -32,6 +32,22 @@ export interface TrainOptions {
   threads?: number;
   /** Called after every epoch. */
   onEpoch?: (e: EpochReport) => void;
+  /** Called after every step (for progress reports). */
+  onStep?: (s: StepReport) => void;
+  /** Stops training between steps: trainLocal rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface StepReport {
+  epoch: number;
+  /** Steps done so far, over all epochs (1 after the first). */
+  step: number;
+  /** Steps in the whole run (epochs × batches per epoch). */
+  steps: number;
+  /** The step's batch: its mean loss and its rows. */
+  loss: number;
+  rows: number;
+  lastOfEpoch: boolean;
 }
 
 export interface EpochReport {
@@ -88,14 +104,20 @@ export async function trainLocal(client: TrellisClient, dataset: string, o: Trai
   let t0 = performance.now();
   let tWait = performance.now();
   let lr = scalar(dtype, rate);
+  const steps = loader.batchesPerEpoch * epochs;
+  let done = 0;
+  o.signal?.throwIfAborted();
   for await (const b of loader) {
+    o.signal?.throwIfAborted();
     waitMs += performance.now() - tWait;
     const rows = b.x.shape[0];
     const X: Tensor = { dtype: b.x.dtype, shape: [rows, b.x.data.length / rows], data: b.x.data };
     const into = Object.fromEntries(step.params.map((p) => [step.updates[p], spare[p]]));
     const out = await session.run({ X, labels: b.y, lr, ...cur }, into);
     [cur, spare] = [spare, cur];
-    sum += Number(out.loss.data[0]) * rows;
+    const loss = Number(out.loss.data[0]);
+    sum += loss * rows;
+    o.onStep?.({ epoch, step: ++done, steps, loss, rows, lastOfEpoch: b.lastOfEpoch });
     batches++;
     samples += rows;
     const bytes = b.x.data.byteLength + b.y.data.byteLength;
