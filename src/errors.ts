@@ -32,6 +32,7 @@ export const ERROR_CODES = {
     'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
   ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
   ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
+  ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -18,7 +18,6 @@ export class IpcChannel {
   private readonly decoder: FrameDecoder;
   private failure: TrellisError | null = null;
   private outbox: Buffer[] = [];
-  onClose: (err: TrellisError) => void = () => {};
 
   private constructor(
     private readonly socket: Socket,
@@ -113,6 +112,5 @@ export class IpcChannel {
     this.socket.destroy();
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    this.onClose(err);
   }
 }

@@ -11,7 +11,7 @@
  * Sending raw bytes writes the caller's views as they are (no staging copy).
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
 import { RPC_VERSION } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
@@ -61,10 +61,6 @@ const SCRATCH = 256 * 1024;
 const WRITE_SLICE = 64 * 1024 * 1024;
 /** Largest answer header accepted (an answer for 100 000 ids is big, but not this big). */
 const MAX_ANSWER_FRAME = 1 << 30;
-
-function asError(e: unknown): TrellisError {
-  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', String((e as Error)?.message ?? e));
-}
 
 export class RpcChannel {
   private readonly pending = new Map<number, Pending>();
@@ -144,7 +140,7 @@ export class RpcChannel {
       ch.hello = a.header;
       return ch;
     } catch (e) {
-      const err = asError(e);
+      const err = asTrellisError(e);
       ch.fail(err);
       throw err;
     } finally {
@@ -238,7 +234,7 @@ export class RpcChannel {
       if (!p.alloc) throw new TrellisError('ERR_PROTOCOL', 'the store sent raw bytes that nothing asked for');
       parts = p.alloc(h, raw);
     } catch (e) {
-      p.reject(asError(e));
+      p.reject(asTrellisError(e));
       return skip;
     }
     this.setActive(1);

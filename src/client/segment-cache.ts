@@ -157,13 +157,6 @@ export function writableMapping(m: SegmentMapping): ArrayBuffer {
   return m.rw;
 }
 
-/** Number of segments this process has mapped, for diagnostics. */
-export function mappedSegmentCount(): number {
-  let n = 0;
-  for (const m of stores.values()) n += m.size;
-  return n;
-}
-
 /**
  * Whether `buffer` is a read-only mapping of a store segment (what `get`
  * returns views over). Writing into one raises SIGSEGV, so code that hands

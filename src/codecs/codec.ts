@@ -18,8 +18,3 @@ export interface EncodedValue {
 
 /** Resolves a Blob record to a view of its bytes. */
 export type BlobResolver = (blob: ObjectRecord) => Uint8Array;
-
-export interface Codec<T> {
-  typename: string;
-  decode(record: ObjectRecord, resolve: BlobResolver): T;
-}

@@ -3,14 +3,9 @@
  * handler, and send `ok` with its fields or `err` with a code — never throw
  * into the connection, even when the answer itself cannot be encoded.
  */
-import { TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
 
 export type Sender = (header: object) => void;
-
-/** Any thrown value as a TrellisError; what is not one is a bug (ERR_INTERNAL). */
-export function asTrellisError(e: unknown): TrellisError {
-  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
-}
 
 export function sendError(send: Sender, rid: number, e: unknown): void {
   const err = asTrellisError(e);

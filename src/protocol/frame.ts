@@ -30,16 +30,6 @@ export function encodeFrame(header: object, payload?: Uint8Array): Buffer {
   return out;
 }
 
-/** Encodes the header part only, for callers that write the payload separately (writev). */
-export function encodeFrameHead(header: object, payloadLength: number): Buffer {
-  const json = Buffer.from(JSON.stringify(header));
-  const out = Buffer.allocUnsafe(8 + json.length);
-  out.writeUInt32LE(4 + json.length + payloadLength, 0);
-  out.writeUInt32LE(json.length, 4);
-  json.copy(out, 8);
-  return out;
-}
-
 /** Incremental decoder: push chunks, get whole frames; throws ERR_PROTOCOL on a bad frame. */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
@@ -64,10 +54,6 @@ export class FrameDecoder {
       frames.push(decodeBody(body));
     }
     return frames;
-  }
-
-  get pending(): number {
-    return this.buffered;
   }
 
   private peek(n: number): Buffer {

@@ -50,11 +50,6 @@ export class RpcReader {
     private readonly handler: ReaderHandler,
   ) {}
 
-  /** True while raw bytes of a frame are still to come. */
-  get inRaw(): boolean {
-    return this.target !== null;
-  }
-
   /**
    * Bytes read into a buffer the reader does not own. With `transient` the
    * buffer is reused for the next read, so whatever must wait is copied.

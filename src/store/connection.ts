@@ -24,7 +24,6 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 export class Connection {
   readonly decoder: FrameDecoder;
   state: 'new' | 'ready' | 'fds' | 'closed' = 'new';
-  clientName = '';
   private batch: Buffer[] | null = null;
   private readonly handshakeTimer: NodeJS.Timeout;
 
@@ -126,7 +125,6 @@ export class Connection {
           return;
         }
         clearTimeout(this.handshakeTimer);
-        this.clientName = req.client ?? '';
         this.state = 'ready';
         respond(this.sender, rid, () => this.handler.hello(this, req));
         return;

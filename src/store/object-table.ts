@@ -282,10 +282,6 @@ export class ObjectTable {
     }
   }
 
-  referencesOf(conn: number): number {
-    return this.refs.get(conn)?.size ?? 0;
-  }
-
   list(typename: string | undefined, limit: number): ObjectSummary[] {
     const out: ObjectSummary[] = [];
     for (const e of this.entries.values()) {

@@ -12,8 +12,8 @@
  * mid-stream has them aborted with everything else it held.
  */
 import type { Socket } from 'node:net';
-import { TrellisError } from '../errors.js';
-import { asTrellisError, respond, sendError } from '../protocol/answer.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import { respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
 import { type ObjectRecord, ridOf } from '../protocol/messages.js';
 import {
@@ -57,7 +57,6 @@ export class RpcConnection {
   /** This peer's connection id in the object table (pins, unsealed blobs, name waits). */
   readonly id: number;
   state: 'new' | 'ready' | 'closed' = 'new';
-  clientName = '';
   readonly socket: Socket;
   private readonly reader = new RpcReader(MAX_HELLO_FRAME, {
     frame: (f, raw) => this.onFrame(f, raw),
@@ -180,7 +179,6 @@ export class RpcConnection {
     }
     clearTimeout(this.handshakeTimer);
     this.state = 'ready';
-    this.clientName = req.client ?? '';
     this.reader.maxFrame = this.store.maxFrame;
     const o = this.store.opts;
     this.send({
