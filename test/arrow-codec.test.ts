@@ -2,7 +2,7 @@ import * as arrow from 'apache-arrow';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { arrowTableFromRecord, encodeArrowTable } from '../src/codecs/arrow.js';
 import { connect, type TrellisClient, TrellisError } from '../src/index.js';
-import type { ObjectRecord } from '../src/protocol/messages.js';
+import type { ObjectRecord } from '../src/protocol/records.js';
 import { startStore } from './helpers/store.js';
 
 const SEGMENT = 64 * 1024 * 1024;

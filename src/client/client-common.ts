@@ -7,14 +7,10 @@
  */
 
 import type { EncodedValue } from '../codecs/codec.js';
-import { encodeValue } from '../codecs/value.js';
+import { encodeValue, type PutValue } from '../codecs/value.js';
 import { invalidParameter } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
 import { BLOB_TYPENAME, isObjectId } from '../protocol/messages.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
-import type { PutValue } from './client.js';
+import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreStatus } from '../protocol/records.js';
 
 export interface PutOptions {
   /** Bind this name to the new object in the same request (a named object is also persisted). */
@@ -28,9 +24,6 @@ export interface ObjectSpecInput {
   meta?: Record<string, unknown>;
   members?: string[];
 }
-
-/** A persisted object as the metadata service knows it. */
-export type GlobalObjectInfo = GlobalObject & { alive: boolean };
 
 export function checkName(name: unknown): asserts name is string {
   if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {

@@ -1,20 +1,3 @@
-/**
- * The IPC client: the store's objects as views over shared memory.
- *
- * Views and their lifetime. `get` pins an object in the store for this client
- * and returns views over the store's memory; a view stays valid (its bytes
- * unchanged) until the client calls `release(id)` as many times as it called
- * `get(id)`, or closes. After that the store may reuse the memory. Views are
- * mapped read-only: writing into one kills the process with SIGSEGV rather
- * than corrupt what other processes see.
- *
- * @example
- *   await using client = await connect({ socket: '/tmp/trellis.sock' });
- *   const id = await client.put(new Float32Array([1, 2, 3]), { name: 'xs' });
- *   const t = await client.get(id) as Tensor;   // t.data is a view, no copy
- *   await client.release(id);
- */
-import type * as arrow from 'apache-arrow';
 import { ARROW_TYPENAME } from '../codecs/arrow.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import {
@@ -24,12 +7,12 @@ import {
   elementCount,
   isDType,
   TENSOR_TYPENAME,
-  type Tensor,
   type TypedArray,
 } from '../codecs/tensor.js';
-import { decodeRecord } from '../codecs/value.js';
+import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
+import { isObjectId, PROTOCOL_VERSION } from '../protocol/messages.js';
+import type { BlobLocation, ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
@@ -41,25 +24,14 @@ import {
   writableMapping,
 } from './segment-cache.js';
 
+export type { PutValue, StoredObject, StoreValue } from '../codecs/value.js';
 export { BLOB_TYPENAME } from '../protocol/messages.js';
-export type { GlobalObjectInfo, ObjectSpecInput, PutOptions } from './client-common.js';
+export type { ObjectSpecInput, PutOptions } from './client-common.js';
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
 /** Segments mapped in the background at connect. */
 const PREFETCH_SEGMENTS = 8;
-
-/** A composite or custom object: its metadata and its decoded members. */
-export interface StoredObject {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: StoreValue[];
-}
-
-export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
-export type PutValue = Tensor | TypedArray | arrow.Table;
 
 export interface ConnectOptions {
   /** Path of the store's UNIX socket (default $TRELLIS_SOCKET or /tmp/trellis.sock). */

@@ -22,13 +22,14 @@
 
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
-import { decodeRecord } from '../codecs/value.js';
+import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
-import { decodeGetAnswer, MAX_RAW_PART, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
-import type { BlobWriter, PutOptions, StoreValue, TensorWriter } from './client.js';
-import { ClientCommon, putFields } from './client-common.js';
+import { isObjectId } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
+import { decodeGetAnswer, MAX_RAW_PART, type RpcGetAnswer } from '../protocol/rpc-messages.js';
+import type { BlobWriter, TensorWriter } from './client.js';
+import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
 import type { StoreClient } from './store-client.js';
 
@@ -198,7 +199,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       if (!b) throw new TrellisError('ERR_PROTOCOL', `blob ${rec.id} came without its bytes`);
       return b;
     };
-    const values = answer.objects.map((tree: RpcTree) => decodeRecord(tree, resolve));
+    const values = answer.objects.map((tree: ObjectRecord) => decodeRecord(tree, resolve));
     for (const id of ids) this.held.set(id, (this.held.get(id) ?? 0) + 1);
     return values;
   }

@@ -11,7 +11,7 @@
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import { decodeBody, encodeFrame } from '../protocol/frame.js';
-import type { SegmentInfo } from '../protocol/messages.js';
+import type { SegmentInfo } from '../protocol/records.js';
 
 export interface SegmentMapping {
   readonly id: number;

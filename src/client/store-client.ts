@@ -9,20 +9,9 @@
  */
 
 import type { ArrayOf, DType } from '../codecs/tensor.js';
-import type { InstanceInfo } from '../meta/meta-service.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
-import type {
-  BlobWriter,
-  GlobalObjectInfo,
-  ObjectSpecInput,
-  PutOptions,
-  PutValue,
-  StoreValue,
-  TensorWriter,
-  TrellisClient,
-} from './client.js';
+import type { PutValue, StoreValue } from '../codecs/value.js';
+import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreStatus } from '../protocol/records.js';
+import type { BlobWriter, ObjectSpecInput, PutOptions, TensorWriter, TrellisClient } from './client.js';
 
 export interface StoreClient extends AsyncDisposable {
   /** The store's random id for this run. */

@@ -24,7 +24,7 @@
  */
 import * as arrow from 'apache-arrow';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { ObjectRecord } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import type { BlobResolver, EncodedValue } from './codec.js';
 
 export const ARROW_TYPENAME = 'ArrowTable';

@@ -3,7 +3,7 @@
  * blob plus metadata (`encode`) and rebuilds the value over a read-only view
  * of that blob (`decode`), without copying.
  */
-import type { ObjectRecord } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 
 export interface EncodedValue {
   typename: string;

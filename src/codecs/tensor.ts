@@ -4,7 +4,7 @@
  * byte per element in a Uint8Array; int64/uint64 as BigInt64Array/BigUint64Array.
  */
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { ObjectRecord } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import type { BlobResolver, EncodedValue } from './codec.js';
 
 export type TypedArray =

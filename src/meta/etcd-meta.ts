@@ -17,7 +17,8 @@
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Watcher } from 'etcd3';
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo, MetaService } from './meta-service.js';
+import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
+import type { MetaService } from './meta-service.js';
 
 type RequestOp = {
   request_put?: { key: Buffer; value: Buffer; lease?: string };

@@ -5,41 +5,12 @@
  * docs/PROTOCOL.md describes each message.
  */
 import { TrellisError } from '../errors.js';
+import type { ObjectSpec } from './records.js';
 
 export const PROTOCOL_VERSION = 1;
 
 /** The typename of a raw blob: one byte range in the arena. */
 export const BLOB_TYPENAME = 'Blob';
-
-/** Where a blob's bytes live: segment id, byte offset and length. */
-export interface BlobLocation {
-  seg: number;
-  off: number;
-  size: number;
-}
-
-/** What a client asks the store to record for a new object. */
-export interface ObjectSpec {
-  typename: string;
-  meta: Record<string, unknown>;
-  /** ids of member objects (blobs or other objects), in order. */
-  members: string[];
-}
-
-/** An object as `get` returns it: the whole tree, with blob locations. */
-export interface ObjectRecord {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: ObjectRecord[];
-  blob?: BlobLocation;
-}
-
-export interface SegmentInfo {
-  id: number;
-  size: number;
-}
 
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }

@@ -11,7 +11,8 @@
  * Blob bytes travel that way, never inside JSON.
  */
 import { TrellisError } from '../errors.js';
-import { BLOB_TYPENAME, decodeRequest, isObjectId, type ObjectSpec, type Request } from './messages.js';
+import { BLOB_TYPENAME, decodeRequest, isObjectId, type Request } from './messages.js';
+import type { ObjectRecord, ObjectSpec } from './records.js';
 
 export const RPC_VERSION = 1;
 /** One raw part is one blob: at most 4 GiB (a Node 20 ArrayBuffer and an arena segment). */
@@ -54,18 +55,9 @@ export type RpcRequest =
   | { t: 'put'; rid: number; object: ObjectSpec; name?: string; persist: boolean; raw: number[] }
   | Extract<Request, { t: Shared }>;
 
-/** An object tree as a get answer carries it: like ObjectRecord, without arena locations. */
-export interface RpcTree {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: RpcTree[];
-}
-
 /** A validated get answer: one tree per id asked for, and the blobs whose bytes follow, in stream order. */
 export interface RpcGetAnswer {
-  objects: RpcTree[];
+  objects: ObjectRecord[];
   /** Blob ids in the order their bytes follow the frame (each once). */
   blobs: string[];
   raw: number[];
@@ -139,7 +131,7 @@ export function decodeRpcRequest(h: Record<string, unknown>): RpcRequest {
 // ---- the get answer ----------------------------------------------------------
 
 /** Checks a tree from the wire: shape, ids, sizes, nesting; metadata as the IPC validators want it. */
-function decodeTree(v: unknown, where: string, depth: number, sizes: Map<string, number>): RpcTree {
+function decodeTree(v: unknown, where: string, depth: number, sizes: Map<string, number>): ObjectRecord {
   if (depth > MAX_TREE_DEPTH) throw protocolError(`${where}: objects nest deeper than ${MAX_TREE_DEPTH}`);
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw protocolError(`${where}: expected an object`);
   const o = v as Record<string, unknown>;

@@ -6,7 +6,7 @@
  */
 import { TrellisError } from '../errors.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
-import type { BlobLocation, SegmentInfo } from '../protocol/messages.js';
+import type { BlobLocation, SegmentInfo } from '../protocol/records.js';
 import { ALIGN, alignUp, SegmentAllocator } from './allocator.js';
 
 const PAGE = 4096;

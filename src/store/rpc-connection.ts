@@ -15,14 +15,14 @@ import type { Socket } from 'node:net';
 import { asTrellisError, TrellisError } from '../errors.js';
 import { respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
-import { type ObjectRecord, ridOf } from '../protocol/messages.js';
+import { ridOf } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import {
   BLOB_TYPENAME,
   decodeRpcRequest,
   MAX_HELLO_FRAME,
   RPC_VERSION,
   type RpcRequest,
-  type RpcTree,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 import { adoptWithOnread } from './direct-read.js';
@@ -225,13 +225,10 @@ export class RpcConnection {
     for (const n of req.raw) this.host.counters.bytesIn += n;
     const make = (): Entry => {
       const t = this.store.table;
+      // A Blob put is the blob itself, with the put's metadata.
+      if (req.object.typename === BLOB_TYPENAME) return t.sealBlob(ids[0], this.id, req.object.meta);
       for (const id of ids) t.seal(id, this.id);
-      if (req.object.typename !== BLOB_TYPENAME) {
-        return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
-      }
-      const blob = t.lookup(ids[0]);
-      Object.assign(blob.meta, req.object.meta);
-      return blob;
+      return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
     };
     if (req.name === undefined && !req.persist) {
       try {
@@ -323,7 +320,7 @@ export class RpcConnection {
     const raw: number[] = [];
     const views: Uint8Array[] = [];
     const seen = new Set<string>();
-    const strip = (r: ObjectRecord): RpcTree => {
+    const strip = (r: ObjectRecord): ObjectRecord => {
       if (r.typename === BLOB_TYPENAME) {
         if (!r.blob) throw new TrellisError('ERR_INTERNAL', `blob ${r.id} has no memory to send from`);
         if (!seen.has(r.id)) {

@@ -11,10 +11,11 @@ import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
 import { EtcdMeta } from '../meta/etcd-meta.js';
 import { LocalMeta } from '../meta/local-meta.js';
-import type { MetaService, RpcEndpoint } from '../meta/meta-service.js';
+import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
+import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
@@ -71,34 +72,6 @@ export type RpcStarter = (
   store: StoreServer,
   opts: { host: string; port: number; token: string },
 ) => Promise<RpcAttachment>;
-
-export interface StoreStatus {
-  instanceId: number;
-  storeId: string;
-  name: string;
-  hostname: string;
-  pid: number;
-  socket: string;
-  protocolVersion: number;
-  memoryUsed: number;
-  memoryLimit: number;
-  memoryMapped: number;
-  memoryResident: number;
-  reserved: boolean;
-  segments: { id: number; size: number; used: number; freeBlocks: number }[];
-  fragmentation: number;
-  objects: number;
-  blobs: number;
-  entries: number;
-  names: number;
-  connections: number;
-  nameWaiters: number;
-  spill: { dir: string | null; objects: number; bytes: number };
-  counters: Record<string, number>;
-  meta: Record<string, unknown>;
-  rpc: (RpcEndpoint & Record<string, unknown>) | null;
-  uptimeMs: number;
-}
 
 /** Bytes a put may carry inline; larger values go through create + seal. */
 export const INLINE_LIMIT = 256 * 1024;
