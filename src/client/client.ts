@@ -11,8 +11,8 @@ import {
 } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { isObjectId, PROTOCOL_VERSION } from '../protocol/messages.js';
-import type { BlobLocation, ObjectRecord } from '../protocol/records.js';
+import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
@@ -70,7 +70,8 @@ export interface TensorWriter<T extends TypedArray = TypedArray> {
 export class TrellisClient extends ClientCommon {
   private readonly held = new Map<string, Held>();
   private readonly fetching = new Map<string, Promise<ObjectRecord>>();
-  private closing: Promise<void> | null = null;
+  /** This client speaks to its store over the UNIX socket (views over shared memory). */
+  readonly transport = 'ipc' as const;
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -91,29 +92,22 @@ export class TrellisClient extends ClientCommon {
     if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const channel = await IpcChannel.open(socket, timeoutMs);
-    let hello: Record<string, unknown>;
+    let hello: ReplyOf<'hello'>;
     try {
       const f = await withTimeout(
         channel.request({ t: 'hello', version: PROTOCOL_VERSION, client: opts.name ?? `pid ${process.pid}` }),
         timeoutMs,
         'handshake',
       );
-      hello = f.header;
+      hello = decodeReply('hello', f.header);
     } catch (e) {
       channel.close();
       throw e;
     }
-    const client = new TrellisClient(
-      channel,
-      socket,
-      String(hello.token),
-      String(hello.storeId),
-      Number(hello.instanceId),
-      Number(hello.inlineLimit),
-    );
+    const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
     // Map the store's existing segments in the background, so the first get
     // does not wait for the fd exchange (a get waits for it if it comes first).
-    const segments = Math.min(Number(hello.segments) || 0, PREFETCH_SEGMENTS);
+    const segments = Math.min(hello.segments, PREFETCH_SEGMENTS);
     if (segments > 0) {
       ensureMapped(
         client.storeId,
@@ -136,7 +130,7 @@ export class TrellisClient extends ClientCommon {
         enc.write(payload);
       }
       const f = await this.call({ t: 'put', object, ...putFields(opts) }, payload);
-      return String(f.id);
+      return f.id;
     }
     const w = await this.createBlob(enc.size);
     try {
@@ -146,7 +140,7 @@ export class TrellisClient extends ClientCommon {
       throw e;
     }
     const f = await this.call({ t: 'seal', id: w.id, object, ...putFields(opts) });
-    return String(f.id);
+    return f.id;
   }
 
   /**
@@ -156,9 +150,7 @@ export class TrellisClient extends ClientCommon {
    */
   async createBlob(nbytes: number): Promise<BlobWriter> {
     if (!Number.isSafeInteger(nbytes) || nbytes < 0) throw invalidParameter('nbytes', 'a non-negative integer', nbytes);
-    const f = await this.call({ t: 'create', size: nbytes });
-    const id = String(f.id);
-    const loc = f.blob as BlobLocation;
+    const { id, blob: loc } = await this.call({ t: 'create', size: nbytes });
     let buffer: Uint8Array;
     try {
       await ensureMapped(this.storeId, this.socketPath, this.token, [loc.seg]);
@@ -185,7 +177,7 @@ export class TrellisClient extends ClientCommon {
         check();
         const r = await this.call({ t: 'seal', id, ...putFields(opts) });
         done = true;
-        return String(r.id);
+        return r.id;
       },
       abort: async () => {
         check();
@@ -223,7 +215,7 @@ export class TrellisClient extends ClientCommon {
           ...putFields(opts),
         });
         done = true;
-        return String(r.id);
+        return r.id;
       },
       abort: async () => {
         if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
@@ -235,13 +227,7 @@ export class TrellisClient extends ClientCommon {
 
   // ---- get --------------------------------------------------------------
 
-  /** The object as a view over shared memory: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject. */
-  async get(id: string): Promise<StoreValue> {
-    const [v] = await this.getMany([id]);
-    return v;
-  }
-
-  /** Many objects in one round trip. */
+  /** Many objects in one round trip, as views over shared memory. */
   async getMany(ids: string[]): Promise<StoreValue[]> {
     if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
     for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
@@ -294,19 +280,8 @@ export class TrellisClient extends ClientCommon {
     return this.decode(h.record);
   }
 
-  /** The bytes of a Blob as a read-only view. */
-  async getBlob(id: string): Promise<Uint8Array> {
-    const v = await this.get(id);
-    if (!(v instanceof Uint8Array)) {
-      await this.release(id);
-      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
-    }
-    return v;
-  }
-
   private async fetch(ids: string[]): Promise<ObjectRecord[]> {
-    const f = await this.call({ t: 'get', ids });
-    const recs = f.objects as ObjectRecord[];
+    const recs = (await this.call({ t: 'get', ids })).objects;
     const segs = new Set<number>();
     const walk = (r: ObjectRecord) => {
       if (r.blob) segs.add(r.blob.seg);
@@ -354,7 +329,7 @@ export class TrellisClient extends ClientCommon {
     // No answer is awaited: the client already knows the release is valid.
     // Frames leave in call order (and together within a tick), and the store
     // handles them in order, so anything sent after this sees it released.
-    this.channel.request({ t: 'release', ids: [id], noReply: true }, undefined, false).catch(() => {});
+    this.channel.request({ t: 'release', ids: [id] }, undefined, false).catch(() => {});
   }
 
   /** Number of objects this client holds references to. */
@@ -362,33 +337,22 @@ export class TrellisClient extends ClientCommon {
     return this.held.size;
   }
 
-  /** Closes the connection; the store drops this client's references. Safe to call twice. */
-  close(): Promise<void> {
-    if (!this.closing) {
-      this.held.clear();
-      this.channel.close();
-      releaseStore(this.storeId);
-      this.closing = Promise.resolve();
-    }
-    return this.closing;
+  /** The store drops this client's references when the connection goes. */
+  protected disconnect(): void {
+    this.held.clear();
+    this.channel.close();
+    releaseStore(this.storeId);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
-  }
-
-  private async call(header: Record<string, unknown>, payload?: Uint8Array): Promise<Record<string, unknown>> {
+  /** One request and its checked answer. */
+  private async call<B extends RequestBody>(body: B, payload?: Uint8Array): Promise<ReplyOf<B['t']>> {
     this.checkOpen();
-    const f = await this.channel.request(header, payload);
-    return f.header;
+    const f = await this.channel.request(body, payload);
+    return decodeReply<B['t']>(body.t, f.header);
   }
 
-  protected request(header: Record<string, unknown>): Promise<Record<string, unknown>> {
-    return this.call(header);
+  protected async send(body: RequestBody): Promise<Record<string, unknown>> {
+    return (await this.channel.request(body)).header;
   }
 }
 

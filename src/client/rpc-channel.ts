@@ -12,8 +12,15 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { asTrellisError, TrellisError } from '../errors.js';
-import { encodeFrame, type Frame } from '../protocol/frame.js';
-import { RPC_VERSION } from '../protocol/rpc-messages.js';
+import type { Frame } from '../protocol/frame.js';
+import { decodeError } from '../protocol/messages.js';
+import {
+  decodeRpcReply,
+  encodeRpcRequest,
+  RPC_VERSION,
+  type RpcHelloReply,
+  type RpcRequestBody,
+} from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 
 export interface RpcChannelOptions {
@@ -78,8 +85,8 @@ export class RpcChannel {
   private active = 0;
   private corked = false;
   private readonly idleMs: number;
-  /** The store's hello answer: version, instanceId, storeId, name, maxFrame. */
-  hello: Record<string, unknown> = {};
+  /** The store's hello answer (set once open resolves). */
+  hello: RpcHelloReply = { version: 0, instanceId: 0, storeId: '', name: '', maxFrame: 0 };
   onClose: (err: TrellisError) => void = () => {};
 
   private constructor(
@@ -134,10 +141,11 @@ export class RpcChannel {
         token: opts.token,
         client: opts.client ?? `pid ${process.pid}`,
       });
-      if (a.header.version !== RPC_VERSION) {
-        throw new TrellisError('ERR_PROTOCOL', `the store at ${endpoint} speaks RPC version ${a.header.version}`);
+      const hello = decodeRpcReply('hello', a.header);
+      if (hello.version !== RPC_VERSION) {
+        throw new TrellisError('ERR_PROTOCOL', `the store at ${endpoint} speaks RPC version ${hello.version}`);
       }
-      ch.hello = a.header;
+      ch.hello = hello;
       return ch;
     } catch (e) {
       const err = asTrellisError(e);
@@ -158,15 +166,13 @@ export class RpcChannel {
   }
 
   /** Sends a request (and its raw parts); resolves with the answer, rejects with the store's error. */
-  request(header: Record<string, unknown>, opts: RequestOptions = {}): Promise<RpcAnswer> {
+  request(body: RpcRequestBody, opts: RequestOptions = {}): Promise<RpcAnswer> {
     if (this.failure) return Promise.reject(this.failure);
     const rid = this.nextRid;
     this.nextRid = rid >= 0xfffffffe ? 1 : rid + 1;
-    header.rid = rid;
-    if (opts.raw) header.raw = opts.raw.map((p) => p.byteLength);
     let frame: Buffer;
     try {
-      frame = encodeFrame(header);
+      frame = encodeRpcRequest(rid, body, opts.raw);
     } catch (e) {
       return Promise.reject(
         new TrellisError('ERR_BAD_REQUEST', `the request cannot be encoded: ${(e as Error).message}`),
@@ -214,7 +220,7 @@ export class RpcChannel {
     if (!p) {
       // An error for no request of ours (rid 0): the store gave up on this connection.
       if (h.t === 'err') {
-        this.fail(TrellisError.fromPayload(h as { code: string; message: string }));
+        this.fail(decodeError(h));
         return skip;
       }
       throw new TrellisError('ERR_PROTOCOL', `the store answered request ${String(h.rid)}, which is not in flight`);
@@ -222,7 +228,7 @@ export class RpcChannel {
     this.pending.delete(h.rid as number);
     if (!p.waits) this.setActive(-1);
     if (h.t === 'err') {
-      p.reject(TrellisError.fromPayload(h as { code: string; message: string }));
+      p.reject(decodeError(h));
       return skip;
     }
     if (raw === null) {

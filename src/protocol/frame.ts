@@ -20,7 +20,12 @@ export interface Frame {
 }
 
 export function encodeFrame(header: object, payload?: Uint8Array): Buffer {
-  const json = Buffer.from(JSON.stringify(header));
+  return encodeJsonFrame(JSON.stringify(header), payload);
+}
+
+/** A frame around a header already written as JSON text. */
+export function encodeJsonFrame(text: string, payload?: Uint8Array): Buffer {
+  const json = Buffer.from(text);
   const plen = payload ? payload.byteLength : 0;
   const out = Buffer.allocUnsafe(8 + json.length + plen);
   out.writeUInt32LE(4 + json.length + plen, 0);
