@@ -7,6 +7,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
 import { type Frame, FrameDecoder } from '../protocol/frame.js';
 import { decodeError, encodeRequest, type RequestBody } from '../protocol/messages.js';
+import { WriteBatch } from './write-batch.js';
 
 interface Pending {
   resolve: (f: Frame) => void;
@@ -18,13 +19,14 @@ export class IpcChannel {
   private nextRid = 1;
   private readonly decoder: FrameDecoder;
   private failure: TrellisError | null = null;
-  private outbox: Buffer[] = [];
+  private readonly out: WriteBatch;
 
   private constructor(
     private readonly socket: Socket,
     maxFrame: number,
   ) {
     this.decoder = new FrameDecoder(maxFrame);
+    this.out = new WriteBatch(socket);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e) => this.fail(new TrellisError('ERR_DISCONNECTED', `store connection failed: ${e.message}`)));
     socket.on('close', () => this.fail(new TrellisError('ERR_DISCONNECTED', 'the store closed the connection')));
@@ -79,19 +81,9 @@ export class IpcChannel {
     return new Promise<Frame>((resolve, reject) => {
       if (expectAnswer) this.pending.set(rid, { resolve, reject });
       else resolve({ header: {}, payload: Buffer.alloc(0) });
-      // Requests made in one synchronous run leave in one write, at the next
-      // microtask checkpoint.
-      this.outbox.push(frame);
-      if (this.outbox.length === 1) queueMicrotask(this.flush);
+      this.out.write(frame);
     });
   }
-
-  private readonly flush = (): void => {
-    const out = this.outbox;
-    this.outbox = [];
-    if (out.length === 0 || this.failure) return;
-    this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
-  };
 
   close(): void {
     this.fail(new TrellisError('ERR_CLOSED', 'the client was closed'));

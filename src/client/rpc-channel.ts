@@ -22,6 +22,7 @@ import {
   type RpcRequestBody,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
+import { WriteBatch } from './write-batch.js';
 
 export interface RpcChannelOptions {
   host: string;
@@ -83,7 +84,7 @@ export class RpcChannel {
   private failure: TrellisError | null = null;
   /** Requests in flight that are not waits, and answers whose raw bytes are arriving: the idle timer runs while > 0. */
   private active = 0;
-  private corked = false;
+  private readonly out: WriteBatch;
   private readonly idleMs: number;
   /** The store's hello answer (set once open resolves). */
   hello: RpcHelloReply = { version: 0, instanceId: 0, storeId: '', name: '', maxFrame: 0 };
@@ -108,6 +109,7 @@ export class RpcChannel {
       },
     });
     this.socket.setNoDelay(true);
+    this.out = new WriteBatch(this.socket);
     this.socket.on('error', (e: NodeJS.ErrnoException) => {
       const what = this.socket.connecting ? 'cannot connect to the store at' : 'the connection to the store at';
       this.fail(new TrellisError('ERR_DISCONNECTED', `${what} ${endpoint} failed: ${e.code ?? e.message}`));
@@ -182,19 +184,10 @@ export class RpcChannel {
     return new Promise<RpcAnswer>((resolve, reject) => {
       this.pending.set(rid, { resolve, reject, alloc: opts.alloc, waits });
       if (!waits) this.setActive(1);
-      // Everything written in one tick leaves together (one writev).
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        process.nextTick(() => {
-          this.corked = false;
-          this.socket.uncork();
-        });
-      }
-      this.socket.write(frame);
+      this.out.write(frame);
       for (const p of opts.raw ?? []) {
         for (let off = 0; off < p.byteLength; off += WRITE_SLICE) {
-          this.socket.write(p.subarray(off, Math.min(p.byteLength, off + WRITE_SLICE)));
+          this.out.write(p.subarray(off, Math.min(p.byteLength, off + WRITE_SLICE)));
         }
       }
     });

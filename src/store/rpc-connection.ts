@@ -27,9 +27,9 @@ import {
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 import { adoptWithOnread } from './direct-read.js';
 import type { Entry } from './object-table.js';
+import { PeerConnection } from './peer-connection.js';
 import type { StoreServer } from './store-server.js';
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Blob bytes go to the socket in slices this large: few syscalls, no copies. */
 const WRITE_SLICE = 64 * 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -53,23 +53,23 @@ function skip(raw: number[] | null): RawTarget | null {
   return raw === null ? null : { parts: raw.map(() => null), done: () => {} };
 }
 
-export class RpcConnection {
+export class RpcConnection extends PeerConnection {
   /** This peer's connection id in the object table (pins, unsealed blobs, name waits). */
   readonly id: number;
-  state: 'new' | 'ready' | 'closed' = 'new';
   readonly socket: Socket;
+  protected readonly queuedBytesOutlive = false;
   private readonly reader = new RpcReader(MAX_HELLO_FRAME, {
     frame: (f, raw) => this.onFrame(f, raw),
     error: (e) => this.fail(e),
   });
   private readonly scratch = Buffer.allocUnsafe(SCRATCH);
-  private readonly handshakeTimer: NodeJS.Timeout;
 
   /** `accepted` comes from a server with pauseOnConnect: it has not read anything yet. */
   constructor(
     accepted: Socket,
     private readonly host: RpcHost,
   ) {
+    super();
     this.id = host.store.newConnectionId();
     // Put bytes are read straight into their arena blobs when net allows it.
     const direct = adoptWithOnread(accepted, {
@@ -88,10 +88,7 @@ export class RpcConnection {
       accepted.resume();
     }
     const socket = this.socket;
-    this.handshakeTimer = setTimeout(() => {
-      if (this.state === 'new') this.fail(new TrellisError('ERR_TIMEOUT', 'no handshake within 10 s'));
-    }, HANDSHAKE_TIMEOUT_MS);
-    this.handshakeTimer.unref();
+    this.armHandshake();
     socket.setNoDelay(true);
     socket.on('timeout', () =>
       this.fail(new TrellisError('ERR_TIMEOUT', `announced bytes stopped arriving for ${host.rawIdleMs} ms`)),
@@ -177,7 +174,7 @@ export class RpcConnection {
       );
       return;
     }
-    clearTimeout(this.handshakeTimer);
+    this.handshakeOver();
     this.state = 'ready';
     this.reader.maxFrame = this.store.maxFrame;
     const o = this.store.opts;
@@ -370,28 +367,16 @@ export class RpcConnection {
     this.socket.write(encodeFrame(header));
   }
 
-  /** Answers with an error and closes: a failed handshake or a broken stream. */
-  fail(err: TrellisError, rid = 0): void {
-    if (this.state === 'closed') return;
-    this.reader.stop();
+  protected sendError(err: TrellisError, rid: number): void {
     this.send({ t: 'err', rid, code: err.code, message: err.message });
-    if (this.socket.writableLength === 0) {
-      // Only the error frame was written: let it reach the peer, then close.
-      this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
-    }
-    this.destroy();
   }
 
-  /** Drops the peer: pins released, unsealed blobs of unfinished puts aborted, waits cancelled. */
-  destroy(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    clearTimeout(this.handshakeTimer);
+  protected stopInput(): void {
     this.reader.stop();
-    // Blob bytes still queued for the socket must not be read once the pins
-    // go, so the socket closes first (fail() ends it only with nothing queued).
-    if (!this.socket.writableEnded) this.socket.destroy();
+  }
+
+  /** Pins released, unsealed blobs of unfinished puts aborted, waits cancelled. */
+  protected released(): void {
     this.store.connectionClosed(this.id);
     this.host.forget(this);
   }

@@ -233,7 +233,7 @@ export class StoreServer implements RequestHandler {
   hello(conn: Connection): object {
     const token = randomBytes(16).toString('hex');
     this.tokens.set(token, conn);
-    (conn as Connection & { token?: string }).token = token;
+    conn.setToken(token);
     return {
       version: PROTOCOL_VERSION,
       instanceId: this.instanceId,
@@ -268,8 +268,7 @@ export class StoreServer implements RequestHandler {
 
   closed(conn: Connection): void {
     if (!this.connections.delete(conn.id)) return;
-    const token = (conn as Connection & { token?: string }).token;
-    if (token) this.tokens.delete(token);
+    if (conn.token) this.tokens.delete(conn.token);
     this.connectionClosed(conn.id);
   }
 
