@@ -17,6 +17,7 @@ import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
   ensureMapped,
+  isReadOnlyMapping,
   mappingOf,
   populateWritable,
   releaseStore,
@@ -84,6 +85,19 @@ export class TrellisClient extends ClientCommon {
   ) {
     super();
     retainStore(storeId);
+  }
+
+  /**
+   * Whether `view` lies over memory a `get` handed out in this process (a
+   * read-only mapping of a store segment). Writing into such a view kills the
+   * process with SIGSEGV, so code that gives memory to a native writer
+   * (onnxruntime outputs) checks here first.
+   *
+   * @example
+   *   if (TrellisClient.isReadOnlyView(t.data)) throw new Error('not writable');
+   */
+  static isReadOnlyView(view: ArrayBufferView | ArrayBufferLike): boolean {
+    return isReadOnlyMapping(ArrayBuffer.isView(view) ? view.buffer : view);
   }
 
   /** @internal use connect() */

@@ -14,6 +14,12 @@ import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreSta
 import type { BlobWriter, ObjectSpecInput, PutOptions, TensorWriter, TrellisClient } from './client.js';
 
 export interface StoreClient extends AsyncDisposable {
+  /**
+   * How this client reaches its store: 'ipc' (TrellisClient, views over
+   * shared memory) or 'rpc' (RemoteClient, copies). Code that hands out
+   * shared memory checks this instead of probing for members.
+   */
+  readonly transport: 'ipc' | 'rpc';
   /** The store's random id for this run. */
   readonly storeId: string;
   /** The store's instance id (the top 16 bits of its object ids). */

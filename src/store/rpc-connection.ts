@@ -25,7 +25,7 @@ import {
   type RpcRequest,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
-import { adoptWithOnread } from './direct-read.js';
+import { adoptWithOnread } from './net-handle.js';
 import type { Entry } from './object-table.js';
 import { PeerConnection } from './peer-connection.js';
 import type { StoreServer } from './store-server.js';

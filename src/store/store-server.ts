@@ -20,6 +20,7 @@ import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { IdAllocator } from './ids.js';
+import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
 
@@ -256,8 +257,8 @@ export class StoreServer implements RequestHandler {
       return s;
     });
     const frame = encodeFrame({ t: 'ok', rid: req.rid, segments: segs.map((s) => s.info()) });
-    const fd = (conn.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
+    const fd = socketFd(conn.socket);
+    if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
     native.sendFds(
       fd,
       frame,
