@@ -4,12 +4,13 @@
  * into the connection, even when the answer itself cannot be encoded.
  */
 import { asTrellisError, TrellisError } from '../errors.js';
+import { errorReply } from './messages.js';
 
 export type Sender = (header: object) => void;
 
 export function sendError(send: Sender, rid: number, e: unknown): void {
   const err = asTrellisError(e);
-  send({ t: 'err', rid, code: err.code, message: err.message });
+  send(errorReply(rid, err));
 }
 
 export function sendOk(send: Sender, rid: number, fields: object): void {

@@ -251,16 +251,53 @@ function locations(h: Header): Locations {
   return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), shards, instances };
 }
 
-/** A status is figures for people and tools: its identity and memory figures are checked, the rest passes as sent. */
+function counters(v: unknown, f: string): Record<string, number> {
+  const o = plainObject(v, f);
+  for (const k in o) uint(o, k);
+  return o as Record<string, number>;
+}
+
 function status(h: Header): StoreStatus {
   const s = plainObject(h.status, 'status');
-  uint(s, 'instanceId', 0xffff);
-  str(s, 'storeId', 256);
-  uint(s, 'memoryUsed');
-  uint(s, 'memoryLimit');
-  array(s, 'segments');
-  plainObject(s.counters, 'counters');
-  return s as unknown as StoreStatus;
+  const spill = plainObject(s.spill, 'spill');
+  const rpc = s.rpc === null ? null : plainObject(s.rpc, 'rpc');
+  return {
+    instanceId: uint(s, 'instanceId', 0xffff),
+    storeId: str(s, 'storeId', 256),
+    name: text(s, 'name'),
+    hostname: text(s, 'hostname'),
+    pid: uint(s, 'pid'),
+    socket: text(s, 'socket', 4096),
+    protocolVersion: uint(s, 'protocolVersion', 0xffff),
+    memoryUsed: uint(s, 'memoryUsed'),
+    memoryLimit: uint(s, 'memoryLimit'),
+    memoryMapped: uint(s, 'memoryMapped'),
+    memoryResident: uint(s, 'memoryResident'),
+    reserved: bool(s, 'reserved'),
+    segments: records(s, 'segments', (g) => ({
+      id: uint(g, 'id', 0xffff),
+      size: uint(g, 'size'),
+      used: uint(g, 'used'),
+      freeBlocks: uint(g, 'freeBlocks'),
+    })),
+    fragmentation: num(s, 'fragmentation'),
+    objects: uint(s, 'objects'),
+    blobs: uint(s, 'blobs'),
+    entries: uint(s, 'entries'),
+    names: uint(s, 'names'),
+    connections: uint(s, 'connections'),
+    nameWaiters: uint(s, 'nameWaiters'),
+    spill: {
+      dir: spill.dir === null ? null : text(spill, 'dir', 4096),
+      objects: uint(spill, 'objects'),
+      bytes: uint(spill, 'bytes'),
+    },
+    counters: counters(s.counters, 'counters'),
+    // Backend and RPC figures differ by backend and version: objects, passed on as the store sent them.
+    meta: plainObject(s.meta, 'meta'),
+    rpc: rpc === null ? null : { ...rpc, host: str(rpc, 'host', 256), port: uint(rpc, 'port', 65535) },
+    uptimeMs: uint(s, 'uptimeMs'),
+  };
 }
 
 function names(h: Header): Record<string, string> {
@@ -423,6 +460,16 @@ export function decodeRequest(h: Header): Request {
 export function encodeRequest(rid: number, body: RequestBody, payload?: Uint8Array, noReply = false): Buffer {
   const json = JSON.stringify(body);
   return encodeJsonFrame(`{"rid":${rid},${noReply ? '"noReply":true,' : ''}${json.slice(1)}`, payload);
+}
+
+/** The `ok` answer to request `rid`, from its typed fields (the store side of every reply decoder). */
+export function okReply<T extends RequestType>(rid: number, fields: ReplyOf<T>): Header {
+  return { t: 'ok', rid, ...fields };
+}
+
+/** The `err` answer to request `rid` (0: to no request, the connection is given up). */
+export function errorReply(rid: number, err: TrellisError): Header {
+  return { t: 'err', rid, code: err.code, message: err.message };
 }
 
 /** An `err` answer as the TrellisError it carries; a malformed one is ERR_PROTOCOL. */

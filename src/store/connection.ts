@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
 import { respond } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
-import { decodeRequest, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
+import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
 import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
@@ -61,7 +61,7 @@ export class Connection extends PeerConnection {
   }
 
   protected sendError(err: TrellisError, rid: number): void {
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
+    this.send(errorReply(rid, err));
   }
 
   /** Answers batched before a failure are dropped: the error goes out alone, directly. */
@@ -112,7 +112,7 @@ export class Connection extends PeerConnection {
     } catch (e) {
       const err = e instanceof TrellisError ? e : new TrellisError('ERR_BAD_REQUEST', String(e));
       if (this.state === 'new') this.fail(err, rid);
-      else this.send({ t: 'err', rid, code: err.code, message: err.message });
+      else this.send(errorReply(rid, err));
       return;
     }
     if (this.state === 'new') {
@@ -149,7 +149,7 @@ export class Connection extends PeerConnection {
       return;
     }
     if (req.t === 'hello' || req.t === 'fds') {
-      this.send({ t: 'err', rid, code: 'ERR_PROTOCOL', message: `${req.t} is only valid as the first message` });
+      this.send(errorReply(rid, new TrellisError('ERR_PROTOCOL', `${req.t} is only valid as the first message`)));
       return;
     }
     if (f.header.noReply === true) {

@@ -15,13 +15,14 @@ import type { Socket } from 'node:net';
 import { asTrellisError, TrellisError } from '../errors.js';
 import { respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
-import { ridOf } from '../protocol/messages.js';
+import { errorReply, okReply, ridOf } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import {
   BLOB_TYPENAME,
   decodeRpcRequest,
   MAX_HELLO_FRAME,
   RPC_VERSION,
+  type RpcHelloReply,
   type RpcRequest,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
@@ -178,15 +179,14 @@ export class RpcConnection extends PeerConnection {
     this.state = 'ready';
     this.reader.maxFrame = this.store.maxFrame;
     const o = this.store.opts;
-    this.send({
-      t: 'ok',
-      rid,
+    const hello: RpcHelloReply = {
       version: RPC_VERSION,
       instanceId: o.instanceId ?? 0,
       storeId: this.store.storeId,
       name: o.name ?? '',
       maxFrame: this.store.maxFrame,
-    });
+    };
+    this.send({ t: 'ok', rid, ...hello });
   }
 
   // ---- put ----------------------------------------------------------------
@@ -229,7 +229,7 @@ export class RpcConnection extends PeerConnection {
     };
     if (req.name === undefined && !req.persist) {
       try {
-        this.send({ t: 'ok', rid: req.rid, id: make().id });
+        this.send(okReply<'put'>(req.rid, { id: make().id }));
       } catch (e) {
         this.discard(ids);
         sendError(this.sender, req.rid, e);
@@ -245,7 +245,7 @@ export class RpcConnection extends PeerConnection {
       if (req.name !== undefined) await cluster.putName(req.name, root, false);
       return root;
     })().then(
-      (id) => this.send({ t: 'ok', rid: req.rid, id }),
+      (id) => this.send(okReply<'put'>(req.rid, { id })),
       (e) => {
         if (root === null) this.discard(ids);
         else this.deleteRoot(root);
@@ -368,7 +368,7 @@ export class RpcConnection extends PeerConnection {
   }
 
   protected sendError(err: TrellisError, rid: number): void {
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
+    this.send(errorReply(rid, err));
   }
 
   protected stopInput(): void {

@@ -14,7 +14,7 @@ import { LocalMeta } from '../meta/local-meta.js';
 import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
-import { PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
+import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
 import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
@@ -256,7 +256,7 @@ export class StoreServer implements RequestHandler {
       if (!s) throw new TrellisError('ERR_BAD_REQUEST', `no segment ${id}`);
       return s;
     });
-    const frame = encodeFrame({ t: 'ok', rid: req.rid, segments: segs.map((s) => s.info()) });
+    const frame = encodeFrame(okReply<'fds'>(req.rid, { segments: segs.map((s) => s.info()) }));
     const fd = socketFd(conn.socket);
     if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
     native.sendFds(
