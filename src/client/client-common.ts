@@ -73,11 +73,15 @@ export abstract class ClientCommon {
   private closing: Promise<void> | null = null;
 
   /**
-   * Sends one request and resolves with the answer's header, not yet checked.
-   * `waits` marks a request the store may hold open indefinitely (getName
-   * with wait).
+   * Sends one request and resolves with the answer (its header not yet
+   * checked). `waits` marks a request the store may hold open indefinitely
+   * (getName with wait). A plain pass-through to the channel: no async hop of
+   * its own on the round trip.
    */
-  protected abstract send(body: RequestBody<CommonRequest>, waits?: boolean): Promise<Record<string, unknown>>;
+  protected abstract send(
+    body: RequestBody<CommonRequest>,
+    waits?: boolean,
+  ): Promise<{ header: Record<string, unknown> }>;
 
   /** Drops the connection and everything held through it (close() calls it once). */
   protected abstract disconnect(): void;
@@ -91,7 +95,7 @@ export abstract class ClientCommon {
   /** Sends a request and checks its answer with the reply's decoder. */
   private async ask<B extends RequestBody<CommonRequest>>(body: B, waits = false): Promise<ReplyOf<B['t']>> {
     this.checkOpen();
-    return decodeReply<B['t']>(body.t, await this.send(body, waits));
+    return decodeReply<B['t']>(body.t, (await this.send(body, waits)).header);
   }
 
   /** ERR_CLOSED once close() was called: every method checks it first. */

@@ -11,6 +11,7 @@ import {
 } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
+import type { Frame } from '../protocol/frame.js';
 import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
@@ -365,8 +366,8 @@ export class TrellisClient extends ClientCommon {
     return decodeReply<B['t']>(body.t, f.header);
   }
 
-  protected async send(body: RequestBody): Promise<Record<string, unknown>> {
-    return (await this.channel.request(body)).header;
+  protected send(body: RequestBody): Promise<Frame> {
+    return this.channel.request(body);
   }
 }
 

@@ -236,7 +236,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
     return this.channel.request(body, opts);
   }
 
-  protected async send(body: RpcRequestBody, waits = false): Promise<Record<string, unknown>> {
-    return (await this.channel.request(body, { waits })).header;
+  protected send(body: RpcRequestBody, waits = false): Promise<RpcAnswer> {
+    return this.channel.request(body, { waits });
   }
 }

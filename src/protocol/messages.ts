@@ -53,7 +53,7 @@ export const PROTOCOL_VERSION = 1;
 export const BLOB_TYPENAME = 'Blob';
 
 /** `list` and `listGlobal` answer at most this many objects unless asked otherwise. */
-export const DEFAULT_LIST_LIMIT = 10_000;
+const DEFAULT_LIST_LIMIT = 10_000;
 
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
