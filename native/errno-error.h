@@ -6,8 +6,10 @@
 #include <string>
 
 namespace trellis {
-// Throws an Error whose `code` is ERR_NATIVE_<errno name> and whose message
-// names the failing call, so src/native.ts can map it to a TrellisError.
+// Builds (the caller throws it or rejects with it) a plain Error carrying
+// `errno` and `syscall`, its message the failing call and strerror's text;
+// src/native.ts turns it into a TrellisError (ERR_NATIVE, or
+// ERR_OUT_OF_MEMORY for ENOSPC).
 inline Napi::Error ErrnoError(Napi::Env env, const char* what, int err) {
   std::string msg = std::string(what) + ": " + std::strerror(err);
   Napi::Error e = Napi::Error::New(env, msg);

@@ -42,6 +42,7 @@ export const ERROR_CODES = {
     'A map handler threw an error that is not a TrellisError, could not be loaded, or returned a value that cannot be stored; the message carries its reason.',
   ERR_CANCELLED:
     'The task or job was cancelled (by request, a job timeout or an agent shutting down) before it finished.',
+  ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

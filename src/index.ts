@@ -7,7 +7,6 @@ export { parseSize } from './cli/size.js';
 export {
   type BlobWriter,
   type ConnectOptions,
-  type GlobalObjectInfo,
   type PutOptions,
   type PutValue,
   type StoredObject,
@@ -44,5 +43,14 @@ export {
   writeDataset,
   writeShard,
 } from './loaders/shard-writer.js';
-export type { GlobalObject, InstanceInfo, MetaService, RpcEndpoint } from './meta/meta-service.js';
+export type { MetaService } from './meta/meta-service.js';
+export type {
+  GlobalObject,
+  GlobalObjectInfo,
+  InstanceInfo,
+  Locations,
+  ObjectSummary,
+  RpcEndpoint,
+  StoreStatus,
+} from './protocol/records.js';
 export { xorshift32, xorshift32Unit } from './random.js';

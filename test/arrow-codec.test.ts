@@ -2,7 +2,7 @@ import * as arrow from 'apache-arrow';
 import { connect, type TrellisClient, TrellisError } from 'trellis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { arrowTableFromRecord, encodeArrowTable } from '../dist/src/codecs/arrow.js';
-import type { ObjectRecord } from '../dist/src/protocol/messages.js';
+import type { ObjectRecord } from '../dist/src/protocol/records.js';
 import { startStore } from './helpers/store.js';
 
 const SEGMENT = 64 * 1024 * 1024;

@@ -164,9 +164,9 @@ describe('migration between two stores', () => {
   it('the store wires migration to its cluster layer when it serves RPC', async () => {
     await using r = await connect({ rpc: a.rpc, token: TOKEN });
     const id = await r.put(Int32Array.from([5, 6, 7]));
-    const migrator = b.store.cluster.migrator;
-    expect(migrator).not.toBeNull();
-    const local = await migrator!(a.endpoint, id);
+    const migration = b.store.cluster.migration;
+    expect(migration).not.toBeNull();
+    const local = await migration!.pull(a.endpoint, id);
     await using ipcB = await connect({ socket: b.socket });
     expect(Array.from(((await ipcB.get(local)) as Tensor).data as Int32Array)).toEqual([5, 6, 7]);
     await ipcB.release(local);

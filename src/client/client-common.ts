@@ -1,20 +1,17 @@
 /**
  * What the IPC client (TrellisClient) and the RPC client (RemoteClient) do
  * alike: every call that is only a request and its answer — composites,
- * deletes, names, listings, status and the cluster calls. Each client says how
- * a request travels (`request`); argument checks happen here, once, before
- * anything is sent.
+ * deletes, names, listings, status and the cluster calls — and the lifetime
+ * (close, the check that the client is open). Each client says how a request
+ * travels (`send`); argument checks happen here, once, before anything is
+ * sent, and every answer goes through its reply decoder (protocol/messages.ts).
  */
 
 import type { EncodedValue } from '../codecs/codec.js';
-import { encodeValue } from '../codecs/value.js';
-import { invalidParameter } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../meta/meta-service.js';
-import { BLOB_TYPENAME, isObjectId } from '../protocol/messages.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
-import type { PutValue } from './client.js';
+import { encodeValue, type PutValue, type StoreValue } from '../codecs/value.js';
+import { invalidParameter, TrellisError } from '../errors.js';
+import { BLOB_TYPENAME, decodeReply, isObjectId, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreStatus } from '../protocol/records.js';
 
 export interface PutOptions {
   /** Bind this name to the new object in the same request (a named object is also persisted). */
@@ -28,9 +25,6 @@ export interface ObjectSpecInput {
   meta?: Record<string, unknown>;
   members?: string[];
 }
-
-/** A persisted object as the metadata service knows it. */
-export type GlobalObjectInfo = GlobalObject & { alive: boolean };
 
 export function checkName(name: unknown): asserts name is string {
   if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
@@ -58,12 +52,85 @@ function idList(ids: string | string[]): string[] {
   return list;
 }
 
+/** Requests that mean the same over IPC and RPC, answered the same way. */
+type CommonRequest =
+  | 'make'
+  | 'delete'
+  | 'putName'
+  | 'getName'
+  | 'dropName'
+  | 'listNames'
+  | 'list'
+  | 'status'
+  | 'persist'
+  | 'migrate'
+  | 'instances'
+  | 'listGlobal'
+  | 'createDataset'
+  | 'locate';
+
 export abstract class ClientCommon {
+  private closing: Promise<void> | null = null;
+
   /**
-   * Sends one request and resolves with the answer's fields. `waits` marks a
-   * request the store may hold open indefinitely (getName with wait).
+   * Sends one request and resolves with the answer (its header not yet
+   * checked). `waits` marks a request the store may hold open indefinitely
+   * (getName with wait). A plain pass-through to the channel: no async hop of
+   * its own on the round trip.
    */
-  protected abstract request(header: Record<string, unknown>, waits?: boolean): Promise<Record<string, unknown>>;
+  protected abstract send(
+    body: RequestBody<CommonRequest>,
+    waits?: boolean,
+  ): Promise<{ header: Record<string, unknown> }>;
+
+  /** Drops the connection and everything held through it (close() calls it once). */
+  protected abstract disconnect(): void;
+
+  /** Many objects in one round trip. */
+  abstract getMany(ids: string[]): Promise<StoreValue[]>;
+
+  /** Gives back one reference taken by get. */
+  abstract release(id: string): Promise<void>;
+
+  /** Sends a request and checks its answer with the reply's decoder. */
+  private async ask<B extends RequestBody<CommonRequest>>(body: B, waits = false): Promise<ReplyOf<B['t']>> {
+    this.checkOpen();
+    return decodeReply<B['t']>(body.t, (await this.send(body, waits)).header);
+  }
+
+  /** ERR_CLOSED once close() was called: every method checks it first. */
+  protected checkOpen(): void {
+    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
+  }
+
+  /** The object: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject (views over IPC, copies over RPC). */
+  async get(id: string): Promise<StoreValue> {
+    const [v] = await this.getMany([id]);
+    return v;
+  }
+
+  /** The bytes of a Blob (a read-only view over IPC, a copy over RPC). */
+  async getBlob(id: string): Promise<Uint8Array> {
+    const v = await this.get(id);
+    if (!(v instanceof Uint8Array)) {
+      await this.release(id);
+      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
+    }
+    return v;
+  }
+
+  /** Closes the connection; calls in flight fail with ERR_CLOSED, references held go. Safe to call twice. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.disconnect();
+      this.closing = Promise.resolve();
+    }
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 
   /** Stores one encoded value (one blob plus metadata) the way this client's connection can. */
   protected abstract putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string>;
@@ -89,17 +156,17 @@ export abstract class ClientCommon {
     }
     const members = spec.members ?? [];
     for (const m of members) if (!isObjectId(m)) throw invalidParameter('spec.members[]', 'an object id', m);
-    const f = await this.request({
+    const f = await this.ask({
       t: 'make',
       object: { typename: spec.typename, meta: spec.meta ?? {}, members },
       ...putFields(opts),
     });
-    return String(f.id);
+    return f.id;
   }
 
   /** Deletes objects; with deep (default), also members no other object uses. Held objects go on their last release. */
   async delete(ids: string | string[], opts: { deep?: boolean } = {}): Promise<void> {
-    await this.request({ t: 'delete', ids: idList(ids), deep: opts.deep ?? true });
+    await this.ask({ t: 'delete', ids: idList(ids), deep: opts.deep ?? true });
   }
 
   // ---- names ----------------------------------------------------------------
@@ -107,7 +174,7 @@ export abstract class ClientCommon {
   async putName(name: string, id: string, opts: { overwrite?: boolean } = {}): Promise<void> {
     checkName(name);
     if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    await this.request({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
+    await this.ask({ t: 'putName', name, id, overwrite: opts.overwrite ?? false });
   }
 
   /** The id bound to a name; with wait, waits for it to appear (timeoutMs 0 = no limit). */
@@ -118,35 +185,32 @@ export abstract class ClientCommon {
       throw invalidParameter('timeoutMs', 'a non-negative integer', timeoutMs);
     }
     const wait = opts.wait ?? false;
-    const f = await this.request({ t: 'getName', name, wait, timeoutMs }, wait);
-    return String(f.id);
+    const f = await this.ask({ t: 'getName', name, wait, timeoutMs }, wait);
+    return f.id;
   }
 
   async dropName(name: string): Promise<void> {
     checkName(name);
-    await this.request({ t: 'dropName', name });
+    await this.ask({ t: 'dropName', name });
   }
 
   async listNames(prefix = ''): Promise<Record<string, string>> {
-    const f = await this.request({ t: 'listNames', prefix });
-    return f.names as Record<string, string>;
+    return (await this.ask({ t: 'listNames', prefix })).names;
   }
 
   async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
-    const f = await this.request({ t: 'list', typename: opts.typename, limit: opts.limit });
-    return f.objects as ObjectSummary[];
+    return (await this.ask({ t: 'list', typename: opts.typename, limit: opts.limit })).objects;
   }
 
   async status(): Promise<StoreStatus> {
-    const f = await this.request({ t: 'status' });
-    return f.status as StoreStatus;
+    return (await this.ask({ t: 'status' })).status;
   }
 
   // ---- cluster ----------------------------------------------------------------
 
   /** Publishes objects (and their members) so every store in the cluster can find them. */
   async persist(ids: string | string[]): Promise<void> {
-    await this.request({ t: 'persist', ids: idList(ids) });
+    await this.ask({ t: 'persist', ids: idList(ids) });
   }
 
   /**
@@ -156,25 +220,23 @@ export abstract class ClientCommon {
    */
   async migrate(id: string): Promise<string> {
     if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
-    const f = await this.request({ t: 'migrate', id });
-    return String(f.id);
+    return (await this.ask({ t: 'migrate', id })).id;
   }
 
   /** The live stores of the cluster. */
   async instances(): Promise<InstanceInfo[]> {
-    const f = await this.request({ t: 'instances' });
-    return f.instances as InstanceInfo[];
+    return (await this.ask({ t: 'instances' })).instances;
   }
 
   /** Persisted objects cluster-wide, with whether their store is alive. */
   async listGlobal(opts: { typename?: string; instanceId?: number; limit?: number } = {}): Promise<GlobalObjectInfo[]> {
-    const f = await this.request({
+    const f = await this.ask({
       t: 'listGlobal',
       typename: opts.typename,
       instanceId: opts.instanceId,
       limit: opts.limit,
     });
-    return f.objects as GlobalObjectInfo[];
+    return f.objects;
   }
 
   /**
@@ -191,8 +253,7 @@ export abstract class ClientCommon {
       throw invalidParameter('shards', 'a non-empty array of object ids', shards);
     }
     for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
-    const f = await this.request({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} });
-    return String(f.id);
+    return (await this.ask({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} })).id;
   }
 
   /** Which stores hold which shards of a dataset (or a persisted object), and how many bytes each. */
@@ -200,9 +261,7 @@ export abstract class ClientCommon {
     if (typeof idOrName !== 'string' || idOrName.length === 0) {
       throw invalidParameter('idOrName', 'an object id or a name', idOrName);
     }
-    const f = await this.request(
-      isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName },
-    );
-    return f.locations as Locations;
+    const f = await this.ask(isObjectId(idOrName) ? { t: 'locate', id: idOrName } : { t: 'locate', name: idOrName });
+    return f.locations;
   }
 }

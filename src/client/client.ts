@@ -1,20 +1,3 @@
-/**
- * The IPC client: the store's objects as views over shared memory.
- *
- * Views and their lifetime. `get` pins an object in the store for this client
- * and returns views over the store's memory; a view stays valid (its bytes
- * unchanged) until the client calls `release(id)` as many times as it called
- * `get(id)`, or closes. After that the store may reuse the memory. Views are
- * mapped read-only: writing into one kills the process with SIGSEGV rather
- * than corrupt what other processes see.
- *
- * @example
- *   await using client = await connect({ socket: '/tmp/trellis.sock' });
- *   const id = await client.put(new Float32Array([1, 2, 3]), { name: 'xs' });
- *   const t = await client.get(id) as Tensor;   // t.data is a view, no copy
- *   await client.release(id);
- */
-import type * as arrow from 'apache-arrow';
 import { ARROW_TYPENAME } from '../codecs/arrow.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import {
@@ -24,16 +7,18 @@ import {
   elementCount,
   isDType,
   TENSOR_TYPENAME,
-  type Tensor,
   type TypedArray,
 } from '../codecs/tensor.js';
-import { decodeRecord } from '../codecs/value.js';
+import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { type BlobLocation, isObjectId, type ObjectRecord, PROTOCOL_VERSION } from '../protocol/messages.js';
+import type { Frame } from '../protocol/frame.js';
+import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
   ensureMapped,
+  isReadOnlyMapping,
   mappingOf,
   populateWritable,
   releaseStore,
@@ -41,25 +26,14 @@ import {
   writableMapping,
 } from './segment-cache.js';
 
+export type { PutValue, StoredObject, StoreValue } from '../codecs/value.js';
 export { BLOB_TYPENAME } from '../protocol/messages.js';
-export type { GlobalObjectInfo, ObjectSpecInput, PutOptions } from './client-common.js';
+export type { ObjectSpecInput, PutOptions } from './client-common.js';
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
 /** Segments mapped in the background at connect. */
 const PREFETCH_SEGMENTS = 8;
-
-/** A composite or custom object: its metadata and its decoded members. */
-export interface StoredObject {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: StoreValue[];
-}
-
-export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
-export type PutValue = Tensor | TypedArray | arrow.Table;
 
 export interface ConnectOptions {
   /** Path of the store's UNIX socket (default $TRELLIS_SOCKET or /tmp/trellis.sock). */
@@ -96,10 +70,10 @@ export interface TensorWriter<T extends TypedArray = TypedArray> {
 }
 
 export class TrellisClient extends ClientCommon {
-  readonly transport = 'ipc';
   private readonly held = new Map<string, Held>();
   private readonly fetching = new Map<string, Promise<ObjectRecord>>();
-  private closing: Promise<void> | null = null;
+  /** This client speaks to its store over the UNIX socket (views over shared memory). */
+  readonly transport = 'ipc' as const;
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -114,35 +88,41 @@ export class TrellisClient extends ClientCommon {
     retainStore(storeId);
   }
 
+  /**
+   * Whether `view` lies over memory a `get` handed out in this process (a
+   * read-only mapping of a store segment). Writing into such a view kills the
+   * process with SIGSEGV, so code that gives memory to a native writer
+   * (onnxruntime outputs) checks here first.
+   *
+   * @example
+   *   if (TrellisClient.isReadOnlyView(t.data)) throw new Error('not writable');
+   */
+  static isReadOnlyView(view: ArrayBufferView | ArrayBufferLike): boolean {
+    return isReadOnlyMapping(ArrayBuffer.isView(view) ? view.buffer : view);
+  }
+
   /** @internal use connect() */
   static async open(opts: ConnectOptions): Promise<TrellisClient> {
     const socket = opts.socket ?? process.env.TRELLIS_SOCKET ?? '/tmp/trellis.sock';
     if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const channel = await IpcChannel.open(socket, timeoutMs);
-    let hello: Record<string, unknown>;
+    let hello: ReplyOf<'hello'>;
     try {
       const f = await withTimeout(
         channel.request({ t: 'hello', version: PROTOCOL_VERSION, client: opts.name ?? `pid ${process.pid}` }),
         timeoutMs,
         'handshake',
       );
-      hello = f.header;
+      hello = decodeReply('hello', f.header);
     } catch (e) {
       channel.close();
       throw e;
     }
-    const client = new TrellisClient(
-      channel,
-      socket,
-      String(hello.token),
-      String(hello.storeId),
-      Number(hello.instanceId),
-      Number(hello.inlineLimit),
-    );
+    const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
     // Map the store's existing segments in the background, so the first get
     // does not wait for the fd exchange (a get waits for it if it comes first).
-    const segments = Math.min(Number(hello.segments) || 0, PREFETCH_SEGMENTS);
+    const segments = Math.min(hello.segments, PREFETCH_SEGMENTS);
     if (segments > 0) {
       ensureMapped(
         client.storeId,
@@ -165,7 +145,7 @@ export class TrellisClient extends ClientCommon {
         enc.write(payload);
       }
       const f = await this.call({ t: 'put', object, ...putFields(opts) }, payload);
-      return String(f.id);
+      return f.id;
     }
     const w = await this.createBlob(enc.size);
     try {
@@ -175,7 +155,7 @@ export class TrellisClient extends ClientCommon {
       throw e;
     }
     const f = await this.call({ t: 'seal', id: w.id, object, ...putFields(opts) });
-    return String(f.id);
+    return f.id;
   }
 
   /**
@@ -185,9 +165,7 @@ export class TrellisClient extends ClientCommon {
    */
   async createBlob(nbytes: number): Promise<BlobWriter> {
     if (!Number.isSafeInteger(nbytes) || nbytes < 0) throw invalidParameter('nbytes', 'a non-negative integer', nbytes);
-    const f = await this.call({ t: 'create', size: nbytes });
-    const id = String(f.id);
-    const loc = f.blob as BlobLocation;
+    const { id, blob: loc } = await this.call({ t: 'create', size: nbytes });
     let buffer: Uint8Array;
     try {
       await ensureMapped(this.storeId, this.socketPath, this.token, [loc.seg]);
@@ -214,7 +192,7 @@ export class TrellisClient extends ClientCommon {
         check();
         const r = await this.call({ t: 'seal', id, ...putFields(opts) });
         done = true;
-        return String(r.id);
+        return r.id;
       },
       abort: async () => {
         check();
@@ -252,7 +230,7 @@ export class TrellisClient extends ClientCommon {
           ...putFields(opts),
         });
         done = true;
-        return String(r.id);
+        return r.id;
       },
       abort: async () => {
         if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
@@ -264,13 +242,7 @@ export class TrellisClient extends ClientCommon {
 
   // ---- get --------------------------------------------------------------
 
-  /** The object as a view over shared memory: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject. */
-  async get(id: string): Promise<StoreValue> {
-    const [v] = await this.getMany([id]);
-    return v;
-  }
-
-  /** Many objects in one round trip. */
+  /** Many objects in one round trip, as views over shared memory. */
   async getMany(ids: string[]): Promise<StoreValue[]> {
     if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
     for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
@@ -323,19 +295,8 @@ export class TrellisClient extends ClientCommon {
     return this.decode(h.record);
   }
 
-  /** The bytes of a Blob as a read-only view. */
-  async getBlob(id: string): Promise<Uint8Array> {
-    const v = await this.get(id);
-    if (!(v instanceof Uint8Array)) {
-      await this.release(id);
-      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
-    }
-    return v;
-  }
-
   private async fetch(ids: string[]): Promise<ObjectRecord[]> {
-    const f = await this.call({ t: 'get', ids });
-    const recs = f.objects as ObjectRecord[];
+    const recs = (await this.call({ t: 'get', ids })).objects;
     const segs = new Set<number>();
     const walk = (r: ObjectRecord) => {
       if (r.blob) segs.add(r.blob.seg);
@@ -383,7 +344,7 @@ export class TrellisClient extends ClientCommon {
     // No answer is awaited: the client already knows the release is valid.
     // Frames leave in call order (and together within a tick), and the store
     // handles them in order, so anything sent after this sees it released.
-    this.channel.request({ t: 'release', ids: [id], noReply: true }, undefined, false).catch(() => {});
+    this.channel.request({ t: 'release', ids: [id] }, undefined, false).catch(() => {});
   }
 
   /** Number of objects this client holds references to. */
@@ -391,33 +352,22 @@ export class TrellisClient extends ClientCommon {
     return this.held.size;
   }
 
-  /** Closes the connection; the store drops this client's references. Safe to call twice. */
-  close(): Promise<void> {
-    if (!this.closing) {
-      this.held.clear();
-      this.channel.close();
-      releaseStore(this.storeId);
-      this.closing = Promise.resolve();
-    }
-    return this.closing;
+  /** The store drops this client's references when the connection goes. */
+  protected disconnect(): void {
+    this.held.clear();
+    this.channel.close();
+    releaseStore(this.storeId);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
-  }
-
-  private async call(header: Record<string, unknown>, payload?: Uint8Array): Promise<Record<string, unknown>> {
+  /** One request and its checked answer. */
+  private async call<B extends RequestBody>(body: B, payload?: Uint8Array): Promise<ReplyOf<B['t']>> {
     this.checkOpen();
-    const f = await this.channel.request(header, payload);
-    return f.header;
+    const f = await this.channel.request(body, payload);
+    return decodeReply<B['t']>(body.t, f.header);
   }
 
-  protected request(header: Record<string, unknown>): Promise<Record<string, unknown>> {
-    return this.call(header);
+  protected send(body: RequestBody): Promise<Frame> {
+    return this.channel.request(body);
   }
 }
 

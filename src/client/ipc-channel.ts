@@ -5,7 +5,9 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
-import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
+import { type Frame, FrameDecoder } from '../protocol/frame.js';
+import { decodeError, encodeRequest, type RequestBody } from '../protocol/messages.js';
+import { WriteBatch } from './write-batch.js';
 
 interface Pending {
   resolve: (f: Frame) => void;
@@ -17,14 +19,14 @@ export class IpcChannel {
   private nextRid = 1;
   private readonly decoder: FrameDecoder;
   private failure: TrellisError | null = null;
-  private outbox: Buffer[] = [];
-  onClose: (err: TrellisError) => void = () => {};
+  private readonly out: WriteBatch;
 
   private constructor(
     private readonly socket: Socket,
     maxFrame: number,
   ) {
     this.decoder = new FrameDecoder(maxFrame);
+    this.out = new WriteBatch(socket);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e) => this.fail(new TrellisError('ERR_DISCONNECTED', `store connection failed: ${e.message}`)));
     socket.on('close', () => this.fail(new TrellisError('ERR_DISCONNECTED', 'the store closed the connection')));
@@ -58,28 +60,30 @@ export class IpcChannel {
     return this.failure;
   }
 
-  /** Sends a request and resolves with the answer frame; an error answer rejects with its TrellisError. */
-  request(header: Record<string, unknown>, payload?: Uint8Array, expectAnswer = true): Promise<Frame> {
+  /**
+   * Sends a request and resolves with the answer frame (its header still to
+   * be checked by the reply's decoder); an error answer rejects with its
+   * TrellisError. Without `expectAnswer` the store is asked not to answer and
+   * the promise resolves with an empty frame once the request is queued.
+   */
+  request(body: RequestBody, payload?: Uint8Array, expectAnswer = true): Promise<Frame> {
     if (this.failure) return Promise.reject(this.failure);
     const rid = this.nextRid;
     this.nextRid = rid >= 0xfffffffe ? 1 : rid + 1;
-    header.rid = rid;
+    let frame: Buffer;
+    try {
+      frame = encodeRequest(rid, body, payload, !expectAnswer);
+    } catch (e) {
+      return Promise.reject(
+        new TrellisError('ERR_BAD_REQUEST', `the request cannot be encoded: ${(e as Error).message}`),
+      );
+    }
     return new Promise<Frame>((resolve, reject) => {
       if (expectAnswer) this.pending.set(rid, { resolve, reject });
       else resolve({ header: {}, payload: Buffer.alloc(0) });
-      // Requests made in one synchronous run leave in one write, at the next
-      // microtask checkpoint.
-      this.outbox.push(encodeFrame(header, payload));
-      if (this.outbox.length === 1) queueMicrotask(this.flush);
+      this.out.write(frame);
     });
   }
-
-  private readonly flush = (): void => {
-    const out = this.outbox;
-    this.outbox = [];
-    if (out.length === 0 || this.failure) return;
-    this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
-  };
 
   close(): void {
     this.fail(new TrellisError('ERR_CLOSED', 'the client was closed'));
@@ -98,11 +102,11 @@ export class IpcChannel {
       const p = this.pending.get(rid);
       if (!p) {
         // An error for rid 0 means the store gave up on this connection.
-        if (f.header.t === 'err') this.fail(TrellisError.fromPayload(f.header as { code: string; message: string }));
+        if (f.header.t === 'err') this.fail(decodeError(f.header));
         continue;
       }
       this.pending.delete(rid);
-      if (f.header.t === 'err') p.reject(TrellisError.fromPayload(f.header as { code: string; message: string }));
+      if (f.header.t === 'err') p.reject(decodeError(f.header));
       else p.resolve(f);
     }
   }
@@ -113,6 +117,5 @@ export class IpcChannel {
     this.socket.destroy();
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    this.onClose(err);
   }
 }

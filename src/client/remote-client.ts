@@ -22,14 +22,21 @@
 
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
-import { decodeRecord } from '../codecs/value.js';
+import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { isObjectId, type ObjectRecord } from '../protocol/messages.js';
-import { decodeGetAnswer, MAX_RAW_PART, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
-import type { BlobWriter, PutOptions, StoreValue, TensorWriter } from './client.js';
-import { ClientCommon, putFields } from './client-common.js';
-import { type RpcAnswer, RpcChannel } from './rpc-channel.js';
+import { isObjectId } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
+import {
+  decodeGetAnswer,
+  decodeRpcReply,
+  MAX_RAW_PART,
+  type RpcGetAnswer,
+  type RpcRequestBody,
+} from '../protocol/rpc-messages.js';
+import type { BlobWriter, TensorWriter } from './client.js';
+import { ClientCommon, type PutOptions, putFields } from './client-common.js';
+import { type RequestOptions, type RpcAnswer, RpcChannel } from './rpc-channel.js';
 import type { StoreClient } from './store-client.js';
 
 export interface RemoteConnectOptions {
@@ -89,10 +96,10 @@ function unsupported(what: string): TrellisError {
 }
 
 export class RemoteClient extends ClientCommon implements StoreClient {
-  readonly transport = 'rpc';
   /** Gets not yet released, per id: release() checks against it. */
   private readonly held = new Map<string, number>();
-  private closing: Promise<void> | null = null;
+  /** This client speaks to its store over TCP (copies, no shared memory). */
+  readonly transport = 'rpc' as const;
 
   private constructor(
     private readonly channel: RpcChannel,
@@ -120,12 +127,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       idleTimeoutMs: opts.idleTimeoutMs,
       localAddress: opts.localAddress,
     });
-    return new RemoteClient(
-      channel,
-      `${host}:${port}`,
-      String(channel.hello.storeId),
-      Number(channel.hello.instanceId),
-    );
+    return new RemoteClient(channel, `${host}:${port}`, channel.hello.storeId, channel.hello.instanceId);
   }
 
   // ---- put ----------------------------------------------------------------
@@ -148,7 +150,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       { t: 'put', object: { typename: enc.typename, meta: enc.meta, members: [] }, ...fields },
       { raw: [bytes] },
     );
-    return String(a.header.id);
+    return decodeRpcReply('put', a.header).id;
   }
 
   /** Not over RPC: the blob would have to be shared memory. */
@@ -168,16 +170,11 @@ export class RemoteClient extends ClientCommon implements StoreClient {
 
   // ---- get ----------------------------------------------------------------
 
-  /** A copy of the object: Tensor, arrow.Table, Uint8Array (Blob) or StoredObject. */
-  async get(id: string): Promise<StoreValue> {
-    const [v] = await this.getMany([id]);
-    return v;
-  }
-
   /** Copies of many objects in one round trip. */
   async getMany(ids: string[]): Promise<StoreValue[]> {
     if (!Array.isArray(ids)) throw invalidParameter('ids', 'an array of object ids', ids);
     for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
+    this.checkOpen();
     if (ids.length === 0) return [];
     let answer: RpcGetAnswer | null = null;
     const a = await this.call(
@@ -199,7 +196,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       if (!b) throw new TrellisError('ERR_PROTOCOL', `blob ${rec.id} came without its bytes`);
       return b;
     };
-    const values = answer.objects.map((tree: RpcTree) => decodeRecord(tree, resolve));
+    const values = answer.objects.map((tree: ObjectRecord) => decodeRecord(tree, resolve));
     for (const id of ids) this.held.set(id, (this.held.get(id) ?? 0) + 1);
     return values;
   }
@@ -209,16 +206,6 @@ export class RemoteClient extends ClientCommon implements StoreClient {
     this.checkOpen();
     void id;
     throw unsupported('getSync');
-  }
-
-  /** A copy of a Blob's bytes. */
-  async getBlob(id: string): Promise<Uint8Array> {
-    const v = await this.get(id);
-    if (!(v instanceof Uint8Array)) {
-      await this.release(id);
-      throw new TrellisError('ERR_BAD_REQUEST', `${id} is not a Blob`);
-    }
-    return v;
   }
 
   /**
@@ -240,30 +227,17 @@ export class RemoteClient extends ClientCommon implements StoreClient {
 
   // ---- lifetime ---------------------------------------------------------------
 
-  /** Closes the connection; calls in flight fail with ERR_CLOSED. Safe to call twice. */
-  close(): Promise<void> {
-    if (!this.closing) {
-      this.held.clear();
-      this.channel.close();
-      this.closing = Promise.resolve();
-    }
-    return this.closing;
+  protected disconnect(): void {
+    this.held.clear();
+    this.channel.close();
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new TrellisError('ERR_CLOSED', 'the client was closed');
-  }
-
-  private call(header: Record<string, unknown>, opts?: Parameters<RpcChannel['request']>[1]): Promise<RpcAnswer> {
+  private call(body: RpcRequestBody, opts?: RequestOptions): Promise<RpcAnswer> {
     this.checkOpen();
-    return this.channel.request(header, opts);
+    return this.channel.request(body, opts);
   }
 
-  protected async request(header: Record<string, unknown>, waits = false): Promise<Record<string, unknown>> {
-    return (await this.call(header, { waits })).header;
+  protected send(body: RpcRequestBody, waits = false): Promise<RpcAnswer> {
+    return this.channel.request(body, { waits });
   }
 }

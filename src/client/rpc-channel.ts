@@ -11,10 +11,18 @@
  * Sending raw bytes writes the caller's views as they are (no staging copy).
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { TrellisError } from '../errors.js';
-import { encodeFrame, type Frame } from '../protocol/frame.js';
-import { RPC_VERSION } from '../protocol/rpc-messages.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import type { Frame } from '../protocol/frame.js';
+import { decodeError } from '../protocol/messages.js';
+import {
+  decodeRpcReply,
+  encodeRpcRequest,
+  RPC_VERSION,
+  type RpcHelloReply,
+  type RpcRequestBody,
+} from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
+import { WriteBatch } from './write-batch.js';
 
 export interface RpcChannelOptions {
   host: string;
@@ -62,10 +70,6 @@ const WRITE_SLICE = 64 * 1024 * 1024;
 /** Largest answer header accepted (an answer for 100 000 ids is big, but not this big). */
 const MAX_ANSWER_FRAME = 1 << 30;
 
-function asError(e: unknown): TrellisError {
-  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', String((e as Error)?.message ?? e));
-}
-
 export class RpcChannel {
   private readonly pending = new Map<number, Pending>();
   /** The request whose answer's raw bytes are arriving now. */
@@ -80,10 +84,10 @@ export class RpcChannel {
   private failure: TrellisError | null = null;
   /** Requests in flight that are not waits, and answers whose raw bytes are arriving: the idle timer runs while > 0. */
   private active = 0;
-  private corked = false;
+  private readonly out: WriteBatch;
   private readonly idleMs: number;
-  /** The store's hello answer: version, instanceId, storeId, name, maxFrame. */
-  hello: Record<string, unknown> = {};
+  /** The store's hello answer (set once open resolves). */
+  hello: RpcHelloReply = { version: 0, instanceId: 0, storeId: '', name: '', maxFrame: 0 };
   onClose: (err: TrellisError) => void = () => {};
 
   private constructor(
@@ -105,6 +109,7 @@ export class RpcChannel {
       },
     });
     this.socket.setNoDelay(true);
+    this.out = new WriteBatch(this.socket);
     this.socket.on('error', (e: NodeJS.ErrnoException) => {
       const what = this.socket.connecting ? 'cannot connect to the store at' : 'the connection to the store at';
       this.fail(new TrellisError('ERR_DISCONNECTED', `${what} ${endpoint} failed: ${e.code ?? e.message}`));
@@ -138,13 +143,14 @@ export class RpcChannel {
         token: opts.token,
         client: opts.client ?? `pid ${process.pid}`,
       });
-      if (a.header.version !== RPC_VERSION) {
-        throw new TrellisError('ERR_PROTOCOL', `the store at ${endpoint} speaks RPC version ${a.header.version}`);
+      const hello = decodeRpcReply('hello', a.header);
+      if (hello.version !== RPC_VERSION) {
+        throw new TrellisError('ERR_PROTOCOL', `the store at ${endpoint} speaks RPC version ${hello.version}`);
       }
-      ch.hello = a.header;
+      ch.hello = hello;
       return ch;
     } catch (e) {
-      const err = asError(e);
+      const err = asTrellisError(e);
       ch.fail(err);
       throw err;
     } finally {
@@ -162,15 +168,13 @@ export class RpcChannel {
   }
 
   /** Sends a request (and its raw parts); resolves with the answer, rejects with the store's error. */
-  request(header: Record<string, unknown>, opts: RequestOptions = {}): Promise<RpcAnswer> {
+  request(body: RpcRequestBody, opts: RequestOptions = {}): Promise<RpcAnswer> {
     if (this.failure) return Promise.reject(this.failure);
     const rid = this.nextRid;
     this.nextRid = rid >= 0xfffffffe ? 1 : rid + 1;
-    header.rid = rid;
-    if (opts.raw) header.raw = opts.raw.map((p) => p.byteLength);
     let frame: Buffer;
     try {
-      frame = encodeFrame(header);
+      frame = encodeRpcRequest(rid, body, opts.raw);
     } catch (e) {
       return Promise.reject(
         new TrellisError('ERR_BAD_REQUEST', `the request cannot be encoded: ${(e as Error).message}`),
@@ -180,19 +184,10 @@ export class RpcChannel {
     return new Promise<RpcAnswer>((resolve, reject) => {
       this.pending.set(rid, { resolve, reject, alloc: opts.alloc, waits });
       if (!waits) this.setActive(1);
-      // Everything written in one tick leaves together (one writev).
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        process.nextTick(() => {
-          this.corked = false;
-          this.socket.uncork();
-        });
-      }
-      this.socket.write(frame);
+      this.out.write(frame);
       for (const p of opts.raw ?? []) {
         for (let off = 0; off < p.byteLength; off += WRITE_SLICE) {
-          this.socket.write(p.subarray(off, Math.min(p.byteLength, off + WRITE_SLICE)));
+          this.out.write(p.subarray(off, Math.min(p.byteLength, off + WRITE_SLICE)));
         }
       }
     });
@@ -218,7 +213,7 @@ export class RpcChannel {
     if (!p) {
       // An error for no request of ours (rid 0): the store gave up on this connection.
       if (h.t === 'err') {
-        this.fail(TrellisError.fromPayload(h as { code: string; message: string }));
+        this.fail(decodeError(h));
         return skip;
       }
       throw new TrellisError('ERR_PROTOCOL', `the store answered request ${String(h.rid)}, which is not in flight`);
@@ -226,7 +221,7 @@ export class RpcChannel {
     this.pending.delete(h.rid as number);
     if (!p.waits) this.setActive(-1);
     if (h.t === 'err') {
-      p.reject(TrellisError.fromPayload(h as { code: string; message: string }));
+      p.reject(decodeError(h));
       return skip;
     }
     if (raw === null) {
@@ -238,7 +233,7 @@ export class RpcChannel {
       if (!p.alloc) throw new TrellisError('ERR_PROTOCOL', 'the store sent raw bytes that nothing asked for');
       parts = p.alloc(h, raw);
     } catch (e) {
-      p.reject(asError(e));
+      p.reject(asTrellisError(e));
       return skip;
     }
     this.setActive(1);

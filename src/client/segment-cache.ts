@@ -10,8 +10,8 @@
  */
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { decodeBody, encodeFrame } from '../protocol/frame.js';
-import type { SegmentInfo } from '../protocol/messages.js';
+import { decodeBody } from '../protocol/frame.js';
+import { decodeError, decodeReply, encodeRequest } from '../protocol/messages.js';
 
 export interface SegmentMapping {
   readonly id: number;
@@ -123,18 +123,16 @@ async function fetchSegments(
   token: string,
   segs: number[],
 ): Promise<void> {
-  const req = encodeFrame({ t: 'fds', rid: 0, token, segments: segs });
+  const req = encodeRequest(0, { t: 'fds', token, segments: segs });
   const { data, fds } = await native.requestFds(socketPath, req, 10_000);
   try {
     // The last client of the store closed while the fds were on their way: keep none of them.
     if (stores.get(storeId) !== known) throw new TrellisError('ERR_CLOSED', 'the client was closed');
     const { header } = decodeBody(data);
-    if (header.t === 'err') {
-      throw TrellisError.fromPayload(header as { code: string; message: string });
-    }
-    const infos = header.segments as SegmentInfo[];
-    if (!Array.isArray(infos) || infos.length !== fds.length) {
-      throw new TrellisError('ERR_PROTOCOL', `fd channel sent ${fds.length} fds for ${infos?.length} segments`);
+    if (header.t === 'err') throw decodeError(header);
+    const infos = decodeReply('fds', header).segments;
+    if (infos.length !== fds.length) {
+      throw new TrellisError('ERR_PROTOCOL', `fd channel sent ${fds.length} fds for ${infos.length} segments`);
     }
     infos.forEach((info, i) => {
       const fd = fds[i];
@@ -155,13 +153,6 @@ async function fetchSegments(
 export function writableMapping(m: SegmentMapping): ArrayBuffer {
   if (!m.rw) m.rw = native.map(m.fd, m.size, true);
   return m.rw;
-}
-
-/** Number of segments this process has mapped, for diagnostics. */
-export function mappedSegmentCount(): number {
-  let n = 0;
-  for (const m of stores.values()) n += m.size;
-  return n;
 }
 
 /**

@@ -9,28 +9,21 @@
  */
 
 import type { ArrayOf, DType } from '../codecs/tensor.js';
-import type { InstanceInfo } from '../meta/meta-service.js';
-import type { Locations } from '../store/cluster.js';
-import type { ObjectSummary } from '../store/object-table.js';
-import type { StoreStatus } from '../store/store-server.js';
-import type {
-  BlobWriter,
-  GlobalObjectInfo,
-  ObjectSpecInput,
-  PutOptions,
-  PutValue,
-  StoreValue,
-  TensorWriter,
-  TrellisClient,
-} from './client.js';
+import type { PutValue, StoreValue } from '../codecs/value.js';
+import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreStatus } from '../protocol/records.js';
+import type { BlobWriter, ObjectSpecInput, PutOptions, TensorWriter, TrellisClient } from './client.js';
 
 export interface StoreClient extends AsyncDisposable {
+  /**
+   * How this client reaches its store: 'ipc' (TrellisClient, views over
+   * shared memory) or 'rpc' (RemoteClient, copies). Code that hands out
+   * shared memory checks this instead of probing for members.
+   */
+  readonly transport: 'ipc' | 'rpc';
   /** The store's random id for this run. */
   readonly storeId: string;
   /** The store's instance id (the top 16 bits of its object ids). */
   readonly instanceId: number;
-  /** How this client reaches the store: 'ipc' (UNIX socket, views over shared memory) or 'rpc' (TCP, copies). */
-  readonly transport: 'ipc' | 'rpc';
 
   put(value: PutValue, opts?: PutOptions): Promise<string>;
   putBlob(bytes: Uint8Array, opts?: PutOptions): Promise<string>;

@@ -24,8 +24,8 @@
  */
 import * as arrow from 'apache-arrow';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { ObjectRecord } from '../protocol/messages.js';
-import type { BlobResolver, Codec, EncodedValue } from './codec.js';
+import type { ObjectRecord } from '../protocol/records.js';
+import type { BlobResolver, EncodedValue } from './codec.js';
 
 export const ARROW_TYPENAME = 'ArrowTable';
 
@@ -909,5 +909,3 @@ export function arrowTableFromRecord(rec: ObjectRecord, resolve: BlobResolver): 
     });
   }
 }
-
-export const arrowCodec: Codec<arrow.Table> = { typename: ARROW_TYPENAME, decode: arrowTableFromRecord };

@@ -3,7 +3,7 @@
  * blob plus metadata (`encode`) and rebuilds the value over a read-only view
  * of that blob (`decode`), without copying.
  */
-import type { ObjectRecord } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 
 export interface EncodedValue {
   typename: string;
@@ -18,8 +18,3 @@ export interface EncodedValue {
 
 /** Resolves a Blob record to a view of its bytes. */
 export type BlobResolver = (blob: ObjectRecord) => Uint8Array;
-
-export interface Codec<T> {
-  typename: string;
-  decode(record: ObjectRecord, resolve: BlobResolver): T;
-}

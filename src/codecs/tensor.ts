@@ -4,8 +4,8 @@
  * byte per element in a Uint8Array; int64/uint64 as BigInt64Array/BigUint64Array.
  */
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { ObjectRecord } from '../protocol/messages.js';
-import type { BlobResolver, Codec, EncodedValue } from './codec.js';
+import type { ObjectRecord } from '../protocol/records.js';
+import type { BlobResolver, EncodedValue } from './codec.js';
 
 export type TypedArray =
   | Int8Array
@@ -136,8 +136,6 @@ export function tensorFromRecord(rec: ObjectRecord, resolve: BlobResolver): Tens
   }
   return { dtype, shape: shape as number[], data: new ctor(bytes.buffer, bytes.byteOffset, n), id: rec.id };
 }
-
-export const tensorCodec: Codec<Tensor> = { typename: TENSOR_TYPENAME, decode: tensorFromRecord };
 
 /** Builds a tensor, checking shape against data; allocates zeroed data when none is given. */
 export function tensor<D extends DType>(dtype: D, shape: number[], data?: InstanceType<(typeof DTYPES)[D]>): Tensor {

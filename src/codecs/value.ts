@@ -5,12 +5,33 @@
  * buffers over RPC).
  */
 
-import type { PutValue, StoreValue } from '../client/client.js';
+import type * as arrow from 'apache-arrow';
 import { invalidParameter } from '../errors.js';
-import { BLOB_TYPENAME, type ObjectRecord } from '../protocol/messages.js';
+import { BLOB_TYPENAME } from '../protocol/messages.js';
+import type { ObjectHeader, ObjectRecord } from '../protocol/records.js';
 import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from './arrow.js';
 import type { BlobResolver, EncodedValue } from './codec.js';
-import { dtypeOf, encodeTensor, isTensorLike, isTypedArray, TENSOR_TYPENAME, tensorFromRecord } from './tensor.js';
+import {
+  dtypeOf,
+  encodeTensor,
+  isTensorLike,
+  isTypedArray,
+  TENSOR_TYPENAME,
+  type Tensor,
+  type TypedArray,
+  tensorFromRecord,
+} from './tensor.js';
+
+/** What `put` takes: a tensor, a bare TypedArray (a 1-d tensor) or an Arrow table. */
+export type PutValue = Tensor | TypedArray | arrow.Table;
+
+/** A composite or custom object as `get` returns it: its header and its decoded members. */
+export interface StoredObject extends ObjectHeader {
+  members: StoreValue[];
+}
+
+/** What `get` returns: a Tensor, an Arrow table, a Blob's bytes, or a StoredObject. */
+export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
 
 /** The codec output for a value put: a Tensor, a bare TypedArray (a 1-d tensor) or an Arrow table. */
 export function encodeValue(value: PutValue): EncodedValue {

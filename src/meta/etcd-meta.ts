@@ -17,7 +17,8 @@
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Watcher } from 'etcd3';
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo, MetaService } from './meta-service.js';
+import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
+import type { MetaService } from './meta-service.js';
 
 type RequestOp = {
   request_put?: { key: Buffer; value: Buffer; lease?: string };
@@ -188,7 +189,7 @@ export class EtcdMeta implements MetaService {
       const res = await this.call('get', () => this.client.kv.range({ key }));
       const kv = res.kvs[0];
       const next = (kv ? Number(kv.value.toString()) : 0) + 1;
-      if (next > 0xffff) throw new TrellisError('ERR_OUT_OF_MEMORY', 'all 65535 instance ids of this prefix are used');
+      if (next > 0xffff) throw new TrellisError('ERR_IDS_EXHAUSTED', 'all 65535 instance ids of this prefix are used');
       const compare = kv
         ? [{ key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision }]
         : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }];

@@ -3,7 +3,8 @@
  * This store is the only instance, and every persisted object is its own.
  */
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo, MetaService } from './meta-service.js';
+import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
+import type { MetaService } from './meta-service.js';
 import { NameTable } from './names.js';
 
 export class LocalMeta implements MetaService {

@@ -7,39 +7,7 @@
  * names. What never lives here: object bytes.
  */
 import type { TrellisError } from '../errors.js';
-
-export interface RpcEndpoint {
-  host: string;
-  port: number;
-}
-
-export interface InstanceInfo {
-  instanceId: number;
-  name: string;
-  hostname: string;
-  pid: number;
-  /** Random id of this store run. */
-  storeId: string;
-  rpc: RpcEndpoint | null;
-  memoryUsed: number;
-  memoryLimit: number;
-  startedAt: number;
-  updatedAt: number;
-}
-
-/** A persisted object's record: enough to find it and to know its shape. */
-export interface GlobalObject {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: string[];
-  /** The instance that holds the bytes (for a global composite: the one that created it). */
-  instanceId: number;
-  /** A composite whose members may live on any instance (datasets); it has no bytes of its own. */
-  global: boolean;
-  persistedAt: number;
-}
+import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
 
 export interface MetaService {
   readonly kind: 'local' | 'etcd';

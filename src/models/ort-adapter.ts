@@ -27,8 +27,7 @@
  *   const ids = await s.runToStore(client, { X: x, W, b }); // { probs: 'o…', pred: 'o…' }
  */
 
-import type { PutOptions, TensorWriter, TrellisClient } from '../client/client.js';
-import { isReadOnlyMapping } from '../client/segment-cache.js';
+import { type PutOptions, type TensorWriter, TrellisClient } from '../client/client.js';
 import { type DType, isTensorLike, type Tensor, type TypedArray, validateTensor } from '../codecs/tensor.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { isObjectId } from '../protocol/messages.js';
@@ -398,7 +397,7 @@ function checkTensor(what: string, t: Tensor, dtype: DType, shape: number[] | nu
   if (t.dtype !== dtype) throw invalidParameter(`${what}.dtype`, dtype, t.dtype);
   validateTensor(t);
   // onnxruntime writing into a store view would kill the process with SIGSEGV.
-  if (isReadOnlyStoreView(t.data.buffer)) {
+  if (TrellisClient.isReadOnlyView(t.data)) {
     throw invalidParameter(
       what,
       'writable memory (a TensorWriter or a plain array), not a read-only store view',
@@ -463,17 +462,6 @@ function toNumber(v: unknown): number {
 
 async function abortAll(writers: TensorWriter[]): Promise<void> {
   await Promise.all(writers.map((w) => w.abort().catch(() => {})));
-}
-
-/**
- * Whether `buffer` is a read-only store mapping of this process (what `get`
- * returns views over). The one use of client/segment-cache in models/.
- * TODO(merge): switch to the IPC client's method for this (protocol branch).
- * `run(inputs, into)` has no client at hand, so it must be callable without
- * one (a static on TrellisClient or a function the client module exports).
- */
-function isReadOnlyStoreView(buffer: ArrayBufferLike): boolean {
-  return isReadOnlyMapping(buffer);
 }
 
 function messageOf(e: unknown): string {

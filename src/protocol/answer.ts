@@ -3,18 +3,14 @@
  * handler, and send `ok` with its fields or `err` with a code — never throw
  * into the connection, even when the answer itself cannot be encoded.
  */
-import { TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import { errorReply } from './messages.js';
 
 export type Sender = (header: object) => void;
 
-/** Any thrown value as a TrellisError; what is not one is a bug (ERR_INTERNAL). */
-export function asTrellisError(e: unknown): TrellisError {
-  return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', (e as Error)?.stack ?? String(e));
-}
-
 export function sendError(send: Sender, rid: number, e: unknown): void {
   const err = asTrellisError(e);
-  send({ t: 'err', rid, code: err.code, message: err.message });
+  send(errorReply(rid, err));
 }
 
 export function sendOk(send: Sender, rid: number, fields: object): void {

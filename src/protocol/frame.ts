@@ -20,7 +20,12 @@ export interface Frame {
 }
 
 export function encodeFrame(header: object, payload?: Uint8Array): Buffer {
-  const json = Buffer.from(JSON.stringify(header));
+  return encodeJsonFrame(JSON.stringify(header), payload);
+}
+
+/** A frame around a header already written as JSON text. */
+export function encodeJsonFrame(text: string, payload?: Uint8Array): Buffer {
+  const json = Buffer.from(text);
   const plen = payload ? payload.byteLength : 0;
   const out = Buffer.allocUnsafe(8 + json.length + plen);
   out.writeUInt32LE(4 + json.length + plen, 0);
@@ -30,64 +35,70 @@ export function encodeFrame(header: object, payload?: Uint8Array): Buffer {
   return out;
 }
 
-/** Encodes the header part only, for callers that write the payload separately (writev). */
-export function encodeFrameHead(header: object, payloadLength: number): Buffer {
-  const json = Buffer.from(JSON.stringify(header));
-  const out = Buffer.allocUnsafe(8 + json.length);
-  out.writeUInt32LE(4 + json.length + payloadLength, 0);
-  out.writeUInt32LE(json.length, 4);
-  json.copy(out, 8);
-  return out;
-}
+/**
+ * The one frame reader: buffers chunks and cuts whole frames out of them,
+ * refusing a bad length before buffering the frame (ERR_PROTOCOL). Readers
+ * built on it (the RPC stream's raw-byte phases, rpc-reader.ts) use its
+ * buffer directly.
+ */
+export class FrameReader {
+  protected chunks: Buffer[] = [];
+  protected buffered = 0;
 
-/** Incremental decoder: push chunks, get whole frames; throws ERR_PROTOCOL on a bad frame. */
-export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  constructor(public maxFrame = DEFAULT_MAX_FRAME) {}
 
-  constructor(private readonly maxFrame = DEFAULT_MAX_FRAME) {}
-
-  push(chunk: Buffer): Frame[] {
+  protected append(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const frames: Frame[] = [];
-    for (;;) {
-      if (this.buffered < PREFIX) break;
-      const head = this.peek(8);
-      const len = head.readUInt32LE(0);
-      if (len > this.maxFrame) {
-        throw new TrellisError('ERR_PROTOCOL', `frame of ${len} bytes exceeds the maximum of ${this.maxFrame}`);
-      }
-      if (len < 4) throw new TrellisError('ERR_PROTOCOL', `frame length ${len} is too short`);
-      if (this.buffered < PREFIX + len) break;
-      const body = this.take(PREFIX + len).subarray(PREFIX);
-      frames.push(decodeBody(body));
+  }
+
+  /** The next whole frame of what is buffered, or null until more bytes come. */
+  protected nextFrame(): Frame | null {
+    if (this.buffered < PREFIX) return null;
+    const len = this.peekLength();
+    if (len > this.maxFrame) {
+      throw new TrellisError('ERR_PROTOCOL', `frame of ${len} bytes exceeds the maximum of ${this.maxFrame}`);
     }
-    return frames;
+    if (len < 4) throw new TrellisError('ERR_PROTOCOL', `frame length ${len} is too short`);
+    if (this.buffered < PREFIX + len) return null;
+    return decodeBody(this.take(PREFIX + len).subarray(PREFIX));
   }
 
-  get pending(): number {
-    return this.buffered;
-  }
-
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length >= n || this.chunks.length === 1) return this.chunks[0];
+  private peekLength(): number {
+    const first = this.chunks[0];
+    if (first.length >= PREFIX) return first.readUInt32LE(0);
     const joined = Buffer.concat(this.chunks);
     this.chunks = [joined];
-    return joined;
+    return joined.readUInt32LE(0);
   }
 
+  /** The first `n` buffered bytes, joined when they span chunks. */
   private take(n: number): Buffer {
     let first = this.chunks[0];
     if (first.length < n) {
       first = Buffer.concat(this.chunks);
       this.chunks = [first];
     }
-    const out = first.subarray(0, n);
+    this.consume(n);
+    return first.subarray(0, n);
+  }
+
+  /** Drops `n` bytes of the first chunk. */
+  protected consume(n: number): void {
+    const first = this.chunks[0];
     if (first.length === n) this.chunks.shift();
     else this.chunks[0] = first.subarray(n);
     this.buffered -= n;
-    return out;
+  }
+}
+
+/** Frames only (IPC, the fd channel): push chunks, get whole frames; throws ERR_PROTOCOL on a bad frame. */
+export class FrameDecoder extends FrameReader {
+  push(chunk: Buffer): Frame[] {
+    this.append(chunk);
+    const frames: Frame[] = [];
+    for (let f = this.nextFrame(); f !== null; f = this.nextFrame()) frames.push(f);
+    return frames;
   }
 }
 

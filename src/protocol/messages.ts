@@ -1,45 +1,59 @@
 /**
- * The IPC message list, with the decoder (validator) of every request beside
- * its type. The store runs every request through `decodeRequest` before it
- * touches state; the client builds requests from these same types.
+ * The IPC message list: for every message, its request and reply types, the
+ * request's decoder (the store runs every request through it before it
+ * touches state) and the reply's decoder (the client runs every answer
+ * through it before it uses a field), side by side in MESSAGES. Requests
+ * are encoded by `encodeRequest` from a typed body: JSON carries the typed
+ * fields as they are, so one typed encoder serves every message. Replies are
+ * `{t:"ok", rid, ...fields}` or `{t:"err", rid, code, message}`.
  * docs/PROTOCOL.md describes each message.
+ *
+ * Reply decoders run once per round trip: they check shapes and the fields a
+ * client relies on (ids, sizes, locations), not metadata depth (the store
+ * checked that when the object was made).
  */
 import { TrellisError } from '../errors.js';
+import {
+  array,
+  bad,
+  bool,
+  type Header,
+  id,
+  ids,
+  isObjectId,
+  MAX_IDS,
+  MAX_TIMEOUT_MS,
+  meta,
+  num,
+  optStr,
+  plainObject,
+  rid,
+  str,
+  text,
+  uint,
+} from './fields.js';
+import { encodeJsonFrame } from './frame.js';
+import type {
+  BlobLocation,
+  GlobalObjectInfo,
+  InstanceInfo,
+  Locations,
+  ObjectRecord,
+  ObjectSpec,
+  ObjectSummary,
+  SegmentInfo,
+  StoreStatus,
+} from './records.js';
+
+export { isObjectId, ridOf } from './fields.js';
 
 export const PROTOCOL_VERSION = 1;
 
 /** The typename of a raw blob: one byte range in the arena. */
 export const BLOB_TYPENAME = 'Blob';
 
-/** Where a blob's bytes live: segment id, byte offset and length. */
-export interface BlobLocation {
-  seg: number;
-  off: number;
-  size: number;
-}
-
-/** What a client asks the store to record for a new object. */
-export interface ObjectSpec {
-  typename: string;
-  meta: Record<string, unknown>;
-  /** ids of member objects (blobs or other objects), in order. */
-  members: string[];
-}
-
-/** An object as `get` returns it: the whole tree, with blob locations. */
-export interface ObjectRecord {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: ObjectRecord[];
-  blob?: BlobLocation;
-}
-
-export interface SegmentInfo {
-  id: number;
-  size: number;
-}
+/** `list` and `listGlobal` answer at most this many objects unless asked otherwise. */
+const DEFAULT_LIST_LIMIT = 10_000;
 
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
@@ -66,203 +80,418 @@ export type Request =
   | { t: 'fds'; rid: number; token: string; segments: number[] };
 
 export type RequestType = Request['t'];
+export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
 
-const MAX_IDS = 100_000;
-const MAX_NAME = 1024;
-const MAX_META_DEPTH = 32;
-export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+/** Fields the store fills in with a default when a request leaves them out. */
+type Defaulted = 'persist' | 'deep' | 'overwrite' | 'wait' | 'timeoutMs' | 'prefix' | 'limit' | 'meta';
 
-function bad(field: string, expected: string, got: unknown): TrellisError {
-  const desc = got === undefined ? 'nothing' : Array.isArray(got) ? 'an array' : `${typeof got}`;
-  return new TrellisError('ERR_BAD_REQUEST', `field "${field}": expected ${expected}, got ${desc}`);
+/** What a sender writes: the request without its rid, defaulted fields optional. */
+export type Body<R> = R extends unknown
+  ? Omit<R, 'rid' | Defaulted> & Partial<Pick<R, Extract<keyof R, Defaulted>>>
+  : never;
+export type RequestBody<T extends RequestType = RequestType> = Body<RequestOf<T>>;
+
+/** The IPC hello answer. */
+export interface HelloReply {
+  version: number;
+  instanceId: number;
+  storeId: string;
+  name: string;
+  /** Session secret for the fd channel. */
+  token: string;
+  maxFrame: number;
+  inlineLimit: number;
+  session: number;
+  /** Segments the arena has now (the client maps them ahead). */
+  segments: number;
 }
 
-function rid(h: Record<string, unknown>): number {
-  const v = h.rid;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw bad('rid', 'a uint32', v);
-  return v;
+/** The fields of each request's `ok` answer. */
+export interface Replies {
+  hello: HelloReply;
+  create: { id: string; blob: BlobLocation };
+  seal: { id: string };
+  abort: Record<string, never>;
+  put: { id: string };
+  make: { id: string };
+  get: { objects: ObjectRecord[] };
+  release: Record<string, never>;
+  delete: Record<string, never>;
+  putName: Record<string, never>;
+  getName: { id: string };
+  dropName: { id: string };
+  listNames: { names: Record<string, string> };
+  list: { objects: ObjectSummary[] };
+  status: { status: StoreStatus };
+  persist: Record<string, never>;
+  migrate: { id: string };
+  instances: { instances: InstanceInfo[] };
+  listGlobal: { objects: GlobalObjectInfo[] };
+  createDataset: { id: string };
+  locate: { locations: Locations };
+  fds: { segments: SegmentInfo[] };
+}
+export type ReplyOf<T extends RequestType> = Replies[T];
+
+// ---- request decoders: checks of what a client sent ---------------------------
+
+function objectSpec(h: Header, f: string): ObjectSpec {
+  const o = plainObject(h[f], f);
+  return {
+    typename: str(o, 'typename', 256),
+    meta: meta(o, 'meta', `${f}.meta`),
+    members: o.members === undefined ? [] : ids(o, 'members'),
+  };
 }
 
-function str(h: Record<string, unknown>, f: string, max = MAX_NAME): string {
-  const v = h[f];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max)
-    throw bad(f, `a non-empty string of at most ${max}`, v);
-  return v;
+/** The fields `put`, `make` and `seal` share (the RPC put too). */
+export function creating(h: Header): { object: ObjectSpec; name?: string; persist: boolean } {
+  return { object: objectSpec(h, 'object'), name: optStr(h, 'name'), persist: bool(h, 'persist', false) };
 }
 
-function optStr(h: Record<string, unknown>, f: string, max = MAX_NAME): string | undefined {
-  return h[f] === undefined ? undefined : str(h, f, max);
+/** The hello fields IPC and RPC share. */
+export function helloFields(h: Header): { rid: number; version: number; client?: string } {
+  return { rid: rid(h), version: uint(h, 'version', 0xffff), client: optStr(h, 'client', 256) };
 }
 
-function uint(h: Record<string, unknown>, f: string, max = Number.MAX_SAFE_INTEGER): number {
-  const v = h[f];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw bad(f, `an integer in [0, ${max}]`, v);
-  return v;
+const listLimit = (h: Header) => (h.limit === undefined ? DEFAULT_LIST_LIMIT : uint(h, 'limit', MAX_IDS));
+
+// ---- reply decoders: checks of what the store answered ------------------------
+
+const empty = (): Record<string, never> => ({});
+const idReply = (h: Header) => ({ id: id(h) });
+
+function blobLocation(v: unknown, f: string): BlobLocation {
+  const o = plainObject(v, f);
+  return { seg: uint(o, 'seg', 0xffff), off: uint(o, 'off'), size: uint(o, 'size') };
 }
 
-function bool(h: Record<string, unknown>, f: string, dflt: boolean): boolean {
-  const v = h[f];
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') throw bad(f, 'a boolean', v);
-  return v;
+/** The header every record of an object has; metadata only as an object (the store checked its depth). */
+function header(o: Header): { id: string; typename: string; nbytes: number; meta: Record<string, unknown> } {
+  return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), meta: plainObject(o.meta, 'meta') };
 }
 
-const ID_RE = /^o[0-9a-f]{16}$/;
-export function isObjectId(v: unknown): v is string {
-  return typeof v === 'string' && ID_RE.test(v);
-}
-
-function ids(h: Record<string, unknown>, f: string): string[] {
-  const v = h[f];
-  if (!Array.isArray(v) || v.length > MAX_IDS) throw bad(f, `an array of at most ${MAX_IDS} object ids`, v);
-  for (const x of v) if (!isObjectId(x)) throw bad(`${f}[]`, 'an object id', x);
-  return v as string[];
-}
-
-function id(h: Record<string, unknown>, f = 'id'): string {
-  const v = h[f];
-  if (!isObjectId(v)) throw bad(f, 'an object id (o + 16 hex digits)', v);
-  return v;
-}
-
-function plainObject(v: unknown, field: string, depth = 0): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad(field, 'an object', v);
-  if (depth > MAX_META_DEPTH) throw bad(field, `nesting of at most ${MAX_META_DEPTH}`, v);
-  return v as Record<string, unknown>;
-}
+const MAX_TREE_DEPTH = 256;
 
 /**
- * Metadata is echoed back in every get and list; nesting deeper than
- * JSON.stringify's stack allows would make those answers throw, so it is
- * refused here. Stops at the first level past the limit, so a hostile
- * million-deep value costs no more than a shallow one.
+ * Checks an object tree of an IPC get answer in place and returns it: a get
+ * is the hot path, so the checked tree is the one that arrived, not a copy.
+ * Blob records must carry their location.
  */
-function checkDepth(v: unknown, field: string, depth: number): void {
-  if (v === null || typeof v !== 'object') return;
-  if (depth > MAX_META_DEPTH) throw bad(field, `nesting of at most ${MAX_META_DEPTH}`, v);
-  for (const x of Array.isArray(v) ? v : Object.values(v)) checkDepth(x, field, depth + 1);
+function objectTree(v: unknown, depth = 0): ObjectRecord {
+  if (depth > MAX_TREE_DEPTH) throw bad('objects', `trees nested at most ${MAX_TREE_DEPTH} deep`, v);
+  const o = plainObject(v, 'objects[]');
+  id(o);
+  str(o, 'typename', 256);
+  uint(o, 'nbytes');
+  plainObject(o.meta, 'meta');
+  for (const m of array(o, 'members')) objectTree(m, depth + 1);
+  if (o.typename === BLOB_TYPENAME) blobLocation(o.blob, 'blob');
+  return o as unknown as ObjectRecord;
 }
 
-function objectSpec(h: Record<string, unknown>, f: string): ObjectSpec {
-  const o = plainObject(h[f], f);
-  const typename = str(o, 'typename', 256);
-  const meta = o.meta === undefined ? {} : plainObject(o.meta, `${f}.meta`);
-  checkDepth(meta, `${f}.meta`, 1);
-  const members = o.members === undefined ? [] : ids(o, 'members');
-  return { typename, meta, members };
+function records<T>(h: Header, f: string, one: (o: Header) => T): T[] {
+  return array(h, f).map((v) => one(plainObject(v, `${f}[]`)));
 }
 
-type Decoder = (h: Record<string, unknown>) => Request;
+function summary(o: Header): ObjectSummary {
+  return { ...header(o), members: ids(o, 'members'), spilled: bool(o, 'spilled'), references: uint(o, 'references') };
+}
 
-const decoders: Record<RequestType, Decoder> = {
-  hello: (h) => ({ t: 'hello', rid: rid(h), version: uint(h, 'version', 0xffff), client: optStr(h, 'client', 256) }),
-  create: (h) => ({ t: 'create', rid: rid(h), size: uint(h, 'size') }),
-  seal: (h) => ({
-    t: 'seal',
-    rid: rid(h),
-    id: id(h),
-    object: h.object === undefined ? undefined : objectSpec(h, 'object'),
-    name: optStr(h, 'name'),
-    persist: bool(h, 'persist', false),
-  }),
-  abort: (h) => ({ t: 'abort', rid: rid(h), id: id(h) }),
-  put: (h) => ({
-    t: 'put',
-    rid: rid(h),
-    object: objectSpec(h, 'object'),
-    name: optStr(h, 'name'),
-    persist: bool(h, 'persist', false),
-  }),
-  make: (h) => ({
-    t: 'make',
-    rid: rid(h),
-    object: objectSpec(h, 'object'),
-    name: optStr(h, 'name'),
-    persist: bool(h, 'persist', false),
-  }),
-  get: (h) => ({ t: 'get', rid: rid(h), ids: ids(h, 'ids') }),
-  release: (h) => ({ t: 'release', rid: rid(h), ids: ids(h, 'ids') }),
-  delete: (h) => ({ t: 'delete', rid: rid(h), ids: ids(h, 'ids'), deep: bool(h, 'deep', true) }),
-  putName: (h) => ({
-    t: 'putName',
-    rid: rid(h),
-    name: str(h, 'name'),
-    id: id(h),
-    overwrite: bool(h, 'overwrite', false),
-  }),
-  getName: (h) => ({
-    t: 'getName',
-    rid: rid(h),
-    name: str(h, 'name'),
-    wait: bool(h, 'wait', false),
-    timeoutMs: h.timeoutMs === undefined ? 0 : uint(h, 'timeoutMs', MAX_TIMEOUT_MS),
-  }),
-  dropName: (h) => ({ t: 'dropName', rid: rid(h), name: str(h, 'name') }),
-  listNames: (h) => ({
-    t: 'listNames',
-    rid: rid(h),
-    prefix: h.prefix === undefined ? '' : String(strOrEmpty(h, 'prefix')),
-  }),
-  list: (h) => ({
-    t: 'list',
-    rid: rid(h),
-    typename: optStr(h, 'typename', 256),
-    limit: h.limit === undefined ? 10_000 : uint(h, 'limit', MAX_IDS),
-  }),
-  status: (h) => ({ t: 'status', rid: rid(h) }),
-  persist: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids') }),
-  migrate: (h) => ({ t: 'migrate', rid: rid(h), id: id(h) }),
-  instances: (h) => ({ t: 'instances', rid: rid(h) }),
-  listGlobal: (h) => ({
-    t: 'listGlobal',
-    rid: rid(h),
-    typename: optStr(h, 'typename', 256),
-    instanceId: h.instanceId === undefined ? undefined : uint(h, 'instanceId', 0xffff),
-    limit: h.limit === undefined ? 10_000 : uint(h, 'limit', MAX_IDS),
-  }),
-  createDataset: (h) => {
-    const members = ids(h, 'members');
-    if (members.length === 0) throw bad('members', 'at least one shard id', members);
-    const meta = h.meta === undefined ? {} : plainObject(h.meta, 'meta');
-    checkDepth(meta, 'meta', 1);
-    return { t: 'createDataset', rid: rid(h), name: optStr(h, 'name'), members, meta };
+function globalObject(o: Header): GlobalObjectInfo {
+  return {
+    ...header(o),
+    members: ids(o, 'members'),
+    instanceId: uint(o, 'instanceId', 0xffff),
+    global: bool(o, 'global'),
+    persistedAt: uint(o, 'persistedAt'),
+    alive: bool(o, 'alive'),
+  };
+}
+
+function endpoint(v: unknown): InstanceInfo['rpc'] {
+  if (v === null) return null;
+  const o = plainObject(v, 'rpc');
+  return { host: str(o, 'host', 256), port: uint(o, 'port', 65535) };
+}
+
+function instance(o: Header): InstanceInfo {
+  return {
+    instanceId: uint(o, 'instanceId', 0xffff),
+    name: text(o, 'name'),
+    hostname: text(o, 'hostname'),
+    pid: uint(o, 'pid'),
+    storeId: str(o, 'storeId', 256),
+    rpc: endpoint(o.rpc),
+    memoryUsed: uint(o, 'memoryUsed'),
+    memoryLimit: uint(o, 'memoryLimit'),
+    startedAt: uint(o, 'startedAt'),
+    updatedAt: uint(o, 'updatedAt'),
+  };
+}
+
+function locations(h: Header): Locations {
+  const o = plainObject(h.locations, 'locations');
+  const shards = records(o, 'shards', (s) => ({
+    id: id(s),
+    typename: str(s, 'typename', 256),
+    nbytes: uint(s, 'nbytes'),
+    instanceId: num(s, 'instanceId'),
+    alive: bool(s, 'alive'),
+  }));
+  const instances = records(o, 'instances', (i) => ({
+    instanceId: uint(i, 'instanceId', 0xffff),
+    name: text(i, 'name'),
+    hostname: text(i, 'hostname'),
+    rpc: endpoint(i.rpc),
+    alive: bool(i, 'alive'),
+    shards: ids(i, 'shards'),
+    bytes: uint(i, 'bytes'),
+  }));
+  return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), shards, instances };
+}
+
+function counters(v: unknown, f: string): Record<string, number> {
+  const o = plainObject(v, f);
+  for (const k in o) uint(o, k);
+  return o as Record<string, number>;
+}
+
+function status(h: Header): StoreStatus {
+  const s = plainObject(h.status, 'status');
+  const spill = plainObject(s.spill, 'spill');
+  const rpc = s.rpc === null ? null : plainObject(s.rpc, 'rpc');
+  return {
+    instanceId: uint(s, 'instanceId', 0xffff),
+    storeId: str(s, 'storeId', 256),
+    name: text(s, 'name'),
+    hostname: text(s, 'hostname'),
+    pid: uint(s, 'pid'),
+    socket: text(s, 'socket', 4096),
+    protocolVersion: uint(s, 'protocolVersion', 0xffff),
+    memoryUsed: uint(s, 'memoryUsed'),
+    memoryLimit: uint(s, 'memoryLimit'),
+    memoryMapped: uint(s, 'memoryMapped'),
+    memoryResident: uint(s, 'memoryResident'),
+    reserved: bool(s, 'reserved'),
+    segments: records(s, 'segments', (g) => ({
+      id: uint(g, 'id', 0xffff),
+      size: uint(g, 'size'),
+      used: uint(g, 'used'),
+      freeBlocks: uint(g, 'freeBlocks'),
+    })),
+    fragmentation: num(s, 'fragmentation'),
+    objects: uint(s, 'objects'),
+    blobs: uint(s, 'blobs'),
+    entries: uint(s, 'entries'),
+    names: uint(s, 'names'),
+    connections: uint(s, 'connections'),
+    nameWaiters: uint(s, 'nameWaiters'),
+    spill: {
+      dir: spill.dir === null ? null : text(spill, 'dir', 4096),
+      objects: uint(spill, 'objects'),
+      bytes: uint(spill, 'bytes'),
+    },
+    counters: counters(s.counters, 'counters'),
+    // Backend and RPC figures differ by backend and version: objects, passed on as the store sent them.
+    meta: plainObject(s.meta, 'meta'),
+    rpc: rpc === null ? null : { ...rpc, host: str(rpc, 'host', 256), port: uint(rpc, 'port', 65535) },
+    uptimeMs: uint(s, 'uptimeMs'),
+  };
+}
+
+function names(h: Header): Record<string, string> {
+  const o = plainObject(h.names, 'names');
+  for (const k in o) if (!isObjectId(o[k])) throw bad(`names.${k}`, 'an object id', o[k]);
+  return o as Record<string, string>;
+}
+
+// ---- the message list ------------------------------------------------------------
+
+interface Message<T extends RequestType> {
+  request(h: Header): RequestOf<T>;
+  reply(h: Header): ReplyOf<T>;
+}
+
+const MESSAGES: { [T in RequestType]: Message<T> } = {
+  hello: {
+    request: (h) => ({ t: 'hello', ...helloFields(h) }),
+    reply: (h) => ({
+      version: uint(h, 'version', 0xffff),
+      instanceId: uint(h, 'instanceId', 0xffff),
+      storeId: str(h, 'storeId', 256),
+      name: text(h, 'name'),
+      token: str(h, 'token', 128),
+      maxFrame: uint(h, 'maxFrame'),
+      inlineLimit: uint(h, 'inlineLimit'),
+      session: uint(h, 'session'),
+      segments: uint(h, 'segments'),
+    }),
   },
-  locate: (h) => {
-    const r = {
-      t: 'locate' as const,
+  create: {
+    request: (h) => ({ t: 'create', rid: rid(h), size: uint(h, 'size') }),
+    reply: (h) => ({ id: id(h), blob: blobLocation(h.blob, 'blob') }),
+  },
+  seal: {
+    request: (h) => ({
+      t: 'seal',
       rid: rid(h),
-      id: h.id === undefined ? undefined : id(h),
+      id: id(h),
+      object: h.object === undefined ? undefined : objectSpec(h, 'object'),
       name: optStr(h, 'name'),
-    };
-    if ((r.id === undefined) === (r.name === undefined)) throw bad('id/name', 'exactly one of id and name', undefined);
-    return r;
+      persist: bool(h, 'persist', false),
+    }),
+    reply: idReply,
   },
-  fds: (h) => {
-    const segs = h.segments;
-    if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)
-      throw bad('segments', '1 to 64 segment ids', segs);
-    for (const s of segs)
-      if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
-    return { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+  abort: { request: (h) => ({ t: 'abort', rid: rid(h), id: id(h) }), reply: empty },
+  put: { request: (h) => ({ t: 'put', rid: rid(h), ...creating(h) }), reply: idReply },
+  make: { request: (h) => ({ t: 'make', rid: rid(h), ...creating(h) }), reply: idReply },
+  get: {
+    request: (h) => ({ t: 'get', rid: rid(h), ids: ids(h, 'ids') }),
+    reply: (h) => ({ objects: array(h, 'objects').map((o) => objectTree(o)) }),
+  },
+  release: { request: (h) => ({ t: 'release', rid: rid(h), ids: ids(h, 'ids') }), reply: empty },
+  delete: {
+    request: (h) => ({ t: 'delete', rid: rid(h), ids: ids(h, 'ids'), deep: bool(h, 'deep', true) }),
+    reply: empty,
+  },
+  putName: {
+    request: (h) => ({
+      t: 'putName',
+      rid: rid(h),
+      name: str(h, 'name'),
+      id: id(h),
+      overwrite: bool(h, 'overwrite', false),
+    }),
+    reply: empty,
+  },
+  getName: {
+    request: (h) => ({
+      t: 'getName',
+      rid: rid(h),
+      name: str(h, 'name'),
+      wait: bool(h, 'wait', false),
+      timeoutMs: h.timeoutMs === undefined ? 0 : uint(h, 'timeoutMs', MAX_TIMEOUT_MS),
+    }),
+    reply: idReply,
+  },
+  dropName: { request: (h) => ({ t: 'dropName', rid: rid(h), name: str(h, 'name') }), reply: idReply },
+  listNames: {
+    request: (h) => ({ t: 'listNames', rid: rid(h), prefix: h.prefix === undefined ? '' : text(h, 'prefix') }),
+    reply: (h) => ({ names: names(h) }),
+  },
+  list: {
+    request: (h) => ({ t: 'list', rid: rid(h), typename: optStr(h, 'typename', 256), limit: listLimit(h) }),
+    reply: (h) => ({ objects: records(h, 'objects', summary) }),
+  },
+  status: { request: (h) => ({ t: 'status', rid: rid(h) }), reply: (h) => ({ status: status(h) }) },
+  persist: { request: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids') }), reply: empty },
+  migrate: { request: (h) => ({ t: 'migrate', rid: rid(h), id: id(h) }), reply: idReply },
+  instances: {
+    request: (h) => ({ t: 'instances', rid: rid(h) }),
+    reply: (h) => ({ instances: records(h, 'instances', instance) }),
+  },
+  listGlobal: {
+    request: (h) => ({
+      t: 'listGlobal',
+      rid: rid(h),
+      typename: optStr(h, 'typename', 256),
+      instanceId: h.instanceId === undefined ? undefined : uint(h, 'instanceId', 0xffff),
+      limit: listLimit(h),
+    }),
+    reply: (h) => ({ objects: records(h, 'objects', globalObject) }),
+  },
+  createDataset: {
+    request: (h) => {
+      const members = ids(h, 'members');
+      if (members.length === 0) throw bad('members', 'at least one shard id', members);
+      return { t: 'createDataset', rid: rid(h), name: optStr(h, 'name'), members, meta: meta(h, 'meta') };
+    },
+    reply: idReply,
+  },
+  locate: {
+    request: (h) => {
+      const r = {
+        t: 'locate' as const,
+        rid: rid(h),
+        id: h.id === undefined ? undefined : id(h),
+        name: optStr(h, 'name'),
+      };
+      if ((r.id === undefined) === (r.name === undefined))
+        throw bad('id/name', 'exactly one of id and name', undefined);
+      return r;
+    },
+    reply: (h) => ({ locations: locations(h) }),
+  },
+  fds: {
+    request: (h) => {
+      const segs = h.segments;
+      if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)
+        throw bad('segments', '1 to 64 segment ids', segs);
+      for (const s of segs)
+        if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
+      return { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+    },
+    reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
   },
 };
 
-function strOrEmpty(h: Record<string, unknown>, f: string): string {
-  const v = h[f];
-  if (typeof v !== 'string' || v.length > MAX_NAME) throw bad(f, `a string of at most ${MAX_NAME}`, v);
-  return v;
+/** Every IPC message type, for docs/PROTOCOL.md's test. */
+export const IPC_MESSAGE_TYPES = Object.keys(MESSAGES) as RequestType[];
+
+export function isRequestType(t: unknown): t is RequestType {
+  return typeof t === 'string' && Object.hasOwn(MESSAGES, t);
 }
 
 /** Validates a decoded frame header; throws ERR_PROTOCOL for unknown types, ERR_BAD_REQUEST for bad fields. */
-export function decodeRequest(h: Record<string, unknown>): Request {
-  const t = h.t as string;
-  const dec = Object.hasOwn(decoders, t) ? decoders[t as RequestType] : undefined;
-  if (!dec) throw new TrellisError('ERR_PROTOCOL', `unknown request type ${JSON.stringify(String(t).slice(0, 64))}`);
-  return dec(h);
+export function decodeRequest(h: Header): Request {
+  const t = h.t;
+  if (!isRequestType(t)) {
+    throw new TrellisError('ERR_PROTOCOL', `unknown request type ${JSON.stringify(String(t).slice(0, 64))}`);
+  }
+  return MESSAGES[t].request(h);
 }
 
-/** rid of a header if it has a valid one, so even a rejected request can be answered. */
-export function ridOf(h: Record<string, unknown>): number {
-  const v = h.rid;
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : 0;
+/**
+ * A request frame from a typed body. The rid goes in front of the body's own
+ * JSON, so the caller's object is never written to. `noReply` asks the store
+ * not to answer (release).
+ */
+export function encodeRequest(rid: number, body: RequestBody, payload?: Uint8Array, noReply = false): Buffer {
+  const json = JSON.stringify(body);
+  return encodeJsonFrame(`{"rid":${rid},${noReply ? '"noReply":true,' : ''}${json.slice(1)}`, payload);
+}
+
+/** The `ok` answer to request `rid`, from its typed fields (the store side of every reply decoder). */
+export function okReply<T extends RequestType>(rid: number, fields: ReplyOf<T>): Header {
+  return { t: 'ok', rid, ...fields };
+}
+
+/** The `err` answer to request `rid` (0: to no request, the connection is given up). */
+export function errorReply(rid: number, err: TrellisError): Header {
+  return { t: 'err', rid, code: err.code, message: err.message };
+}
+
+/** An `err` answer as the TrellisError it carries; a malformed one is ERR_PROTOCOL. */
+export function decodeError(h: Header): TrellisError {
+  if (typeof h.code !== 'string' || typeof h.message !== 'string') {
+    return new TrellisError('ERR_PROTOCOL', 'the store sent an error answer without a code and message');
+  }
+  return TrellisError.fromPayload({ code: h.code, message: h.message });
+}
+
+/** Checks an `ok` answer with `decode`; a store that answers badly broke the protocol (ERR_PROTOCOL). */
+export function checkReply<R>(what: string, h: Header, decode: (h: Header) => R): R {
+  if (h.t !== 'ok') throw new TrellisError('ERR_PROTOCOL', `the answer to ${what} is not "ok" but ${String(h.t)}`);
+  try {
+    return decode(h);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new TrellisError('ERR_PROTOCOL', `the store's answer to ${what} is malformed: ${message}`);
+  }
+}
+
+/** The checked fields of the `ok` answer to a request of type `t`. */
+export function decodeReply<T extends RequestType>(t: T, h: Header): ReplyOf<T> {
+  return checkReply(t, h, MESSAGES[t].reply as (h: Header) => ReplyOf<T>);
 }

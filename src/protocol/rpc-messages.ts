@@ -1,9 +1,10 @@
 /**
  * The RPC message list: what a remote client, or another store, may send a
- * store over TCP, with the validator of each request and of the one answer
- * that carries data (get). Requests that mean the same as over IPC reuse the
- * IPC validators (`decodeRequest`); `hello` and `put` differ. The RPC section
- * of docs/PROTOCOL.md describes every message.
+ * store over TCP, with the decoders of each request and of each reply side by
+ * side (RPC_MESSAGES). Requests that mean the same as over IPC are the IPC
+ * messages, with their decoders both ways (messages.ts); `hello`, `put` and
+ * the `get` answer differ. Requests are encoded by `encodeRpcRequest` from a
+ * typed body. The RPC section of docs/PROTOCOL.md describes every message.
  *
  * Raw bytes. Frames are the IPC frames, always with an empty payload. Any
  * frame header may carry `raw`, a list of byte counts: exactly that many
@@ -11,7 +12,21 @@
  * Blob bytes travel that way, never inside JSON.
  */
 import { TrellisError } from '../errors.js';
-import { BLOB_TYPENAME, decodeRequest, isObjectId, type ObjectSpec, type Request } from './messages.js';
+import { bad, type Header, id, meta, rid, str, text, uint } from './fields.js';
+import { encodeJsonFrame } from './frame.js';
+import {
+  BLOB_TYPENAME,
+  type Body,
+  checkReply,
+  creating,
+  decodeReply,
+  decodeRequest,
+  helloFields,
+  isObjectId,
+  type Replies,
+  type Request,
+} from './messages.js';
+import type { ObjectRecord } from './records.js';
 
 export const RPC_VERSION = 1;
 /** One raw part is one blob: at most 4 GiB (a Node 20 ArrayBuffer and an arena segment). */
@@ -29,7 +44,6 @@ export { BLOB_TYPENAME };
 /** Requests an RPC peer may send that mean what they mean over IPC. */
 const SHARED = [
   'make',
-  'get',
   'delete',
   'putName',
   'getName',
@@ -51,25 +65,32 @@ const IPC_ONLY = new Set(['create', 'seal', 'abort', 'release', 'fds']);
 
 export type RpcRequest =
   | { t: 'hello'; rid: number; version: number; token: string; client?: string }
-  | { t: 'put'; rid: number; object: ObjectSpec; name?: string; persist: boolean; raw: number[] }
-  | Extract<Request, { t: Shared }>;
+  | { t: 'put'; rid: number; object: ObjectSpecOf; name?: string; persist: boolean; raw: number[] }
+  | Extract<Request, { t: Shared | 'get' }>;
+type ObjectSpecOf = Extract<Request, { t: 'put' }>['object'];
 
-/** An object tree as a get answer carries it: like ObjectRecord, without arena locations. */
-export interface RpcTree {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: RpcTree[];
+export type RpcRequestType = RpcRequest['t'];
+/** What an RPC sender writes: the request without rid and raw (the channel adds both). */
+export type RpcRequestBody = Body<RpcRequest> extends infer B ? (B extends unknown ? Omit<B, 'raw'> : never) : never;
+
+/** The RPC hello answer. */
+export interface RpcHelloReply {
+  version: number;
+  instanceId: number;
+  storeId: string;
+  name: string;
+  maxFrame: number;
 }
 
 /** A validated get answer: one tree per id asked for, and the blobs whose bytes follow, in stream order. */
 export interface RpcGetAnswer {
-  objects: RpcTree[];
+  objects: ObjectRecord[];
   /** Blob ids in the order their bytes follow the frame (each once). */
   blobs: string[];
   raw: number[];
 }
+
+export type RpcReplies = Pick<Replies, Shared> & { hello: RpcHelloReply; put: { id: string } };
 
 function protocolError(message: string): TrellisError {
   return new TrellisError('ERR_PROTOCOL', message);
@@ -80,7 +101,7 @@ function protocolError(message: string): TrellisError {
  * A bad `raw` field breaks the stream (nobody can tell where the next frame
  * starts), so it is ERR_PROTOCOL, and the connection is closed.
  */
-export function rawSizes(h: Record<string, unknown>): number[] | null {
+export function rawSizes(h: Header): number[] | null {
   const v = h.raw;
   if (v === undefined) return null;
   if (!Array.isArray(v) || v.length > MAX_RAW_PARTS) {
@@ -94,80 +115,114 @@ export function rawSizes(h: Record<string, unknown>): number[] | null {
   return v as number[];
 }
 
-function badField(field: string, expected: string, got: unknown): TrellisError {
-  const desc = got === undefined ? 'nothing' : Array.isArray(got) ? 'an array' : typeof got;
-  return new TrellisError('ERR_BAD_REQUEST', `field "${field}": expected ${expected}, got ${desc}`);
-}
-
-function decodeHello(h: Record<string, unknown>): RpcRequest {
-  // rid, version and client as the IPC hello has them
-  const base = decodeRequest({ ...h, t: 'hello' }) as Extract<Request, { t: 'hello' }>;
+function decodeHello(h: Header): RpcRequest {
+  const fields = helloFields(h);
   const token = h.token;
   if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN) {
     throw new TrellisError('ERR_UNAUTHORIZED', 'the hello carries no token');
   }
-  return { t: 'hello', rid: base.rid, version: base.version, token, client: base.client };
+  return { t: 'hello', ...fields, token };
 }
 
-function decodePut(h: Record<string, unknown>): RpcRequest {
+function decodePut(h: Header): RpcRequest {
   const raw = rawSizes(h);
-  if (raw === null || raw.length === 0) throw badField('raw', 'at least one blob size', h.raw);
-  // object and name as the IPC put has them
-  const base = decodeRequest({ ...h, t: 'put' }) as Extract<Request, { t: 'put' }>;
-  if (base.object.typename === BLOB_TYPENAME && (raw.length !== 1 || base.object.members.length > 0)) {
+  if (raw === null || raw.length === 0) throw bad('raw', 'at least one blob size', h.raw);
+  const r = rid(h);
+  const c = creating(h);
+  if (c.object.typename === BLOB_TYPENAME && (raw.length !== 1 || c.object.members.length > 0)) {
     throw new TrellisError('ERR_BAD_REQUEST', 'a Blob put carries exactly one blob and no members');
   }
-  return { t: 'put', rid: base.rid, object: base.object, name: base.name, persist: base.persist, raw };
+  return { t: 'put', rid: r, ...c, raw };
 }
+
+// ---- the message list ------------------------------------------------------------
+
+/** A shared request: the IPC decoder of its own type (the list below admits only shared types here). */
+const asOverIpc = (h: Header): RpcRequest => decodeRequest(h) as Extract<Request, { t: Shared | 'get' }>;
+
+type RpcMessages = { [T in RpcRequestType]: { request(h: Header): RpcRequest; reply?(h: Header): unknown } };
+
+/** RPC-only decoders; get's reply needs the ids asked for and is decodeGetAnswer. */
+const RPC_MESSAGES: RpcMessages = {
+  hello: {
+    request: decodeHello,
+    reply: (h): RpcHelloReply => ({
+      version: uint(h, 'version', 0xffff),
+      instanceId: uint(h, 'instanceId', 0xffff),
+      storeId: str(h, 'storeId', 256),
+      name: text(h, 'name'),
+      maxFrame: uint(h, 'maxFrame'),
+    }),
+  },
+  put: { request: decodePut, reply: (h) => ({ id: id(h) }) },
+  get: { request: asOverIpc },
+  ...(Object.fromEntries(SHARED.map((t) => [t, { request: asOverIpc }])) as Pick<RpcMessages, Shared>),
+};
+
+/** Every RPC message type, for docs/PROTOCOL.md's test. */
+export const RPC_MESSAGE_TYPES = Object.keys(RPC_MESSAGES) as RpcRequestType[];
 
 /**
  * Validates an RPC request header: ERR_PROTOCOL for an unknown type,
  * ERR_UNSUPPORTED for IPC-only requests, ERR_BAD_REQUEST for a bad field,
  * ERR_UNAUTHORIZED for a hello without a token.
  */
-export function decodeRpcRequest(h: Record<string, unknown>): RpcRequest {
-  const t = h.t as string;
-  if (t === 'hello') return decodeHello(h);
-  if (t === 'put') return decodePut(h);
-  if ((SHARED as readonly string[]).includes(t)) return decodeRequest(h) as RpcRequest;
-  if (IPC_ONLY.has(t)) {
+export function decodeRpcRequest(h: Header): RpcRequest {
+  const t = h.t;
+  if (typeof t === 'string' && Object.hasOwn(RPC_MESSAGES, t)) return RPC_MESSAGES[t as RpcRequestType].request(h);
+  if (IPC_ONLY.has(t as string)) {
     throw new TrellisError('ERR_UNSUPPORTED', `${t} needs shared memory and is available over IPC only`);
   }
   throw protocolError(`unknown request type ${JSON.stringify(String(t).slice(0, 64))}`);
 }
 
+/** The checked fields of the `ok` answer to an RPC request of type `t` (get: decodeGetAnswer). */
+export function decodeRpcReply<T extends keyof RpcReplies>(t: T, h: Header): RpcReplies[T] {
+  const own = RPC_MESSAGES[t].reply;
+  if (own) return checkReply(t, h, own as (h: Header) => RpcReplies[T]);
+  return decodeReply(t as Shared, h) as RpcReplies[T];
+}
+
+/** A request frame from a typed body: rid and, when raw parts follow, their sizes go in front of the body. */
+export function encodeRpcRequest(rid: number, body: RpcRequestBody, raw?: readonly Uint8Array[]): Buffer {
+  const json = JSON.stringify(body);
+  const sizes = raw ? `"raw":[${raw.map((p) => p.byteLength).join(',')}],` : '';
+  return encodeJsonFrame(`{"rid":${rid},${sizes}${json.slice(1)}`);
+}
+
 // ---- the get answer ----------------------------------------------------------
 
-/** Checks a tree from the wire: shape, ids, sizes, nesting; metadata as the IPC validators want it. */
-function decodeTree(v: unknown, where: string, depth: number, sizes: Map<string, number>): RpcTree {
+/** Checks a tree from the wire: shape, ids, sizes, nesting; metadata as requests must have it. */
+function decodeTree(v: unknown, where: string, depth: number, sizes: Map<string, number>): ObjectRecord {
   if (depth > MAX_TREE_DEPTH) throw protocolError(`${where}: objects nest deeper than ${MAX_TREE_DEPTH}`);
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw protocolError(`${where}: expected an object`);
-  const o = v as Record<string, unknown>;
+  const o = v as Header;
   if (!isObjectId(o.id)) throw protocolError(`${where}.id: expected an object id`);
   if (typeof o.nbytes !== 'number' || !Number.isSafeInteger(o.nbytes) || o.nbytes < 0) {
     throw protocolError(`${where}.nbytes: expected a byte count`);
   }
   if (!Array.isArray(o.members)) throw protocolError(`${where}.members: expected an array`);
-  let spec: ObjectSpec;
+  let typename: string;
+  let m: Record<string, unknown>;
   try {
-    spec = (
-      decodeRequest({ t: 'make', rid: 0, object: { typename: o.typename, meta: o.meta } }) as { object: ObjectSpec }
-    ).object;
+    typename = str(o, 'typename', 256);
+    m = meta(o, 'meta');
   } catch (e) {
     throw protocolError(`${where}: ${(e as Error).message}`);
   }
-  if (spec.typename === BLOB_TYPENAME) {
+  if (typename === BLOB_TYPENAME) {
     if (o.members.length > 0) throw protocolError(`${where}: a Blob has no members`);
     const size = sizes.get(o.id);
     if (size === undefined) throw protocolError(`${where}: blob ${o.id} is not among the blobs that follow`);
     if (size !== o.nbytes) throw protocolError(`${where}: blob ${o.id} has ${o.nbytes} bytes but ${size} follow`);
   }
-  const members = o.members.map((m, i) => decodeTree(m, `${where}.members[${i}]`, depth + 1, sizes));
-  return { id: o.id, typename: spec.typename, nbytes: o.nbytes, meta: spec.meta, members };
+  const members = o.members.map((x, i) => decodeTree(x, `${where}.members[${i}]`, depth + 1, sizes));
+  return { id: o.id, typename, nbytes: o.nbytes, meta: m, members };
 }
 
 /** Validates the answer to a get: every blob of every tree is announced once, with its size. */
-export function decodeGetAnswer(h: Record<string, unknown>, ids: string[]): RpcGetAnswer {
+export function decodeGetAnswer(h: Header, ids: string[]): RpcGetAnswer {
+  if (h.t !== 'ok') throw protocolError(`the answer to get is not "ok" but ${String(h.t)}`);
   const raw = rawSizes(h) ?? [];
   const blobs = h.blobs;
   if (!Array.isArray(blobs) || blobs.length !== raw.length) {

@@ -11,11 +11,10 @@
  * (net's `onread` option), so they are already in place and nothing is
  * copied: that is the receive path of a transfer at wire speed.
  */
-import { TrellisError } from '../errors.js';
-import { decodeBody, type Frame } from './frame.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import { type Frame, FrameReader } from './frame.js';
 import { rawSizes } from './rpc-messages.js';
 
-const PREFIX = 4;
 /** Most bytes asked of one read straight into a destination. */
 const MAX_DIRECT_READ = 64 * 1024 * 1024;
 
@@ -34,9 +33,7 @@ export interface ReaderHandler {
   error(err: TrellisError): void;
 }
 
-export class RpcReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+export class RpcReader extends FrameReader {
   private target: RawTarget | null = null;
   private sizes: number[] = [];
   private part = 0;
@@ -46,13 +43,10 @@ export class RpcReader {
   rawBytes = 0;
 
   constructor(
-    public maxFrame: number,
+    maxFrame: number,
     private readonly handler: ReaderHandler,
-  ) {}
-
-  /** True while raw bytes of a frame are still to come. */
-  get inRaw(): boolean {
-    return this.target !== null;
+  ) {
+    super(maxFrame);
   }
 
   /**
@@ -71,8 +65,7 @@ export class RpcReader {
           continue;
         }
         const rest = chunk.subarray(off);
-        this.chunks.push(transient ? Buffer.from(rest) : Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
-        this.buffered += rest.length;
+        this.append(transient ? Buffer.from(rest) : Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
         off = chunk.length;
         this.drain();
       }
@@ -115,9 +108,7 @@ export class RpcReader {
   private fail(e: unknown): void {
     if (this.broken) return;
     this.stop();
-    const err =
-      e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', `RPC stream handler failed: ${String(e)}`);
-    this.handler.error(err);
+    this.handler.error(asTrellisError(e, 'ERR_INTERNAL', 'RPC stream handler failed'));
   }
 
   /** Frames (and raw bytes that follow them) out of the buffered chunks. */
@@ -130,15 +121,9 @@ export class RpcReader {
         this.advance(n);
         continue;
       }
-      if (this.buffered < PREFIX) return;
-      const len = this.peekLength();
-      if (len > this.maxFrame) {
-        throw new TrellisError('ERR_PROTOCOL', `frame of ${len} bytes exceeds the maximum of ${this.maxFrame}`);
-      }
-      if (len < 4) throw new TrellisError('ERR_PROTOCOL', `frame length ${len} is too short`);
-      if (this.buffered < PREFIX + len) return;
-      const body = this.take(PREFIX + len).subarray(PREFIX);
-      this.onFrame(decodeBody(body));
+      const frame = this.nextFrame();
+      if (frame === null) return;
+      this.onFrame(frame);
     }
   }
 
@@ -182,30 +167,5 @@ export class RpcReader {
       this.target = null;
       t.done();
     }
-  }
-
-  private peekLength(): number {
-    const first = this.chunks[0];
-    if (first.length >= PREFIX) return first.readUInt32LE(0);
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
-    return joined.readUInt32LE(0);
-  }
-
-  private take(n: number): Buffer {
-    let first = this.chunks[0];
-    if (first.length < n) {
-      first = Buffer.concat(this.chunks);
-      this.chunks = [first];
-    }
-    this.consume(n);
-    return first.subarray(0, n);
-  }
-
-  private consume(n: number): void {
-    const first = this.chunks[0];
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
-    this.buffered -= n;
   }
 }

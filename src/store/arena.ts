@@ -6,7 +6,7 @@
  */
 import { TrellisError } from '../errors.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
-import type { BlobLocation, SegmentInfo } from '../protocol/messages.js';
+import type { BlobLocation, SegmentInfo } from '../protocol/records.js';
 import { ALIGN, alignUp, SegmentAllocator } from './allocator.js';
 
 const PAGE = 4096;
@@ -53,7 +53,6 @@ export class Arena {
   private used = 0;
   private closed = false;
   private punchTimer: NodeJS.Timeout | null = null;
-  private punchedBytes = 0;
 
   constructor(readonly opts: ArenaOptions) {
     if (opts.reserve) {
@@ -159,17 +158,9 @@ export class Arena {
       for (const [off, size] of s.allocator.freeBlocks()) {
         const lo = alignUp(off, PAGE);
         const hi = Math.floor((off + size) / PAGE) * PAGE;
-        if (hi > lo) {
-          native.punchHole(s.fd, lo, hi - lo);
-          this.punchedBytes += hi - lo;
-        }
+        if (hi > lo) native.punchHole(s.fd, lo, hi - lo);
       }
     }
-  }
-
-  /** Bytes handed back to the OS by delayed punching, for status. */
-  get punched(): number {
-    return this.punchedBytes;
   }
 
   view(loc: BlobLocation): Uint8Array {

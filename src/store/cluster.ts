@@ -5,51 +5,38 @@
  * everything again after the backend lost this store's registration.
  */
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo, MetaService, RpcEndpoint } from '../meta/meta-service.js';
+import type { MetaService } from '../meta/meta-service.js';
+import type {
+  GlobalObject,
+  GlobalObjectInfo,
+  InstanceInfo,
+  InstanceShare,
+  Locations,
+  RpcEndpoint,
+  ShardLocation,
+} from '../protocol/records.js';
 import type { IdAllocator } from './ids.js';
 import type { Entry, ObjectTable } from './object-table.js';
 
 export const DATASET_TYPENAME = 'Dataset';
 
-export interface ShardLocation {
-  id: string;
-  typename: string;
-  nbytes: number;
-  instanceId: number;
-  alive: boolean;
+/**
+ * What the cluster needs of migration, which lives with the RPC side
+ * (src/store/migrate.ts) and is linked in when the store serves RPC.
+ */
+export interface MigrationLink {
+  /** Copies a remote object here, one transfer however many ask at once; resolves with the local id. */
+  pull(endpoint: RpcEndpoint, remoteId: string): Promise<string>;
+  /** The local copy of a remote object migrated here, while it exists. */
+  copyOf(remoteId: string): string | undefined;
 }
-
-export interface InstanceShare {
-  instanceId: number;
-  name: string;
-  hostname: string;
-  rpc: RpcEndpoint | null;
-  alive: boolean;
-  shards: string[];
-  bytes: number;
-}
-
-/** Where an object's data lives: per shard, and summed per instance (the scheduler's input). */
-export interface Locations {
-  id: string;
-  typename: string;
-  nbytes: number;
-  shards: ShardLocation[];
-  instances: InstanceShare[];
-}
-
-/** Pulls a remote object into this store and returns the local id. */
-export type Migrator = (endpoint: RpcEndpoint, remoteId: string) => Promise<string>;
 
 export class Cluster {
   /** Names this store bound, to publish again after a re-registration. */
   private readonly boundNames = new Map<string, string>();
-  private readonly migrations = new Map<string, Promise<string>>();
-  /** Remote id -> id of the local copy, for migrations done by this store. */
-  private readonly copies = new Map<string, string>();
   /** Global records this store created (datasets), to publish again after a re-registration. */
   private readonly created = new Map<string, GlobalObject>();
-  migrator: Migrator | null = null;
+  private link: MigrationLink | null = null;
 
   constructor(
     readonly meta: MetaService,
@@ -57,6 +44,16 @@ export class Cluster {
     private readonly ids: IdAllocator,
     readonly instanceId: number,
   ) {}
+
+  /** Links migration in (the RPC side does, when the store serves RPC). */
+  setMigration(link: MigrationLink): void {
+    this.link = link;
+  }
+
+  /** How this store migrates objects here, or null when it serves no RPC. */
+  get migration(): MigrationLink | null {
+    return this.link;
+  }
 
   private record(e: Entry): GlobalObject {
     return {
@@ -143,11 +140,7 @@ export class Cluster {
   }
 
   /** Persisted objects cluster-wide, each with whether its store is alive. */
-  async listGlobal(filter: {
-    typename?: string;
-    instanceId?: number;
-    limit: number;
-  }): Promise<(GlobalObject & { alive: boolean })[]> {
+  async listGlobal(filter: { typename?: string; instanceId?: number; limit: number }): Promise<GlobalObjectInfo[]> {
     const objects = await this.meta.listObjects(filter);
     if (objects.some((o) => !o.global && !this.meta.isAlive(o.instanceId))) await this.meta.instances();
     return objects.map((o) => ({ ...o, alive: o.global || this.meta.isAlive(o.instanceId) }));
@@ -171,8 +164,8 @@ export class Cluster {
     if (!this.meta.isAlive(rec.instanceId)) {
       return new TrellisError('ERR_OBJECT_LOST', `object ${rec.id} lived on instance ${rec.instanceId}, which is gone`);
     }
-    const copy = this.copies.get(rec.id);
-    if (copy !== undefined && this.table.has(copy)) {
+    const copy = this.link?.copyOf(rec.id);
+    if (copy !== undefined) {
       return new TrellisError(
         'ERR_OBJECT_REMOTE',
         `object ${rec.id} lives on instance ${rec.instanceId}; its copy here is ${copy}`,
@@ -275,35 +268,26 @@ export class Cluster {
     };
   }
 
-  /** Copies a remote object here (once, however many ask at the same time) and returns the local id. */
+  /**
+   * Finds the store that owns a persisted object and copies the object here
+   * through the migration link (which runs one transfer however many ask at
+   * once), returning the local id.
+   */
   async migrate(id: string): Promise<string> {
     if (this.table.has(id)) return id;
-    const running = this.migrations.get(id);
-    if (running) return running;
-    const job = (async () => {
-      const [rec] = await this.meta.getObjects([id]);
-      if (!rec) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
-      if (rec.global) throw this.notHere(rec);
-      if (rec.instanceId === this.instanceId)
-        throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} was deleted`);
-      await this.confirmLiveness(rec.instanceId);
-      if (!this.meta.isAlive(rec.instanceId)) throw this.notHere(rec);
-      const owner = (await this.meta.instances()).find((i) => i.instanceId === rec.instanceId);
-      if (!owner) throw this.notHere({ ...rec, instanceId: rec.instanceId });
-      if (!owner.rpc) {
-        throw new TrellisError('ERR_UNSUPPORTED', `instance ${rec.instanceId} serves no RPC endpoint to migrate from`);
-      }
-      if (!this.migrator) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
-      const local = await this.migrator(owner.rpc, id);
-      this.copies.set(id, local);
-      return local;
-    })();
-    this.migrations.set(id, job);
-    try {
-      return await job;
-    } finally {
-      this.migrations.delete(id);
+    const [rec] = await this.meta.getObjects([id]);
+    if (!rec) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
+    if (rec.global) throw this.notHere(rec);
+    if (rec.instanceId === this.instanceId) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} was deleted`);
+    await this.confirmLiveness(rec.instanceId);
+    if (!this.meta.isAlive(rec.instanceId)) throw this.notHere(rec);
+    const owner = (await this.meta.instances()).find((i) => i.instanceId === rec.instanceId);
+    if (!owner) throw this.notHere(rec);
+    if (!owner.rpc) {
+      throw new TrellisError('ERR_UNSUPPORTED', `instance ${rec.instanceId} serves no RPC endpoint to migrate from`);
     }
+    if (!this.link) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
+    return this.link.pull(owner.rpc, id);
   }
 
   /** Publishes every persisted object and every name this store bound, again. */

@@ -9,7 +9,8 @@ import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
 import { respond } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
-import { decodeRequest, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
+import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
+import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
   /** Returns the response fields, or a promise of them; throws TrellisError. */
@@ -19,14 +20,12 @@ export interface RequestHandler {
   closed(conn: Connection): void;
 }
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
-
-export class Connection {
-  readonly decoder: FrameDecoder;
-  state: 'new' | 'ready' | 'fds' | 'closed' = 'new';
-  clientName = '';
+export class Connection extends PeerConnection {
+  private readonly decoder: FrameDecoder;
   private batch: Buffer[] | null = null;
-  private readonly handshakeTimer: NodeJS.Timeout;
+  /** The session token handed out in this connection's hello (the fd channel presents it). */
+  private sessionToken: string | null = null;
+  protected readonly queuedBytesOutlive = true;
 
   constructor(
     readonly id: number,
@@ -34,14 +33,22 @@ export class Connection {
     private readonly handler: RequestHandler,
     maxFrame: number,
   ) {
+    super();
     this.decoder = new FrameDecoder(maxFrame);
-    this.handshakeTimer = setTimeout(() => {
-      if (this.state === 'new') this.fail(new TrellisError('ERR_TIMEOUT', 'no handshake within 10 s'));
-    }, HANDSHAKE_TIMEOUT_MS);
-    this.handshakeTimer.unref();
+    this.armHandshake();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.destroy());
+  }
+
+  /** The session token of this connection, once its hello was answered. */
+  get token(): string | null {
+    return this.sessionToken;
+  }
+
+  /** Records the token the store handed out in this connection's hello. */
+  setToken(token: string): void {
+    this.sessionToken = token;
   }
 
   private readonly sender = (h: object): void => this.send(h);
@@ -53,21 +60,16 @@ export class Connection {
     else this.socket.write(frame);
   }
 
-  /** Answers with an error and closes: the peer broke the protocol. */
-  fail(err: TrellisError, rid = 0): void {
-    this.batch = null;
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
-    this.socket.end();
-    this.socket.destroySoon?.();
-    setTimeout(() => this.socket.destroy(), 1000).unref();
-    this.destroy();
+  protected sendError(err: TrellisError, rid: number): void {
+    this.send(errorReply(rid, err));
   }
 
-  destroy(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    clearTimeout(this.handshakeTimer);
-    if (!this.socket.destroyed && this.socket.writableLength === 0) this.socket.destroy();
+  /** Answers batched before a failure are dropped: the error goes out alone, directly. */
+  protected stopInput(): void {
+    this.batch = null;
+  }
+
+  protected released(): void {
     this.handler.closed(this);
   }
 
@@ -110,7 +112,7 @@ export class Connection {
     } catch (e) {
       const err = e instanceof TrellisError ? e : new TrellisError('ERR_BAD_REQUEST', String(e));
       if (this.state === 'new') this.fail(err, rid);
-      else this.send({ t: 'err', rid, code: err.code, message: err.message });
+      else this.send(errorReply(rid, err));
       return;
     }
     if (this.state === 'new') {
@@ -125,14 +127,13 @@ export class Connection {
           );
           return;
         }
-        clearTimeout(this.handshakeTimer);
-        this.clientName = req.client ?? '';
+        this.handshakeOver();
         this.state = 'ready';
         respond(this.sender, rid, () => this.handler.hello(this, req));
         return;
       }
       if (req.t === 'fds') {
-        clearTimeout(this.handshakeTimer);
+        this.handshakeOver();
         this.state = 'fds';
         this.socket.pause();
         try {
@@ -148,7 +149,7 @@ export class Connection {
       return;
     }
     if (req.t === 'hello' || req.t === 'fds') {
-      this.send({ t: 'err', rid, code: 'ERR_PROTOCOL', message: `${req.t} is only valid as the first message` });
+      this.send(errorReply(rid, new TrellisError('ERR_PROTOCOL', `${req.t} is only valid as the first message`)));
       return;
     }
     if (f.header.noReply === true) {

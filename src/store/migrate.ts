@@ -19,9 +19,9 @@
 
 import { RpcChannel } from '../client/rpc-channel.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import type { RpcEndpoint } from '../meta/meta-service.js';
 import { isObjectId } from '../protocol/messages.js';
-import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcTree } from '../protocol/rpc-messages.js';
+import type { ObjectRecord, RpcEndpoint } from '../protocol/records.js';
+import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer } from '../protocol/rpc-messages.js';
 import type { StoreServer } from './store-server.js';
 
 export interface MigrateOptions {
@@ -56,8 +56,8 @@ export interface MigrationStats {
 
 export class Migrator {
   private readonly running = new Map<string, Promise<string>>();
-  /** `${source storeId}/${remote id}` → local id of the copy made. */
-  private readonly copies = new Map<string, string>();
+  /** Remote id → the source store run it came from and the local copy made of it. */
+  private readonly copies = new Map<string, { storeId: string; local: string }>();
   private readonly channels = new Set<RpcChannel>();
   private readonly counters = {
     migrations: 0,
@@ -99,6 +99,12 @@ export class Migrator {
     return job;
   }
 
+  /** The local copy of `remoteId` made here, while it exists. */
+  copyOf(remoteId: string): string | undefined {
+    const c = this.copies.get(remoteId);
+    return c !== undefined && this.store.table.has(c.local) ? c.local : undefined;
+  }
+
   /** Stops every transfer (each fails and leaves nothing behind). Safe to call twice. */
   close(): void {
     this.closed = true;
@@ -126,11 +132,12 @@ export class Migrator {
     // The migration's blobs belong to a connection id of its own until sealed.
     const conn = store.newConnectionId();
     try {
-      const key = `${String(ch.hello.storeId)}/${remoteId}`;
-      const copy = this.copies.get(key);
-      if (copy !== undefined && store.table.has(copy)) {
+      const source = String(ch.hello.storeId);
+      const copy = this.copies.get(remoteId);
+      // The same id from another run of the source store is another object.
+      if (copy !== undefined && copy.storeId === source && store.table.has(copy.local)) {
         this.counters.reused++;
-        return copy;
+        return copy.local;
       }
       let answer: RpcGetAnswer | null = null;
       const blobs: string[] = [];
@@ -149,7 +156,7 @@ export class Migrator {
       );
       answer ??= decodeGetAnswer(a.header, [remoteId]);
       const root = this.rebuild(answer, blobs, conn);
-      this.copies.set(key, root);
+      this.copies.set(remoteId, { storeId: source, local: root });
       this.counters.migrations++;
       this.counters.blobsIn += blobs.length;
       for (const n of answer.raw) this.counters.bytesIn += n;
@@ -172,13 +179,17 @@ export class Migrator {
     answer.blobs.forEach((remote, i) => {
       local.set(remote, blobs[i]);
     });
+    // A Blob record's metadata is the blob's own, set as it is sealed.
+    const blobMeta = new Map<string, Record<string, unknown>>();
+    const collect = (tree: ObjectRecord): void => {
+      if (tree.typename === BLOB_TYPENAME) blobMeta.set(tree.id, tree.meta);
+      else for (const m of tree.members) collect(m);
+    };
+    collect(answer.objects[0]);
     const made: string[] = [];
-    const build = (tree: RpcTree): string => {
+    const build = (tree: ObjectRecord): string => {
       const known = local.get(tree.id);
-      if (known !== undefined) {
-        if (tree.typename === BLOB_TYPENAME) Object.assign(t.lookup(known).meta, tree.meta);
-        return known;
-      }
+      if (known !== undefined) return known;
       const members = tree.members.map(build);
       const e = t.makeObject({ typename: tree.typename, meta: tree.meta, members });
       made.push(e.id);
@@ -186,7 +197,9 @@ export class Migrator {
       return e.id;
     };
     try {
-      for (const id of blobs) t.seal(id, conn);
+      answer.blobs.forEach((remote, i) => {
+        t.sealBlob(blobs[i], conn, blobMeta.get(remote) ?? {});
+      });
       const root = build(answer.objects[0]);
       this.counters.objectsIn += made.length;
       return root;

@@ -14,8 +14,8 @@
  * directory and their memory freed, and a later get reads them back.
  */
 import { TrellisError } from '../errors.js';
-import type { BlobLocation, ObjectRecord, ObjectSpec } from '../protocol/messages.js';
 import { BLOB_TYPENAME } from '../protocol/messages.js';
+import type { BlobLocation, ObjectHeader, ObjectRecord, ObjectSpec, ObjectSummary } from '../protocol/records.js';
 import { alignUp } from './allocator.js';
 import type { Arena } from './arena.js';
 import type { IdAllocator } from './ids.js';
@@ -23,12 +23,9 @@ import type { SpillDir } from './spill.js';
 
 export { BLOB_TYPENAME };
 
-export interface Entry {
-  readonly id: string;
-  readonly typename: string;
-  readonly meta: Record<string, unknown>;
+/** The table's own state of one object; its header is what every record of the object shows. */
+export interface Entry extends Readonly<ObjectHeader> {
   readonly members: string[];
-  readonly nbytes: number;
   readonly isBlob: boolean;
   loc: BlobLocation | null;
   sealed: boolean;
@@ -41,16 +38,6 @@ export interface Entry {
   /** Published to the metadata service. */
   persisted: boolean;
   readonly createdAt: number;
-}
-
-export interface ObjectSummary {
-  id: string;
-  typename: string;
-  nbytes: number;
-  meta: Record<string, unknown>;
-  members: string[];
-  spilled: boolean;
-  references: number;
 }
 
 export interface TableCounters {
@@ -143,6 +130,14 @@ export class ObjectTable {
     this.lru.set(e.id, e);
     if (!spec || spec.typename === BLOB_TYPENAME) return e;
     return this.makeObject({ ...spec, members: [id, ...spec.members] });
+  }
+
+  /** Seals an unsealed blob that is an object of its own, with the metadata its writer gave it. */
+  sealBlob(id: string, conn: number, meta: Record<string, unknown>): Entry {
+    const e = this.seal(id, conn);
+    // The table's own entry, not yet seen by anyone but its writer.
+    Object.assign(e.meta, meta);
+    return e;
   }
 
   abort(id: string, conn: number): void {
@@ -280,10 +275,6 @@ export class ObjectTable {
       }
       this.unsealedBy.delete(conn);
     }
-  }
-
-  referencesOf(conn: number): number {
-    return this.refs.get(conn)?.size ?? 0;
   }
 
   list(typename: string | undefined, limit: number): ObjectSummary[] {

@@ -12,24 +12,25 @@
  * mid-stream has them aborted with everything else it held.
  */
 import type { Socket } from 'node:net';
-import { TrellisError } from '../errors.js';
-import { asTrellisError, respond, sendError } from '../protocol/answer.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import { respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame } from '../protocol/frame.js';
-import { type ObjectRecord, ridOf } from '../protocol/messages.js';
+import { errorReply, okReply, ridOf } from '../protocol/messages.js';
+import type { ObjectRecord } from '../protocol/records.js';
 import {
   BLOB_TYPENAME,
   decodeRpcRequest,
   MAX_HELLO_FRAME,
   RPC_VERSION,
+  type RpcHelloReply,
   type RpcRequest,
-  type RpcTree,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
-import { adoptWithOnread } from './direct-read.js';
+import { adoptWithOnread } from './net-handle.js';
 import type { Entry } from './object-table.js';
+import { PeerConnection } from './peer-connection.js';
 import type { StoreServer } from './store-server.js';
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Blob bytes go to the socket in slices this large: few syscalls, no copies. */
 const WRITE_SLICE = 64 * 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -53,24 +54,23 @@ function skip(raw: number[] | null): RawTarget | null {
   return raw === null ? null : { parts: raw.map(() => null), done: () => {} };
 }
 
-export class RpcConnection {
+export class RpcConnection extends PeerConnection {
   /** This peer's connection id in the object table (pins, unsealed blobs, name waits). */
   readonly id: number;
-  state: 'new' | 'ready' | 'closed' = 'new';
-  clientName = '';
   readonly socket: Socket;
+  protected readonly queuedBytesOutlive = false;
   private readonly reader = new RpcReader(MAX_HELLO_FRAME, {
     frame: (f, raw) => this.onFrame(f, raw),
     error: (e) => this.fail(e),
   });
   private readonly scratch = Buffer.allocUnsafe(SCRATCH);
-  private readonly handshakeTimer: NodeJS.Timeout;
 
   /** `accepted` comes from a server with pauseOnConnect: it has not read anything yet. */
   constructor(
     accepted: Socket,
     private readonly host: RpcHost,
   ) {
+    super();
     this.id = host.store.newConnectionId();
     // Put bytes are read straight into their arena blobs when net allows it.
     const direct = adoptWithOnread(accepted, {
@@ -89,10 +89,7 @@ export class RpcConnection {
       accepted.resume();
     }
     const socket = this.socket;
-    this.handshakeTimer = setTimeout(() => {
-      if (this.state === 'new') this.fail(new TrellisError('ERR_TIMEOUT', 'no handshake within 10 s'));
-    }, HANDSHAKE_TIMEOUT_MS);
-    this.handshakeTimer.unref();
+    this.armHandshake();
     socket.setNoDelay(true);
     socket.on('timeout', () =>
       this.fail(new TrellisError('ERR_TIMEOUT', `announced bytes stopped arriving for ${host.rawIdleMs} ms`)),
@@ -178,20 +175,18 @@ export class RpcConnection {
       );
       return;
     }
-    clearTimeout(this.handshakeTimer);
+    this.handshakeOver();
     this.state = 'ready';
-    this.clientName = req.client ?? '';
     this.reader.maxFrame = this.store.maxFrame;
     const o = this.store.opts;
-    this.send({
-      t: 'ok',
-      rid,
+    const hello: RpcHelloReply = {
       version: RPC_VERSION,
-      instanceId: o.instanceId ?? 0,
+      instanceId: this.store.instanceId,
       storeId: this.store.storeId,
       name: o.name ?? '',
       maxFrame: this.store.maxFrame,
-    });
+    };
+    this.send({ t: 'ok', rid, ...hello });
   }
 
   // ---- put ----------------------------------------------------------------
@@ -227,17 +222,14 @@ export class RpcConnection {
     for (const n of req.raw) this.host.counters.bytesIn += n;
     const make = (): Entry => {
       const t = this.store.table;
+      // A Blob put is the blob itself, with the put's metadata.
+      if (req.object.typename === BLOB_TYPENAME) return t.sealBlob(ids[0], this.id, req.object.meta);
       for (const id of ids) t.seal(id, this.id);
-      if (req.object.typename !== BLOB_TYPENAME) {
-        return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
-      }
-      const blob = t.lookup(ids[0]);
-      Object.assign(blob.meta, req.object.meta);
-      return blob;
+      return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
     };
     if (req.name === undefined && !req.persist) {
       try {
-        this.send({ t: 'ok', rid: req.rid, id: make().id });
+        this.send(okReply<'put'>(req.rid, { id: make().id }));
       } catch (e) {
         this.discard(ids);
         sendError(this.sender, req.rid, e);
@@ -253,7 +245,7 @@ export class RpcConnection {
       if (req.name !== undefined) await cluster.putName(req.name, root, false);
       return root;
     })().then(
-      (id) => this.send({ t: 'ok', rid: req.rid, id }),
+      (id) => this.send(okReply<'put'>(req.rid, { id })),
       (e) => {
         if (root === null) this.discard(ids);
         else this.deleteRoot(root);
@@ -325,7 +317,7 @@ export class RpcConnection {
     const raw: number[] = [];
     const views: Uint8Array[] = [];
     const seen = new Set<string>();
-    const strip = (r: ObjectRecord): RpcTree => {
+    const strip = (r: ObjectRecord): ObjectRecord => {
       if (r.typename === BLOB_TYPENAME) {
         if (!r.blob) throw new TrellisError('ERR_INTERNAL', `blob ${r.id} has no memory to send from`);
         if (!seen.has(r.id)) {
@@ -375,28 +367,16 @@ export class RpcConnection {
     this.socket.write(encodeFrame(header));
   }
 
-  /** Answers with an error and closes: a failed handshake or a broken stream. */
-  fail(err: TrellisError, rid = 0): void {
-    if (this.state === 'closed') return;
-    this.reader.stop();
-    this.send({ t: 'err', rid, code: err.code, message: err.message });
-    if (this.socket.writableLength === 0) {
-      // Only the error frame was written: let it reach the peer, then close.
-      this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
-    }
-    this.destroy();
+  protected sendError(err: TrellisError, rid: number): void {
+    this.send(errorReply(rid, err));
   }
 
-  /** Drops the peer: pins released, unsealed blobs of unfinished puts aborted, waits cancelled. */
-  destroy(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    clearTimeout(this.handshakeTimer);
+  protected stopInput(): void {
     this.reader.stop();
-    // Blob bytes still queued for the socket must not be read once the pins
-    // go, so the socket closes first (fail() ends it only with nothing queued).
-    if (!this.socket.writableEnded) this.socket.destroy();
+  }
+
+  /** Pins released, unsealed blobs of unfinished puts aborted, waits cancelled. */
+  protected released(): void {
     this.store.connectionClosed(this.id);
     this.host.forget(this);
   }

@@ -165,7 +165,10 @@ export const startRpc: RpcStarter = async (store, opts) => {
   const rpc = await RpcServer.start(store, opts);
   const localAddress = isWildcard(opts.host) ? undefined : opts.host;
   const migrator = migratorOf(store);
-  store.cluster.migrator = (endpoint, remoteId) => migrator.migrate(endpoint, opts.token, remoteId, { localAddress });
+  store.cluster.setMigration({
+    pull: (endpoint, remoteId) => migrator.migrate(endpoint, opts.token, remoteId, { localAddress }),
+    copyOf: (remoteId) => migrator.copyOf(remoteId),
+  });
   // The store closes its RPC server before its arena: transfers into the arena stop first.
   rpc.closeWith(() => migrator.close());
   return rpc;

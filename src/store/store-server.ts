@@ -11,14 +11,16 @@ import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
 import { EtcdMeta } from '../meta/etcd-meta.js';
 import { LocalMeta } from '../meta/local-meta.js';
-import type { MetaService, RpcEndpoint } from '../meta/meta-service.js';
+import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
-import { PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
+import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
+import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { IdAllocator } from './ids.js';
+import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
 
@@ -71,34 +73,6 @@ export type RpcStarter = (
   store: StoreServer,
   opts: { host: string; port: number; token: string },
 ) => Promise<RpcAttachment>;
-
-export interface StoreStatus {
-  instanceId: number;
-  storeId: string;
-  name: string;
-  hostname: string;
-  pid: number;
-  socket: string;
-  protocolVersion: number;
-  memoryUsed: number;
-  memoryLimit: number;
-  memoryMapped: number;
-  memoryResident: number;
-  reserved: boolean;
-  segments: { id: number; size: number; used: number; freeBlocks: number }[];
-  fragmentation: number;
-  objects: number;
-  blobs: number;
-  entries: number;
-  names: number;
-  connections: number;
-  nameWaiters: number;
-  spill: { dir: string | null; objects: number; bytes: number };
-  counters: Record<string, number>;
-  meta: Record<string, unknown>;
-  rpc: (RpcEndpoint & Record<string, unknown>) | null;
-  uptimeMs: number;
-}
 
 /** Bytes a put may carry inline; larger values go through create + seal. */
 export const INLINE_LIMIT = 256 * 1024;
@@ -260,7 +234,7 @@ export class StoreServer implements RequestHandler {
   hello(conn: Connection): object {
     const token = randomBytes(16).toString('hex');
     this.tokens.set(token, conn);
-    (conn as Connection & { token?: string }).token = token;
+    conn.setToken(token);
     return {
       version: PROTOCOL_VERSION,
       instanceId: this.instanceId,
@@ -282,9 +256,9 @@ export class StoreServer implements RequestHandler {
       if (!s) throw new TrellisError('ERR_BAD_REQUEST', `no segment ${id}`);
       return s;
     });
-    const frame = encodeFrame({ t: 'ok', rid: req.rid, segments: segs.map((s) => s.info()) });
-    const fd = (conn.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
+    const frame = encodeFrame(okReply<'fds'>(req.rid, { segments: segs.map((s) => s.info()) }));
+    const fd = socketFd(conn.socket);
+    if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
     native.sendFds(
       fd,
       frame,
@@ -295,8 +269,7 @@ export class StoreServer implements RequestHandler {
 
   closed(conn: Connection): void {
     if (!this.connections.delete(conn.id)) return;
-    const token = (conn as Connection & { token?: string }).token;
-    if (token) this.tokens.delete(token);
+    if (conn.token) this.tokens.delete(conn.token);
     this.connectionClosed(conn.id);
   }
 

@@ -1,0 +1,123 @@
+/**
+ * Checks of single header fields, the building blocks of every decoder in
+ * messages.ts and rpc-messages.ts. Each returns the field typed or throws
+ * ERR_BAD_REQUEST naming the field; a reply decoder turns that into
+ * ERR_PROTOCOL (a store that sends a bad answer broke the protocol).
+ */
+import { TrellisError } from '../errors.js';
+
+export type Header = Record<string, unknown>;
+
+export const MAX_IDS = 100_000;
+export const MAX_NAME = 1024;
+export const MAX_META_DEPTH = 32;
+export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+
+export function bad(field: string, expected: string, got: unknown): TrellisError {
+  const desc = got === undefined ? 'nothing' : Array.isArray(got) ? 'an array' : `${typeof got}`;
+  return new TrellisError('ERR_BAD_REQUEST', `field "${field}": expected ${expected}, got ${desc}`);
+}
+
+export function rid(h: Header): number {
+  const v = h.rid;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw bad('rid', 'a uint32', v);
+  return v;
+}
+
+/** rid of a header if it has a valid one, so even a rejected request can be answered. */
+export function ridOf(h: Header): number {
+  const v = h.rid;
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : 0;
+}
+
+export function str(h: Header, f: string, max = MAX_NAME): string {
+  const v = h[f];
+  if (typeof v !== 'string' || v.length === 0 || v.length > max)
+    throw bad(f, `a non-empty string of at most ${max}`, v);
+  return v;
+}
+
+export function optStr(h: Header, f: string, max = MAX_NAME): string | undefined {
+  return h[f] === undefined ? undefined : str(h, f, max);
+}
+
+/** A string that may be empty. */
+export function text(h: Header, f: string, max = MAX_NAME): string {
+  const v = h[f];
+  if (typeof v !== 'string' || v.length > max) throw bad(f, `a string of at most ${max}`, v);
+  return v;
+}
+
+export function uint(h: Header, f: string, max = Number.MAX_SAFE_INTEGER): number {
+  const v = h[f];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw bad(f, `an integer in [0, ${max}]`, v);
+  return v;
+}
+
+/** A signed number (figures such as fragmentation). */
+export function num(h: Header, f: string): number {
+  const v = h[f];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(f, 'a number', v);
+  return v;
+}
+
+export function bool(h: Header, f: string, dflt?: boolean): boolean {
+  const v = h[f];
+  if (v === undefined && dflt !== undefined) return dflt;
+  if (typeof v !== 'boolean') throw bad(f, 'a boolean', v);
+  return v;
+}
+
+/** "o" + 16 lowercase hex digits. A loop, not a regex: every answer's ids pass through here. */
+export function isObjectId(v: unknown): v is string {
+  if (typeof v !== 'string' || v.length !== 17 || v.charCodeAt(0) !== 0x6f) return false;
+  for (let i = 1; i < 17; i++) {
+    const c = v.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+export function id(h: Header, f = 'id'): string {
+  const v = h[f];
+  if (!isObjectId(v)) throw bad(f, 'an object id (o + 16 hex digits)', v);
+  return v;
+}
+
+export function ids(h: Header, f: string): string[] {
+  const v = h[f];
+  if (!Array.isArray(v) || v.length > MAX_IDS) throw bad(f, `an array of at most ${MAX_IDS} object ids`, v);
+  for (const x of v) if (!isObjectId(x)) throw bad(`${f}[]`, 'an object id', x);
+  return v as string[];
+}
+
+export function array(h: Header, f: string): unknown[] {
+  const v = h[f];
+  if (!Array.isArray(v)) throw bad(f, 'an array', v);
+  return v;
+}
+
+export function plainObject(v: unknown, field: string): Header {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad(field, 'an object', v);
+  return v as Header;
+}
+
+/**
+ * Metadata is echoed back in every get and list; nesting deeper than
+ * JSON.stringify's stack allows would make those answers throw, so it is
+ * refused here. Stops at the first level past the limit, so a hostile
+ * million-deep value costs no more than a shallow one.
+ */
+function checkDepth(v: unknown, field: string, depth: number): void {
+  if (v === null || typeof v !== 'object') return;
+  if (depth > MAX_META_DEPTH) throw bad(field, `nesting of at most ${MAX_META_DEPTH}`, v);
+  for (const x of Array.isArray(v) ? v : Object.values(v)) checkDepth(x, field, depth + 1);
+}
+
+/** Object metadata as a request carries it: a JSON object nested at most MAX_META_DEPTH deep; absent is {}. */
+export function meta(h: Header, f: string, where = f): Record<string, unknown> {
+  if (h[f] === undefined) return {};
+  const m = plainObject(h[f], where);
+  checkDepth(m, where, 1);
+  return m;
+}

@@ -1,0 +1,139 @@
+/**
+ * The records that travel in answers, shared by both ends: the store builds
+ * them, the clients check and return them, the metadata service stores some.
+ * One object has one header (id, typename, nbytes, meta); what differs is how
+ * its members are given and what else is known about it, so there is one
+ * interface per view: a tree (get), a local listing (list), a cluster-wide
+ * record (persist, listGlobal).
+ */
+
+/** Where a blob's bytes live: segment id, byte offset and length. */
+export interface BlobLocation {
+  seg: number;
+  off: number;
+  size: number;
+}
+
+export interface SegmentInfo {
+  id: number;
+  size: number;
+}
+
+/** What a client asks the store to record for a new object. */
+export interface ObjectSpec {
+  typename: string;
+  meta: Record<string, unknown>;
+  /** ids of member objects (blobs or other objects), in order. */
+  members: string[];
+}
+
+/** What every view of an object has. */
+export interface ObjectHeader {
+  id: string;
+  typename: string;
+  nbytes: number;
+  meta: Record<string, unknown>;
+}
+
+/** An object as `get` returns it: the whole tree; over IPC Blob records carry their location. */
+export interface ObjectRecord extends ObjectHeader {
+  members: ObjectRecord[];
+  blob?: BlobLocation;
+}
+
+/** An object in a store's `list`: members by id, and its state in that store. */
+export interface ObjectSummary extends ObjectHeader {
+  members: string[];
+  /** A blob whose bytes are in the spill directory now. */
+  spilled: boolean;
+  /** Client references (pins) on it. */
+  references: number;
+}
+
+/** A persisted object's record in the metadata service: enough to find it and to know its shape. */
+export interface GlobalObject extends ObjectHeader {
+  members: string[];
+  /** The instance that holds the bytes (for a global composite: the one that created it). */
+  instanceId: number;
+  /** A composite whose members may live on any instance (datasets); it has no bytes of its own. */
+  global: boolean;
+  persistedAt: number;
+}
+
+/** A persisted object as `listGlobal` answers it: with whether its store is alive. */
+export type GlobalObjectInfo = GlobalObject & { alive: boolean };
+
+export interface RpcEndpoint {
+  host: string;
+  port: number;
+}
+
+export interface InstanceInfo {
+  instanceId: number;
+  name: string;
+  hostname: string;
+  pid: number;
+  /** Random id of this store run. */
+  storeId: string;
+  rpc: RpcEndpoint | null;
+  memoryUsed: number;
+  memoryLimit: number;
+  startedAt: number;
+  updatedAt: number;
+}
+
+export interface ShardLocation {
+  id: string;
+  typename: string;
+  nbytes: number;
+  instanceId: number;
+  alive: boolean;
+}
+
+export interface InstanceShare {
+  instanceId: number;
+  name: string;
+  hostname: string;
+  rpc: RpcEndpoint | null;
+  alive: boolean;
+  shards: string[];
+  bytes: number;
+}
+
+/** Where an object's data lives: per shard, and summed per instance (the scheduler's input). */
+export interface Locations {
+  id: string;
+  typename: string;
+  nbytes: number;
+  shards: ShardLocation[];
+  instances: InstanceShare[];
+}
+
+/** A store's `status` (docs/OPERATIONS.md describes the fields). */
+export interface StoreStatus {
+  instanceId: number;
+  storeId: string;
+  name: string;
+  hostname: string;
+  pid: number;
+  socket: string;
+  protocolVersion: number;
+  memoryUsed: number;
+  memoryLimit: number;
+  memoryMapped: number;
+  memoryResident: number;
+  reserved: boolean;
+  segments: { id: number; size: number; used: number; freeBlocks: number }[];
+  fragmentation: number;
+  objects: number;
+  blobs: number;
+  entries: number;
+  names: number;
+  connections: number;
+  nameWaiters: number;
+  spill: { dir: string | null; objects: number; bytes: number };
+  counters: Record<string, number>;
+  meta: Record<string, unknown>;
+  rpc: (RpcEndpoint & Record<string, unknown>) | null;
+  uptimeMs: number;
+}
