@@ -32,6 +32,11 @@ export const ERROR_CODES = {
     'A worker (a loader gather process, an inference pool thread) died, or failed with an error without a code.',
   ERR_MODEL_INVALID: 'The bytes are not an ONNX model onnxruntime can load; the message carries its reason.',
   ERR_INFERENCE_FAILED: 'onnxruntime failed while running a model; the message carries its reason.',
+  ERR_JOB_NOT_FOUND: 'No job with that id exists.',
+  ERR_HANDLER_NOT_FOUND:
+    "No live agent offers a map handler of that name (no such module in any agent's --handlers directories).",
+  ERR_REDIS_EVICTS:
+    'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -67,6 +67,8 @@ export interface TaskInfo {
   /** Input bytes moved to its node (migrated) before it ran. */
   bytesMoved: number;
   placement?: { reason: string };
+  /** Why the task's last attempt failed (kept while it retries; the final error once failed). */
+  error?: { code: string; message: string };
 }
 
 export interface JobProgress {
