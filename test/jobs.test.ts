@@ -4,6 +4,7 @@
  * and a real `trellis agent` child running the map handlers of
  * test/fixtures/handlers. Results are checked against sums computed here.
  */
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { connect, type TrellisClient } from '../src/index.js';
 import { startJobService } from '../src/jobs/engine.js';
@@ -20,7 +21,7 @@ import {
   sumDataset,
   untilDone,
 } from './helpers/jobs.js';
-import { startStore } from './helpers/store.js';
+import { startStore, tempDir } from './helpers/store.js';
 
 describe('jobs on one node', () => {
   let redis: RedisServerHandle;
@@ -46,7 +47,7 @@ describe('jobs on one node', () => {
       socket: store.socket,
       logger: quiet,
       prefix,
-      scheduler: { tickMs: 50, backoffMs: 50 },
+      scheduler: { tickMs: 50, backoffMs: 50, maxRunningJobs: 2 },
     });
     agent = await spawnAgent(store.socket, redis.url, prefix);
   });
@@ -81,5 +82,240 @@ describe('jobs on one node', () => {
     expect(states).toEqual(['queued', 'running', 'succeeded']);
     expect(await jobs.logs(submitted.id)).toMatch(/node-a task 0: summed 8 rows/);
     expect(agent.output()).toMatch(/ready node=node-a/);
+  });
+
+  const taskState = async (id: string, index = 0) => (await jobs.get(id)).tasks[index]?.state;
+
+  it('answers the same job for the same client id, and lists and filters newest first', async () => {
+    await sumDataset(client, `${prefix}/ds`, 2);
+    const first = await jobs.submit({ id: 'same-id', kind: 'map', dataset: `${prefix}/ds`, handler: 'sum' });
+    const again = await jobs.submit({
+      id: 'same-id',
+      kind: 'map',
+      dataset: `${prefix}/ds`,
+      handler: 'sum',
+      priority: 9,
+    });
+    expect(first.created).toBe(true);
+    expect(again.created).toBe(false);
+    expect(again.job.id).toBe('same-id');
+    expect(again.job.spec).toEqual(first.job.spec);
+    expect((await untilDone(jobs, 'same-id')).job.state).toBe('succeeded');
+    const slow = await jobs.submit({ id: 'slow-one', kind: 'map', dataset: `${prefix}/ds`, handler: 'slow' });
+    await eventually(async () => (await taskState('slow-one')) === 'running', 'the slow task running');
+    const ids = (list: { id: string }[]) => list.map((j) => j.id);
+    expect(ids(await jobs.list({}))).toEqual(['slow-one', 'same-id']);
+    expect(ids(await jobs.list({ limit: 1 }))).toEqual(['slow-one']);
+    expect(ids(await jobs.list({ state: 'succeeded' }))).toEqual(['same-id']);
+    expect(ids(await jobs.list({ state: 'running', kind: 'map' }))).toEqual(['slow-one']);
+    expect(ids(await jobs.list({ kind: 'train' }))).toEqual([]);
+    expect(await errCode(jobs.list({ limit: 0 }))).toBe('ERR_BAD_REQUEST');
+    await jobs.cancel(slow.job.id);
+  });
+
+  it('replays events after a given id, ending after the final state', async () => {
+    await sumDataset(client, `${prefix}/ds`, 3);
+    const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'sum' });
+    const { events } = await untilDone(jobs, job.id);
+    expect(events.map((e) => e.type)).toContain('task');
+    expect(events.at(-1)).toMatchObject({ type: 'state', data: { state: 'succeeded' } });
+    const replay = async (after: string) => {
+      const out = [];
+      for await (const ev of jobs.events(job.id, after, AbortSignal.timeout(10_000))) out.push(ev);
+      return out;
+    };
+    expect(await replay(events[2].id)).toEqual(events.slice(3));
+    expect(await replay(events.at(-1)!.id)).toEqual([]);
+    expect(await errCode(replay('not-an-id'))).toBe('ERR_BAD_REQUEST');
+  });
+
+  it('resumes a live stream: events after an id arrive as they happen', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } });
+    await eventually(async () => (await taskState(job.id)) === 'running', 'the task running');
+    const seen = [];
+    for await (const ev of jobs.events(job.id, undefined, AbortSignal.timeout(10_000))) {
+      seen.push(ev);
+      if (ev.type === 'task' && (ev.data as { state: string }).state === 'running') break;
+    }
+    const rest: typeof seen = [];
+    const reading = (async () => {
+      for await (const ev of jobs.events(job.id, seen.at(-1)!.id, AbortSignal.timeout(10_000))) rest.push(ev);
+    })();
+    await jobs.cancel(job.id);
+    await reading;
+    expect(rest.at(-1)).toMatchObject({ type: 'state', data: { state: 'cancelled' } });
+    expect(rest.filter((e) => seen.some((s) => s.id === e.id))).toEqual([]);
+  });
+
+  it('cancels a running task: its handler sees the abort and the task ends cancelled', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } });
+    await eventually(async () => (await taskState(job.id)) === 'running', 'the task running');
+    const cancelled = await jobs.cancel(job.id);
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.reason).toBe('cancelled on request');
+    await eventually(async () => (await taskState(job.id)) === 'cancelled', 'the task cancelled');
+    expect(await jobs.logs(job.id)).toMatch(/node-a task 0: started\n.*node-a task 0: aborted\n$/);
+    // Cancelling a job that ended changes nothing.
+    expect((await jobs.cancel(job.id)).state).toBe('cancelled');
+  });
+
+  it('fails a job that runs past its timeout with ERR_TIMEOUT and stops its task', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const { job: j } = await jobs.submit({
+      kind: 'map',
+      dataset: `${prefix}/ds`,
+      handler: 'slow',
+      args: { ms: 60_000 },
+      timeoutMs: 300,
+    });
+    const { job } = await untilDone(jobs, j.id);
+    expect(job.state).toBe('failed');
+    expect(job.error).toEqual({ code: 'ERR_TIMEOUT', message: 'the job ran longer than its timeoutMs (300 ms)' });
+    await eventually(async () => (await taskState(j.id)) === 'failed', 'the task failed');
+    expect((await jobs.get(j.id)).tasks[0].error?.code).toBe('ERR_TIMEOUT');
+  });
+
+  it('admits at most maxRunningJobs, the rest in priority then submit order, saying what they wait for', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const slow = { kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } } as const;
+    const b1 = (await jobs.submit({ ...slow, id: 'blocker-1' })).job.id;
+    const b2 = (await jobs.submit({ ...slow, id: 'blocker-2' })).job.id;
+    await eventually(async () => (await jobs.get(b2)).state === 'running', 'both blockers running');
+    const sum = { kind: 'map', dataset: `${prefix}/ds`, handler: 'sum' } as const;
+    const low = (await jobs.submit({ ...sum, id: 'low', priority: 0 })).job.id;
+    const high = (await jobs.submit({ ...sum, id: 'high', priority: 5 })).job.id;
+    await eventually(async () => (await jobs.get(low)).reason?.includes('ahead'), 'the reasons written');
+    expect((await jobs.get(high)).reason).toBe('waiting for a running slot: 2 of 2 running');
+    expect((await jobs.get(low)).reason).toBe('waiting for a running slot: 2 of 2 running, 1 queued ahead of it');
+    await jobs.cancel(b1);
+    const h = (await untilDone(jobs, high)).job;
+    const l = (await untilDone(jobs, low)).job;
+    expect([h.state, l.state]).toEqual(['succeeded', 'succeeded']);
+    // One slot: low could start only once high had ended.
+    expect(l.startedAt! >= h.endedAt!).toBe(true);
+    await jobs.cancel(b2);
+  });
+
+  it('refuses bad input with its code and queues nothing', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const ds = `${prefix}/ds`;
+    expect(await errCode(jobs.submit({ kind: 'map', dataset: `${prefix}/nope`, handler: 'sum' }))).toBe(
+      'ERR_NAME_NOT_FOUND',
+    );
+    expect(await errCode(jobs.submit({ kind: 'map', dataset: ds, handler: 'no-such-handler' }))).toBe(
+      'ERR_HANDLER_NOT_FOUND',
+    );
+    expect(await errCode(jobs.submit({ kind: 'infer', dataset: ds, model: `${prefix}/no-model` }))).toBe(
+      'ERR_NAME_NOT_FOUND',
+    );
+    const bad = [
+      { kind: 'map', dataset: ds, handler: '../evil' },
+      { kind: 'map', dataset: ds, handler: 'sum', id: 'has:colon' },
+      { kind: 'map', dataset: ds, handler: 'sum', priority: 1.5 },
+      { kind: 'map', dataset: ds, handler: 'sum', maxRetries: -1 },
+      { kind: 'map', dataset: ds, handler: 'sum', timeoutMs: 0 },
+      { kind: 'map', dataset: '', handler: 'sum' },
+      { kind: 'bake', dataset: ds },
+      { kind: 'train', dataset: ds, model: { kind: 'softmax' }, ranks: 2 },
+    ];
+    for (const spec of bad) expect(await errCode(jobs.submit(spec as never))).toBe('ERR_BAD_REQUEST');
+    expect(await jobs.list({})).toEqual([]);
+    expect(await errCode(jobs.get('nope'))).toBe('ERR_JOB_NOT_FOUND');
+    expect(await errCode(jobs.cancel('nope'))).toBe('ERR_JOB_NOT_FOUND');
+    expect(await errCode(jobs.logs('nope'))).toBe('ERR_JOB_NOT_FOUND');
+    expect(
+      await errCode(jobs.events('nope', undefined, AbortSignal.timeout(1000))[Symbol.asyncIterator]().next()),
+    ).toBe('ERR_JOB_NOT_FOUND');
+  });
+
+  it('a handler that throws fails its task with its code after its retries', async () => {
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const ds = `${prefix}/ds`;
+    const plain = (await jobs.submit({ kind: 'map', dataset: ds, handler: 'boom', maxRetries: 1 })).job.id;
+    const coded = (
+      await jobs.submit({
+        kind: 'map',
+        dataset: ds,
+        handler: 'boom',
+        maxRetries: 2,
+        args: { code: 'ERR_OUT_OF_MEMORY' },
+      })
+    ).job.id;
+    const permanent = (
+      await jobs.submit({ kind: 'map', dataset: ds, handler: 'boom', maxRetries: 3, args: { code: 'ERR_BAD_REQUEST' } })
+    ).job.id;
+    const p = (await untilDone(jobs, plain)).job;
+    expect(p.state).toBe('failed');
+    expect(p.error).toEqual({
+      code: 'ERR_WORKER_FAILED',
+      message: 'task 0 failed: the task failed with an error without a code: boom',
+    });
+    expect(p.tasks.map((t) => [t.state, t.attempts, t.error?.code])).toEqual([['failed', 2, 'ERR_WORKER_FAILED']]);
+    const c = (await untilDone(jobs, coded)).job;
+    expect([c.error?.code, c.tasks[0].attempts]).toEqual(['ERR_OUT_OF_MEMORY', 3]);
+    const b = (await untilDone(jobs, permanent)).job;
+    expect([b.error?.code, b.tasks[0].attempts]).toEqual(['ERR_BAD_REQUEST', 1]);
+    expect(await jobs.logs(plain)).toMatch(/attempt 1 of 2 failed: ERR_WORKER_FAILED/);
+  });
+
+  it('retries a failed attempt and succeeds with the right result', async () => {
+    const { sums } = await sumDataset(client, `${prefix}/ds`, 3);
+    const dir = tempDir();
+    try {
+      const { job: j } = await jobs.submit({
+        kind: 'map',
+        dataset: `${prefix}/ds`,
+        handler: 'flaky',
+        args: { dir: dir.dir },
+        output: `${prefix}/flaky-out`,
+      });
+      const { job } = await untilDone(jobs, j.id);
+      expect(job.state).toBe('succeeded');
+      expect(job.tasks.map((t) => [t.state, t.attempts, t.error])).toEqual(sums.map(() => ['succeeded', 2, undefined]));
+      expect(await outputValues(client, `${prefix}/flaky-out`)).toEqual(sums);
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('reports nodes and datasets with node names; the agent drains on SIGTERM, exits 0 and leaves', async () => {
+    const { shardIds } = await sumDataset(client, `${prefix}/ds`, 2);
+    const st = await client.status();
+    await eventually(async () => (await jobs.nodes()).length === 1, 'the agent registered');
+    expect(await jobs.nodes()).toEqual([
+      {
+        name: 'node-a',
+        instanceId: st.instanceId,
+        memoryUsed: expect.any(Number),
+        memoryLimit: st.memoryLimit,
+        queue: { waiting: 0, active: 0 },
+      },
+    ]);
+    const sizes = await Promise.all(shardIds.map(async (id) => (await client.locate(id)).nbytes));
+    expect(await jobs.dataset(`${prefix}/ds`)).toEqual({
+      name: `${prefix}/ds`,
+      shards: shardIds.map((id, i) => ({ id, node: 'node-a', nbytes: sizes[i] })),
+      bytesByNode: { 'node-a': sizes[0] + sizes[1] },
+    });
+    expect(await errCode(jobs.dataset(`${prefix}/none`))).toBe('ERR_NAME_NOT_FOUND');
+    expect(await agent.stop()).toBe(0);
+    expect(await jobs.nodes()).toEqual([]);
+  });
+
+  it('refuses a Redis that evicts keys', async () => {
+    const admin = new Redis({ port: redis.port, host: redis.host });
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      expect(
+        await errCode(
+          startJobService({ redis: redis.url, socket: store.socket, logger: quiet, prefix: freshPrefix() }),
+        ),
+      ).toBe('ERR_REDIS_EVICTS');
+    } finally {
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      admin.disconnect();
+    }
   });
 });

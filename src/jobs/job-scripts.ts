@@ -76,7 +76,8 @@ return 1
 /**
  * Changes one task record. ARGV: prefix, job id, index, mode, lease, fields (JSON).
  * Modes:
- *   place  (scheduler) the job must be running; records node and placement.
+ *   place  (scheduler) the job must be running; records node and placement
+ *          (only the placement once an agent has claimed the task: the add races the record).
  *   claim  (agent, before running) the job must be running; a new attempt:
  *          attempts + 1, lease := ARGV[5]. Returns the attempt number.
  *   commit (agent, after running) only while ARGV[5] still holds the lease:
@@ -95,8 +96,15 @@ local jk = P .. ':job:' .. id
 local tk = jk .. ':task:' .. i
 local js = redis.call('HGET', jk, 'state')
 if not js then return -1 end
-if final(redis.call('HGET', tk, 'state') or '') then return 0 end
+local ts = redis.call('HGET', tk, 'state') or ''
+if final(ts) then return 0 end
+local f = cjson.decode(ARGV[6])
 local out = 1
+if mode == 'place' and ts ~= 'waiting' then
+  -- The agent claimed it between the scheduler's add and this record: keep its state and node.
+  f['state'] = nil
+  f['node'] = nil
+end
 if mode == 'place' or mode == 'claim' then
   if js ~= 'running' then return -2 end
   if mode == 'claim' then
@@ -108,7 +116,7 @@ elseif mode == 'commit' or mode == 'retry' then
 elseif mode ~= 'settle' then
   return redis.error_reply('unknown task mode ' .. mode)
 end
-for k, v in pairs(cjson.decode(ARGV[6])) do
+for k, v in pairs(f) do
   if v == '' then redis.call('HDEL', tk, k) else redis.call('HSET', tk, k, v) end
 end
 local st = redis.call('HGET', tk, 'state')
