@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { connect, type TrellisClient } from '../src/index.js';
 import { startJobService } from '../src/jobs/engine.js';
-import type { JobService } from '../src/jobs/job-types.js';
+import type { JobEvent, JobService } from '../src/jobs/job-types.js';
 import { type RedisServerHandle, startRedisServer } from '../src/jobs/redis-server.js';
 import { errCode, eventually } from './helpers/child.js';
 import {
@@ -120,7 +120,7 @@ describe('jobs on one node', () => {
     expect(events.map((e) => e.type)).toContain('task');
     expect(events.at(-1)).toMatchObject({ type: 'state', data: { state: 'succeeded' } });
     const replay = async (after: string) => {
-      const out = [];
+      const out: JobEvent[] = [];
       for await (const ev of jobs.events(job.id, after, AbortSignal.timeout(10_000))) out.push(ev);
       return out;
     };
@@ -133,12 +133,12 @@ describe('jobs on one node', () => {
     await sumDataset(client, `${prefix}/ds`, 1);
     const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } });
     await eventually(async () => (await taskState(job.id)) === 'running', 'the task running');
-    const seen = [];
+    const seen: JobEvent[] = [];
     for await (const ev of jobs.events(job.id, undefined, AbortSignal.timeout(10_000))) {
       seen.push(ev);
       if (ev.type === 'task' && (ev.data as { state: string }).state === 'running') break;
     }
-    const rest: typeof seen = [];
+    const rest: JobEvent[] = [];
     const reading = (async () => {
       for await (const ev of jobs.events(job.id, seen.at(-1)!.id, AbortSignal.timeout(10_000))) rest.push(ev);
     })();
