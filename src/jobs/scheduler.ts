@@ -34,8 +34,14 @@ export interface SchedulerOptions {
   localityWaitMs: number;
   /** A node whose queue holds this many tasks (waiting + active) rejects more (default 256). */
   nodeQueueCap: number;
-  /** Placement score: input bytes on the node minus this many bytes per task queued there (default 64 KiB). */
-  queuePenaltyBytes: number;
+  /**
+   * Placement score: the task's input bytes on the node, minus this fraction
+   * of its input per task queued there (default 0.002). Small enough that a
+   * node holding the input stays preferred until it rejects work (the cap and
+   * the locality wait decide spills); it breaks ties between nodes holding
+   * similar shares toward the shorter queue.
+   */
+  queuePenalty: number;
   /** Retry backoff of a task's first retry; doubles each time (default 1000). */
   backoffMs: number;
   /** Retries per task when the spec does not say (default 2). */
@@ -47,7 +53,7 @@ export const SCHEDULER_DEFAULTS: SchedulerOptions = {
   maxRunningJobs: 4,
   localityWaitMs: 3000,
   nodeQueueCap: 256,
-  queuePenaltyBytes: 64 * 1024,
+  queuePenalty: 0.002,
   backoffMs: 1000,
   defaultMaxRetries: 2,
   tickMs: 100,
@@ -309,7 +315,7 @@ export class Scheduler {
         const node = byInstance.get(p.instanceId);
         if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
       }
-      const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenaltyBytes * (load.get(node) ?? 0);
+      const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenalty * total * (load.get(node) ?? 0);
       const best = (list: NodeBeat[]) =>
         list.reduce<NodeBeat | undefined>((a, b) => {
           if (!a) return b;

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { TrellisClient } from '../../src/client/client.js';
 import type { Job, JobEvent, JobService } from '../../src/jobs/job-types.js';
-import { writeDataset } from '../../src/loaders/shard-writer.js';
+import { writeShard } from '../../src/loaders/shard-writer.js';
 import { CLI, ROOT } from './store.js';
 
 export const HANDLERS = join(ROOT, 'test/fixtures/handlers');
@@ -84,33 +84,44 @@ export async function killAgents(): Promise<void> {
 }
 
 /** A dataset of `shards` shards of `rows` rows each (features [rows, 4] float32, labels uint8), with per-shard sums. */
-export async function sumDataset(
+export function sumDataset(
   client: TrellisClient,
   name: string,
   shards: number,
   rows = 8,
-  seed = 1,
 ): Promise<{ shardIds: string[]; sums: number[][] }> {
-  const n = shards * rows;
-  const x = new Float32Array(n * 4);
-  const y = new Uint8Array(n);
-  for (let i = 0; i < x.length; i++) x[i] = ((i * 7 + seed) % 13) - 6;
-  for (let i = 0; i < n; i++) y[i] = (i + seed) % 10;
-  const w = await writeDataset(client, name, {
-    features: { dtype: 'float32', shape: [n, 4], data: x },
-    labels: y,
-    shardRows: rows,
-  });
-  await client.persist(w.shards);
+  return spreadDataset([client], name, new Array(shards).fill(0), rows);
+}
+
+/**
+ * The same kind of dataset with shard i written on the store of clients[owners[i]]
+ * (and persisted there), created as one dataset by clients[0].
+ */
+export async function spreadDataset(
+  clients: TrellisClient[],
+  name: string,
+  owners: number[],
+  rows = 8,
+): Promise<{ shardIds: string[]; sums: number[][] }> {
+  const shardIds: string[] = [];
   const sums: number[][] = [];
-  for (let s = 0; s < shards; s++) {
-    let sx = 0;
-    let sy = 0;
-    for (let i = s * rows * 4; i < (s + 1) * rows * 4; i++) sx += x[i];
-    for (let i = s * rows; i < (s + 1) * rows; i++) sy += y[i];
-    sums.push([sx, sy, rows]);
+  for (let s = 0; s < owners.length; s++) {
+    const x = new Float32Array(rows * 4);
+    const y = new Uint8Array(rows);
+    for (let i = 0; i < x.length; i++) x[i] = ((i * 7 + s) % 13) - 6;
+    for (let i = 0; i < rows; i++) y[i] = (i + s) % 10;
+    const c = clients[owners[s]];
+    const id = await writeShard(
+      c,
+      { dtype: 'float32', shape: [rows, 4], data: x },
+      { dtype: 'uint8', shape: [rows], data: y },
+    );
+    await c.persist(id);
+    shardIds.push(id);
+    sums.push([x.reduce((a, b) => a + b, 0), y.reduce((a, b) => a + b, 0), rows]);
   }
-  return { shardIds: w.shards, sums };
+  await clients[0].createDataset(name, shardIds);
+  return { shardIds, sums };
 }
 
 /** Every event of the job until its final state; then the job. */
