@@ -152,6 +152,9 @@ export class Agent {
       maxStalledCount: 3,
     });
     w.on('error', (e) => this.log.warn(`agent ${this.node}: worker: ${e.message}`));
+    w.on('stalled', (id) =>
+      this.log.warn(`agent ${this.node}: task ${id} stalled (its agent stopped renewing the lock); it runs again`),
+    );
     w.on('failed', (job, err) => {
       // BullMQ fails a job that stalled too often without calling us: record it, or the job would wait forever.
       if (job && /stalled/i.test(err.message)) void this.settleLost(job.data, err.message);
@@ -250,9 +253,12 @@ export class Agent {
         result: out.result ? JSON.stringify(out.result) : undefined,
         error: '',
       });
-      if (ok !== 1 && out.outputId) {
+      if (ok !== 1) {
         // Another attempt holds the lease or committed first: this output is a duplicate.
-        await this.client.delete(out.outputId).catch(() => {});
+        if (out.outputId) await this.client.delete(out.outputId).catch(() => {});
+        await this.store
+          .log(p.jobId, `${this.node} task ${p.index}: attempt ${claimed} discarded: another attempt holds the task`)
+          .catch(() => {});
       }
       return null;
     } catch (e) {
