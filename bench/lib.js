@@ -283,27 +283,33 @@ export async function trellis() {
 }
 
 /**
- * A redis-server on a free port with a temp dir and no persistence, and an
+ * A redis-server on a free port with a temp dir and no persistence (the
+ * project's one starter, src/jobs/redis-server.ts, with AOF off), and an
  * ioredis client to it; stop() disconnects, stops the server by pid and
  * removes the dir. Rejects when redis-server is not installed.
  */
 export async function startRedis() {
   const { default: Redis } = await import('ioredis');
-  const { dir, cleanup } = tempDir('trellis-bench-redis-');
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const child = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const failed = new Promise((_, reject) => child.once('error', reject)); // e.g. ENOENT: not installed
-  await Promise.race([waitForOutput(child, 'Ready to accept connections', 'redis-server'), failed]);
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+  const { startRedisServer } = await import(join(ROOT, 'dist/src/jobs/redis-server.js'));
+  const server = await startRedisServer({ appendonly: false });
+  const pid = server.pid();
+  const onExit = () => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', onExit);
+  const redis = new Redis({ port: server.port, host: server.host, lazyConnect: true });
   await redis.connect();
   return {
     redis,
-    pid: child.pid,
+    pid,
     stop: async () => {
       redis.disconnect();
-      await stopChild(child);
-      cleanup();
+      process.off('exit', onExit);
+      await server.stop();
     },
   };
 }

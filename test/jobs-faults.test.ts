@@ -137,14 +137,12 @@ describe('jobs under faults', () => {
     });
     await eventually(() => started(file).length >= 1, 'the first task started');
     await redis.restart({ downMs: 300 });
-    const job = await eventually(
-      async () => {
-        const j = await jobs!.get(sub.id);
-        return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
-      },
+    await eventually(
+      async () => ['succeeded', 'failed'].includes((await jobs!.get(sub.id)).state),
       'the job ending',
       40_000,
     );
+    const job = await jobs.get(sub.id);
     expect(job.state).toBe('succeeded');
     expect(job.tasks.map((t) => t.state)).toEqual(['succeeded', 'succeeded', 'succeeded', 'succeeded']);
     expect(await outputValues(client, `${sub.id}/output`)).toEqual(sums);

@@ -16,7 +16,7 @@ import { type RedisServerHandle, startRedisServer } from '../src/jobs/redis-serv
 import { eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { freshPrefix, killAgents, outputValues, quiet, spawnAgent, spreadDataset, untilDone } from './helpers/jobs.js';
-import { spawnStore, tempDir } from './helpers/store.js';
+import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
 
 type Store = Awaited<ReturnType<typeof spawnStore>>;
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
@@ -39,22 +39,7 @@ describe('placement across three nodes', () => {
     const metaPrefix = `/trellis-test/${randomUUID()}`;
     stores = await Promise.all(
       HOSTS.map((host, i) =>
-        spawnStore([
-          '--size',
-          '256M',
-          '--name',
-          NODES[i],
-          '--meta',
-          etcd.url,
-          '--meta-prefix',
-          metaPrefix,
-          '--rpc-host',
-          host,
-          '--rpc-port',
-          '0',
-          '--token-file',
-          tokenFile,
-        ]),
+        spawnStore(clusterStoreArgs({ name: NODES[i], size: '256M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
       ),
     );
     clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));

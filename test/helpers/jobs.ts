@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { TrellisClient } from '../../src/client/client.js';
 import type { Job, JobEvent, JobService } from '../../src/jobs/job-types.js';
 import { writeShard } from '../../src/loaders/shard-writer.js';
-import { CLI, ROOT } from './store.js';
+import { CLI, ROOT, untilReady } from './store.js';
 
 export const HANDLERS = join(ROOT, 'test/fixtures/handlers');
 export const quiet = { info: () => {}, warn: () => {}, error: () => {} };
@@ -39,22 +39,7 @@ export async function spawnAgent(
     [CLI, 'agent', '--socket', socket, '--redis', redis, '--prefix', prefix, '--handlers', HANDLERS, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`agent did not start: ${out}`)), 20_000);
-    child.stdout!.on('data', () => {
-      if (out.includes('ready')) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`agent exited with ${code}: ${out}`));
-    });
-  });
+  const output = await untilReady(child, 'agent');
   const gone = () => child.exitCode !== null || child.signalCode !== null;
   const waitExit = (sig: NodeJS.Signals) =>
     new Promise<number | null>((resolve) => {
@@ -64,7 +49,7 @@ export async function spawnAgent(
     });
   const a: AgentChild = {
     child,
-    output: () => out,
+    output,
     stop: async () => {
       agents.delete(a);
       return waitExit('SIGTERM');
