@@ -304,6 +304,26 @@ describe('jobs on one node', () => {
     expect(await jobs.nodes()).toEqual([]);
   });
 
+  it('an agent stopped with SIGTERM hands a task it cannot finish back without spending an attempt', async () => {
+    await agent.stop();
+    const short = await spawnAgent(store.socket, redis.url, prefix, ['--drain-ms', '300']);
+    await sumDataset(client, `${prefix}/ds`, 1);
+    const { job: sub } = await jobs.submit({
+      kind: 'map',
+      dataset: `${prefix}/ds`,
+      handler: 'slow',
+      args: { ms: 1500 },
+      maxRetries: 0,
+    });
+    await eventually(async () => (await taskState(sub.id)) === 'running', 'the task running');
+    expect(await short.stop()).toBe(0);
+    expect((await jobs.get(sub.id)).tasks.map((t) => [t.state, t.attempts])).toEqual([['placed', 1]]);
+    await spawnAgent(store.socket, redis.url, prefix);
+    const { job } = await untilDone(jobs, sub.id);
+    expect(job.state).toBe('succeeded');
+    expect(job.tasks.map((t) => [t.state, t.attempts])).toEqual([['succeeded', 2]]);
+  });
+
   it('refuses a Redis that evicts keys', async () => {
     const admin = new Redis({ port: redis.port, host: redis.host });
     try {

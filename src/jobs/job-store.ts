@@ -195,6 +195,18 @@ export class JobStore {
     return h.state === undefined ? undefined : h;
   }
 
+  /** The fields the scheduler reads every tick (not the spec and shard list), or undefined. */
+  async schedulingState(id: string): Promise<Record<string, string> | undefined> {
+    const fields = ['state', 'reason', 'startedAt', 'nsucceeded', 'nfailed', 'ncancelled'] as const;
+    const v = await this.redis.hmget(this.key('job', id), ...fields);
+    if (v[0] === null) return undefined;
+    const out: Record<string, string> = {};
+    fields.forEach((f, i) => {
+      if (v[i] !== null) out[f] = v[i] as string;
+    });
+    return out;
+  }
+
   async get(id: string): Promise<Job> {
     const h = await this.record(id);
     if (!h) throw new TrellisError('ERR_JOB_NOT_FOUND', `no job ${JSON.stringify(id)}`);

@@ -254,7 +254,7 @@ export class Scheduler {
   }
 
   private async step(id: string, nodes: NodeBeat[], load: Map<string, number>, elapsed: number): Promise<void> {
-    const h = await this.store.record(id);
+    const h = await this.store.schedulingState(id);
     if (!h || isFinal(h.state)) {
       this.jobs.delete(id);
       return;
@@ -296,10 +296,7 @@ export class Scheduler {
       rj.reason = `waiting for an agent${spec.kind === 'map' ? ` with handler ${JSON.stringify(spec.handler)}` : ''}`;
       return;
     }
-    rj.places ??= await this.cluster.places(
-      spec.dataset,
-      rj.inputs.flat().filter((v, i, a) => a.indexOf(v) === i),
-    );
+    rj.places ??= await this.cluster.places(spec.dataset, [...new Set(rj.inputs.flat())]);
     const byInstance = new Map(nodes.map((b) => [b.instanceId, b.name]));
     const perNode = new Map<string, { index: number; fields: TaskFields }[]>();
     const cap = this.opts.nodeQueueCap;
