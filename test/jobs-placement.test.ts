@@ -6,7 +6,7 @@
  * agent there migrates the shard and counts the bytes.
  */
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { connect, type TrellisClient } from '../src/index.js';
@@ -15,7 +15,16 @@ import type { JobService } from '../src/jobs/job-types.js';
 import { type RedisServerHandle, startRedisServer } from '../src/jobs/redis-server.js';
 import { eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
-import { freshPrefix, killAgents, outputValues, quiet, spawnAgent, spreadDataset, untilDone } from './helpers/jobs.js';
+import {
+  type AgentChild,
+  freshPrefix,
+  killAgents,
+  outputValues,
+  quiet,
+  spawnAgent,
+  spreadDataset,
+  untilDone,
+} from './helpers/jobs.js';
 import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
 
 type Store = Awaited<ReturnType<typeof spawnStore>>;
@@ -30,6 +39,7 @@ describe('placement across three nodes', () => {
   let clients: TrellisClient[] = [];
   let jobs: JobService | undefined;
   let prefix: string;
+  let agents: AgentChild[] = [];
 
   beforeAll(async () => {
     [etcd, redis] = await Promise.all([startEtcd(), startRedisServer()]);
@@ -61,7 +71,7 @@ describe('placement across three nodes', () => {
 
   async function start(scheduler: Parameters<typeof startJobService>[0]['scheduler'], agentArgs: string[][]) {
     jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix, scheduler });
-    await Promise.all(stores.map((s, i) => spawnAgent(s.socket, redis.url, prefix, agentArgs[i] ?? [])));
+    agents = await Promise.all(stores.map((s, i) => spawnAgent(s.socket, redis.url, prefix, agentArgs[i] ?? [])));
     await eventually(async () => (await jobs!.nodes()).length === 3, 'three agents registered');
     return jobs;
   }
@@ -125,5 +135,40 @@ describe('placement across three nodes', () => {
     ]);
     expect(await outputValues(clients[0], `${sub.id}/output`)).toEqual(sums);
     await j.cancel(blocker);
+  });
+
+  it("places a dead agent's tasks again on a live node, which migrates their shards", async () => {
+    const j = await start({ tickMs: 50 }, [[], [], ['--lock-ms', '1000']]);
+    const file = join(tokenDir.dir, `started-${prefix}`);
+    const owners = [0, 1, 2];
+    const { shardIds, sums } = await spreadDataset(clients, `${prefix}/ds`, owners);
+    const sizes = await Promise.all(shardIds.map(async (id) => (await clients[0].locate(id)).nbytes));
+    const { job: sub } = await j.submit({
+      kind: 'map',
+      dataset: `${prefix}/ds`,
+      handler: 'hold',
+      args: { file, ms: 3000 },
+      output: `${prefix}/out`,
+    });
+    await eventually(() => (readFileSync(file, 'utf8').match(/\n/g) ?? []).length === 3, 'all three tasks started');
+    await agents[2].kill();
+    // Task 2 is placed again once node2's heartbeat and the task's lock have expired.
+    const { job } = await untilDone(j, sub.id);
+    expect(job.state).toBe('succeeded');
+    const t2 = job.tasks[2];
+    expect([t2.node === 'node0' || t2.node === 'node1', t2.attempts, t2.bytesLocal, t2.bytesMoved]).toEqual([
+      true,
+      2,
+      0,
+      sizes[2],
+    ]);
+    expect(t2.placement?.reason).toMatch(
+      /^no node with a live agent holds its 136 B input; node[01] \(queue \d+\) migrates it$/,
+    );
+    expect(job.tasks.slice(0, 2).map((t) => [t.node, t.attempts, t.bytesMoved])).toEqual([
+      ['node0', 1, 0],
+      ['node1', 1, 0],
+    ]);
+    expect(await outputValues(clients[0], `${prefix}/out`)).toEqual(sums);
   });
 });

@@ -317,7 +317,13 @@ describe('jobs on one node', () => {
     });
     await eventually(async () => (await taskState(sub.id)) === 'running', 'the task running');
     expect(await short.stop()).toBe(0);
-    expect((await jobs.get(sub.id)).tasks.map((t) => [t.state, t.attempts])).toEqual([['placed', 1]]);
+    // The node has no agent now: the scheduler takes the task back and says what it waits for.
+    await eventually(async () => (await taskState(sub.id)) === 'waiting', 'the task taken back');
+    await eventually(
+      async () => (await jobs.get(sub.id)).reason === 'waiting for an agent with handler "slow"',
+      'the job saying what it waits for',
+    );
+    expect((await jobs.get(sub.id)).tasks[0].attempts).toBe(1);
     await spawnAgent(store.socket, redis.url, prefix);
     const { job } = await untilDone(jobs, sub.id);
     expect(job.state).toBe('succeeded');

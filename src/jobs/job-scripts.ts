@@ -85,6 +85,9 @@ return 1
  *   retry  (agent, a failed attempt that BullMQ will retry) same fence.
  *   settle (no lease) for a task whose attempt is gone: stalled too often,
  *          or its job ended before it ran.
+ *   requeue (scheduler, no lease) back to waiting, for a task stranded on a
+ *          node whose agent is gone; the caller drops the lease, so an attempt
+ *          still alive there can no longer commit.
  * A field set to '' is deleted. Nothing changes a task in a final state. A final task state counts once in
  * the job's n<state> field and drops the lease. Appends a task event.
  * Returns >= 1 when done, 0 when fenced off, -1 no job, -2 job not running.
@@ -113,6 +116,8 @@ if mode == 'place' or mode == 'claim' then
   end
 elseif mode == 'commit' or mode == 'retry' then
   if redis.call('HGET', tk, 'lease') ~= lease then return 0 end
+elseif mode == 'requeue' then
+  if js ~= 'running' then return -2 end
 elseif mode ~= 'settle' then
   return redis.error_reply('unknown task mode ' .. mode)
 end

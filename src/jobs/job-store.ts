@@ -63,7 +63,7 @@ export interface TaskRecord extends TaskInfo {
   lease?: string;
 }
 
-export type TaskMode = 'place' | 'claim' | 'commit' | 'retry' | 'settle';
+export type TaskMode = 'place' | 'claim' | 'commit' | 'retry' | 'settle' | 'requeue';
 
 /** Fields of a task record a script may set ('' deletes). */
 export interface TaskFields {
@@ -75,6 +75,7 @@ export interface TaskFields {
   outputId?: string;
   result?: string;
   error?: string;
+  lease?: string;
 }
 
 type Scripted = {
@@ -416,6 +417,16 @@ export class JobStore {
 
   async dropBeat(name: string): Promise<void> {
     await this.redis.del(this.key('node', name));
+  }
+
+  /** Node names seen, live or not. */
+  knownNodes(): Promise<string[]> {
+    return this.redis.smembers(this.key('nodes'));
+  }
+
+  /** Forgets a node that left (it comes back with its next heartbeat). */
+  async forgetNode(name: string): Promise<void> {
+    await this.redis.srem(this.key('nodes'), name);
   }
 
   /** Agents whose heartbeat has not expired, by name. */

@@ -66,6 +66,8 @@ export interface EngineLogger {
 }
 
 const LEADER_TTL_MS = 3000;
+/** How often tasks on nodes whose agent is gone are looked for. */
+const RESCUE_EVERY_MS = 1000;
 const ADD_BATCH = 50;
 
 /** What the scheduler remembers about a running job between ticks (rebuilt after a restart). */
@@ -100,6 +102,7 @@ export class Scheduler {
   private ticking: Promise<void> | undefined;
   private again = false;
   private lastTick = Date.now();
+  private lastRescue = 0;
   private leader = false;
   private closed = false;
   private closing?: Promise<void>;
@@ -173,7 +176,12 @@ export class Scheduler {
         load.set(n.name, c.waiting + c.active);
       }),
     );
-    for (const id of await this.store.runningIds()) {
+    const running = await this.store.runningIds();
+    if (now - this.lastRescue >= RESCUE_EVERY_MS) {
+      this.lastRescue = now;
+      await this.rescue(running, nodes);
+    }
+    for (const id of running) {
       if (this.closed) return;
       try {
         await this.step(id, nodes, load, elapsed);
@@ -181,6 +189,41 @@ export class Scheduler {
         this.log.warn(`scheduler: job ${id}: ${(e as Error).message}`);
       }
     }
+  }
+
+  /**
+   * Tasks placed on a node whose agent is gone (its heartbeat expired, or it
+   * left with a drain) go back to waiting and are placed again elsewhere,
+   * once BullMQ lets go of them: a task still locked by the dead agent is
+   * freed by its lock's expiry, and a restarted agent that comes back in
+   * time (before its heartbeat expires) keeps its tasks.
+   */
+  private async rescue(running: string[], nodes: NodeBeat[]): Promise<void> {
+    const live = new Set(nodes.map((n) => n.name));
+    const dead = (await this.store.knownNodes()).filter((n) => !live.has(n));
+    if (dead.length === 0) return;
+    const stuck = new Set<string>();
+    for (const id of running) {
+      const rj = await this.running(id);
+      if (!rj) continue;
+      for (const t of await this.store.tasks(id, rj.inputs.length)) {
+        if ((t.state !== 'placed' && t.state !== 'running') || !dead.includes(t.node)) continue;
+        const q = this.queue(t.node);
+        const bullId = taskJobId(id, t.index);
+        if ((await q.getJob(bullId)) && (await q.remove(bullId)) !== 1) {
+          stuck.add(t.node); // still locked by the dead agent: its lock expires, then we move it
+          continue;
+        }
+        const ok = await this.store.task(id, t.index, 'requeue', '', {
+          state: 'waiting',
+          lease: '',
+          placement: `${t.node}'s agent is gone; placed again`,
+        });
+        if (ok === 1) rj.waiting.add(t.index);
+        this.log.warn(`scheduler: job ${id} task ${t.index}: ${t.node}'s agent is gone; placing it again`);
+      }
+    }
+    for (const n of dead) if (!stuck.has(n)) await this.store.forgetNode(n);
   }
 
   /** One API process schedules; the lock's TTL hands over to another within LEADER_TTL_MS of a crash. */
@@ -328,9 +371,11 @@ export class Scheduler {
       let why = '';
       if (depth(preferred.name) < cap) {
         chosen = preferred.name;
-        why = total
-          ? `${chosen} holds ${share(chosen)}% of its ${fmtBytes(total)} input; queue ${depth(chosen)}`
-          : `no input bytes anywhere; ${chosen} has the shortest queue (${depth(chosen)})`;
+        why = !total
+          ? `no input bytes anywhere; ${chosen} has the shortest queue (${depth(chosen)})`
+          : share(chosen) > 0
+            ? `${chosen} holds ${share(chosen)}% of its ${fmtBytes(total)} input; queue ${depth(chosen)}`
+            : `no node with a live agent holds its ${fmtBytes(total)} input; ${chosen} (queue ${depth(chosen)}) migrates it`;
       } else {
         const waited = (rj.waited.get(index) ?? 0) + elapsed;
         rj.waited.set(index, waited);
