@@ -161,6 +161,24 @@ describe('jobs on one node', () => {
     expect((await jobs.cancel(job.id)).state).toBe('cancelled');
   });
 
+  it('cancel takes tasks that have not started off the queue: every task ends cancelled, the queue empties', async () => {
+    await sumDataset(client, `${prefix}/ds`, 4);
+    const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } });
+    // The agent runs two at a time: two tasks run, two wait on the node's queue.
+    await eventually(
+      async () => (await jobs.get(job.id)).tasks.filter((t) => t.state === 'running').length === 2,
+      'two tasks running',
+    );
+    expect((await jobs.nodes())[0].queue).toEqual({ waiting: 2, active: 2 });
+    await jobs.cancel(job.id);
+    await eventually(
+      async () => (await jobs.get(job.id)).tasks.every((t) => t.state === 'cancelled'),
+      'every task cancelled',
+    );
+    await eventually(async () => (await jobs.nodes())[0].queue.active === 0, 'the running ones stopped');
+    expect((await jobs.nodes())[0].queue).toEqual({ waiting: 0, active: 0 });
+  });
+
   it('fails a job that runs past its timeout with ERR_TIMEOUT and stops its task', async () => {
     await sumDataset(client, `${prefix}/ds`, 1);
     const { job: j } = await jobs.submit({

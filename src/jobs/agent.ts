@@ -244,7 +244,11 @@ export class Agent {
         log: (line) => void this.store.log(p.jobId, `${this.node} task ${p.index}: ${line}`).catch(() => {}),
       };
       const out = await runners[p.spec.kind](p, ctx);
-      if (ac.signal.aborted) throw ac.signal.reason;
+      if (ac.signal.aborted) {
+        // Stopped while finishing: the output is nobody's.
+        if (out.outputId) await this.client.delete(out.outputId).catch(() => {});
+        throw ac.signal.reason;
+      }
       const ok = await this.store.task(p.jobId, p.index, 'commit', lease, {
         state: 'succeeded',
         bytesLocal,
@@ -312,17 +316,21 @@ export class Agent {
     throw isTrellisError(e) ? e : new TrellisError(err.code as keyof typeof ERROR_CODES, err.message);
   }
 
-  /** A task no attempt will finish (stalled too often, or its job ended first): final, without a lease. */
+  /**
+   * A task no attempt will finish, made final without a lease: one whose job
+   * ended before it ran is cancelled; one BullMQ gave up on (stalled too
+   * often) fails with ERR_WORKER_FAILED, which fails its job.
+   */
   private async settleLost(p: TaskPayload, why: string): Promise<void> {
-    const h = await this.store.record(p.jobId).catch(() => undefined);
-    const state = h?.state === 'cancelled' ? 'cancelled' : 'failed';
-    const error =
-      state === 'cancelled'
-        ? ''
-        : h && isFinal(h.state)
-          ? (h.error ?? '')
-          : JSON.stringify({ code: 'ERR_WORKER_FAILED', message: `task ${p.index}: ${why}` });
-    await this.store.task(p.jobId, p.index, 'settle', '', { state, error }).catch(() => {});
+    const h = await this.store.schedulingState(p.jobId).catch(() => undefined);
+    const fields =
+      h && isFinal(h.state)
+        ? { state: 'cancelled' as const }
+        : {
+            state: 'failed' as const,
+            error: JSON.stringify({ code: 'ERR_WORKER_FAILED', message: `task ${p.index}: ${why}` }),
+          };
+    await this.store.task(p.jobId, p.index, 'settle', '', fields).catch(() => {});
   }
 
   /** The task's shards as local ids: migrated here when they live elsewhere, with the bytes counted. */

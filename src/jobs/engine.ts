@@ -144,7 +144,7 @@ class Engine implements JobService {
       [],
       { reason: 'cancelled on request' },
     );
-    this.scheduler.wake();
+    await this.scheduler.dropQueued(id);
     return this.store.get(id);
   }
 

@@ -208,9 +208,7 @@ export class Scheduler {
       if (!rj) continue;
       for (const t of await this.store.tasks(id, rj.inputs.length)) {
         if ((t.state !== 'placed' && t.state !== 'running') || !dead.includes(t.node)) continue;
-        const q = this.queue(t.node);
-        const bullId = taskJobId(id, t.index);
-        if ((await q.getJob(bullId)) && (await q.remove(bullId)) !== 1) {
+        if (!(await this.unqueue(t.node, taskJobId(id, t.index)))) {
           stuck.add(t.node); // still locked by the dead agent: its lock expires, then we move it
           continue;
         }
@@ -457,7 +455,28 @@ export class Scheduler {
       { error },
     );
     this.jobs.delete(id);
-    // Running tasks see the final state within the agents' poll and stop; queued ones are skipped when taken.
+    await this.dropQueued(id);
+  }
+
+  /** Takes a task off a node's queue: true when it is gone from it (removed now, or already), false while locked. */
+  private async unqueue(node: string, bullId: string): Promise<boolean> {
+    const q = this.queue(node);
+    return !(await q.getJob(bullId)) || (await q.remove(bullId)) === 1;
+  }
+
+  /**
+   * After a job ended early (failed, cancelled): its tasks that never started
+   * leave their queues and become cancelled, so they hold no queue slot.
+   * Running ones see the final state within the agents' poll and stop.
+   */
+  async dropQueued(id: string): Promise<void> {
+    const h = await this.store.record(id);
+    if (!h) return;
+    for (const t of await this.store.tasks(id, Number(h.ntasks))) {
+      if (t.state !== 'waiting' && t.state !== 'placed') continue;
+      if (t.state === 'placed' && !(await this.unqueue(t.node, taskJobId(id, t.index)))) continue;
+      await this.store.task(id, t.index, 'settle', '', { state: 'cancelled' });
+    }
   }
 
   private async finish(id: string, rj: RunningJob): Promise<void> {
