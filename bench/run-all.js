@@ -19,6 +19,7 @@ const BENCHES = [
   'meta-ops.js',
   'training.js',
   'loader.js',
+  'job-placement.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

@@ -99,7 +99,8 @@ local jk = P .. ':job:' .. id
 local tk = jk .. ':task:' .. i
 local js = redis.call('HGET', jk, 'state')
 if not js then return -1 end
-local ts = redis.call('HGET', tk, 'state') or ''
+-- A task without a record has not been placed yet: it is waiting.
+local ts = redis.call('HGET', tk, 'state') or 'waiting'
 if final(ts) then return 0 end
 local f = cjson.decode(ARGV[6])
 local out = 1
@@ -129,6 +130,7 @@ if final(st) then
   redis.call('HINCRBY', jk, 'n' .. st, 1)
   redis.call('HDEL', tk, 'lease')
 end
+redis.call('HSETNX', tk, 'attempts', 0)
 local ev = { index = tonumber(i), state = st, node = redis.call('HGET', tk, 'node') or '',
   attempts = tonumber(redis.call('HGET', tk, 'attempts') or '0') }
 local err = redis.call('HGET', tk, 'error')

@@ -8,7 +8,7 @@
  * Key layout (P = the deployment prefix, e.g. `trellis:prod`):
  *   P:seq                     submit counter (orders everything)
  *   P:job:ID                  hash: the job record (spec, state, times, counters)
- *   P:job:ID:task:I           hash: task I (state, node, attempts, lease, bytes, output)
+ *   P:job:ID:task:I           hash: task I (state, node, attempts, lease, bytes, output); none yet = waiting
  *   P:job:ID:events           stream: JobEvents; the entry id is JobEvent.id
  *   P:job:ID:logs             list: log lines (capped)
  *   P:jobs                    zset by seq: every job, for list()
@@ -215,19 +215,16 @@ export class JobStore {
     return toJob(h, tasks);
   }
 
-  /** Task records 0..n-1 in one round trip; tasks not yet created are left out. */
+  /** Task records 0..n-1 in one round trip; a task with no record yet is waiting (records appear on placement). */
   async tasks(id: string, n: number): Promise<TaskRecord[]> {
     if (n === 0) return [];
     const p = this.redis.pipeline();
     for (let i = 0; i < n; i++) p.hgetall(this.key('job', id, 'task', i));
     const res = (await p.exec()) ?? [];
-    const out: TaskRecord[] = [];
-    for (const [err, h] of res) {
+    return res.map(([err, h], index) => {
       if (err) throw err;
-      const t = h as Record<string, string>;
-      if (t.state !== undefined) out.push(toTask(t));
-    }
-    return out;
+      return toTask(index, h as Record<string, string>);
+    });
   }
 
   async list(filter: JobFilter): Promise<Job[]> {
@@ -296,20 +293,6 @@ export class JobStore {
     for (const it of items)
       void p.trellisTask(this.prefix, it.id, it.index, 'place', '', JSON.stringify(stringify(it.fields)));
     for (const [err] of (await p.exec()) ?? []) if (err) throw err;
-  }
-
-  /** Creates task records 0..n-1 in state waiting (those that exist are left alone). */
-  async createTasks(id: string, n: number): Promise<void> {
-    for (let start = 0; start < n; start += 500) {
-      const p = this.redis.pipeline();
-      for (let i = start; i < Math.min(n, start + 500); i++) {
-        const k = this.key('job', id, 'task', i);
-        p.hsetnx(k, 'index', String(i));
-        p.hsetnx(k, 'state', 'waiting');
-        p.hsetnx(k, 'attempts', '0');
-      }
-      for (const [err] of (await p.exec()) ?? []) if (err) throw err;
-    }
   }
 
   async queuedIds(limit = 1000): Promise<string[]> {
@@ -452,11 +435,11 @@ function stringify(fields: TaskFields): Record<string, string> {
   return out;
 }
 
-function toTask(t: Record<string, string>): TaskRecord {
+function toTask(index: number, t: Record<string, string>): TaskRecord {
   return {
-    index: Number(t.index),
+    index,
     node: t.node ?? '',
-    state: t.state as TaskState,
+    state: (t.state ?? 'waiting') as TaskState,
     attempts: Number(t.attempts ?? 0),
     bytesLocal: Number(t.bytesLocal ?? 0),
     bytesMoved: Number(t.bytesMoved ?? 0),

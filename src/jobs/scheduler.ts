@@ -69,6 +69,7 @@ const LEADER_TTL_MS = 3000;
 /** How often tasks on nodes whose agent is gone are looked for. */
 const RESCUE_EVERY_MS = 1000;
 const ADD_BATCH = 50;
+const ADD_LANES = 8;
 
 /** What the scheduler remembers about a running job between ticks (rebuilt after a restart). */
 interface RunningJob {
@@ -253,7 +254,6 @@ export class Scheduler {
       if (slots > 0) {
         const h = await this.store.record(id);
         if (!h) continue;
-        await this.store.createTasks(id, Number(h.ntasks));
         const started = await this.store.transition(
           id,
           'running',
@@ -262,7 +262,13 @@ export class Scheduler {
           [],
           {},
         );
-        if (started) slots--;
+        if (started) {
+          slots--;
+          // Just started: every task is waiting, no need to read their (absent) records.
+          const spec = JSON.parse(h.spec) as JobSpec;
+          const inputs = taskInputs(spec, JSON.parse(h.shards) as string[]);
+          this.jobs.set(id, { spec, inputs, waiting: new Set(inputs.keys()), waited: new Map() });
+        }
         continue;
       }
       const busy = this.opts.maxRunningJobs - slots;
@@ -417,8 +423,9 @@ export class Scheduler {
     const attempts = (spec.maxRetries ?? this.opts.defaultMaxRetries) + 1;
     // BullMQ: 1 is the highest priority; spec priorities are higher-first around 0.
     const priority = Math.min(2 ** 21 - 1, Math.max(1, 1_000_000 - (spec.priority ?? 0)));
-    for (let i = 0; i < list.length; i += ADD_BATCH) {
-      const batch = list.slice(i, i + ADD_BATCH);
+    const batches: { index: number; fields: TaskFields }[][] = [];
+    for (let i = 0; i < list.length; i += ADD_BATCH) batches.push(list.slice(i, i + ADD_BATCH));
+    const addOne = async (batch: { index: number; fields: TaskFields }[]) => {
       await q.addBulk(
         batch.map(({ index }) => {
           const data: TaskPayload = { jobId: id, index, spec, shards: rj.inputs[index] };
@@ -442,7 +449,13 @@ export class Scheduler {
         rj.waiting.delete(b.index);
         rj.waited.delete(b.index);
       }
-    }
+    };
+    // A few batches in flight: each is two round trips, and Redis is idle between them otherwise.
+    let next = 0;
+    const lane = async () => {
+      while (next < batches.length) await addOne(batches[next++]);
+    };
+    await Promise.all(Array.from({ length: Math.min(ADD_LANES, batches.length) }, lane));
   }
 
   private async fail(id: string, error: { code: string; message: string }): Promise<void> {
