@@ -157,6 +157,13 @@ describe('jobs on one node', () => {
     expect(cancelled.reason).toBe('cancelled on request');
     await eventually(async () => (await taskState(job.id)) === 'cancelled', 'the task cancelled');
     expect(await jobs.logs(job.id)).toMatch(/node-a task 0: started\n.*node-a task 0: aborted\n$/);
+    // The stream ends at the final state, also for a client resuming after it (the task's own
+    // 'cancelled' event came later).
+    const { events } = await untilDone(jobs, job.id);
+    expect(events.at(-1)).toMatchObject({ type: 'state', data: { state: 'cancelled' } });
+    const after: JobEvent[] = [];
+    for await (const ev of jobs.events(job.id, events.at(-1)!.id, AbortSignal.timeout(5000))) after.push(ev);
+    expect(after).toEqual([]);
     // Cancelling a job that ended changes nothing.
     expect((await jobs.cancel(job.id)).state).toBe('cancelled');
   });

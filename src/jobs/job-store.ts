@@ -342,7 +342,25 @@ export class JobStore {
     if (afterId !== undefined && !/^\d+-\d+$/.test(afterId))
       throw invalidParameter('Last-Event-ID', 'an event id such as 1733040000000-0', afterId);
     const stream = this.key('job', id, 'events');
+    const ended = async () => isFinal((await this.redis.hget(this.key('job', id), 'state')) ?? '');
     let last = afterId ?? '0-0';
+    // Nothing past the final event is sent: a job that has ended may have task events after
+    // it (tasks stopping), and a client resuming after the final event gets nothing.
+    if (await ended()) {
+      const held: JobEvent[] = [];
+      for (;;) {
+        const page = await this.redis.xrange(stream, `(${last}`, '+', 'COUNT', 500);
+        for (const [eid, f] of page) {
+          held.push(toEvent(eid, f));
+          last = eid;
+          if (isFinalEvent(held[held.length - 1])) {
+            yield* held;
+            return;
+          }
+        }
+        if (page.length < 500 || signal.aborted) return;
+      }
+    }
     for (;;) {
       if (signal.aborted) return;
       const page = await this.redis.xrange(stream, `(${last}`, '+', 'COUNT', 500);
@@ -354,10 +372,10 @@ export class JobStore {
       }
       if (page.length < 500) break;
     }
-    // Resumed after the final event (or the job ended between reads): nothing more will come.
-    if (isFinal((await this.redis.hget(this.key('job', id), 'state')) ?? '')) {
-      const tail = await this.redis.xrange(stream, `(${last}`, '+');
-      for (const [eid, f] of tail) yield toEvent(eid, f);
+    if (await ended()) {
+      // It ended between the reads: its final event is in the tail.
+      const tail = (await this.redis.xrange(stream, `(${last}`, '+')).map(([eid, f]) => toEvent(eid, f));
+      for (const ev of tail.slice(0, tail.findIndex(isFinalEvent) + 1)) yield ev;
       return;
     }
     const blocking = this.redis.duplicate({ connectionName: 'trellis events' });

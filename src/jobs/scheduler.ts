@@ -320,7 +320,7 @@ export class Scheduler {
       await this.fail(id, { code: err.code, message: `task ${failed?.index} failed: ${err.message}` });
       return;
     }
-    if (Number(h.nsucceeded) + Number(h.ncancelled) >= n && Number(h.nsucceeded) === n) {
+    if (Number(h.nsucceeded) === n) {
       await this.finish(id, rj);
       return;
     }
