@@ -108,7 +108,7 @@ describe('jobs under faults', () => {
       kind: 'map',
       dataset: `${prefix}/ds`,
       handler: 'block',
-      args: { dir: dir.dir, ms: 4000 },
+      args: { dir: dir.dir, ms: 6000 },
     });
     const { job, events } = await untilDone(jobs, sub.id);
     expect(job.state).toBe('succeeded');

@@ -98,7 +98,7 @@ describe('placement across three nodes', () => {
   });
 
   it("spills a busy node's tasks after the bounded wait; the shard is migrated and counted", async () => {
-    const wait = 1500;
+    const wait = 3000;
     const j = await start({ tickMs: 50, nodeQueueCap: 3, localityWaitMs: wait }, [[], ['--concurrency', '1'], []]);
     // Keep node1 busy: three slow tasks on its queue (one running, two waiting) fill its cap.
     await spreadDataset(clients, `${prefix}/busy`, [1, 1, 1]);
