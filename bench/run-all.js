@@ -20,6 +20,7 @@ const BENCHES = [
   'training.js',
   'loader.js',
   'job-placement.js',
+  'job-overhead.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 
