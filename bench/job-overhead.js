@@ -3,7 +3,7 @@
  * this process, a store and a `trellis agent` in child processes): submit →
  * first task running, and an empty map task end to end per task on a
  * 1,000-task job; beside a raw BullMQ job round trip (add, a worker in this
- * process takes it, completion seen) and 1,000 raw jobs through one worker.
+ * process takes it and completes it) and 1,000 raw jobs through one worker.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -31,7 +31,7 @@ const CONCURRENCY = 2;
 async function main() {
   const t = await trellis();
   const { startJobService } = await import(join(ROOT, 'dist/src/jobs/engine.js'));
-  const { Queue, QueueEvents, Worker } = await import('bullmq');
+  const { Queue, Worker } = await import('bullmq');
   const store = await startStore({ size: '1G' });
   const redis = await startRedis();
   const port = redis.redis.options.port;
@@ -103,22 +103,26 @@ async function main() {
   // Raw BullMQ: one queue, one worker in this process, empty jobs.
   const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
   const q = new Queue('raw', { connection, prefix: 'raw' });
-  const events = new QueueEvents('raw', { connection, prefix: 'raw' });
-  await events.waitUntilReady();
   const w = new Worker('raw', async () => 1, { connection, prefix: 'raw', concurrency: CONCURRENCY });
+  let onDone = () => {};
+  w.on('completed', () => onDone());
+  await w.waitUntilReady();
   const round = [];
   for (let i = 0; i < FIRST_N + 5; i++) {
     const t0 = nowUs();
-    const job = await q.add('x', { i }, { removeOnComplete: true });
-    await job.waitUntilFinished(events);
+    const finished = new Promise((resolve) => {
+      onDone = resolve;
+    });
+    await q.add('x', { i }, { removeOnComplete: true });
+    await finished;
     if (i >= 5) round.push(nowUs() - t0);
   }
   const t2 = nowUs();
+  let n = 0;
   const done = new Promise((resolve) => {
-    let n = 0;
-    w.on('completed', () => {
+    onDone = () => {
       if (++n === TASKS) resolve();
-    });
+    };
   });
   for (let i = 0; i < TASKS; i += 50)
     await q.addBulk(
@@ -127,7 +131,6 @@ async function main() {
   await done;
   const rawPerTaskUs = (nowUs() - t2) / TASKS;
   await w.close();
-  await events.close();
   await q.close();
   await client.close();
   await redis.stop();

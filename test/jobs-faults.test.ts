@@ -1,7 +1,7 @@
 /**
  * Faults, with real processes: an agent killed with SIGKILL mid-task, a
- * stalled agent whose task another agent took over (its late commit is
- * fenced off), redis-server killed and restarted mid-job (AOF on), and the
+ * stalled (SIGSTOPped) agent whose task another agent took over (its late
+ * commit is fenced off), redis-server killed and restarted mid-job (AOF on), and the
  * API/scheduler process killed mid-job and started again. Each job still
  * completes with the result computed here, and no task commits twice.
  */
@@ -98,24 +98,28 @@ describe('jobs under faults', () => {
   it('a stalled agent that wakes after another took its task over commits nothing', async () => {
     jobs = await service();
     const { sums } = await sumDataset(client, `${prefix}/ds`, 1);
-    // Concurrency 1: a blocked process with a free slot would still take (and sit on) the wake-up
-    // of the re-queued task through its pending blocking pop.
     const args = ['--lock-ms', '1000', '--concurrency', '1'];
-    await spawnAgent(store.socket, redis.url, prefix, args);
-    await spawnAgent(store.socket, redis.url, prefix, args);
+    const frozen = await spawnAgent(store.socket, redis.url, prefix, args);
+    const file = join(dir.dir, 'started');
     const before = (await client.list()).length;
     const { job: sub } = await jobs.submit({
       kind: 'map',
       dataset: `${prefix}/ds`,
-      handler: 'block',
-      args: { dir: dir.dir, ms: 6000 },
+      handler: 'hold',
+      args: { file, ms: 1500 },
     });
+    await eventually(() => started(file).length === 1, 'the task started');
+    // Freeze the agent mid-task (a stall: alive, but renewing nothing); a second agent of the
+    // node takes the task over once the lock expires.
+    process.kill(frozen.child.pid!, 'SIGSTOP');
+    await spawnAgent(store.socket, redis.url, prefix, args);
     const { job, events } = await untilDone(jobs, sub.id);
+    process.kill(frozen.child.pid!, 'SIGCONT');
     expect(job.state).toBe('succeeded');
     expect(job.tasks.map((t) => [t.state, t.attempts])).toEqual([['succeeded', 2]]);
     expect(commitsPerTask(events)).toEqual({ 0: 1 });
     expect(await outputValues(client, `${sub.id}/output`)).toEqual(sums);
-    // The blocked attempt wakes, finds its lease taken, and deletes its duplicate output:
+    // The frozen attempt wakes, finds its lease taken, and deletes its duplicate output:
     // one output object and the output dataset remain.
     await eventually(
       async () => /node-a task 0: attempt 1 discarded: another attempt holds the task/.test(await jobs!.logs(sub.id)),

@@ -40,13 +40,16 @@ describe('placement across three nodes', () => {
   let jobs: JobService | undefined;
   let prefix: string;
   let agents: AgentChild[] = [];
+  let token = '';
+  let metaPrefix = '';
 
   beforeAll(async () => {
     [etcd, redis] = await Promise.all([startEtcd(), startRedisServer()]);
     tokenDir = tempDir();
     const tokenFile = join(tokenDir.dir, 'token');
-    writeFileSync(tokenFile, `${randomUUID()}${randomUUID()}`, { mode: 0o600 });
-    const metaPrefix = `/trellis-test/${randomUUID()}`;
+    token = `${randomUUID()}${randomUUID()}`;
+    writeFileSync(tokenFile, token, { mode: 0o600 });
+    metaPrefix = `/trellis-test/${randomUUID()}`;
     stores = await Promise.all(
       HOSTS.map((host, i) =>
         spawnStore(clusterStoreArgs({ name: NODES[i], size: '256M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
@@ -69,8 +72,12 @@ describe('placement across three nodes', () => {
     jobs = undefined;
   });
 
-  async function start(scheduler: Parameters<typeof startJobService>[0]['scheduler'], agentArgs: string[][]) {
-    jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix, scheduler });
+  async function start(
+    scheduler: Parameters<typeof startJobService>[0]['scheduler'],
+    agentArgs: string[][],
+    where: { socket: string } | { meta: string; metaPrefix: string; token: string } = { socket: stores[0].socket },
+  ) {
+    jobs = await startJobService({ redis: redis.url, ...where, logger: quiet, prefix, scheduler });
     agents = await Promise.all(stores.map((s, i) => spawnAgent(s.socket, redis.url, prefix, agentArgs[i] ?? [])));
     await eventually(async () => (await jobs!.nodes()).length === 3, 'three agents registered');
     return jobs;
@@ -170,5 +177,16 @@ describe('placement across three nodes', () => {
       ['node1', 1, 0],
     ]);
     expect(await outputValues(clients[0], `${prefix}/out`)).toEqual(sums);
+  });
+
+  it('an API without a store of its own reaches one over RPC through etcd and runs the same job', async () => {
+    const j = await start({ tickMs: 50 }, [], { meta: etcd.url, metaPrefix, token });
+    const owners = [2, 1, 0, 2];
+    const { sums } = await spreadDataset(clients, `${prefix}/ds`, owners);
+    expect((await j.dataset(`${prefix}/ds`)).shards.map((s) => s.node)).toEqual(owners.map((o) => NODES[o]));
+    const { job: sub } = await j.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'sum' });
+    const { job } = await untilDone(j, sub.id);
+    expect(job.tasks.map((t) => [t.node, t.bytesMoved])).toEqual(owners.map((o) => [NODES[o], 0]));
+    expect(await outputValues(clients[0], `${sub.id}/output`)).toEqual(sums);
   });
 });

@@ -260,13 +260,11 @@ export class Agent {
       if (ok !== 1) {
         // Another attempt holds the lease or committed first: this output is a duplicate.
         if (out.outputId) await this.client.delete(out.outputId).catch(() => {});
-        await this.store
-          .log(p.jobId, `${this.node} task ${p.index}: attempt ${claimed} discarded: another attempt holds the task`)
-          .catch(() => {});
+        await this.discarded(p, claimed);
       }
       return null;
     } catch (e) {
-      return await this.failed(job, token, p, lease, ac.signal, e);
+      return await this.failed(job, token, p, lease, claimed, ac.signal, e);
     } finally {
       if (flush) {
         clearTimeout(flush);
@@ -281,6 +279,7 @@ export class Agent {
     token: string | undefined,
     p: TaskPayload,
     lease: string,
+    attempt: number,
     signal: AbortSignal,
     e: unknown,
   ): Promise<never> {
@@ -291,11 +290,14 @@ export class Agent {
       throw new DelayedError();
     }
     if (signal.aborted) {
+      // The job ended: cancelled, failed (another task, a timeout), or succeeded (another
+      // attempt of this task committed while this one was stalled).
       const h = await this.store.record(p.jobId);
-      const state = signal.reason === 'cancelled' ? 'cancelled' : 'failed';
+      const state = signal.reason === 'failed' ? 'failed' : 'cancelled';
       const error =
         state === 'failed' ? (h?.error ?? JSON.stringify({ code: 'ERR_INTERNAL', message: 'job ended' })) : '';
-      await this.store.task(p.jobId, p.index, 'commit', lease, { state, error });
+      const ok = await this.store.task(p.jobId, p.index, 'commit', lease, { state, error });
+      if (ok !== 1) await this.discarded(p, attempt);
       throw new UnrecoverableError(`job ${p.jobId} is ${signal.reason}`);
     }
     const err = taskError(e);
@@ -314,6 +316,12 @@ export class Agent {
       )
       .catch(() => {});
     throw isTrellisError(e) ? e : new TrellisError(err.code as keyof typeof ERROR_CODES, err.message);
+  }
+
+  private async discarded(p: TaskPayload, attempt: number): Promise<void> {
+    await this.store
+      .log(p.jobId, `${this.node} task ${p.index}: attempt ${attempt} discarded: another attempt holds the task`)
+      .catch(() => {});
   }
 
   /**
