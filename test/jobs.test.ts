@@ -355,7 +355,7 @@ describe('jobs on one node', () => {
     expect(job.tasks.map((t) => [t.state, t.attempts])).toEqual([['succeeded', 2]]);
   });
 
-  it('refuses a Redis that evicts keys', async () => {
+  it('the API and an agent refuse a Redis that evicts keys', async () => {
     const admin = new Redis({ port: redis.port, host: redis.host });
     try {
       await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
@@ -364,6 +364,9 @@ describe('jobs on one node', () => {
           startJobService({ redis: redis.url, socket: store.socket, logger: quiet, prefix: freshPrefix() }),
         ),
       ).toBe('ERR_REDIS_EVICTS');
+      await expect(spawnAgent(store.socket, redis.url, freshPrefix())).rejects.toThrow(
+        /agent exited with 1: trellis: ERR_REDIS_EVICTS: trellis agent: Redis at 127\.0\.0\.1:\d+ has maxmemory-policy allkeys-lru/,
+      );
     } finally {
       await admin.config('SET', 'maxmemory-policy', 'noeviction');
       admin.disconnect();
