@@ -8,7 +8,7 @@
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -280,6 +280,50 @@ export async function trellis() {
   } catch (e) {
     throw new Error(`cannot load dist/src/index.js; run \`npx tsc -p tsconfig.json\` first (${e.message})`);
   }
+}
+
+/** A real etcd on free ports with a temp data dir (fsync on, as in production), stopped on exit. */
+export async function startEtcd() {
+  const { dir } = tempDir('trellis-bench-etcd-');
+  const client = await freePort();
+  const peer = await freePort();
+  const child = track(
+    spawn(
+      'etcd',
+      [
+        '--name',
+        'bench',
+        '--data-dir',
+        join(dir, 'data'),
+        '--listen-client-urls',
+        `http://127.0.0.1:${client}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${client}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${peer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${peer}`,
+        '--initial-cluster',
+        `bench=http://127.0.0.1:${peer}`,
+        '--log-level',
+        'error',
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise((r) => {
+      const s = netConnect(client, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return { endpoint: `127.0.0.1:${client}`, stop: () => stopChild(child) };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('etcd did not start');
 }
 
 /**

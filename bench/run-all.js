@@ -21,6 +21,7 @@ const BENCHES = [
   'loader.js',
   'job-placement.js',
   'job-overhead.js',
+  'job-locality.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

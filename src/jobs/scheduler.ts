@@ -47,6 +47,12 @@ export interface SchedulerOptions {
   /** Retries per task when the spec does not say (default 2). */
   defaultMaxRetries: number;
   tickMs: number;
+  /**
+   * 'locality' (default), or 'round-robin': tasks dealt to the nodes in turn,
+   * ignoring where the data is and how busy a node is; the baseline that
+   * bench/job-locality.js compares against, not meant for use.
+   */
+  placement: 'locality' | 'round-robin';
 }
 
 export const SCHEDULER_DEFAULTS: SchedulerOptions = {
@@ -57,6 +63,7 @@ export const SCHEDULER_DEFAULTS: SchedulerOptions = {
   backoffMs: 1000,
   defaultMaxRetries: 2,
   tickMs: 100,
+  placement: 'locality',
 };
 
 export interface EngineLogger {
@@ -104,6 +111,8 @@ export class Scheduler {
   private again = false;
   private lastTick = Date.now();
   private lastRescue = 0;
+  /** Round-robin placement's next node. */
+  private dealt = 0;
   private leader = false;
   private closed = false;
   private closing?: Promise<void>;
@@ -373,7 +382,10 @@ export class Scheduler {
       const share = (node: string) => (total ? Math.round((100 * (bytes.get(node) ?? 0)) / total) : 0);
       let chosen: string | undefined;
       let why = '';
-      if (depth(preferred.name) < cap) {
+      if (this.opts.placement === 'round-robin') {
+        chosen = candidates[this.dealt++ % candidates.length].name;
+        why = `round-robin; ${chosen} holds ${share(chosen)}% of its ${fmtBytes(total)} input`;
+      } else if (depth(preferred.name) < cap) {
         chosen = preferred.name;
         why = !total
           ? `no input bytes anywhere; ${chosen} has the shortest queue (${depth(chosen)})`
