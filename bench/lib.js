@@ -8,7 +8,7 @@
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -282,28 +282,78 @@ export async function trellis() {
   }
 }
 
+/** A real etcd on free ports with a temp data dir (fsync on, as in production), stopped on exit. */
+export async function startEtcd() {
+  const { dir } = tempDir('trellis-bench-etcd-');
+  const client = await freePort();
+  const peer = await freePort();
+  const child = track(
+    spawn(
+      'etcd',
+      [
+        '--name',
+        'bench',
+        '--data-dir',
+        join(dir, 'data'),
+        '--listen-client-urls',
+        `http://127.0.0.1:${client}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${client}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${peer}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${peer}`,
+        '--initial-cluster',
+        `bench=http://127.0.0.1:${peer}`,
+        '--log-level',
+        'error',
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise((r) => {
+      const s = netConnect(client, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return { endpoint: `127.0.0.1:${client}`, stop: () => stopChild(child) };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('etcd did not start');
+}
+
 /**
- * A redis-server on a free port with a temp dir and no persistence, and an
+ * A redis-server on a free port with a temp dir and no persistence (the
+ * project's one starter, src/jobs/redis-server.ts, with AOF off), and an
  * ioredis client to it; stop() disconnects, stops the server by pid and
  * removes the dir. Rejects when redis-server is not installed.
  */
 export async function startRedis() {
   const { default: Redis } = await import('ioredis');
-  const { dir, cleanup } = tempDir('trellis-bench-redis-');
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const child = track(spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const failed = new Promise((_, reject) => child.once('error', reject)); // e.g. ENOENT: not installed
-  await Promise.race([waitForOutput(child, 'Ready to accept connections', 'redis-server'), failed]);
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+  const { startRedisServer } = await import(join(ROOT, 'dist/src/jobs/redis-server.js'));
+  const server = await startRedisServer({ appendonly: false });
+  const pid = server.pid();
+  const onExit = () => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', onExit);
+  const redis = new Redis({ port: server.port, host: server.host, lazyConnect: true });
   await redis.connect();
   return {
     redis,
-    pid: child.pid,
+    pid,
     stop: async () => {
       redis.disconnect();
-      await stopChild(child);
-      cleanup();
+      process.off('exit', onExit);
+      await server.stop();
     },
   };
 }

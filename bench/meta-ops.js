@@ -5,70 +5,12 @@
  * store batches etcd writes into transactions). Baseline in the same run:
  * sequential puts straight to etcd with the etcd3 client.
  */
-import { spawn } from 'node:child_process';
-import { connect as netConnect } from 'node:net';
-import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import {
-  fmtOps,
-  freePort,
-  inFlight,
-  met,
-  nowUs,
-  report,
-  startStore,
-  stopChild,
-  tempDir,
-  track,
-  trellis,
-} from './lib.js';
+import { fmtOps, inFlight, met, nowUs, report, startEtcd, startStore, trellis } from './lib.js';
 
 const SEQ = 300;
 const PAR = 3000;
 const WIDTH = 64;
-
-async function startEtcd() {
-  const { dir } = tempDir('trellis-bench-etcd-');
-  const client = await freePort();
-  const peer = await freePort();
-  const child = track(
-    spawn(
-      'etcd',
-      [
-        '--name',
-        'bench',
-        '--data-dir',
-        join(dir, 'data'),
-        '--listen-client-urls',
-        `http://127.0.0.1:${client}`,
-        '--advertise-client-urls',
-        `http://127.0.0.1:${client}`,
-        '--listen-peer-urls',
-        `http://127.0.0.1:${peer}`,
-        '--initial-advertise-peer-urls',
-        `http://127.0.0.1:${peer}`,
-        '--initial-cluster',
-        `bench=http://127.0.0.1:${peer}`,
-        '--log-level',
-        'error',
-      ],
-      { stdio: 'ignore' },
-    ),
-  );
-  for (let i = 0; i < 400; i++) {
-    const ok = await new Promise((r) => {
-      const s = netConnect(client, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return { endpoint: `127.0.0.1:${client}`, stop: () => stopChild(child) };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('etcd did not start');
-}
 
 async function rate(n, width, fn) {
   const t = nowUs();

@@ -19,6 +19,9 @@ const BENCHES = [
   'meta-ops.js',
   'training.js',
   'loader.js',
+  'job-placement.js',
+  'job-overhead.js',
+  'job-locality.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmarks use, when they
-# are missing: etcd (cluster tests), redis-server (benchmarks), Fashion-MNIST
+# are missing: etcd (cluster tests), redis-server (jobs tests, benchmarks), Fashion-MNIST
 # (real-data tests and the demo; a generated stand-in is used without it),
 # clang-format (native lint), and a C++ toolchain for the addon.
 # Needs root (apt-get); without it, says what is missing and fails.

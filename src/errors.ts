@@ -43,6 +43,8 @@ export const ERROR_CODES = {
   ERR_CANCELLED:
     'The task or job was cancelled (by request, a job timeout or an agent shutting down) before it finished.',
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
+  ERR_REDIS_EVICTS:
+    'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

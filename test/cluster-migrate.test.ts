@@ -10,7 +10,7 @@ import { connect, type Tensor, type TrellisClient } from 'trellis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { errCode, eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
-import { spawnStore, tempDir } from './helpers/store.js';
+import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
 
 type Store = Awaited<ReturnType<typeof spawnStore>>;
 const MiB = 1024 * 1024;
@@ -41,22 +41,16 @@ describe('migration through the cluster (etcd + RPC)', () => {
     stores = await Promise.all(
       ['127.0.0.1', '127.0.0.2', '127.0.0.3'].map((host, i) =>
         spawnStore([
-          '--size',
-          '640M',
-          '--name',
-          `node${i}`,
-          '--meta',
-          etcd.url,
-          '--meta-prefix',
-          prefix,
+          ...clusterStoreArgs({
+            name: `node${i}`,
+            size: '640M',
+            etcdUrl: etcd.url,
+            metaPrefix: prefix,
+            host,
+            tokenFile,
+          }),
           '--lease-ttl',
           '2',
-          '--rpc-host',
-          host,
-          '--rpc-port',
-          '0',
-          '--token-file',
-          tokenFile,
         ]),
       ),
     );

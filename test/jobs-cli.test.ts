@@ -177,14 +177,14 @@ describe('trellis jobs', () => {
 });
 
 describe('trellis api', () => {
-  it('refuses to start while the job engine is not built (exit 1, the code on stderr)', async () => {
+  it('refuses to start without a store to read shard locations from (exit 1, the code on stderr)', async () => {
     const r = await exec(process.execPath, [CLI, 'api', '--port', '0', '--redis', 'redis://127.0.0.1:1']).catch(
       (e) => e,
     );
     expect([r.code, r.stdout, r.stderr]).toEqual([
       1,
       '',
-      'trellis: ERR_UNSUPPORTED: the job engine is not built yet\n',
+      'trellis: ERR_BAD_REQUEST: the job service needs a store: give socket, or meta etcd://HOST:PORT\n',
     ]);
   });
 });

@@ -16,6 +16,8 @@ export interface ApiCommandOptions {
   meta?: string;
   socket?: string;
   token?: string;
+  /** Key prefix of the deployment in Redis (default trellis:default). */
+  prefix?: string;
 }
 
 /** Where the command meets its process; tests pass their own. */
@@ -52,6 +54,7 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
     meta: o.meta,
     socket: o.socket,
     token: o.token,
+    ...(o.prefix === undefined ? {} : { prefix: o.prefix }),
     logger,
   });
   const app = buildApi({ service, token: o.token, logger });

@@ -132,6 +132,46 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('agent')
+    .description("run a node agent next to its store: takes the tasks placed on this node's queue")
+    .requiredOption('--socket <path>', "this node's store socket")
+    .requiredOption('--redis <url>', 'the jobs Redis, redis://HOST:PORT')
+    .option('--meta <backend>', 'metadata backend of the stores (the store itself reaches it; accepted for symmetry)')
+    .option('--node <name>', "node name (default: the store's name)")
+    .option('--handlers <dir...>', 'directories holding map handler modules')
+    .option('--concurrency <n>', 'tasks run at once', intArg, 2)
+    .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
+    .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
+    .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
+    .action(async (o) => {
+      // Loaded here so `trellis store` never loads bullmq.
+      const { Agent } = await import('../jobs/agent.js');
+      const log = (m: string) => process.stderr.write(`trellis agent: ${m}\n`);
+      const agent = await Agent.start({
+        socket: o.socket,
+        redis: o.redis,
+        node: o.node,
+        handlers: o.handlers ?? [],
+        concurrency: o.concurrency,
+        prefix: o.prefix,
+        lockMs: o.lockMs,
+        drainMs: o.drainMs,
+        logger: { info: log, warn: log, error: log },
+      });
+      process.stdout.write(`trellis agent ready node=${agent.node} pid=${process.pid}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log(`${sig}, draining`);
+          agent.close().then(resolve, resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      // Drained: exit even if a library left a timer behind.
+      process.exit(0);
+    });
+
+  program
     .command('demo')
     .description('run the main job on an embedded single-node deployment')
     .option('--readers <n>', 'reader processes', intArg, 3)
@@ -161,10 +201,19 @@ export async function main(argv: string[]): Promise<void> {
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--socket <path>', "this node's store socket")
     .option('--token-file <path>', 'file holding the token clients must present (default: $TRELLIS_TOKEN)')
+    .option('--prefix <prefix>', 'key prefix of this deployment in Redis (the agents use the same)', 'trellis:default')
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const { runApi } = await import('./api-command.js');
-      await runApi({ port: o.port, host: o.host, redis: o.redis, meta: o.meta, socket: o.socket, token });
+      await runApi({
+        port: o.port,
+        host: o.host,
+        redis: o.redis,
+        meta: o.meta,
+        socket: o.socket,
+        token,
+        prefix: o.prefix,
+      });
     });
 
   program.addCommand(jobsCommand());

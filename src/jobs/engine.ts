@@ -1,26 +1,218 @@
 /**
- * The one way to get a JobService: `trellis api` (and later the demo) call
- * startJobService and know nothing else of the engine. This is a stand-in
- * until the engine (scheduler, BullMQ queues, agents) lands: it refuses, so
- * `trellis api` fails at start with a clear message instead of serving a
- * service that cannot run anything.
+ * The engine behind the HTTP API: `startJobService()` opens the job store in
+ * Redis and a store client (the API's local store over `socket`, or over RPC
+ * to a store found through etcd), checks that Redis does not evict, starts
+ * the scheduler and answers the JobService interface.
+ *
+ * Submit validates everything it can see before anything is queued: the spec's
+ * fields, the dataset (ERR_NAME_NOT_FOUND, like any unknown name), the model
+ * of an infer job (ERR_NAME_NOT_FOUND) and the handler of a map job
+ * (ERR_HANDLER_NOT_FOUND unless a live agent's heartbeat lists it: handlers
+ * live on the agents' disks, not the API's).
+ *
+ * @example
+ *   const jobs = await startJobService({ redis: 'redis://127.0.0.1:6379', socket: '/tmp/trellis.sock', logger });
+ *   const { job } = await jobs.submit({ kind: 'map', dataset: 'fmnist/train', handler: 'sum' });
+ *   for await (const ev of jobs.events(job.id, undefined, AbortSignal.timeout(60_000))) console.log(ev);
  */
-import type { FastifyBaseLogger } from 'fastify';
-import { TrellisError } from '../errors.js';
-import type { JobService } from './job-types.js';
+import { connect } from '../client/connect.js';
+import type { StoreClient } from '../client/store-client.js';
+import { invalidParameter, TrellisError } from '../errors.js';
+import { ClusterView } from './cluster-view.js';
+import { checkJobId, JobStore, newJobId } from './job-store.js';
+import type { DatasetInfo, Job, JobEvent, JobFilter, JobService, JobSpec, NodeInfo } from './job-types.js';
+import { checkNoEviction } from './redis-policy.js';
+import { type EngineLogger, Scheduler, type SchedulerOptions, taskInputs } from './scheduler.js';
 
 export interface JobServiceOptions {
-  /** redis://HOST:PORT of the task queues. */
+  /** redis://HOST:PORT */
   redis: string;
-  /** Metadata backend: local or etcd://HOST:PORT. */
+  /** local, or etcd://HOST:PORT: without `socket`, the API reaches a store over RPC through etcd. */
   meta?: string;
-  /** A local store's socket, for dataset locations and node status. */
+  /** The etcd key prefix of the stores (default /trellis/default). */
+  metaPrefix?: string;
+  /** A local store's UNIX socket. */
   socket?: string;
-  /** Shared token for the stores' RPC. */
+  /** The stores' RPC token, when connecting over RPC. */
   token?: string;
-  logger: FastifyBaseLogger;
+  logger: EngineLogger;
+  /** The deployment's key prefix in Redis (default trellis:default); tests use one per test. */
+  prefix?: string;
+  scheduler?: Partial<SchedulerOptions>;
 }
 
-export async function startJobService(_opts: JobServiceOptions): Promise<JobService> {
-  throw new TrellisError('ERR_UNSUPPORTED', 'the job engine is not built yet');
+const KINDS = ['train', 'map', 'infer'] as const;
+
+async function storeClient(opts: JobServiceOptions): Promise<StoreClient> {
+  if (opts.socket) return connect({ socket: opts.socket, name: 'trellis api' });
+  if (opts.meta?.startsWith('etcd://')) {
+    const { EtcdMeta } = await import('../meta/etcd-meta.js');
+    const meta = new EtcdMeta({ endpoint: opts.meta.slice('etcd://'.length), prefix: opts.metaPrefix });
+    try {
+      const withRpc = (await meta.instances()).find((i) => i.rpc);
+      if (!withRpc?.rpc)
+        throw new TrellisError('ERR_META_UNAVAILABLE', `no store with an RPC endpoint in ${opts.meta}`);
+      return await connect({ rpc: `${withRpc.rpc.host}:${withRpc.rpc.port}`, token: opts.token, name: 'trellis api' });
+    } finally {
+      await meta.close();
+    }
+  }
+  throw new TrellisError('ERR_BAD_REQUEST', 'the job service needs a store: give socket, or meta etcd://HOST:PORT');
+}
+
+function optInt(spec: Record<string, unknown>, field: string, min: number, max: number): void {
+  const v = spec[field];
+  if (v !== undefined && (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max))
+    throw invalidParameter(field, `an integer from ${min} to ${max}`, v);
+}
+
+/** Field checks of a spec (the API's JSON schema says the same; this guards other callers). */
+export function checkSpec(spec: unknown): asserts spec is JobSpec {
+  if (!spec || typeof spec !== 'object') throw invalidParameter('spec', 'an object', spec);
+  const s = spec as Record<string, unknown>;
+  if (!KINDS.includes(s.kind as never)) throw invalidParameter('kind', "'train', 'map' or 'infer'", s.kind);
+  if (s.id !== undefined) checkJobId(s.id);
+  if (typeof s.dataset !== 'string' || s.dataset === '') throw invalidParameter('dataset', 'a dataset name', s.dataset);
+  optInt(s, 'priority', -1000, 1000);
+  optInt(s, 'timeoutMs', 1, 7 * 24 * 3600 * 1000);
+  optInt(s, 'maxRetries', 0, 20);
+  if (s.kind === 'map' && (typeof s.handler !== 'string' || !/^[A-Za-z0-9._-]{1,128}$/.test(s.handler)))
+    throw invalidParameter('handler', 'a handler module name (letters, digits, ".", "_", "-")', s.handler);
+  if (s.kind === 'infer' && (typeof s.model !== 'string' || s.model === ''))
+    throw invalidParameter('model', 'the name of a stored model', s.model);
+  if (s.kind === 'train' && (!s.model || typeof s.model !== 'object'))
+    throw invalidParameter('model', "{ kind: 'softmax' } or { kind: 'mlp', hidden }", s.model);
+  if (s.output !== undefined && (typeof s.output !== 'string' || s.output === ''))
+    throw invalidParameter('output', 'a dataset name', s.output);
+  if (s.ranks !== undefined && s.ranks !== 1) throw invalidParameter('ranks', '1 (one rank in this version)', s.ranks);
+}
+
+class Engine implements JobService {
+  private closing?: Promise<void>;
+
+  constructor(
+    readonly store: JobStore,
+    readonly client: StoreClient,
+    readonly cluster: ClusterView,
+    readonly scheduler: Scheduler,
+  ) {}
+
+  async submit(spec: JobSpec): Promise<{ job: Job; created: boolean }> {
+    checkSpec(spec);
+    if (spec.id !== undefined) {
+      // Same id again: the existing job, before any validation that could disagree with the first time.
+      const existing = await this.store.record(spec.id);
+      if (existing) return { job: await this.store.get(spec.id), created: false };
+    }
+    const shards = await this.cluster.shards(spec.dataset);
+    if (shards.length === 0) throw new TrellisError('ERR_BAD_REQUEST', `dataset ${spec.dataset} has no shards`);
+    if (spec.kind === 'train' && spec.evalDataset !== undefined) await this.cluster.shards(spec.evalDataset);
+    if (spec.kind === 'infer') await this.client.getName(spec.model);
+    if (spec.kind === 'map') {
+      const live = await this.store.liveNodes();
+      if (!live.some((n) => n.handlers.includes(spec.handler))) {
+        const offered = [...new Set(live.flatMap((n) => n.handlers))].sort();
+        throw new TrellisError(
+          'ERR_HANDLER_NOT_FOUND',
+          `no live agent offers handler ${JSON.stringify(spec.handler)} ` +
+            `(${live.length} live agents; handlers: ${offered.length ? offered.join(', ') : 'none'})`,
+        );
+      }
+    }
+    const id = spec.id ?? newJobId();
+    const ids = shards.map((s) => s.id);
+    const stored: JobSpec = { ...spec, id };
+    const out = await this.store.create(id, stored, ids, taskInputs(stored, ids).length, 'waiting for the scheduler');
+    if (out.created) this.scheduler.wake();
+    return out;
+  }
+
+  get(id: string): Promise<Job> {
+    return this.store.get(id);
+  }
+
+  list(filter: JobFilter): Promise<Job[]> {
+    return this.store.list(filter);
+  }
+
+  async cancel(id: string): Promise<Job> {
+    await this.store.transition(
+      id,
+      'cancelled',
+      ['queued', 'running'],
+      { endedAt: new Date().toISOString(), reason: 'cancelled on request' },
+      [],
+      { reason: 'cancelled on request' },
+    );
+    await this.scheduler.dropQueued(id);
+    return this.store.get(id);
+  }
+
+  events(id: string, afterId: string | undefined, signal: AbortSignal): AsyncIterable<JobEvent> {
+    return this.store.events(id, afterId, signal);
+  }
+
+  logs(id: string): Promise<string> {
+    return this.store.logs(id);
+  }
+
+  async nodes(): Promise<NodeInfo[]> {
+    const [beats, instances] = await Promise.all([this.store.liveNodes(), this.cluster.instances()]);
+    return Promise.all(
+      beats.map(async (b) => {
+        const inst = instances.find((i) => i.instanceId === b.instanceId);
+        return {
+          name: b.name,
+          instanceId: b.instanceId,
+          memoryUsed: inst?.memoryUsed ?? 0,
+          memoryLimit: inst?.memoryLimit ?? 0,
+          queue: await this.scheduler.queueCounts(b.name),
+        };
+      }),
+    );
+  }
+
+  async dataset(name: string): Promise<DatasetInfo> {
+    const [shards, beats, instances] = await Promise.all([
+      this.cluster.shards(name),
+      this.store.liveNodes(),
+      this.cluster.instances(),
+    ]);
+    const nodeOf = (instanceId: number) =>
+      beats.find((b) => b.instanceId === instanceId)?.name ??
+      (instances.find((i) => i.instanceId === instanceId)?.name || `instance-${instanceId}`);
+    const out: DatasetInfo = { name, shards: [], bytesByNode: {} };
+    for (const s of shards) {
+      const node = s.instanceId < 0 ? 'lost' : nodeOf(s.instanceId);
+      out.shards.push({ id: s.id, node, nbytes: s.nbytes });
+      out.bytesByNode[node] = (out.bytesByNode[node] ?? 0) + s.nbytes;
+    }
+    return out;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.scheduler.close();
+      await this.store.close();
+      await this.client.close();
+    })();
+    return this.closing;
+  }
+}
+
+export async function startJobService(opts: JobServiceOptions): Promise<JobService> {
+  const client = await storeClient(opts);
+  let store: JobStore | undefined;
+  try {
+    store = await JobStore.open(opts.redis, opts.prefix ?? 'trellis:default', 'trellis api');
+    await checkNoEviction(store.redis, 'trellis api');
+    const cluster = new ClusterView(client);
+    const scheduler = new Scheduler(store, cluster, opts.redis, opts.scheduler ?? {}, opts.logger);
+    scheduler.start();
+    return new Engine(store, client, cluster, scheduler);
+  } catch (e) {
+    await store?.close();
+    await client.close();
+    throw e;
+  }
 }

@@ -1,10 +1,17 @@
 /**
- * `trellis/jobs`: the jobs API and its client, apart from the package's main
- * entry so that `import { connect } from 'trellis'` does not load fastify.
+/**
+ * `trellis/jobs`: the jobs layer — the HTTP API and its client, the engine
+ * behind it (startJobService), the node agent, the redis-server starter, and
+ * the records they exchange. Apart from the package's main entry so that
+ * `import { connect } from 'trellis'` loads neither fastify nor bullmq.
  */
+export { Agent, type AgentOptions } from './agent.js';
 export { ApiClient, type ApiClientOptions, type EventsOptions, type JobRef } from './api/api-client.js';
 export { type ApiOptions, buildApi, DEFAULT_BODY_LIMIT } from './api/build-api.js';
 export { httpStatusOf } from './api/http-status.js';
-export { type JobServiceOptions, startJobService } from './engine.js';
+export { checkSpec, type JobServiceOptions, startJobService } from './engine.js';
 export type * from './job-types.js';
 export { FINAL_STATES } from './job-types.js';
+export { freePort, type RedisServerHandle, type RedisServerOptions, startRedisServer } from './redis-server.js';
+export { type EngineLogger, SCHEDULER_DEFAULTS, type SchedulerOptions } from './scheduler.js';
+export type { TaskContext, TaskOutput, TaskPayload, TaskRunner } from './task-types.js';

@@ -67,6 +67,8 @@ export interface TaskInfo {
   /** Input bytes moved to its node (migrated) before it ran. */
   bytesMoved: number;
   placement?: { reason: string };
+  /** Why the task's last attempt failed (kept while it retries; the final error once failed). */
+  error?: { code: string; message: string };
 }
 
 export interface JobProgress {
@@ -141,8 +143,10 @@ export interface DatasetInfo {
 
 /**
  * What the API needs from the engine. Every method throws TrellisError with a
- * code from src/errors.ts (ERR_BAD_REQUEST for a spec that names an unknown
- * dataset, handler or model; ERR_JOB_NOT_FOUND for an unknown id; ...).
+ * code from src/errors.ts (ERR_BAD_REQUEST for a bad spec field;
+ * ERR_NAME_NOT_FOUND for an unknown dataset or model; ERR_HANDLER_NOT_FOUND
+ * for a map handler no live agent offers; ERR_JOB_NOT_FOUND for an unknown
+ * id; ...). src/jobs/engine.ts implements it (startJobService).
  */
 export interface JobService {
   /** Validated spec in; `created` is false when a job with the same id existed (same job back). */

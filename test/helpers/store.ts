@@ -50,27 +50,12 @@ export async function spawnStore(args: string[]): Promise<{
   const child = spawn(process.execPath, [CLI, 'store', '--socket', socket, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`store did not start: ${out}`)), 20_000);
-    child.stdout!.on('data', () => {
-      if (out.includes('ready')) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`store exited with ${code}: ${out}`));
-    });
-  });
+  const output = await untilReady(child, 'store');
   return {
     child,
     socket,
     dir,
-    output: () => out,
+    output,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         // Already gone (exited, or killed by a test): exitCode is null after a signal.
@@ -85,6 +70,57 @@ export async function spawnStore(args: string[]): Promise<{
       return code;
     },
   };
+}
+
+/**
+ * Collects a `trellis` child's stdout and stderr and waits for its line
+ * containing `ready`; resolves with a reader of everything it printed.
+ */
+export async function untilReady(child: ChildProcess, what: string): Promise<() => string> {
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 20_000);
+    child.stdout!.on('data', () => {
+      if (out.includes('ready')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`${what} exited with ${code}: ${out}`));
+    });
+  });
+  return () => out;
+}
+
+/** The arguments of a cluster store: etcd metadata under `metaPrefix`, RPC on `host` with the token in `tokenFile`. */
+export function clusterStoreArgs(o: {
+  name: string;
+  size: string;
+  etcdUrl: string;
+  metaPrefix: string;
+  host: string;
+  tokenFile: string;
+}): string[] {
+  return [
+    '--size',
+    o.size,
+    '--name',
+    o.name,
+    '--meta',
+    o.etcdUrl,
+    '--meta-prefix',
+    o.metaPrefix,
+    '--rpc-host',
+    o.host,
+    '--rpc-port',
+    '0',
+    '--token-file',
+    o.tokenFile,
+  ];
 }
 
 /**

@@ -47,6 +47,12 @@ export const taskInfoSchema = {
       required: ['reason'],
       properties: { reason: { type: 'string' } },
     },
+    error: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['code', 'message'],
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+    },
   },
 } as const;
 

@@ -1,0 +1,26 @@
+/**
+ * Names shared by the scheduler (which adds tasks) and the agents (which take
+ * them): one BullMQ queue per node, because a BullMQ worker cannot filter a
+ * queue, so "run this where its data is" has to mean "put it on that node's
+ * queue". BullMQ reserves ':' in queue names and job ids.
+ */
+import type { ConnectionOptions } from 'bullmq';
+import { invalidParameter } from '../errors.js';
+import { redisOptions } from './job-store.js';
+
+const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function checkNodeName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || !NODE_NAME.test(name))
+    throw invalidParameter('node name', 'up to 64 letters, digits, ".", "_" or "-" (no ":")', name);
+}
+
+export const queueName = (node: string): string => `node-${node}`;
+
+/** The BullMQ job id of task `index` of job `jobId`: stable, so adding it twice adds it once. */
+export const taskJobId = (jobId: string, index: number): string => `${jobId}.${index}`;
+
+/** BullMQ connection options: its blocking commands need maxRetriesPerRequest null. */
+export function bullConnection(url: string): ConnectionOptions {
+  return { ...redisOptions(url), maxRetriesPerRequest: null };
+}

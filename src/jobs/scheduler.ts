@@ -1,0 +1,563 @@
+/**
+ * The scheduler, inside the API process. Each tick it:
+ *   1. admits queued jobs while fewer than maxRunningJobs run (priority, then
+ *      submit order) and says in each waiting job's reason what it waits for;
+ *   2. places each waiting task of a running job on the queue of the node that
+ *      holds most of its input bytes, less a penalty per task queued there
+ *      (delay scheduling: if that node rejects work, the task waits up to
+ *      localityWaitMs, counted only while it rejects, then goes elsewhere and
+ *      the agent there migrates the input);
+ *   3. ends jobs: succeeded when every task committed (map/infer outputs
+ *      become a dataset), failed on a task's final failure or on timeout.
+ * All state is in Redis (JobStore); a restarted API picks up every job. Only
+ * one API process schedules at a time (a lock key with a TTL).
+ *
+ * Why no BullMQ flow: a job's tasks are placed one by one as nodes free up,
+ * long after submit, so there is no moment at which one up-front flow
+ * (parent + children on fixed queues) could be added. Completion is counted
+ * by the fenced task commits in Redis instead, and the scheduler ends the
+ * job as soon as a task fails for good, so no job waits on a failed task.
+ */
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { asTrellisError, isTrellisError } from '../errors.js';
+import type { ClusterView, ShardPlace } from './cluster-view.js';
+import { isFinal, type JobStore, type NodeBeat, type TaskFields } from './job-store.js';
+import type { JobResult, JobSpec } from './job-types.js';
+import { bullConnection, queueName, taskJobId } from './node-queue.js';
+import type { TaskPayload } from './task-types.js';
+
+export interface SchedulerOptions {
+  /** Jobs running at once; the rest wait in priority then submit order (default 4). */
+  maxRunningJobs: number;
+  /** How long a task waits for its busy preferred node before it runs elsewhere (default 3000). */
+  localityWaitMs: number;
+  /** A node whose queue holds this many tasks (waiting + active) rejects more (default 256). */
+  nodeQueueCap: number;
+  /**
+   * Placement score: the task's input bytes on the node, minus this fraction
+   * of its input per task queued there (default 0.002). Small enough that a
+   * node holding the input stays preferred until it rejects work (the cap and
+   * the locality wait decide spills); it breaks ties between nodes holding
+   * similar shares toward the shorter queue.
+   */
+  queuePenalty: number;
+  /** Retry backoff of a task's first retry; doubles each time (default 1000). */
+  backoffMs: number;
+  /** Retries per task when the spec does not say (default 2). */
+  defaultMaxRetries: number;
+  tickMs: number;
+  /**
+   * 'locality' (default), or 'round-robin': tasks dealt to the nodes in turn,
+   * ignoring where the data is and how busy a node is; the baseline that
+   * bench/job-locality.js compares against, not meant for use.
+   */
+  placement: 'locality' | 'round-robin';
+}
+
+export const SCHEDULER_DEFAULTS: SchedulerOptions = {
+  maxRunningJobs: 4,
+  localityWaitMs: 3000,
+  nodeQueueCap: 256,
+  queuePenalty: 0.002,
+  backoffMs: 1000,
+  defaultMaxRetries: 2,
+  tickMs: 100,
+  placement: 'locality',
+};
+
+export interface EngineLogger {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+}
+
+const LEADER_TTL_MS = 3000;
+/** How often tasks on nodes whose agent is gone are looked for. */
+const RESCUE_EVERY_MS = 1000;
+const ADD_BATCH = 50;
+const ADD_LANES = 8;
+
+/** What the scheduler remembers about a running job between ticks (rebuilt after a restart). */
+interface RunningJob {
+  spec: JobSpec;
+  inputs: string[][];
+  places?: Map<string, ShardPlace>;
+  waiting: Set<number>;
+  /** Per waiting task: ms it has waited while its preferred node rejected work. */
+  waited: Map<number, number>;
+  reason?: string;
+}
+
+/** The input shard ids of each task: one shard per map/infer task, all of them for the one train rank. */
+export function taskInputs(spec: JobSpec, shards: string[]): string[][] {
+  return spec.kind === 'train' ? [shards] : shards.map((s) => [s]);
+}
+
+export function fmtBytes(n: number): string {
+  if (n >= 1024 ** 3) return `${(n / 1024 ** 3).toFixed(1)} GiB`;
+  if (n >= 1024 ** 2) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+export class Scheduler {
+  private readonly opts: SchedulerOptions;
+  private readonly queues = new Map<string, Queue>();
+  private readonly jobs = new Map<string, RunningJob>();
+  private readonly token = randomBytes(8).toString('hex');
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private again = false;
+  private lastTick = Date.now();
+  private lastRescue = 0;
+  /** Round-robin placement's next node. */
+  private dealt = 0;
+  private leader = false;
+  private closed = false;
+  private closing?: Promise<void>;
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly cluster: ClusterView,
+    private readonly redisUrl: string,
+    opts: Partial<SchedulerOptions>,
+    private readonly log: EngineLogger,
+  ) {
+    this.opts = { ...SCHEDULER_DEFAULTS, ...opts };
+  }
+
+  get options(): Readonly<SchedulerOptions> {
+    return this.opts;
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** Runs a tick soon (after a submit or cancel), without waiting for the timer. */
+  wake(): void {
+    if (this.ticking) this.again = true;
+    else this.schedule(0);
+  }
+
+  queue(node: string): Queue {
+    let q = this.queues.get(node);
+    if (!q) {
+      q = new Queue(queueName(node), { connection: bullConnection(this.redisUrl), prefix: this.store.bullPrefix });
+      q.on('error', () => {});
+      this.queues.set(node, q);
+    }
+    return q;
+  }
+
+  /** Waiting (incl. delayed and prioritized) and active tasks on a node's queue. */
+  async queueCounts(node: string): Promise<{ waiting: number; active: number }> {
+    const c = await this.queue(node).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+    return { waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), active: c.active ?? 0 };
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.ticking = this.tick()
+        .catch((e) => this.log.warn(`scheduler tick failed: ${(e as Error).message}`))
+        .finally(() => {
+          this.ticking = undefined;
+          const now = this.again;
+          this.again = false;
+          this.schedule(now ? 0 : this.opts.tickMs);
+        });
+    }, ms);
+  }
+
+  private async tick(): Promise<void> {
+    const now = Date.now();
+    const elapsed = now - this.lastTick;
+    this.lastTick = now;
+    if (!(await this.holdLeadership())) return;
+    await this.admit();
+    const nodes = await this.store.liveNodes();
+    const load = new Map<string, number>();
+    await Promise.all(
+      nodes.map(async (n) => {
+        const c = await this.queueCounts(n.name);
+        load.set(n.name, c.waiting + c.active);
+      }),
+    );
+    const running = await this.store.runningIds();
+    if (now - this.lastRescue >= RESCUE_EVERY_MS) {
+      this.lastRescue = now;
+      await this.rescue(running, nodes);
+    }
+    for (const id of running) {
+      if (this.closed) return;
+      try {
+        await this.step(id, nodes, load, elapsed);
+      } catch (e) {
+        this.log.warn(`scheduler: job ${id}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Tasks placed on a node whose agent is gone (its heartbeat expired, or it
+   * left with a drain) go back to waiting and are placed again elsewhere,
+   * once BullMQ lets go of them: a task still locked by the dead agent is
+   * freed by its lock's expiry, and a restarted agent that comes back in
+   * time (before its heartbeat expires) keeps its tasks.
+   */
+  private async rescue(running: string[], nodes: NodeBeat[]): Promise<void> {
+    const live = new Set(nodes.map((n) => n.name));
+    const dead = (await this.store.knownNodes()).filter((n) => !live.has(n));
+    if (dead.length === 0) return;
+    const stuck = new Set<string>();
+    for (const id of running) {
+      const rj = await this.running(id);
+      if (!rj) continue;
+      for (const t of await this.store.tasks(id, rj.inputs.length)) {
+        if ((t.state !== 'placed' && t.state !== 'running') || !dead.includes(t.node)) continue;
+        if (!(await this.unqueue(t.node, taskJobId(id, t.index)))) {
+          stuck.add(t.node); // still locked by the dead agent: its lock expires, then we move it
+          continue;
+        }
+        const ok = await this.store.task(id, t.index, 'requeue', '', {
+          state: 'waiting',
+          lease: '',
+          placement: `${t.node}'s agent is gone; placed again`,
+        });
+        if (ok === 1) rj.waiting.add(t.index);
+        this.log.warn(`scheduler: job ${id} task ${t.index}: ${t.node}'s agent is gone; placing it again`);
+      }
+    }
+    for (const n of dead) if (!stuck.has(n)) await this.store.forgetNode(n);
+  }
+
+  /** One API process schedules; the lock's TTL hands over to another within LEADER_TTL_MS of a crash. */
+  private async holdLeadership(): Promise<boolean> {
+    const key = this.store.key('scheduler');
+    const r = this.store.redis;
+    if (this.leader) {
+      const kept = await r.eval(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+        1,
+        key,
+        this.token,
+        LEADER_TTL_MS,
+      );
+      this.leader = kept === 1;
+    } else {
+      this.leader = (await r.set(key, this.token, 'PX', LEADER_TTL_MS, 'NX')) === 'OK';
+      if (this.leader) this.jobs.clear();
+    }
+    return this.leader;
+  }
+
+  private async admit(): Promise<void> {
+    const running = await this.store.runningIds();
+    let slots = this.opts.maxRunningJobs - running.length;
+    const queued = await this.store.queuedIds();
+    let ahead = 0;
+    for (const id of queued) {
+      if (slots > 0) {
+        const h = await this.store.record(id);
+        if (!h) continue;
+        const started = await this.store.transition(
+          id,
+          'running',
+          ['queued'],
+          { startedAt: new Date().toISOString(), reason: `placing ${h.ntasks} tasks` },
+          [],
+          {},
+        );
+        if (started) {
+          slots--;
+          // Just started: every task is waiting, no need to read their (absent) records.
+          const spec = JSON.parse(h.spec) as JobSpec;
+          const inputs = taskInputs(spec, JSON.parse(h.shards) as string[]);
+          this.jobs.set(id, { spec, inputs, waiting: new Set(inputs.keys()), waited: new Map() });
+        }
+        continue;
+      }
+      const busy = this.opts.maxRunningJobs - slots;
+      await this.store.note(
+        id,
+        'queued',
+        `waiting for a running slot: ${busy} of ${this.opts.maxRunningJobs} running` +
+          (ahead ? `, ${ahead} queued ahead of it` : ''),
+      );
+      ahead++;
+    }
+  }
+
+  private async running(id: string): Promise<RunningJob | undefined> {
+    let rj = this.jobs.get(id);
+    if (rj) return rj;
+    const h = await this.store.record(id);
+    if (!h || isFinal(h.state)) return undefined;
+    const spec = JSON.parse(h.spec) as JobSpec;
+    const inputs = taskInputs(spec, JSON.parse(h.shards) as string[]);
+    const tasks = await this.store.tasks(id, inputs.length);
+    rj = {
+      spec,
+      inputs,
+      waiting: new Set(tasks.filter((t) => t.state === 'waiting').map((t) => t.index)),
+      waited: new Map(),
+    };
+    this.jobs.set(id, rj);
+    return rj;
+  }
+
+  private async step(id: string, nodes: NodeBeat[], load: Map<string, number>, elapsed: number): Promise<void> {
+    const h = await this.store.schedulingState(id);
+    if (!h || isFinal(h.state)) {
+      this.jobs.delete(id);
+      return;
+    }
+    const rj = await this.running(id);
+    if (!rj) return;
+    const n = rj.inputs.length;
+    const timeoutMs = rj.spec.timeoutMs;
+    if (timeoutMs !== undefined && h.startedAt && Date.now() - Date.parse(h.startedAt) > timeoutMs) {
+      await this.fail(id, { code: 'ERR_TIMEOUT', message: `the job ran longer than its timeoutMs (${timeoutMs} ms)` });
+      return;
+    }
+    if (Number(h.nfailed) > 0) {
+      const failed = (await this.store.tasks(id, n)).find((t) => t.state === 'failed');
+      const err = failed?.error ?? { code: 'ERR_INTERNAL', message: 'a task failed without an error' };
+      await this.fail(id, { code: err.code, message: `task ${failed?.index} failed: ${err.message}` });
+      return;
+    }
+    if (Number(h.nsucceeded) === n) {
+      await this.finish(id, rj);
+      return;
+    }
+    if (rj.waiting.size > 0) await this.place(id, rj, nodes, load, elapsed);
+    const done = Number(h.nsucceeded);
+    const reason = rj.reason ?? `${done} of ${n} tasks done`;
+    if (reason !== h.reason) await this.store.note(id, 'running', reason);
+  }
+
+  private async place(
+    id: string,
+    rj: RunningJob,
+    nodes: NodeBeat[],
+    load: Map<string, number>,
+    elapsed: number,
+  ): Promise<void> {
+    const spec = rj.spec;
+    const candidates = spec.kind === 'map' ? nodes.filter((b) => b.handlers.includes(spec.handler)) : nodes;
+    if (candidates.length === 0) {
+      rj.reason = `waiting for an agent${spec.kind === 'map' ? ` with handler ${JSON.stringify(spec.handler)}` : ''}`;
+      return;
+    }
+    rj.places ??= await this.cluster.places(spec.dataset, [...new Set(rj.inputs.flat())]);
+    const byInstance = new Map(nodes.map((b) => [b.instanceId, b.name]));
+    const perNode = new Map<string, { index: number; fields: TaskFields }[]>();
+    const cap = this.opts.nodeQueueCap;
+    let blockedOn: { node: string; waited: number } | undefined;
+    let allBusy = false;
+    for (const index of rj.waiting) {
+      const bytes = new Map<string, number>();
+      let total = 0;
+      for (const s of rj.inputs[index]) {
+        const p = rj.places.get(s);
+        if (!p) continue;
+        total += p.nbytes;
+        const node = byInstance.get(p.instanceId);
+        if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
+      }
+      const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenalty * total * (load.get(node) ?? 0);
+      const best = (list: NodeBeat[]) =>
+        list.reduce<NodeBeat | undefined>((a, b) => {
+          if (!a) return b;
+          const d = score(b.name) - score(a.name);
+          if (d !== 0) return d > 0 ? b : a;
+          const l = (load.get(b.name) ?? 0) - (load.get(a.name) ?? 0);
+          return l < 0 ? b : a;
+        }, undefined)!;
+      const preferred = best(candidates);
+      const depth = (node: string) => load.get(node) ?? 0;
+      const share = (node: string) => (total ? Math.round((100 * (bytes.get(node) ?? 0)) / total) : 0);
+      let chosen: string | undefined;
+      let why = '';
+      if (this.opts.placement === 'round-robin') {
+        chosen = candidates[this.dealt++ % candidates.length].name;
+        why = `round-robin; ${chosen} holds ${share(chosen)}% of its ${fmtBytes(total)} input`;
+      } else if (depth(preferred.name) < cap) {
+        chosen = preferred.name;
+        why = !total
+          ? `no input bytes anywhere; ${chosen} has the shortest queue (${depth(chosen)})`
+          : share(chosen) > 0
+            ? `${chosen} holds ${share(chosen)}% of its ${fmtBytes(total)} input; queue ${depth(chosen)}`
+            : `no node with a live agent holds its ${fmtBytes(total)} input; ${chosen} (queue ${depth(chosen)}) migrates it`;
+      } else {
+        const waited = (rj.waited.get(index) ?? 0) + elapsed;
+        rj.waited.set(index, waited);
+        const free = candidates.filter((b) => depth(b.name) < cap);
+        if (waited >= this.opts.localityWaitMs && free.length > 0) {
+          chosen = best(free).name;
+          const moved = total - (bytes.get(chosen) ?? 0);
+          why =
+            `${preferred.name} holds ${share(preferred.name)}% of its ${fmtBytes(total)} input but was busy ` +
+            `(queue ${depth(preferred.name)} of ${cap}) for ${(waited / 1000).toFixed(1)} s; ` +
+            `${chosen} (queue ${depth(chosen)}) migrates ${fmtBytes(moved)}`;
+        } else {
+          if (free.length === 0) allBusy = true;
+          if (!blockedOn || waited > blockedOn.waited) blockedOn = { node: preferred.name, waited };
+          continue;
+        }
+      }
+      load.set(chosen, depth(chosen) + 1);
+      const list = perNode.get(chosen) ?? [];
+      perNode.set(chosen, list);
+      list.push({ index, fields: { state: 'placed', node: chosen, placement: why } });
+    }
+    for (const [node, list] of perNode) await this.enqueue(id, rj, node, list);
+    const waiting = rj.waiting.size;
+    rj.reason = blockedOn
+      ? allBusy
+        ? `${waiting} tasks waiting: every node is busy (queue cap ${cap})`
+        : `${waiting} tasks waiting for ${blockedOn.node} (busy) up to ${(this.opts.localityWaitMs / 1000).toFixed(1)} s`
+      : undefined;
+  }
+
+  /** Adds the tasks to the node's queue, then records them placed (a crash in between re-adds: the commit is fenced). */
+  private async enqueue(
+    id: string,
+    rj: RunningJob,
+    node: string,
+    list: { index: number; fields: TaskFields }[],
+  ): Promise<void> {
+    const q = this.queue(node);
+    const spec = rj.spec;
+    const attempts = (spec.maxRetries ?? this.opts.defaultMaxRetries) + 1;
+    // BullMQ: 1 is the highest priority; spec priorities are higher-first around 0.
+    const priority = Math.min(2 ** 21 - 1, Math.max(1, 1_000_000 - (spec.priority ?? 0)));
+    const batches: { index: number; fields: TaskFields }[][] = [];
+    for (let i = 0; i < list.length; i += ADD_BATCH) batches.push(list.slice(i, i + ADD_BATCH));
+    const addOne = async (batch: { index: number; fields: TaskFields }[]) => {
+      await q.addBulk(
+        batch.map(({ index }) => {
+          const data: TaskPayload = { jobId: id, index, spec, shards: rj.inputs[index] };
+          if (spec.kind === 'train') data.rank = { index: 0, count: 1 };
+          return {
+            name: spec.kind,
+            data,
+            opts: {
+              jobId: taskJobId(id, index),
+              attempts,
+              backoff: { type: 'exponential', delay: this.opts.backoffMs },
+              priority,
+              removeOnComplete: true,
+              removeOnFail: true,
+            },
+          };
+        }),
+      );
+      await this.store.placeMany(batch.map((b) => ({ id, index: b.index, fields: b.fields })));
+      for (const b of batch) {
+        rj.waiting.delete(b.index);
+        rj.waited.delete(b.index);
+      }
+    };
+    // A few batches in flight: each is two round trips, and Redis is idle between them otherwise.
+    let next = 0;
+    const lane = async () => {
+      while (next < batches.length) await addOne(batches[next++]);
+    };
+    await Promise.all(Array.from({ length: Math.min(ADD_LANES, batches.length) }, lane));
+  }
+
+  private async fail(id: string, error: { code: string; message: string }): Promise<void> {
+    await this.store.transition(
+      id,
+      'failed',
+      ['running', 'queued'],
+      { endedAt: new Date().toISOString(), error: JSON.stringify(error), reason: error.message },
+      [],
+      { error },
+    );
+    this.jobs.delete(id);
+    await this.dropQueued(id);
+  }
+
+  /** Takes a task off a node's queue: true when it is gone from it (removed now, or already), false while locked. */
+  private async unqueue(node: string, bullId: string): Promise<boolean> {
+    const q = this.queue(node);
+    return !(await q.getJob(bullId)) || (await q.remove(bullId)) === 1;
+  }
+
+  /**
+   * After a job ended early (failed, cancelled): its tasks that never started
+   * leave their queues and become cancelled, so they hold no queue slot.
+   * Running ones see the final state within the agents' poll and stop.
+   */
+  async dropQueued(id: string): Promise<void> {
+    const h = await this.store.record(id);
+    if (!h) return;
+    for (const t of await this.store.tasks(id, Number(h.ntasks))) {
+      if (t.state !== 'waiting' && t.state !== 'placed') continue;
+      if (t.state === 'placed' && !(await this.unqueue(t.node, taskJobId(id, t.index)))) continue;
+      await this.store.task(id, t.index, 'settle', '', { state: 'cancelled' });
+    }
+  }
+
+  private async finish(id: string, rj: RunningJob): Promise<void> {
+    const tasks = await this.store.tasks(id, rj.inputs.length);
+    let result: JobResult;
+    if (rj.spec.kind === 'train') {
+      result = tasks[0]?.result ?? {};
+    } else {
+      const output = rj.spec.output ?? `${id}/output`;
+      const members = tasks.sort((a, b) => a.index - b.index).map((t) => t.outputId ?? '');
+      try {
+        await this.cluster.client.createDataset(output, members);
+      } catch (e) {
+        // A scheduler that died after creating it and before recording success finds it made already.
+        const mine =
+          isTrellisError(e, 'ERR_OBJECT_EXISTS') &&
+          (await this.cluster.shards(output).then(
+            (s) => s.map((x) => x.id).join() === members.join(),
+            () => false,
+          ));
+        if (!mine) {
+          const err = asTrellisError(e, 'ERR_INTERNAL', `creating the output dataset ${output}`);
+          await this.fail(id, err.toPayload());
+          return;
+        }
+      }
+      result = { output };
+    }
+    await this.store.transition(
+      id,
+      'succeeded',
+      ['running'],
+      { endedAt: new Date().toISOString(), result: JSON.stringify(result) },
+      ['reason'],
+      { result },
+    );
+    this.jobs.delete(id);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      clearTimeout(this.timer);
+      await this.ticking;
+      if (this.leader) {
+        await this.store.redis
+          .eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            1,
+            this.store.key('scheduler'),
+            this.token,
+          )
+          .catch(() => {});
+      }
+      await Promise.all([...this.queues.values()].map((q) => q.close().catch(() => {})));
+    })();
+    return this.closing;
+  }
+}
