@@ -535,6 +535,7 @@ describe('OpenAPI document', () => {
       'JobList',
       'JobProgress',
       'JobRef',
+      'JobResult',
       'JobSpec',
       'MapJobSpec',
       'ModelSpec',

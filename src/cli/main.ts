@@ -179,17 +179,9 @@ export async function main(argv: string[]): Promise<void> {
     .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
     .addOption(new Option('--model <kind>', 'model to train').choices(['softmax', 'mlp']).default('softmax'))
     .option('--epochs <n>', 'training epochs (default 15 softmax, 8 MLP)', intArg)
-    .option('--workers <n>', 'loader worker processes', intArg, 1)
     .action(async (o) => {
       const { runDemo } = await import('../../examples/training/demo.js');
-      await runDemo({
-        readers: o.readers,
-        size: o.size,
-        dataDir: o.dataDir,
-        model: o.model,
-        epochs: o.epochs,
-        workers: o.workers,
-      });
+      await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir, model: o.model, epochs: o.epochs });
     });
 
   program

@@ -131,8 +131,13 @@ if final(st) then
   redis.call('HDEL', tk, 'lease')
 end
 redis.call('HSETNX', tk, 'attempts', 0)
+-- The event carries the whole TaskInfo (what GET /v1/jobs/:id lists per task), so a follower needs no read.
 local ev = { index = tonumber(i), state = st, node = redis.call('HGET', tk, 'node') or '',
-  attempts = tonumber(redis.call('HGET', tk, 'attempts') or '0') }
+  attempts = tonumber(redis.call('HGET', tk, 'attempts') or '0'),
+  bytesLocal = tonumber(redis.call('HGET', tk, 'bytesLocal') or '0'),
+  bytesMoved = tonumber(redis.call('HGET', tk, 'bytesMoved') or '0') }
+local why = redis.call('HGET', tk, 'placement')
+if why then ev['placement'] = { reason = why } end
 local err = redis.call('HGET', tk, 'error')
 if err then ev['error'] = cjson.decode(err) end
 redis.call('XADD', jk .. ':events', '*', 'type', 'task', 'data', cjson.encode(ev))

@@ -104,7 +104,7 @@ export interface Job {
 /** What each event type carries (the SSE `data:` line is this, as JSON). */
 export interface JobEventData {
   /** The job changed state; the event carrying a final state is the last of the log. */
-  state: { state: JobState; reason?: string; error?: { code: string; message: string } };
+  state: { state: JobState; reason?: string; error?: { code: string; message: string }; result?: JobResult };
   progress: JobProgress;
   /** One task changed (placed, started, retried, finished): its whole record. */
   task: TaskInfo;

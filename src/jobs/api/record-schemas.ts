@@ -56,6 +56,21 @@ export const taskInfoSchema = {
   },
 } as const;
 
+export const jobResultSchema = {
+  $id: 'JobResult',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    model: { type: 'string' },
+    metrics: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { accuracy: { type: 'number' }, loss: { type: 'number' } },
+    },
+    output: { type: 'string' },
+  },
+} as const;
+
 export const jobProgressSchema = {
   $id: 'JobProgress',
   type: 'object',
@@ -85,19 +100,7 @@ export const jobSchema = {
     spec: { $ref: 'JobSpec#' },
     tasks: { type: 'array', items: { $ref: 'TaskInfo#' } },
     progress: { $ref: 'JobProgress#' },
-    result: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        model: { type: 'string' },
-        metrics: {
-          type: 'object',
-          additionalProperties: false,
-          properties: { accuracy: { type: 'number' }, loss: { type: 'number' } },
-        },
-        output: { type: 'string' },
-      },
-    },
+    result: { $ref: 'JobResult#' },
     error: { $ref: 'ErrorReply#' },
   },
 } as const;
@@ -139,6 +142,7 @@ export const jobEventDataSchema = {
         state: { type: 'string', enum: JOB_STATES },
         reason: { type: 'string' },
         error: { $ref: 'ErrorReply#' },
+        result: { $ref: 'JobResult#' },
       },
     },
     progress: { $ref: 'JobProgress#' },
