@@ -17,12 +17,13 @@
  */
 import { connect } from '../client/connect.js';
 import type { StoreClient } from '../client/store-client.js';
-import { invalidParameter, TrellisError } from '../errors.js';
+import { TrellisError } from '../errors.js';
 import { ClusterView } from './cluster-view.js';
-import { checkJobId, JobStore, newJobId } from './job-store.js';
+import { JobStore, newJobId } from './job-store.js';
 import type { DatasetInfo, Job, JobEvent, JobFilter, JobService, JobSpec, NodeInfo } from './job-types.js';
 import { checkNoEviction } from './redis-policy.js';
 import { type EngineLogger, Scheduler, type SchedulerOptions, taskInputs } from './scheduler.js';
+import { checkSpec } from './schema/check-spec.js';
 
 export interface JobServiceOptions {
   /** redis://HOST:PORT */
@@ -41,8 +42,6 @@ export interface JobServiceOptions {
   scheduler?: Partial<SchedulerOptions>;
 }
 
-const KINDS = ['train', 'map', 'infer'] as const;
-
 async function storeClient(opts: JobServiceOptions): Promise<StoreClient> {
   if (opts.socket) return connect({ socket: opts.socket, name: 'trellis api' });
   if (opts.meta?.startsWith('etcd://')) {
@@ -58,33 +57,6 @@ async function storeClient(opts: JobServiceOptions): Promise<StoreClient> {
     }
   }
   throw new TrellisError('ERR_BAD_REQUEST', 'the job service needs a store: give socket, or meta etcd://HOST:PORT');
-}
-
-function optInt(spec: Record<string, unknown>, field: string, min: number, max: number): void {
-  const v = spec[field];
-  if (v !== undefined && (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max))
-    throw invalidParameter(field, `an integer from ${min} to ${max}`, v);
-}
-
-/** Field checks of a spec (the API's JSON schema says the same; this guards other callers). */
-export function checkSpec(spec: unknown): asserts spec is JobSpec {
-  if (!spec || typeof spec !== 'object') throw invalidParameter('spec', 'an object', spec);
-  const s = spec as Record<string, unknown>;
-  if (!KINDS.includes(s.kind as never)) throw invalidParameter('kind', "'train', 'map' or 'infer'", s.kind);
-  if (s.id !== undefined) checkJobId(s.id);
-  if (typeof s.dataset !== 'string' || s.dataset === '') throw invalidParameter('dataset', 'a dataset name', s.dataset);
-  optInt(s, 'priority', -1000, 1000);
-  optInt(s, 'timeoutMs', 1, 7 * 24 * 3600 * 1000);
-  optInt(s, 'maxRetries', 0, 20);
-  if (s.kind === 'map' && (typeof s.handler !== 'string' || !/^[A-Za-z0-9._-]{1,128}$/.test(s.handler)))
-    throw invalidParameter('handler', 'a handler module name (letters, digits, ".", "_", "-")', s.handler);
-  if (s.kind === 'infer' && (typeof s.model !== 'string' || s.model === ''))
-    throw invalidParameter('model', 'the name of a stored model', s.model);
-  if (s.kind === 'train' && (!s.model || typeof s.model !== 'object'))
-    throw invalidParameter('model', "{ kind: 'softmax' } or { kind: 'mlp', hidden }", s.model);
-  if (s.output !== undefined && (typeof s.output !== 'string' || s.output === ''))
-    throw invalidParameter('output', 'a dataset name', s.output);
-  if (s.ranks !== undefined && s.ranks !== 1) throw invalidParameter('ranks', '1 (one rank in this version)', s.ranks);
 }
 
 class Engine implements JobService {

@@ -39,7 +39,6 @@ import {
 } from './job-types.js';
 
 const LOG_LINES_KEPT = 10_000;
-const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** How long a blocking XREAD waits before it looks at the abort signal again. */
 const EVENT_BLOCK_MS = 1000;
 
@@ -108,11 +107,6 @@ export function openRedis(url: string, name: string): Redis {
   // ioredis reconnects by itself; an 'error' listener keeps a down Redis from crashing the process.
   r.on('error', () => {});
   return r;
-}
-
-export function checkJobId(id: unknown): asserts id is string {
-  if (typeof id !== 'string' || !JOB_ID.test(id))
-    throw invalidParameter('id', 'a job id of 1-128 letters, digits, ".", "_" or "-" (no ":")', id);
 }
 
 export function newJobId(): string {

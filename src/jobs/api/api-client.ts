@@ -23,9 +23,9 @@ import {
   type JobState,
   type NodeInfo,
 } from '../job-types.js';
-import { createAjv } from './schema-set.js';
+import { createAjv } from '../schema/schema-set.js';
+import { validationMessage } from '../schema/validation-message.js';
 import { SseParser } from './sse.js';
-import { validationMessage } from './validation-message.js';
 
 export interface ApiClientOptions {
   /** Base URL, e.g. http://127.0.0.1:7080 (a path prefix is kept). */

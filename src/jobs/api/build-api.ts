@@ -15,12 +15,12 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
 import type { JobService } from '../job-types.js';
+import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
 import { bearerCheck } from './bearer-auth.js';
 import { clusterRoutes } from './cluster-routes.js';
 import { errorReply } from './error-reply.js';
 import { eventsRoute } from './events-route.js';
 import { jobRoutes } from './job-routes.js';
-import { createAjv, SHARED_SCHEMAS } from './schema-set.js';
 
 export interface ApiOptions {
   service: JobService;

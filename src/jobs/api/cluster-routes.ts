@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { JobService } from '../job-types.js';
-import { ERROR_REPLIES } from './record-schemas.js';
+import { ERROR_REPLIES } from '../schema/record-schemas.js';
 
 export function clusterRoutes(app: FastifyInstance, service: JobService): void {
   app.get(

@@ -8,8 +8,8 @@
  */
 import type { ErrorObject } from 'ajv';
 import { type ErrorCode, type ErrorPayload, isTrellisError } from '../../errors.js';
+import { validationMessage } from '../schema/validation-message.js';
 import { httpStatusOf } from './http-status.js';
-import { validationMessage } from './validation-message.js';
 
 export interface ErrorReply {
   status: number;

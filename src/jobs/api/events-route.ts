@@ -9,9 +9,9 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { JobService } from '../job-types.js';
+import { jobIdParams } from '../schema/job-spec-schema.js';
+import { ERROR_REPLIES } from '../schema/record-schemas.js';
 import { errorReply } from './error-reply.js';
-import { jobIdParams } from './job-spec-schema.js';
-import { ERROR_REPLIES } from './record-schemas.js';
 import { encodeSse, SSE_HEARTBEAT } from './sse.js';
 
 /** A comment every 15 s: proxies commonly close a response that is silent for 30-60 s. */

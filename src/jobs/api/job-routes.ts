@@ -5,8 +5,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { JobFilter, JobService, JobSpec } from '../job-types.js';
-import { JOB_KINDS, jobIdParams } from './job-spec-schema.js';
-import { ERROR_REPLIES, JOB_STATES } from './record-schemas.js';
+import { JOB_KINDS, jobIdParams } from '../schema/job-spec-schema.js';
+import { ERROR_REPLIES, JOB_STATES } from '../schema/record-schemas.js';
 
 /** The largest page a list answers: a Job record can carry many tasks. */
 export const MAX_LIST_LIMIT = 1000;

@@ -97,7 +97,8 @@ export const trainSpecSchema = {
     epochs: { type: 'integer', minimum: 1, maximum: 10000 },
     batchSize: { type: 'integer', minimum: 1, maximum: 65536 },
     learningRate: { type: 'number', exclusiveMinimum: 0, maximum: 100 },
-    ranks: { type: 'integer', minimum: 1, maximum: 1024, description: 'data-parallel ranks' },
+    // One rank in this version (data-parallel ranks are the next issue): more is refused here, before anything is queued.
+    ranks: { type: 'integer', minimum: 1, maximum: 1, description: 'data-parallel ranks (1 in this version)' },
   },
 } as const;
 
