@@ -50,4 +50,43 @@ describe('trellis api (runApi)', () => {
     expect(memory.closed).toBe(true);
     expect(await errCode(api.list())).toBe('ERR_DISCONNECTED');
   });
+
+  it("gives the engine the stores' own RPC token and etcd prefix when told, the API keeping its own token", async () => {
+    const memory = new MemoryJobService();
+    const startService = vi.fn(async () => memory);
+    const lines: string[] = [];
+    let stop!: (sig: string) => void;
+    const logger = pino({ level: 'silent' });
+    const storeToken = 's'.repeat(32);
+    const running = runApi(
+      {
+        port: 0,
+        host: '127.0.0.1',
+        redis: 'redis://127.0.0.1:6379',
+        meta: 'etcd://127.0.0.1:2379',
+        metaPrefix: '/trellis/other',
+        token: TOKEN,
+        storeToken,
+      },
+      { stop: new Promise((r) => (stop = r)), logger, print: (l) => lines.push(l), startService },
+    );
+    await eventually(() => lines.length === 1, 'the listening line');
+    expect(startService.mock.calls).toEqual([
+      [
+        {
+          redis: 'redis://127.0.0.1:6379',
+          meta: 'etcd://127.0.0.1:2379',
+          metaPrefix: '/trellis/other',
+          socket: undefined,
+          token: storeToken,
+          logger,
+        },
+      ],
+    ]);
+    const url = /url=(\S+)/.exec(lines[0]!)![1]!;
+    expect(await new ApiClient({ url, token: TOKEN }).list()).toEqual([]); // the API's own token still opens it
+    expect(await errCode(new ApiClient({ url, token: storeToken }).list())).toBe('ERR_UNAUTHORIZED');
+    stop('SIGTERM');
+    await running;
+  });
 });

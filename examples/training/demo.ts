@@ -255,7 +255,11 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     log('\ndata plane:');
     log(`   read in place from shared memory by the readers: ${mib(trainBytes * o.readers)}`);
     log(`   the training task's input, read on its own node: ${mib(local)}; moved between nodes: ${mib(moved)}`);
-    log(`   copied between processes by trellis: 0 MiB (the copying baseline above: ${mib(trainBytes * o.readers)})`);
+    const growth = (rs: ReaderResult[]) => rs.reduce((a, r) => a + r.privateGrowth, 0);
+    log(
+      `   readers' private memory, all ${o.readers} together: +${mib(growth(shared.value))} reading in place, ` +
+        `+${mib(growth(copied.value))} fed by copying (${mib(trainBytes * o.readers)} copied to them)`,
+    );
     log(
       `   store: ${end.objects} objects, ${mib(end.memoryUsed)} used, ${mib(end.memoryResident)} resident, ` +
         `${end.counters.gets} gets`,

@@ -18,6 +18,10 @@ export interface ApiCommandOptions {
   token?: string;
   /** Key prefix of the deployment in Redis (default trellis:default). */
   prefix?: string;
+  /** The stores' key prefix in etcd, when reaching them through etcd. */
+  metaPrefix?: string;
+  /** The stores' RPC token (default: `token`, the API's own). */
+  storeToken?: string;
 }
 
 /** Where the command meets its process; tests pass their own. */
@@ -53,8 +57,9 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
     redis: o.redis,
     meta: o.meta,
     socket: o.socket,
-    token: o.token,
+    token: o.storeToken ?? o.token,
     ...(o.prefix === undefined ? {} : { prefix: o.prefix }),
+    ...(o.metaPrefix === undefined ? {} : { metaPrefix: o.metaPrefix }),
     logger,
   });
   const app = buildApi({ service, token: o.token, logger });

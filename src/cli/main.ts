@@ -194,16 +194,28 @@ export async function main(argv: string[]): Promise<void> {
     .option('--socket <path>', "this node's store socket")
     .option('--token-file <path>', 'file holding the token clients must present (default: $TRELLIS_TOKEN)')
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis (the agents use the same)', 'trellis:default')
+    .option(
+      '--meta-prefix <prefix>',
+      "the stores' key prefix in etcd (with --meta etcd://, no --socket)",
+      '/trellis/default',
+    )
+    .option(
+      '--store-token-file <path>',
+      "the stores' RPC token, when reaching them over RPC (default: the API's token)",
+    )
     .action(async (o) => {
       const token = readToken(o.tokenFile);
+      const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
       const { runApi } = await import('./api-command.js');
       await runApi({
         port: o.port,
         host: o.host,
         redis: o.redis,
         meta: o.meta,
+        metaPrefix: o.metaPrefix,
         socket: o.socket,
         token,
+        storeToken,
         prefix: o.prefix,
       });
     });

@@ -1,5 +1,4 @@
 /**
-/**
  * `trellis/jobs`: the jobs layer — the HTTP API and its client, the engine
  * behind it (startJobService), the node agent, the redis-server starter, and
  * the records they exchange. Apart from the package's main entry so that
