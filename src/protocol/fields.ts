@@ -12,6 +12,18 @@ export const MAX_IDS = 100_000;
 export const MAX_NAME = 1024;
 export const MAX_META_DEPTH = 32;
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+/**
+ * Deepest object tree: levels of members below an object (a blob is 0). Every
+ * reader of a tree (the store's walks, both clients' answer checks, JSON)
+ * must be able to follow it, so the store refuses deeper objects at creation.
+ */
+export const MAX_OBJECT_DEPTH = 256;
+/**
+ * Most records in one object tree, counting a member once per path to it: a
+ * get answers that many records, and a diamond of shared members doubles them
+ * per level, so the count is bounded, not only the depth.
+ */
+export const MAX_TREE_NODES = 100_000;
 
 export function bad(field: string, expected: string, got: unknown): TrellisError {
   const desc = got === undefined ? 'nothing' : Array.isArray(got) ? 'an array' : `${typeof got}`;

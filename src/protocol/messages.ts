@@ -22,6 +22,7 @@ import {
   ids,
   isObjectId,
   MAX_IDS,
+  MAX_OBJECT_DEPTH,
   MAX_TIMEOUT_MS,
   meta,
   num,
@@ -171,15 +172,13 @@ function header(o: Header): { id: string; typename: string; nbytes: number; meta
   return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), meta: plainObject(o.meta, 'meta') };
 }
 
-const MAX_TREE_DEPTH = 256;
-
 /**
  * Checks an object tree of an IPC get answer in place and returns it: a get
  * is the hot path, so the checked tree is the one that arrived, not a copy.
  * Blob records must carry their location.
  */
 function objectTree(v: unknown, depth = 0): ObjectRecord {
-  if (depth > MAX_TREE_DEPTH) throw bad('objects', `trees nested at most ${MAX_TREE_DEPTH} deep`, v);
+  if (depth > MAX_OBJECT_DEPTH) throw bad('objects', `trees nested at most ${MAX_OBJECT_DEPTH} deep`, v);
   const o = plainObject(v, 'objects[]');
   id(o);
   str(o, 'typename', 256);

@@ -12,8 +12,14 @@
  * Spilling. Sealed blobs that nothing pins sit in `lru`, least recently used
  * first; when an allocation does not fit, the oldest are written to the spill
  * directory and their memory freed, and a later get reads them back.
+ *
+ * Shape. Clients choose how members nest, so every walk over members is a
+ * loop with its own stack (never recursion), and an object is refused before
+ * anything changes when its tree would be deeper than MAX_OBJECT_DEPTH or
+ * hold more than MAX_TREE_NODES records: that bounds every walk and answer.
  */
 import { TrellisError } from '../errors.js';
+import { MAX_OBJECT_DEPTH, MAX_TREE_NODES } from '../protocol/fields.js';
 import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { BlobLocation, ObjectHeader, ObjectRecord, ObjectSpec, ObjectSummary } from '../protocol/records.js';
 import { alignUp } from './allocator.js';
@@ -27,6 +33,10 @@ export { BLOB_TYPENAME };
 export interface Entry extends Readonly<ObjectHeader> {
   readonly members: string[];
   readonly isBlob: boolean;
+  /** Levels of members below this entry (a blob: 0). */
+  readonly depth: number;
+  /** Records in this entry's tree, a member counted once per path (a blob: 1). */
+  readonly treeSize: number;
   loc: BlobLocation | null;
   sealed: boolean;
   /** Connection that created an unsealed blob; 0 once sealed. */
@@ -122,7 +132,10 @@ export class ObjectTable {
     if (!e.isBlob) throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${e.typename}, not a blob`);
     if (e.sealed) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} is already sealed`);
     if (e.owner !== conn) throw new TrellisError('ERR_NOT_OWNER', `blob ${id} belongs to another connection`);
-    if (spec) this.checkMembers(spec.members);
+    if (spec) {
+      const members = this.checkMembers(spec.members);
+      if (spec.typename !== BLOB_TYPENAME) shapeOf(members, 1);
+    }
     e.sealed = true;
     e.owner = 0;
     this.unsealedBy.get(conn)?.delete(id);
@@ -153,10 +166,11 @@ export class ObjectTable {
 
   /** put: the payload becomes a new sealed blob, the first member of the object `spec` describes. */
   putInline(spec: ObjectSpec, payload: Uint8Array): Entry {
-    this.checkMembers(spec.members);
+    const members = this.checkMembers(spec.members);
     if (spec.typename === BLOB_TYPENAME && spec.members.length > 0) {
       throw new TrellisError('ERR_BAD_REQUEST', 'a Blob has no members');
     }
+    shapeOf(members, 1);
     const loc = this.allocate(payload.byteLength);
     this.arena.view(loc).set(payload);
     const blob = this.newEntry(
@@ -173,16 +187,25 @@ export class ObjectTable {
     return this.makeObject({ ...spec, members: [blob.id, ...spec.members] });
   }
 
+  /**
+   * Checks, before anything is allocated, that an object over `members` and
+   * `newBlobs` blobs still to come could be made: members sealed, shape in limits.
+   */
+  checkObject(members: string[], newBlobs: number): void {
+    shapeOf(this.checkMembers(members), newBlobs);
+  }
+
   /** An object over existing sealed members. */
   makeObject(spec: ObjectSpec): Entry {
     if (spec.typename === BLOB_TYPENAME) throw new TrellisError('ERR_BAD_REQUEST', 'Blobs are made by create/put');
     const members = this.checkMembers(spec.members);
+    const shape = shapeOf(members, 0);
     let nbytes = 0;
     for (const m of members) {
       nbytes += m.nbytes;
       m.parents++;
     }
-    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null);
+    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null, shape);
   }
 
   // ---- access -----------------------------------------------------------
@@ -221,9 +244,12 @@ export class ObjectTable {
   /** Deletes objects (and, when deep, members no other object uses). Held objects go on the last release. */
   delete(ids: string[], deep: boolean): Entry[] {
     const found = ids.map((id) => this.lookup(id));
+    // A set, not a scan per id: a hostile delete may name 100,000 members of one object.
+    const listed = new Set<string>();
+    for (const p of found) for (const m of p.members) listed.add(m);
     for (const e of found) {
       if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `blob ${e.id} is not sealed; abort it instead`);
-      if (e.parents > 0 && !found.some((p) => p.members.includes(e.id))) {
+      if (e.parents > 0 && !listed.has(e.id)) {
         throw new TrellisError('ERR_OBJECT_IN_USE', `${e.id} is a member of ${e.parents} live object(s)`);
       }
     }
@@ -235,17 +261,17 @@ export class ObjectTable {
 
   /** A sealed, visible entry and everything under it, parents before members. */
   tree(id: string): Entry[] {
-    const out: Entry[] = [];
-    const seen = new Set<string>();
-    const walk = (e: Entry) => {
-      if (seen.has(e.id)) return;
-      seen.add(e.id);
-      out.push(e);
-      for (const m of e.members) walk(this.entries.get(m)!);
-    };
     const root = this.lookup(id);
     if (!root.sealed) throw new TrellisError('ERR_NOT_SEALED', `${id} is not sealed`);
-    walk(root);
+    const out: Entry[] = [];
+    const seen = new Set<string>();
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      out.push(e);
+      for (let i = e.members.length - 1; i >= 0; i--) stack.push(this.entries.get(e.members[i])!);
+    }
     return out;
   }
 
@@ -305,6 +331,7 @@ export class ObjectTable {
     nbytes: number,
     isBlob: boolean,
     loc: BlobLocation | null,
+    shape: Shape = BLOB_SHAPE,
   ): Entry {
     const e: Entry = {
       id: this.ids.allocate(),
@@ -313,6 +340,8 @@ export class ObjectTable {
       members,
       nbytes,
       isBlob,
+      depth: shape.depth,
+      treeSize: shape.treeSize,
       loc,
       sealed: true,
       owner: 0,
@@ -367,23 +396,25 @@ export class ObjectTable {
     return true;
   }
 
-  private restoreTree(e: Entry): void {
-    if (e.isBlob) {
-      if (e.loc === null && e.spillPath !== null) {
-        const loc = this.allocate(e.nbytes);
-        try {
-          this.spill!.restore(e.spillPath, this.arena.view(loc));
-        } catch (err) {
-          this.arena.free(loc);
-          throw err;
-        }
-        e.loc = loc;
-        e.spillPath = null;
-        this.counters.restores++;
+  private restoreTree(root: Entry): void {
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (!e.isBlob) {
+        for (const m of e.members) stack.push(this.entries.get(m)!);
+        continue;
       }
-      return;
+      if (e.loc !== null || e.spillPath === null) continue;
+      const loc = this.allocate(e.nbytes);
+      try {
+        this.spill!.restore(e.spillPath, this.arena.view(loc));
+      } catch (err) {
+        this.arena.free(loc);
+        throw err;
+      }
+      e.loc = loc;
+      e.spillPath = null;
+      this.counters.restores++;
     }
-    for (const m of e.members) this.restoreTree(this.entries.get(m)!);
   }
 
   private addRef(conn: number, e: Entry): void {
@@ -413,56 +444,115 @@ export class ObjectTable {
     }
   }
 
-  private pin(e: Entry): void {
-    e.pins++;
-    if (e.isBlob) this.lru.delete(e.id);
-    for (const m of e.members) this.pin(this.entries.get(m)!);
-  }
-
-  private unpin(e: Entry): void {
-    e.pins--;
-    if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
-    for (const m of e.members) this.unpin(this.entries.get(m)!);
-  }
-
-  private markDeleted(e: Entry, deep: boolean, marked: Entry[]): void {
-    if (e.deleted) return;
-    e.deleted = true;
-    marked.push(e);
-    if (!deep) return;
-    for (const m of e.members) {
-      const me = this.entries.get(m)!;
-      if (me.parents === 1) this.markDeleted(me, true, marked);
+  /** A pin counts once per path from the pinned root (see Lifetimes), so shared members are visited per path. */
+  private pin(root: Entry): void {
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      e.pins++;
+      if (e.isBlob) this.lru.delete(e.id);
+      for (const m of e.members) stack.push(this.entries.get(m)!);
     }
   }
 
-  private tryFree(e: Entry): void {
-    if (!e.deleted || e.pins > 0 || e.parents > 0) return;
-    if (!this.entries.delete(e.id)) return;
-    this.counters.freed++;
-    if (e.isBlob) {
-      this.lru.delete(e.id);
-      if (e.loc) this.arena.free(e.loc);
-      if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);
-      e.loc = null;
-    }
-    for (const m of e.members) {
-      const me = this.entries.get(m);
-      if (!me) continue;
-      me.parents--;
-      this.tryFree(me);
+  private unpin(root: Entry): void {
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      e.pins--;
+      if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
+      for (const m of e.members) stack.push(this.entries.get(m)!);
     }
   }
 
-  private record(e: Entry): ObjectRecord {
-    const r: ObjectRecord = {
-      id: e.id,
-      typename: e.typename,
-      nbytes: e.nbytes,
-      meta: e.meta,
-      members: e.members.map((m) => this.record(this.entries.get(m)!)),
+  private markDeleted(root: Entry, deep: boolean, marked: Entry[]): void {
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (e.deleted) continue;
+      e.deleted = true;
+      marked.push(e);
+      if (!deep) continue;
+      // A member no other object uses: all its parent links come from e (it may list it twice).
+      const links = new Map<string, number>();
+      for (const m of e.members) links.set(m, (links.get(m) ?? 0) + 1);
+      for (const [m, n] of links) {
+        const me = this.entries.get(m)!;
+        if (me.parents === n) stack.push(me);
+      }
+    }
+  }
+
+  private tryFree(root: Entry): void {
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (!e.deleted || e.pins > 0 || e.parents > 0) continue;
+      if (!this.entries.delete(e.id)) continue;
+      this.counters.freed++;
+      if (e.isBlob) {
+        this.lru.delete(e.id);
+        if (e.loc) this.arena.free(e.loc);
+        if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);
+        e.loc = null;
+      }
+      for (const m of e.members) {
+        const me = this.entries.get(m);
+        if (!me) continue;
+        me.parents--;
+        stack.push(me);
+      }
+    }
+  }
+
+  /** The tree of records a get answers, members in order. */
+  private record(root: Entry): ObjectRecord {
+    const make = (e: Entry): ObjectRecord => {
+      const r: ObjectRecord = { id: e.id, typename: e.typename, nbytes: e.nbytes, meta: e.meta, members: [] };
+      if (e.loc) r.blob = e.loc;
+      return r;
     };
-    if (e.loc) r.blob = e.loc;
-    return r;
+    const top = make(root);
+    const stack: [Entry, ObjectRecord][] = [[root, top]];
+    for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+      const [e, r] = next;
+      for (const m of e.members) {
+        const me = this.entries.get(m)!;
+        const mr = make(me);
+        r.members.push(mr);
+        if (me.members.length > 0) stack.push([me, mr]);
+      }
+    }
+    return top;
   }
+}
+
+interface Shape {
+  depth: number;
+  treeSize: number;
+}
+
+const BLOB_SHAPE: Shape = { depth: 0, treeSize: 1 };
+
+/**
+ * The shape of an object over `members` plus `newBlobs` blobs made with it,
+ * or ERR_BAD_REQUEST when it breaks a limit. O(members): each entry carries
+ * its own depth and tree size.
+ */
+function shapeOf(members: Entry[], newBlobs: number): Shape {
+  let depth = newBlobs > 0 ? 1 : 0;
+  let treeSize = 1 + newBlobs;
+  for (const m of members) {
+    if (m.depth + 1 > depth) depth = m.depth + 1;
+    treeSize += m.treeSize;
+  }
+  if (depth > MAX_OBJECT_DEPTH) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `an object nested ${depth} levels deep exceeds the maximum depth of ${MAX_OBJECT_DEPTH}`,
+    );
+  }
+  if (treeSize > MAX_TREE_NODES) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `an object whose tree holds ${treeSize} records (members counted per path) exceeds the maximum of ${MAX_TREE_NODES}`,
+    );
+  }
+  return { depth, treeSize };
 }

@@ -196,9 +196,8 @@ export class RpcConnection extends PeerConnection {
     const t = this.store.table;
     const ids: string[] = [];
     try {
-      for (const m of req.object.members) {
-        if (!t.lookup(m).sealed) throw new TrellisError('ERR_NOT_SEALED', `member ${m} is not sealed`);
-      }
+      // Members and shape are checked before any blob is allocated for the bytes to come.
+      if (req.object.typename !== BLOB_TYPENAME) t.checkObject(req.object.members, req.raw.length);
       const parts = req.raw.map((size) => {
         const e = t.createBlob(size, this.id);
         ids.push(e.id);
