@@ -33,8 +33,6 @@ export const RPC_VERSION = 1;
 export const MAX_RAW_PART = 4 * 1024 ** 3;
 /** Blobs one frame may announce. */
 export const MAX_RAW_PARTS = 65_536;
-/** Largest frame before the handshake: a hello is small, and strangers get no big buffers. */
-export const MAX_HELLO_FRAME = 64 * 1024;
 const MAX_TOKEN = 4096;
 
 export { BLOB_TYPENAME };

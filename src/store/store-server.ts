@@ -20,6 +20,7 @@ import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { IdAllocator } from './ids.js';
+import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
@@ -43,8 +44,12 @@ export interface StoreOptions {
   socketMode?: number;
   /** Group (name resolved by the caller, or gid) that owns the socket. */
   socketGid?: number;
-  /** Largest frame accepted (default 16 MiB). */
+  /** Largest frame accepted after hello (default 16 MiB; before hello 64 KiB). */
   maxFrame?: number;
+  /** Most bytes of unfinished request frames all connections together may hold (default 256 MiB). */
+  maxBuffered?: number;
+  /** Milliseconds a frame may take to arrive once its first byte is in (default 30 s). */
+  frameTimeoutMs?: number;
   /** Instance id with the local backend, the top 16 bits of every object id (default 0); etcd assigns its own. */
   instanceId?: number;
   /** Metadata backend: 'local' (default) or 'etcd://HOST:PORT'. */
@@ -93,6 +98,8 @@ export class StoreServer implements RequestHandler {
   private readonly spill: SpillDir | null;
   private readonly log: (msg: string) => void;
   readonly maxFrame: number;
+  /** Request buffering shared by every connection, IPC and RPC. */
+  readonly inputBudget: InputBudget;
 
   private constructor(
     readonly opts: StoreOptions,
@@ -102,6 +109,10 @@ export class StoreServer implements RequestHandler {
   ) {
     this.log = opts.log ?? (() => {});
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.inputBudget = new InputBudget(
+      opts.maxBuffered ?? DEFAULT_MAX_BUFFERED,
+      opts.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
+    );
     const segmentSize = Math.min(opts.segmentSize ?? Math.min(opts.size, 1024 ** 3), MAX_SEGMENT_SIZE);
     this.arena = new Arena({
       limit: opts.size,
@@ -225,7 +236,7 @@ export class StoreServer implements RequestHandler {
       socket.destroy();
       return;
     }
-    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame);
+    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget);
     this.connections.set(conn.id, conn);
   }
 
@@ -477,6 +488,15 @@ function validateOptions(o: StoreOptions): void {
   }
   if (o.segmentSize !== undefined && (!Number.isSafeInteger(o.segmentSize) || o.segmentSize < 64 * 1024)) {
     throw new TrellisError('ERR_BAD_REQUEST', `segmentSize must be at least 64 KiB, got ${o.segmentSize}`);
+  }
+  if (o.maxBuffered !== undefined && (!Number.isSafeInteger(o.maxBuffered) || o.maxBuffered < 64 * 1024)) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `maxBuffered must be an integer of at least 64 KiB, got ${o.maxBuffered}`,
+    );
+  }
+  if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
+    throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
   }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);
