@@ -194,6 +194,11 @@ export abstract class ClientCommon {
     await this.ask({ t: 'dropName', name });
   }
 
+  /**
+   * Names starting with `prefix` and their ids. Every name is an own key of
+   * the record, even `__proto__` or `constructor`: read it with
+   * Object.entries or Object.hasOwn, not `in`.
+   */
   async listNames(prefix = ''): Promise<Record<string, string>> {
     return (await this.ask({ t: 'listNames', prefix })).names;
   }

@@ -137,3 +137,14 @@ export interface StoreStatus {
   rpc: (RpcEndpoint & Record<string, unknown>) | null;
   uptimeMs: number;
 }
+
+/**
+ * A names listing as it travels (name → id), built on an object without a
+ * prototype: names are clients' strings, and on a plain object `__proto__`
+ * would set the prototype instead of a key and vanish from the listing.
+ */
+export function nameListing(entries: Iterable<readonly [string, string]>): Record<string, string> {
+  const out = Object.create(null) as Record<string, string>;
+  for (const [name, id] of entries) out[name] = id;
+  return out;
+}

@@ -148,8 +148,11 @@ export class ObjectTable {
   /** Seals an unsealed blob that is an object of its own, with the metadata its writer gave it. */
   sealBlob(id: string, conn: number, meta: Record<string, unknown>): Entry {
     const e = this.seal(id, conn);
-    // The table's own entry, not yet seen by anyone but its writer.
-    Object.assign(e.meta, meta);
+    // The table's own entry, not yet seen by anyone but its writer. Keys are
+    // defined, not assigned: a client's "__proto__" key must stay a key.
+    for (const k of Object.keys(meta)) {
+      Object.defineProperty(e.meta, k, { value: meta[k], enumerable: true, writable: true, configurable: true });
+    }
     return e;
   }
 
