@@ -390,9 +390,10 @@ export class ObjectTable {
     const first = this.lru.values().next();
     if (first.done) return false;
     const e = first.value;
-    this.lru.delete(e.id);
     const loc = e.loc!;
+    // Off the queue only once written: a blob whose write failed (disk full) stays spillable.
     e.spillPath = this.spill.write(e.id, this.arena.view(loc));
+    this.lru.delete(e.id);
     e.loc = null;
     this.arena.free(loc);
     this.counters.spills++;

@@ -50,7 +50,11 @@ export class SpillDir {
       }
       renameSync(tmp, path);
     } catch (e) {
-      rmSync(tmp, { force: true });
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // the directory itself is gone or broken: there is no temporary file to remove
+      }
       throw new TrellisError('ERR_SPILL_FAILED', `spilling ${id} to ${path} failed: ${(e as Error).message}`, {
         cause: e,
       });
