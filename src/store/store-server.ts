@@ -5,7 +5,7 @@
  * docs/PROTOCOL.md), never over the request connection.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
@@ -106,6 +106,7 @@ export class StoreServer implements RequestHandler {
     readonly meta: MetaService,
     readonly instanceId: number,
     readonly storeId: string,
+    spill: SpillDir | null,
   ) {
     this.log = opts.log ?? (() => {});
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
@@ -121,8 +122,8 @@ export class StoreServer implements RequestHandler {
       punchDelayMs: opts.punchDelayMs ?? 1000,
       label: `trellis:${opts.name ?? 'store'}`,
     });
-    this.spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
-    this.ids = new IdAllocator(instanceId);
+    this.spill = spill;
+    this.ids = new IdAllocator(instanceId, spill);
     this.table = new ObjectTable(this.arena, this.ids, this.spill);
     this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
     this.server = createServer((s) => this.accept(s));
@@ -136,6 +137,11 @@ export class StoreServer implements RequestHandler {
   static async start(opts: StoreOptions, rpcStarter?: RpcStarter): Promise<StoreServer> {
     validateOptions(opts);
     await clearStaleSocket(opts.socket);
+    // First, so a directory another live store holds refuses the start before anything registers.
+    const spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
+    if (spill && spill.staleRemoved > 0) {
+      opts.log?.(`removed ${spill.staleRemoved} spill file(s) a previous run left in ${opts.spillDir}`);
+    }
     const meta = createMeta(opts);
     const storeId = randomUUID();
     let instanceId: number;
@@ -152,9 +158,10 @@ export class StoreServer implements RequestHandler {
       });
     } catch (e) {
       await meta.close();
+      spill?.close();
       throw e;
     }
-    const store = new StoreServer(opts, meta, instanceId, storeId);
+    const store = new StoreServer(opts, meta, instanceId, storeId, spill);
     try {
       await store.listen();
       if (opts.rpcPort !== undefined) {
@@ -452,10 +459,8 @@ export class StoreServer implements RequestHandler {
       // Deregister: with etcd the lease is revoked, so others see this store gone at once.
       await this.meta.close().catch(() => {});
       this.arena.close();
-      if (this.opts.spillDir) {
-        // The store's objects die with it, so do their spill files.
-        for (const f of [...this.spillFiles()]) rmSync(f, { force: true });
-      }
+      // The store's objects die with it, so do their spill files.
+      this.spill?.close();
       try {
         unlinkSync(this.opts.socket);
       } catch {
@@ -464,14 +469,6 @@ export class StoreServer implements RequestHandler {
       this.log('store closed');
     });
     return this.closing;
-  }
-
-  private *spillFiles(): Generator<string> {
-    const dir = this.opts.spillDir;
-    if (!dir || !existsSync(dir)) return;
-    for (const e of this.table.list(undefined, Number.MAX_SAFE_INTEGER)) {
-      if (e.spilled) yield `${dir}/${e.id}.blob`;
-    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
