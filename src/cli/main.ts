@@ -70,6 +70,9 @@ export async function main(argv: string[]): Promise<void> {
       ),
     )
     .addOption(
+      new Option('--max-record-bytes <size>', 'most bytes of object metadata and member lists kept').argParser(sizeArg),
+    )
+    .addOption(
       new Option(
         '--frame-timeout <ms>',
         'close a connection whose frame is not complete this long after it began',
@@ -97,6 +100,7 @@ export async function main(argv: string[]): Promise<void> {
           maxFrame: o.maxFrame,
           maxBuffered: o.maxBuffered,
           frameTimeoutMs: o.frameTimeout,
+          maxRecordBytes: o.maxRecordBytes,
           meta: o.meta,
           metaPrefix: o.metaPrefix,
           leaseTtl: o.leaseTtl,

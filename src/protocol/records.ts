@@ -25,6 +25,8 @@ export interface ObjectSpec {
   meta: Record<string, unknown>;
   /** ids of member objects (blobs or other objects), in order. */
   members: string[];
+  /** Bytes of `meta` as the request decoder measured them (absent: measured by the store). */
+  metaBytes?: number;
 }
 
 /** What every view of an object has. */
@@ -132,6 +134,8 @@ export interface StoreStatus {
   connections: number;
   nameWaiters: number;
   spill: { dir: string | null; objects: number; bytes: number };
+  /** Bytes of object records outside the arena (metadata and member lists) and their limit. */
+  records: { bytes: number; limit: number };
   counters: Record<string, number>;
   meta: Record<string, unknown>;
   rpc: (RpcEndpoint & Record<string, unknown>) | null;

@@ -17,9 +17,20 @@
  * loop with its own stack (never recursion), and an object is refused before
  * anything changes when its tree would be deeper than MAX_OBJECT_DEPTH or
  * hold more than MAX_TREE_NODES records: that bounds every walk and answer.
+ *
+ * Records. Metadata and member lists live on the store's heap, not in the
+ * arena; their bytes are counted (recordsUsed) against a limit of their own,
+ * checked before an object is made (ERR_OUT_OF_MEMORY), so no client can
+ * exhaust the heap with metadata.
  */
+
+/** What a member id costs in a record (the id string and its slot). */
+const MEMBER_BYTES = 20;
+/** A list answer stops after about this many bytes of records, and names where the next page starts. */
+export const LIST_PAGE_BYTES = 4 * 1024 * 1024;
+
 import { TrellisError } from '../errors.js';
-import { MAX_OBJECT_DEPTH, MAX_TREE_NODES } from '../protocol/fields.js';
+import { MAX_OBJECT_DEPTH, MAX_TREE_NODES, metaBytes } from '../protocol/fields.js';
 import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { BlobLocation, ObjectHeader, ObjectRecord, ObjectSpec, ObjectSummary } from '../protocol/records.js';
 import { alignUp } from './allocator.js';
@@ -37,6 +48,8 @@ export interface Entry extends Readonly<ObjectHeader> {
   readonly depth: number;
   /** Records in this entry's tree, a member counted once per path (a blob: 1). */
   readonly treeSize: number;
+  /** Bytes of its metadata and member list, counted in recordsUsed. */
+  recordBytes: number;
   loc: BlobLocation | null;
   sealed: boolean;
   /** Connection that created an unsealed blob; 0 once sealed. */
@@ -66,11 +79,15 @@ export class ObjectTable {
   private readonly refs = new Map<number, Map<string, number>>();
   private readonly unsealedBy = new Map<number, Set<string>>();
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
+  /** Bytes of all entries' metadata and member lists. */
+  recordsUsed = 0;
 
   constructor(
     private readonly arena: Arena,
     private readonly ids: IdAllocator,
     private readonly spill: SpillDir | null,
+    /** Most bytes recordsUsed may reach. */
+    readonly recordsLimit: number = Number.POSITIVE_INFINITY,
   ) {}
 
   get objectCount(): number {
@@ -134,7 +151,10 @@ export class ObjectTable {
     if (e.owner !== conn) throw new TrellisError('ERR_NOT_OWNER', `blob ${id} belongs to another connection`);
     if (spec) {
       const members = this.checkMembers(spec.members);
-      if (spec.typename !== BLOB_TYPENAME) shapeOf(members, 1);
+      if (spec.typename !== BLOB_TYPENAME) {
+        shapeOf(members, 1);
+        this.checkRecords(recordCost(spec, 1));
+      }
     }
     e.sealed = true;
     e.owner = 0;
@@ -147,7 +167,11 @@ export class ObjectTable {
 
   /** Seals an unsealed blob that is an object of its own, with the metadata its writer gave it. */
   sealBlob(id: string, conn: number, meta: Record<string, unknown>): Entry {
+    const bytes = metaBytes(meta);
+    this.checkRecords(bytes);
     const e = this.seal(id, conn);
+    e.recordBytes = bytes;
+    this.recordsUsed += bytes;
     // The table's own entry, not yet seen by anyone but its writer. Keys are
     // defined, not assigned: a client's "__proto__" key must stay a key.
     for (const k of Object.keys(meta)) {
@@ -174,6 +198,8 @@ export class ObjectTable {
       throw new TrellisError('ERR_BAD_REQUEST', 'a Blob has no members');
     }
     shapeOf(members, 1);
+    const cost = recordCost(spec, spec.typename === BLOB_TYPENAME ? 0 : 1);
+    this.checkRecords(cost);
     const loc = this.allocate(payload.byteLength);
     this.arena.view(loc).set(payload);
     const blob = this.newEntry(
@@ -183,6 +209,8 @@ export class ObjectTable {
       payload.byteLength,
       true,
       loc,
+      BLOB_SHAPE,
+      spec.typename === BLOB_TYPENAME ? cost : 0,
     );
     this.lru.set(blob.id, blob);
     this.counters.sealed++;
@@ -194,8 +222,9 @@ export class ObjectTable {
    * Checks, before anything is allocated, that an object over `members` and
    * `newBlobs` blobs still to come could be made: members sealed, shape in limits.
    */
-  checkObject(members: string[], newBlobs: number): void {
-    shapeOf(this.checkMembers(members), newBlobs);
+  checkObject(spec: ObjectSpec, newBlobs: number): void {
+    shapeOf(this.checkMembers(spec.members), newBlobs);
+    this.checkRecords(recordCost(spec, newBlobs));
   }
 
   /** An object over existing sealed members. */
@@ -203,12 +232,14 @@ export class ObjectTable {
     if (spec.typename === BLOB_TYPENAME) throw new TrellisError('ERR_BAD_REQUEST', 'Blobs are made by create/put');
     const members = this.checkMembers(spec.members);
     const shape = shapeOf(members, 0);
+    const cost = recordCost(spec, 0);
+    this.checkRecords(cost);
     let nbytes = 0;
     for (const m of members) {
       nbytes += m.nbytes;
       m.parents++;
     }
-    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null, shape);
+    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null, shape, cost);
   }
 
   // ---- access -----------------------------------------------------------
@@ -306,10 +337,21 @@ export class ObjectTable {
     }
   }
 
-  list(typename: string | undefined, limit: number): ObjectSummary[] {
+  /**
+   * A page of sealed, visible objects in id order, after `cursor` when given:
+   * at most `limit`, and about LIST_PAGE_BYTES of records (at least one), so
+   * no answer grows without bound. `next` is the cursor of the following page.
+   */
+  list(typename: string | undefined, limit: number, cursor?: string): { objects: ObjectSummary[]; next?: string } {
     const out: ObjectSummary[] = [];
+    let bytes = 0;
+    let last: string | undefined;
+    // Ids grow with creation, and entries are kept in creation order.
     for (const e of this.entries.values()) {
-      if (out.length >= limit) break;
+      if (cursor !== undefined && e.id <= cursor) continue;
+      if (out.length >= limit || (out.length > 0 && bytes + e.recordBytes > LIST_PAGE_BYTES)) {
+        return { objects: out, next: last };
+      }
       if (e.deleted || !e.sealed) continue;
       if (typename !== undefined && e.typename !== typename) continue;
       out.push({
@@ -321,8 +363,10 @@ export class ObjectTable {
         spilled: e.isBlob && e.loc === null,
         references: e.pins,
       });
+      bytes += e.recordBytes + 100;
+      last = e.id;
     }
-    return out;
+    return { objects: out };
   }
 
   // ---- internals --------------------------------------------------------
@@ -335,6 +379,7 @@ export class ObjectTable {
     isBlob: boolean,
     loc: BlobLocation | null,
     shape: Shape = BLOB_SHAPE,
+    recordBytes = 0,
   ): Entry {
     const e: Entry = {
       id: this.ids.allocate(),
@@ -345,6 +390,7 @@ export class ObjectTable {
       isBlob,
       depth: shape.depth,
       treeSize: shape.treeSize,
+      recordBytes,
       loc,
       sealed: true,
       owner: 0,
@@ -356,8 +402,18 @@ export class ObjectTable {
       createdAt: Date.now(),
     };
     this.entries.set(e.id, e);
+    this.recordsUsed += recordBytes;
     this.counters.created++;
     return e;
+  }
+
+  /** ERR_OUT_OF_MEMORY when `bytes` more of records would pass the limit. */
+  private checkRecords(bytes: number): void {
+    if (this.recordsUsed + bytes <= this.recordsLimit) return;
+    throw new TrellisError(
+      'ERR_OUT_OF_MEMORY',
+      `object records (metadata and member lists) would take ${this.recordsUsed + bytes} bytes, more than the store's ${this.recordsLimit} (maxRecordBytes)`,
+    );
   }
 
   private checkMembers(ids: string[]): Entry[] {
@@ -490,6 +546,7 @@ export class ObjectTable {
       if (!e.deleted || e.pins > 0 || e.parents > 0) continue;
       if (!this.entries.delete(e.id)) continue;
       this.counters.freed++;
+      this.recordsUsed -= e.recordBytes;
       if (e.isBlob) {
         this.lru.delete(e.id);
         if (e.loc) this.arena.free(e.loc);
@@ -533,6 +590,11 @@ interface Shape {
 }
 
 const BLOB_SHAPE: Shape = { depth: 0, treeSize: 1 };
+
+/** Bytes an object's record takes: its metadata and its member list (with `newBlobs` members still to come). */
+function recordCost(spec: ObjectSpec, newBlobs: number): number {
+  return (spec.metaBytes ?? metaBytes(spec.meta)) + MEMBER_BYTES * (spec.members.length + newBlobs);
+}
 
 /**
  * The shape of an object over `members` plus `newBlobs` blobs made with it,

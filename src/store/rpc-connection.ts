@@ -201,7 +201,7 @@ export class RpcConnection extends PeerConnection {
     const ids: string[] = [];
     try {
       // Members and shape are checked before any blob is allocated for the bytes to come.
-      if (req.object.typename !== BLOB_TYPENAME) t.checkObject(req.object.members, req.raw.length);
+      if (req.object.typename !== BLOB_TYPENAME) t.checkObject(req.object, req.raw.length);
       const parts = req.raw.map((size) => {
         const e = t.createBlob(size, this.id);
         ids.push(e.id);

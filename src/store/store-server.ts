@@ -50,6 +50,8 @@ export interface StoreOptions {
   maxBuffered?: number;
   /** Milliseconds a frame may take to arrive once its first byte is in (default 30 s). */
   frameTimeoutMs?: number;
+  /** Most bytes of object records (metadata and member lists, on the heap) all objects may take (default 256 MiB). */
+  maxRecordBytes?: number;
   /** Instance id with the local backend, the top 16 bits of every object id (default 0); etcd assigns its own. */
   instanceId?: number;
   /** Metadata backend: 'local' (default) or 'etcd://HOST:PORT'. */
@@ -78,6 +80,9 @@ export type RpcStarter = (
   store: StoreServer,
   opts: { host: string; port: number; token: string },
 ) => Promise<RpcAttachment>;
+
+/** Default of StoreOptions.maxRecordBytes. */
+export const DEFAULT_MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
 /** Bytes a put may carry inline; larger values go through create + seal. */
 export const INLINE_LIMIT = 256 * 1024;
@@ -124,7 +129,7 @@ export class StoreServer implements RequestHandler {
     });
     this.spill = spill;
     this.ids = new IdAllocator(instanceId, spill);
-    this.table = new ObjectTable(this.arena, this.ids, this.spill);
+    this.table = new ObjectTable(this.arena, this.ids, this.spill, opts.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES);
     this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
     this.server = createServer((s) => this.accept(s));
   }
@@ -346,7 +351,7 @@ export class StoreServer implements RequestHandler {
       case 'listNames':
         return this.meta.listNames(req.prefix).then((names) => ({ names }));
       case 'list':
-        return { objects: t.list(req.typename, req.limit) };
+        return t.list(req.typename, req.limit, req.cursor);
       case 'status':
         return { status: this.status() };
       case 'persist':
@@ -436,6 +441,7 @@ export class StoreServer implements RequestHandler {
       connections: clients,
       nameWaiters: Number(meta.nameWaiters ?? 0),
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
+      records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
       counters: { ...c },
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
@@ -490,6 +496,12 @@ function validateOptions(o: StoreOptions): void {
     throw new TrellisError(
       'ERR_BAD_REQUEST',
       `maxBuffered must be an integer of at least 64 KiB, got ${o.maxBuffered}`,
+    );
+  }
+  if (o.maxRecordBytes !== undefined && (!Number.isSafeInteger(o.maxRecordBytes) || o.maxRecordBytes < 64 * 1024)) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `maxRecordBytes must be an integer of at least 64 KiB, got ${o.maxRecordBytes}`,
     );
   }
   if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
