@@ -286,6 +286,7 @@ function status(h: Header): StoreStatus {
       freeBlocks: uint(g, 'freeBlocks'),
     })),
     fragmentation: num(s, 'fragmentation'),
+    largestBlock: uint(s, 'largestBlock'),
     objects: uint(s, 'objects'),
     blobs: uint(s, 'blobs'),
     entries: uint(s, 'entries'),

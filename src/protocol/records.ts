@@ -127,6 +127,8 @@ export interface StoreStatus {
   reserved: boolean;
   segments: { id: number; size: number; used: number; freeBlocks: number }[];
   fragmentation: number;
+  /** The largest blob a create could get now (in a segment, or a new one). */
+  largestBlock: number;
   objects: number;
   blobs: number;
   entries: number;

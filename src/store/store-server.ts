@@ -274,10 +274,11 @@ export class StoreServer implements RequestHandler {
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void {
     const owner = this.tokens.get(req.token);
     if (owner?.state !== 'ready') throw new TrellisError('ERR_UNAUTHORIZED', 'unknown session token');
-    const segs = req.segments.map((id) => {
+    const segs = req.segments.flatMap((id) => {
       const s = this.arena.segment(id);
       if (!s) throw new TrellisError('ERR_BAD_REQUEST', `no segment ${id}`);
-      return s;
+      // Released: nothing lives there, so there is nothing to map (the client maps what it gets).
+      return s.released ? [] : [s];
     });
     const frame = encodeFrame(okReply<'fds'>(req.rid, { segments: segs.map((s) => s.info()) }));
     const fd = socketFd(conn.socket);
@@ -427,13 +428,14 @@ export class StoreServer implements RequestHandler {
       memoryMapped: this.arena.mappedBytes(),
       memoryResident: this.arena.residentBytes(),
       reserved: this.opts.reserve ?? false,
-      segments: this.arena.segments.map((s) => ({
+      segments: this.arena.liveSegments().map((s) => ({
         id: s.id,
         size: s.size,
         used: s.allocator.usedBytes,
         freeBlocks: s.allocator.freeBlockCount(),
       })),
       fragmentation: this.arena.fragmentation(),
+      largestBlock: this.arena.largestAllocatable(),
       objects: this.table.objectCount,
       blobs: this.table.blobCount,
       entries: this.table.size,
