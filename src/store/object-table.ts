@@ -81,6 +81,9 @@ export class ObjectTable {
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
   /** Bytes of all entries' metadata and member lists. */
   recordsUsed = 0;
+  /** The one stack of every walk (walks never nest), so a get or release allocates none. */
+  private readonly walkStack: Entry[] = [];
+  private readonly recordStack: ObjectRecord[] = [];
 
   constructor(
     private readonly arena: Arena,
@@ -457,7 +460,7 @@ export class ObjectTable {
   }
 
   private restoreTree(root: Entry): void {
-    const stack = [root];
+    const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       if (!e.isBlob) {
         for (const m of e.members) stack.push(this.entries.get(m)!);
@@ -504,9 +507,17 @@ export class ObjectTable {
     }
   }
 
+  /** The walk stack, emptied (a walk that threw may have left entries) and holding `root`. */
+  private walkFrom(root: Entry): Entry[] {
+    const s = this.walkStack;
+    s.length = 0;
+    s.push(root);
+    return s;
+  }
+
   /** A pin counts once per path from the pinned root (see Lifetimes), so shared members are visited per path. */
   private pin(root: Entry): void {
-    const stack = [root];
+    const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       e.pins++;
       if (e.isBlob) this.lru.delete(e.id);
@@ -515,7 +526,7 @@ export class ObjectTable {
   }
 
   private unpin(root: Entry): void {
-    const stack = [root];
+    const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       e.pins--;
       if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
@@ -524,7 +535,7 @@ export class ObjectTable {
   }
 
   private markDeleted(root: Entry, deep: boolean, marked: Entry[]): void {
-    const stack = [root];
+    const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       if (e.deleted) continue;
       e.deleted = true;
@@ -541,7 +552,7 @@ export class ObjectTable {
   }
 
   private tryFree(root: Entry): void {
-    const stack = [root];
+    const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       if (!e.deleted || e.pins > 0 || e.parents > 0) continue;
       if (!this.entries.delete(e.id)) continue;
@@ -564,24 +575,33 @@ export class ObjectTable {
 
   /** The tree of records a get answers, members in order. */
   private record(root: Entry): ObjectRecord {
-    const make = (e: Entry): ObjectRecord => {
-      const r: ObjectRecord = { id: e.id, typename: e.typename, nbytes: e.nbytes, meta: e.meta, members: [] };
-      if (e.loc) r.blob = e.loc;
-      return r;
-    };
-    const top = make(root);
-    const stack: [Entry, ObjectRecord][] = [[root, top]];
-    for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
-      const [e, r] = next;
+    const top = recordOf(root);
+    if (root.members.length === 0) return top;
+    const stack = this.walkFrom(root);
+    const recs = this.recordStack;
+    recs.length = 0;
+    recs.push(top);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      const r = recs.pop()!;
       for (const m of e.members) {
         const me = this.entries.get(m)!;
-        const mr = make(me);
+        const mr = recordOf(me);
         r.members.push(mr);
-        if (me.members.length > 0) stack.push([me, mr]);
+        if (me.members.length > 0) {
+          stack.push(me);
+          recs.push(mr);
+        }
       }
     }
     return top;
   }
+}
+
+/** One entry's own record, its members still to be filled in. */
+function recordOf(e: Entry): ObjectRecord {
+  const r: ObjectRecord = { id: e.id, typename: e.typename, nbytes: e.nbytes, meta: e.meta, members: [] };
+  if (e.loc) r.blob = e.loc;
+  return r;
 }
 
 interface Shape {
