@@ -282,7 +282,7 @@ describe('RPC broken streams', () => {
     c.write(pattern(size / 2, 1));
     // The blob was allocated when the header came and is being written.
     await eventually(() => a.store.status().memoryUsed >= before.memoryUsed + size, 'allocation on the header');
-    expect(a.store.table.list(undefined, 1000).map((o) => o.nbytes)).not.toContain(size);
+    expect(a.store.table.list(undefined, 1000).objects.map((o) => o.nbytes)).not.toContain(size);
     c.destroy();
     await eventually(() => a.store.status().memoryUsed === before.memoryUsed, 'memory given back');
     expect(usage()).toEqual(before);

@@ -64,6 +64,20 @@ export async function main(argv: string[]): Promise<void> {
     .option('--socket-mode <mode>', 'file mode of the socket', modeArg, 0o600)
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
+    .addOption(
+      new Option('--max-buffered <size>', 'most bytes of unfinished request frames all connections may hold').argParser(
+        sizeArg,
+      ),
+    )
+    .addOption(
+      new Option('--max-record-bytes <size>', 'most bytes of object metadata and member lists kept').argParser(sizeArg),
+    )
+    .addOption(
+      new Option(
+        '--frame-timeout <ms>',
+        'close a connection whose frame is not complete this long after it began',
+      ).argParser(intArg),
+    )
     .option('--rpc-port <n>', 'serve remote clients and other stores on this TCP port (0: any free port)', intArg)
     .option('--rpc-host <host>', 'address to bind the RPC port to', '127.0.0.1')
     .option('--token-file <path>', 'file holding the shared RPC token (default: $TRELLIS_TOKEN)')
@@ -84,6 +98,9 @@ export async function main(argv: string[]): Promise<void> {
           socketMode: o.socketMode,
           socketGid: o.socketGroup,
           maxFrame: o.maxFrame,
+          maxBuffered: o.maxBuffered,
+          frameTimeoutMs: o.frameTimeout,
+          maxRecordBytes: o.maxRecordBytes,
           meta: o.meta,
           metaPrefix: o.metaPrefix,
           leaseTtl: o.leaseTtl,

@@ -10,7 +10,14 @@
 import type { EncodedValue } from '../codecs/codec.js';
 import { encodeValue, type PutValue, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { BLOB_TYPENAME, decodeReply, isObjectId, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import {
+  BLOB_TYPENAME,
+  DEFAULT_LIST_LIMIT,
+  decodeReply,
+  isObjectId,
+  type ReplyOf,
+  type RequestBody,
+} from '../protocol/messages.js';
 import type { GlobalObjectInfo, InstanceInfo, Locations, ObjectSummary, StoreStatus } from '../protocol/records.js';
 
 export interface PutOptions {
@@ -194,12 +201,49 @@ export abstract class ClientCommon {
     await this.ask({ t: 'dropName', name });
   }
 
+  /**
+   * Names starting with `prefix` and their ids. Every name is an own key of
+   * the record, even `__proto__` or `constructor`: read it with
+   * Object.entries or Object.hasOwn, not `in`.
+   */
   async listNames(prefix = ''): Promise<Record<string, string>> {
     return (await this.ask({ t: 'listNames', prefix })).names;
   }
 
+  /**
+   * Objects in the store, oldest first, up to `limit` (default 10,000),
+   * following the store's pages (each about 4 MiB of records at most).
+   */
   async list(opts: { typename?: string; limit?: number } = {}): Promise<ObjectSummary[]> {
-    return (await this.ask({ t: 'list', typename: opts.typename, limit: opts.limit })).objects;
+    const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
+    const out: ObjectSummary[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ typename: opts.typename, limit: limit - out.length, cursor });
+      out.push(...page.objects);
+      cursor = page.next;
+    } while (cursor !== undefined && out.length < limit);
+    return out;
+  }
+
+  /**
+   * One page of objects after `cursor` (the `next` of the page before; none:
+   * from the start). `next` is absent on the last page.
+   *
+   * @example
+   *   for (let p = await c.listPage(); ; p = await c.listPage({ cursor: p.next })) {
+   *     use(p.objects);
+   *     if (p.next === undefined) break;
+   *   }
+   */
+  async listPage(
+    opts: { typename?: string; limit?: number; cursor?: string } = {},
+  ): Promise<{ objects: ObjectSummary[]; next?: string }> {
+    if (opts.cursor !== undefined && !isObjectId(opts.cursor)) {
+      throw invalidParameter('opts.cursor', 'an object id', opts.cursor);
+    }
+    const r = await this.ask({ t: 'list', typename: opts.typename, limit: opts.limit, cursor: opts.cursor });
+    return r.next === undefined ? { objects: r.objects } : { objects: r.objects, next: r.next };
   }
 
   async status(): Promise<StoreStatus> {

@@ -43,6 +43,11 @@ export interface StoreClient extends AsyncDisposable {
   dropName(name: string): Promise<void>;
   listNames(prefix?: string): Promise<Record<string, string>>;
   list(opts?: { typename?: string; limit?: number }): Promise<ObjectSummary[]>;
+  listPage(opts?: {
+    typename?: string;
+    limit?: number;
+    cursor?: string;
+  }): Promise<{ objects: ObjectSummary[]; next?: string }>;
   status(): Promise<StoreStatus>;
 
   persist(ids: string | string[]): Promise<void>;

@@ -17,7 +17,7 @@
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Watcher } from 'etcd3';
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
+import { type GlobalObject, type InstanceInfo, nameListing } from '../protocol/records.js';
 import type { MetaService } from './meta-service.js';
 
 type RequestOp = {
@@ -599,9 +599,7 @@ export class EtcdMeta implements MetaService {
     const base = this.key('names/');
     const key = this.key(`names/${prefix}`);
     const res = await this.call('list names', () => this.client.kv.range({ key, range_end: prefixEnd(key) }));
-    const out: Record<string, string> = {};
-    for (const kv of res.kvs) out[kv.key.toString().slice(base.length)] = kv.value.toString();
-    return out;
+    return nameListing(res.kvs.map((kv) => [kv.key.toString().slice(base.length), kv.value.toString()] as const));
   }
 
   describe(): Record<string, unknown> {

@@ -34,6 +34,7 @@ export interface MetaService {
   waitName(name: string, timeoutMs: number, owner: number): Promise<string>;
   cancelWaiters(owner: number | null, error: TrellisError): void;
   dropName(name: string): Promise<string>;
+  /** Built with nameListing (protocol/records.ts): any string, `__proto__` too, is a key. */
   listNames(prefix: string): Promise<Record<string, string>>;
   /** Called after the backend had to register this store again (lease lost, etcd restarted). */
   onReregistered: () => void;

@@ -5,6 +5,7 @@
  * closes.
  */
 import { TrellisError } from '../errors.js';
+import { nameListing } from '../protocol/records.js';
 
 interface Waiter {
   resolve: (id: string) => void;
@@ -61,9 +62,9 @@ export class NameTable {
   }
 
   list(prefix: string): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const [n, id] of this.names) if (n.startsWith(prefix)) out[n] = id;
-    return out;
+    const found: [string, string][] = [];
+    for (const [n, id] of this.names) if (n.startsWith(prefix)) found.push([n, id]);
+    return nameListing(found);
   }
 
   /** Resolves with the id once the name exists; timeoutMs 0 waits until the connection closes. */

@@ -11,7 +11,21 @@ export type Header = Record<string, unknown>;
 export const MAX_IDS = 100_000;
 export const MAX_NAME = 1024;
 export const MAX_META_DEPTH = 32;
+/** Most bytes of one object's metadata (as measured by metaBytes). */
+export const MAX_META_BYTES = 1024 * 1024;
 export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+/**
+ * Deepest object tree: levels of members below an object (a blob is 0). Every
+ * reader of a tree (the store's walks, both clients' answer checks, JSON)
+ * must be able to follow it, so the store refuses deeper objects at creation.
+ */
+export const MAX_OBJECT_DEPTH = 256;
+/**
+ * Most records in one object tree, counting a member once per path to it: a
+ * get answers that many records, and a diamond of shared members doubles them
+ * per level, so the count is bounded, not only the depth.
+ */
+export const MAX_TREE_NODES = 100_000;
 
 export function bad(field: string, expected: string, got: unknown): TrellisError {
   const desc = got === undefined ? 'nothing' : Array.isArray(got) ? 'an array' : `${typeof got}`;
@@ -106,18 +120,37 @@ export function plainObject(v: unknown, field: string): Header {
  * Metadata is echoed back in every get and list; nesting deeper than
  * JSON.stringify's stack allows would make those answers throw, so it is
  * refused here. Stops at the first level past the limit, so a hostile
- * million-deep value costs no more than a shallow one.
+ * million-deep value costs no more than a shallow one. Returns the value's
+ * size in bytes, about as JSON writes it (strings and keys by length, 8 per
+ * other value), measured in the same walk.
  */
-function checkDepth(v: unknown, field: string, depth: number): void {
-  if (v === null || typeof v !== 'object') return;
+function checkDepth(v: unknown, field: string, depth: number): number {
+  if (typeof v === 'string') return v.length + 2;
+  if (v === null || typeof v !== 'object') return 8;
   if (depth > MAX_META_DEPTH) throw bad(field, `nesting of at most ${MAX_META_DEPTH}`, v);
-  for (const x of Array.isArray(v) ? v : Object.values(v)) checkDepth(x, field, depth + 1);
+  let n = 2;
+  if (Array.isArray(v)) for (const x of v) n += 1 + checkDepth(x, field, depth + 1);
+  else for (const k in v) n += k.length + 4 + checkDepth((v as Header)[k], field, depth + 1);
+  return n;
 }
 
-/** Object metadata as a request carries it: a JSON object nested at most MAX_META_DEPTH deep; absent is {}. */
-export function meta(h: Header, f: string, where = f): Record<string, unknown> {
-  if (h[f] === undefined) return {};
+/** The bytes `meta` counts for a metadata object already checked (e.g. one a migration brings). */
+export function metaBytes(m: Record<string, unknown>): number {
+  return checkDepth(m, 'meta', 1);
+}
+
+/**
+ * Object metadata as a request carries it, with its size: a JSON object nested
+ * at most MAX_META_DEPTH deep and at most MAX_META_BYTES big; absent is {}.
+ */
+export function sizedMeta(h: Header, f: string, where = f): { meta: Record<string, unknown>; bytes: number } {
+  if (h[f] === undefined) return { meta: {}, bytes: 2 };
   const m = plainObject(h[f], where);
-  checkDepth(m, where, 1);
-  return m;
+  const bytes = checkDepth(m, where, 1);
+  if (bytes > MAX_META_BYTES) throw bad(where, `metadata of at most ${MAX_META_BYTES} bytes`, m);
+  return { meta: m, bytes };
+}
+
+export function meta(h: Header, f: string, where = f): Record<string, unknown> {
+  return sizedMeta(h, f, where).meta;
 }

@@ -12,6 +12,8 @@
 import { TrellisError } from '../errors.js';
 
 export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
+/** Largest frame before the handshake (IPC and RPC): a hello is small, and strangers get no big buffers. */
+export const MAX_HELLO_FRAME = 64 * 1024;
 const PREFIX = 4;
 
 export interface Frame {
@@ -44,8 +46,15 @@ export function encodeJsonFrame(text: string, payload?: Uint8Array): Buffer {
 export class FrameReader {
   protected chunks: Buffer[] = [];
   protected buffered = 0;
+  /** Whole frames cut so far: a connection tells from it whether a frame finished. */
+  framesRead = 0;
 
   constructor(public maxFrame = DEFAULT_MAX_FRAME) {}
+
+  /** Bytes held of frames not yet complete. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
 
   protected append(chunk: Buffer): void {
     this.chunks.push(chunk);
@@ -61,6 +70,7 @@ export class FrameReader {
     }
     if (len < 4) throw new TrellisError('ERR_PROTOCOL', `frame length ${len} is too short`);
     if (this.buffered < PREFIX + len) return null;
+    this.framesRead++;
     return decodeBody(this.take(PREFIX + len).subarray(PREFIX));
   }
 

@@ -22,12 +22,14 @@ import {
   ids,
   isObjectId,
   MAX_IDS,
+  MAX_OBJECT_DEPTH,
   MAX_TIMEOUT_MS,
   meta,
   num,
   optStr,
   plainObject,
   rid,
+  sizedMeta,
   str,
   text,
   uint,
@@ -53,7 +55,8 @@ export const PROTOCOL_VERSION = 1;
 export const BLOB_TYPENAME = 'Blob';
 
 /** `list` and `listGlobal` answer at most this many objects unless asked otherwise. */
-const DEFAULT_LIST_LIMIT = 10_000;
+/** Objects a list answers when it names no limit (the client's list() follows pages up to it too). */
+export const DEFAULT_LIST_LIMIT = 10_000;
 
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
@@ -69,7 +72,7 @@ export type Request =
   | { t: 'getName'; rid: number; name: string; wait: boolean; timeoutMs: number }
   | { t: 'dropName'; rid: number; name: string }
   | { t: 'listNames'; rid: number; prefix: string }
-  | { t: 'list'; rid: number; typename?: string; limit: number }
+  | { t: 'list'; rid: number; typename?: string; limit: number; cursor?: string }
   | { t: 'status'; rid: number }
   | { t: 'persist'; rid: number; ids: string[] }
   | { t: 'migrate'; rid: number; id: string }
@@ -121,7 +124,8 @@ export interface Replies {
   getName: { id: string };
   dropName: { id: string };
   listNames: { names: Record<string, string> };
-  list: { objects: ObjectSummary[] };
+  /** `next`: the cursor of the following page, absent on the last one. */
+  list: { objects: ObjectSummary[]; next?: string };
   status: { status: StoreStatus };
   persist: Record<string, never>;
   migrate: { id: string };
@@ -137,10 +141,12 @@ export type ReplyOf<T extends RequestType> = Replies[T];
 
 function objectSpec(h: Header, f: string): ObjectSpec {
   const o = plainObject(h[f], f);
+  const m = sizedMeta(o, 'meta', `${f}.meta`);
   return {
     typename: str(o, 'typename', 256),
-    meta: meta(o, 'meta', `${f}.meta`),
+    meta: m.meta,
     members: o.members === undefined ? [] : ids(o, 'members'),
+    metaBytes: m.bytes,
   };
 }
 
@@ -171,15 +177,13 @@ function header(o: Header): { id: string; typename: string; nbytes: number; meta
   return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), meta: plainObject(o.meta, 'meta') };
 }
 
-const MAX_TREE_DEPTH = 256;
-
 /**
  * Checks an object tree of an IPC get answer in place and returns it: a get
  * is the hot path, so the checked tree is the one that arrived, not a copy.
  * Blob records must carry their location.
  */
 function objectTree(v: unknown, depth = 0): ObjectRecord {
-  if (depth > MAX_TREE_DEPTH) throw bad('objects', `trees nested at most ${MAX_TREE_DEPTH} deep`, v);
+  if (depth > MAX_OBJECT_DEPTH) throw bad('objects', `trees nested at most ${MAX_OBJECT_DEPTH} deep`, v);
   const o = plainObject(v, 'objects[]');
   id(o);
   str(o, 'typename', 256);
@@ -260,6 +264,7 @@ function counters(v: unknown, f: string): Record<string, number> {
 function status(h: Header): StoreStatus {
   const s = plainObject(h.status, 'status');
   const spill = plainObject(s.spill, 'spill');
+  const recs = plainObject(s.records, 'records');
   const rpc = s.rpc === null ? null : plainObject(s.rpc, 'rpc');
   return {
     instanceId: uint(s, 'instanceId', 0xffff),
@@ -281,6 +286,7 @@ function status(h: Header): StoreStatus {
       freeBlocks: uint(g, 'freeBlocks'),
     })),
     fragmentation: num(s, 'fragmentation'),
+    largestBlock: uint(s, 'largestBlock'),
     objects: uint(s, 'objects'),
     blobs: uint(s, 'blobs'),
     entries: uint(s, 'entries'),
@@ -292,6 +298,7 @@ function status(h: Header): StoreStatus {
       objects: uint(spill, 'objects'),
       bytes: uint(spill, 'bytes'),
     },
+    records: { bytes: uint(recs, 'bytes'), limit: uint(recs, 'limit') },
     counters: counters(s.counters, 'counters'),
     // Backend and RPC figures differ by backend and version: objects, passed on as the store sent them.
     meta: plainObject(s.meta, 'meta'),
@@ -381,8 +388,14 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     reply: (h) => ({ names: names(h) }),
   },
   list: {
-    request: (h) => ({ t: 'list', rid: rid(h), typename: optStr(h, 'typename', 256), limit: listLimit(h) }),
-    reply: (h) => ({ objects: records(h, 'objects', summary) }),
+    request: (h) => ({
+      t: 'list',
+      rid: rid(h),
+      typename: optStr(h, 'typename', 256),
+      limit: listLimit(h),
+      cursor: h.cursor === undefined ? undefined : id(h, 'cursor'),
+    }),
+    reply: (h) => ({ objects: records(h, 'objects', summary), next: h.next === undefined ? undefined : id(h, 'next') }),
   },
   status: { request: (h) => ({ t: 'status', rid: rid(h) }), reply: (h) => ({ status: status(h) }) },
   persist: { request: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids') }), reply: empty },

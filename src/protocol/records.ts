@@ -25,6 +25,8 @@ export interface ObjectSpec {
   meta: Record<string, unknown>;
   /** ids of member objects (blobs or other objects), in order. */
   members: string[];
+  /** Bytes of `meta` as the request decoder measured them (absent: measured by the store). */
+  metaBytes?: number;
 }
 
 /** What every view of an object has. */
@@ -125,6 +127,8 @@ export interface StoreStatus {
   reserved: boolean;
   segments: { id: number; size: number; used: number; freeBlocks: number }[];
   fragmentation: number;
+  /** The largest blob a create could get now (in a segment, or a new one). */
+  largestBlock: number;
   objects: number;
   blobs: number;
   entries: number;
@@ -132,8 +136,21 @@ export interface StoreStatus {
   connections: number;
   nameWaiters: number;
   spill: { dir: string | null; objects: number; bytes: number };
+  /** Bytes of object records outside the arena (metadata and member lists) and their limit. */
+  records: { bytes: number; limit: number };
   counters: Record<string, number>;
   meta: Record<string, unknown>;
   rpc: (RpcEndpoint & Record<string, unknown>) | null;
   uptimeMs: number;
+}
+
+/**
+ * A names listing as it travels (name → id), built on an object without a
+ * prototype: names are clients' strings, and on a plain object `__proto__`
+ * would set the prototype instead of a key and vanish from the listing.
+ */
+export function nameListing(entries: Iterable<readonly [string, string]>): Record<string, string> {
+  const out = Object.create(null) as Record<string, string>;
+  for (const [name, id] of entries) out[name] = id;
+  return out;
 }

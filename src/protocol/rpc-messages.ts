@@ -12,7 +12,7 @@
  * Blob bytes travel that way, never inside JSON.
  */
 import { TrellisError } from '../errors.js';
-import { bad, type Header, id, meta, rid, str, text, uint } from './fields.js';
+import { bad, type Header, id, MAX_OBJECT_DEPTH, meta, rid, str, text, uint } from './fields.js';
 import { encodeJsonFrame } from './frame.js';
 import {
   BLOB_TYPENAME,
@@ -33,10 +33,6 @@ export const RPC_VERSION = 1;
 export const MAX_RAW_PART = 4 * 1024 ** 3;
 /** Blobs one frame may announce. */
 export const MAX_RAW_PARTS = 65_536;
-/** Largest frame before the handshake: a hello is small, and strangers get no big buffers. */
-export const MAX_HELLO_FRAME = 64 * 1024;
-/** How deep an object tree in a get answer may nest. */
-export const MAX_TREE_DEPTH = 256;
 const MAX_TOKEN = 4096;
 
 export { BLOB_TYPENAME };
@@ -194,7 +190,7 @@ export function encodeRpcRequest(rid: number, body: RpcRequestBody, raw?: readon
 
 /** Checks a tree from the wire: shape, ids, sizes, nesting; metadata as requests must have it. */
 function decodeTree(v: unknown, where: string, depth: number, sizes: Map<string, number>): ObjectRecord {
-  if (depth > MAX_TREE_DEPTH) throw protocolError(`${where}: objects nest deeper than ${MAX_TREE_DEPTH}`);
+  if (depth > MAX_OBJECT_DEPTH) throw protocolError(`${where}: objects nest deeper than ${MAX_OBJECT_DEPTH}`);
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw protocolError(`${where}: expected an object`);
   const o = v as Header;
   if (!isObjectId(o.id)) throw protocolError(`${where}.id: expected an object id`);

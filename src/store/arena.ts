@@ -3,6 +3,13 @@
  * demand until the memory limit is reached, each with its own allocator.
  * Freed ranges are hole-punched so the OS gets the pages back, unless the
  * arena was reserved up front (then freed pages stay warm for reuse).
+ *
+ * Segments never strand free memory: when a block fits no segment and the
+ * limit leaves no room for a new one, empty segments are released (pages
+ * punched, fd closed) to make that room, so a blob of up to 4 GiB fits
+ * whenever that many bytes are free in a segment or could be. A released
+ * segment keeps its id (clients cache mappings by id; ids are never reused)
+ * and is no longer handed out.
  */
 import { TrellisError } from '../errors.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
@@ -32,6 +39,8 @@ export class Segment {
   readonly buffer: ArrayBuffer;
   readonly bytes: Uint8Array;
   readonly allocator: SegmentAllocator;
+  /** Given back: its pages punched, its fd closed; nothing lives in it. */
+  released = false;
 
   constructor(
     readonly id: number,
@@ -72,14 +81,31 @@ export class Arena {
 
   mappedBytes(): number {
     let n = 0;
-    for (const s of this.segments) n += s.size;
+    for (const s of this.segments) if (!s.released) n += s.size;
     return n;
+  }
+
+  /** Segments in use (not released). */
+  liveSegments(): Segment[] {
+    return this.segments.filter((s) => !s.released);
   }
 
   residentBytes(): number {
     let n = 0;
-    for (const s of this.segments) n += native.residentBytes(s.fd);
+    for (const s of this.segments) if (!s.released) n += native.residentBytes(s.fd);
     return n;
+  }
+
+  /** The largest block an allocation could get now: in a segment, or in a new one (empty ones released). */
+  largestAllocatable(): number {
+    let best = 0;
+    let room = this.opts.limit - this.mappedBytes();
+    for (const s of this.segments) {
+      if (s.released) continue;
+      best = Math.max(best, s.allocator.largestFree());
+      if (!this.opts.reserve && s.allocator.usedBytes === 0) room += s.size;
+    }
+    return Math.max(best, Math.min(MAX_SEGMENT_SIZE, room - (room % ALIGN)));
   }
 
   /** 1 - largest free block / free bytes, over the memory not yet used; 0 means one free block. */
@@ -87,6 +113,7 @@ export class Arena {
     let free = 0;
     let largest = 0;
     for (const s of this.segments) {
+      if (s.released) continue;
       free += s.allocator.freeBytes;
       largest = Math.max(largest, s.allocator.largestFree());
     }
@@ -110,10 +137,12 @@ export class Arena {
     }
     if (this.used + need > this.opts.limit) return null;
     for (const s of this.segments) {
+      if (s.released) continue;
       const off = s.allocator.alloc(need);
       if (off >= 0) return this.took(s, off, size, need);
     }
-    const room = this.opts.limit - this.mappedBytes();
+    let room = this.opts.limit - this.mappedBytes();
+    if (room < need && !this.opts.reserve) room += this.releaseEmpty(need - room);
     if (room >= need) {
       const segSize = Math.min(
         MAX_SEGMENT_SIZE,
@@ -155,6 +184,7 @@ export class Arena {
     this.punchTimer = null;
     if (this.closed) return;
     for (const s of this.segments) {
+      if (s.released) continue;
       for (const [off, size] of s.allocator.freeBlocks()) {
         const lo = alignUp(off, PAGE);
         const hi = Math.floor((off + size) / PAGE) * PAGE;
@@ -175,7 +205,28 @@ export class Arena {
     if (this.closed) return;
     if (this.punchTimer) clearTimeout(this.punchTimer);
     this.closed = true;
-    for (const s of this.segments) native.closeFd(s.fd);
+    for (const s of this.segments) if (!s.released) native.closeFd(s.fd);
+  }
+
+  /**
+   * Releases empty segments until `short` bytes of the limit are unmapped,
+   * or none when the empty ones together cannot give that much (no churn for
+   * an allocation that would fail anyway). Returns the bytes released.
+   */
+  private releaseEmpty(short: number): number {
+    const empty = this.segments.filter((s) => !s.released && s.allocator.usedBytes === 0);
+    let total = 0;
+    for (const s of empty) total += s.size;
+    if (total < short) return 0;
+    let freed = 0;
+    for (const s of empty) {
+      if (freed >= short) break;
+      native.punchHole(s.fd, 0, s.size);
+      native.closeFd(s.fd);
+      s.released = true;
+      freed += s.size;
+    }
+    return freed;
   }
 
   private took(s: Segment, off: number, size: number, need: number): BlobLocation {
@@ -185,6 +236,7 @@ export class Arena {
 
   private addSegment(size: number): Segment {
     const id = this.segments.length;
+    if (id > 0xffff) throw new TrellisError('ERR_OUT_OF_MEMORY', 'the arena has created 65536 segments, its most');
     const fd = native.memfdCreate(`${this.opts.label}:${id}`, size);
     const seg = new Segment(id, fd, size);
     this.segments.push(seg);

@@ -8,8 +8,9 @@
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
 import { respond } from '../protocol/answer.js';
-import { encodeFrame, type Frame, FrameDecoder } from '../protocol/frame.js';
+import { encodeFrame, type Frame, FrameDecoder, MAX_HELLO_FRAME } from '../protocol/frame.js';
 import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
+import type { InputBudget } from './input-budget.js';
 import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
@@ -31,10 +32,12 @@ export class Connection extends PeerConnection {
     readonly id: number,
     readonly socket: Socket,
     private readonly handler: RequestHandler,
-    maxFrame: number,
+    private readonly maxFrame: number,
+    budget: InputBudget,
   ) {
-    super();
-    this.decoder = new FrameDecoder(maxFrame);
+    super(budget);
+    // Until hello, as over RPC: strangers get no big buffers.
+    this.decoder = new FrameDecoder(MAX_HELLO_FRAME);
     this.armHandshake();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.destroy());
@@ -86,6 +89,7 @@ export class Connection extends PeerConnection {
       this.fail(e instanceof TrellisError ? e : new TrellisError('ERR_PROTOCOL', String(e)));
       return;
     }
+    if (!this.afterInput(this.decoder)) return;
     if (frames.length === 0) return;
     // Answers to the frames of one chunk leave in one write. (cork + uncork on
     // nextTick measured ~40 us slower per round trip than a direct write.)
@@ -129,6 +133,7 @@ export class Connection extends PeerConnection {
         }
         this.handshakeOver();
         this.state = 'ready';
+        this.decoder.maxFrame = this.maxFrame;
         respond(this.sender, rid, () => this.handler.hello(this, req));
         return;
       }

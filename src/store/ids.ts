@@ -2,17 +2,39 @@
  * Object ids: "o" + 16 hex digits = 16 bits of instance id and 48 bits of a
  * per-store counter. The instance part keeps ids unique across a cluster once
  * instance ids come from the metadata service; a single node uses its own.
+ * With a ledger (the spill directory's), the counter also goes on across
+ * restarts: it starts above the last run's high-water mark, which is recorded
+ * a block ahead, so the ledger is written once per ID_BLOCK ids.
  */
+export interface IdLedger {
+  /** Highest counter value a previous run may have used (0: none). */
+  readonly floor: number;
+  /** Records that counters up to `upTo` may be used; throws if it cannot. */
+  reserve(upTo: number): void;
+}
+
+export const ID_BLOCK = 65_536;
+
 export class IdAllocator {
-  private next = 1;
+  private next: number;
+  private reserved: number;
   private readonly prefix: string;
 
-  constructor(instanceId: number) {
+  constructor(
+    instanceId: number,
+    private readonly ledger: IdLedger | null = null,
+  ) {
     this.prefix = `o${(instanceId & 0xffff).toString(16).padStart(4, '0')}`;
+    this.next = (ledger?.floor ?? 0) + 1;
+    this.reserved = ledger ? this.next - 1 : Number.POSITIVE_INFINITY;
   }
 
   allocate(): string {
     const n = this.next++;
+    if (n > this.reserved) {
+      this.ledger!.reserve(n - 1 + ID_BLOCK);
+      this.reserved = n - 1 + ID_BLOCK;
+    }
     return this.prefix + n.toString(16).padStart(12, '0');
   }
 }

@@ -12,8 +12,25 @@
  * Spilling. Sealed blobs that nothing pins sit in `lru`, least recently used
  * first; when an allocation does not fit, the oldest are written to the spill
  * directory and their memory freed, and a later get reads them back.
+ *
+ * Shape. Clients choose how members nest, so every walk over members is a
+ * loop with its own stack (never recursion), and an object is refused before
+ * anything changes when its tree would be deeper than MAX_OBJECT_DEPTH or
+ * hold more than MAX_TREE_NODES records: that bounds every walk and answer.
+ *
+ * Records. Metadata and member lists live on the store's heap, not in the
+ * arena; their bytes are counted (recordsUsed) against a limit of their own,
+ * checked before an object is made (ERR_OUT_OF_MEMORY), so no client can
+ * exhaust the heap with metadata.
  */
+
+/** What a member id costs in a record (the id string and its slot). */
+const MEMBER_BYTES = 20;
+/** A list answer stops after about this many bytes of records, and names where the next page starts. */
+export const LIST_PAGE_BYTES = 4 * 1024 * 1024;
+
 import { TrellisError } from '../errors.js';
+import { MAX_OBJECT_DEPTH, MAX_TREE_NODES, metaBytes } from '../protocol/fields.js';
 import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { BlobLocation, ObjectHeader, ObjectRecord, ObjectSpec, ObjectSummary } from '../protocol/records.js';
 import { alignUp } from './allocator.js';
@@ -27,6 +44,12 @@ export { BLOB_TYPENAME };
 export interface Entry extends Readonly<ObjectHeader> {
   readonly members: string[];
   readonly isBlob: boolean;
+  /** Levels of members below this entry (a blob: 0). */
+  readonly depth: number;
+  /** Records in this entry's tree, a member counted once per path (a blob: 1). */
+  readonly treeSize: number;
+  /** Bytes of its metadata and member list, counted in recordsUsed. */
+  recordBytes: number;
   loc: BlobLocation | null;
   sealed: boolean;
   /** Connection that created an unsealed blob; 0 once sealed. */
@@ -56,11 +79,18 @@ export class ObjectTable {
   private readonly refs = new Map<number, Map<string, number>>();
   private readonly unsealedBy = new Map<number, Set<string>>();
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
+  /** Bytes of all entries' metadata and member lists. */
+  recordsUsed = 0;
+  /** The one stack of every walk (walks never nest), so a get or release allocates none. */
+  private readonly walkStack: Entry[] = [];
+  private readonly recordStack: ObjectRecord[] = [];
 
   constructor(
     private readonly arena: Arena,
     private readonly ids: IdAllocator,
     private readonly spill: SpillDir | null,
+    /** Most bytes recordsUsed may reach. */
+    readonly recordsLimit: number = Number.POSITIVE_INFINITY,
   ) {}
 
   get objectCount(): number {
@@ -122,7 +152,13 @@ export class ObjectTable {
     if (!e.isBlob) throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${e.typename}, not a blob`);
     if (e.sealed) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} is already sealed`);
     if (e.owner !== conn) throw new TrellisError('ERR_NOT_OWNER', `blob ${id} belongs to another connection`);
-    if (spec) this.checkMembers(spec.members);
+    if (spec) {
+      const members = this.checkMembers(spec.members);
+      if (spec.typename !== BLOB_TYPENAME) {
+        shapeOf(members, 1);
+        this.checkRecords(recordCost(spec, 1));
+      }
+    }
     e.sealed = true;
     e.owner = 0;
     this.unsealedBy.get(conn)?.delete(id);
@@ -134,9 +170,16 @@ export class ObjectTable {
 
   /** Seals an unsealed blob that is an object of its own, with the metadata its writer gave it. */
   sealBlob(id: string, conn: number, meta: Record<string, unknown>): Entry {
+    const bytes = metaBytes(meta);
+    this.checkRecords(bytes);
     const e = this.seal(id, conn);
-    // The table's own entry, not yet seen by anyone but its writer.
-    Object.assign(e.meta, meta);
+    e.recordBytes = bytes;
+    this.recordsUsed += bytes;
+    // The table's own entry, not yet seen by anyone but its writer. Keys are
+    // defined, not assigned: a client's "__proto__" key must stay a key.
+    for (const k of Object.keys(meta)) {
+      Object.defineProperty(e.meta, k, { value: meta[k], enumerable: true, writable: true, configurable: true });
+    }
     return e;
   }
 
@@ -153,10 +196,13 @@ export class ObjectTable {
 
   /** put: the payload becomes a new sealed blob, the first member of the object `spec` describes. */
   putInline(spec: ObjectSpec, payload: Uint8Array): Entry {
-    this.checkMembers(spec.members);
+    const members = this.checkMembers(spec.members);
     if (spec.typename === BLOB_TYPENAME && spec.members.length > 0) {
       throw new TrellisError('ERR_BAD_REQUEST', 'a Blob has no members');
     }
+    shapeOf(members, 1);
+    const cost = recordCost(spec, spec.typename === BLOB_TYPENAME ? 0 : 1);
+    this.checkRecords(cost);
     const loc = this.allocate(payload.byteLength);
     this.arena.view(loc).set(payload);
     const blob = this.newEntry(
@@ -166,6 +212,8 @@ export class ObjectTable {
       payload.byteLength,
       true,
       loc,
+      BLOB_SHAPE,
+      spec.typename === BLOB_TYPENAME ? cost : 0,
     );
     this.lru.set(blob.id, blob);
     this.counters.sealed++;
@@ -173,16 +221,28 @@ export class ObjectTable {
     return this.makeObject({ ...spec, members: [blob.id, ...spec.members] });
   }
 
+  /**
+   * Checks, before anything is allocated, that an object over `members` and
+   * `newBlobs` blobs still to come could be made: members sealed, shape in limits.
+   */
+  checkObject(spec: ObjectSpec, newBlobs: number): void {
+    shapeOf(this.checkMembers(spec.members), newBlobs);
+    this.checkRecords(recordCost(spec, newBlobs));
+  }
+
   /** An object over existing sealed members. */
   makeObject(spec: ObjectSpec): Entry {
     if (spec.typename === BLOB_TYPENAME) throw new TrellisError('ERR_BAD_REQUEST', 'Blobs are made by create/put');
     const members = this.checkMembers(spec.members);
+    const shape = shapeOf(members, 0);
+    const cost = recordCost(spec, 0);
+    this.checkRecords(cost);
     let nbytes = 0;
     for (const m of members) {
       nbytes += m.nbytes;
       m.parents++;
     }
-    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null);
+    return this.newEntry(spec.typename, spec.meta, spec.members.slice(), nbytes, false, null, shape, cost);
   }
 
   // ---- access -----------------------------------------------------------
@@ -221,9 +281,12 @@ export class ObjectTable {
   /** Deletes objects (and, when deep, members no other object uses). Held objects go on the last release. */
   delete(ids: string[], deep: boolean): Entry[] {
     const found = ids.map((id) => this.lookup(id));
+    // A set, not a scan per id: a hostile delete may name 100,000 members of one object.
+    const listed = new Set<string>();
+    for (const p of found) for (const m of p.members) listed.add(m);
     for (const e of found) {
       if (!e.sealed) throw new TrellisError('ERR_NOT_SEALED', `blob ${e.id} is not sealed; abort it instead`);
-      if (e.parents > 0 && !found.some((p) => p.members.includes(e.id))) {
+      if (e.parents > 0 && !listed.has(e.id)) {
         throw new TrellisError('ERR_OBJECT_IN_USE', `${e.id} is a member of ${e.parents} live object(s)`);
       }
     }
@@ -235,17 +298,17 @@ export class ObjectTable {
 
   /** A sealed, visible entry and everything under it, parents before members. */
   tree(id: string): Entry[] {
-    const out: Entry[] = [];
-    const seen = new Set<string>();
-    const walk = (e: Entry) => {
-      if (seen.has(e.id)) return;
-      seen.add(e.id);
-      out.push(e);
-      for (const m of e.members) walk(this.entries.get(m)!);
-    };
     const root = this.lookup(id);
     if (!root.sealed) throw new TrellisError('ERR_NOT_SEALED', `${id} is not sealed`);
-    walk(root);
+    const out: Entry[] = [];
+    const seen = new Set<string>();
+    const stack = [root];
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      out.push(e);
+      for (let i = e.members.length - 1; i >= 0; i--) stack.push(this.entries.get(e.members[i])!);
+    }
     return out;
   }
 
@@ -277,10 +340,21 @@ export class ObjectTable {
     }
   }
 
-  list(typename: string | undefined, limit: number): ObjectSummary[] {
+  /**
+   * A page of sealed, visible objects in id order, after `cursor` when given:
+   * at most `limit`, and about LIST_PAGE_BYTES of records (at least one), so
+   * no answer grows without bound. `next` is the cursor of the following page.
+   */
+  list(typename: string | undefined, limit: number, cursor?: string): { objects: ObjectSummary[]; next?: string } {
     const out: ObjectSummary[] = [];
+    let bytes = 0;
+    let last: string | undefined;
+    // Ids grow with creation, and entries are kept in creation order.
     for (const e of this.entries.values()) {
-      if (out.length >= limit) break;
+      if (cursor !== undefined && e.id <= cursor) continue;
+      if (out.length >= limit || (out.length > 0 && bytes + e.recordBytes > LIST_PAGE_BYTES)) {
+        return { objects: out, next: last };
+      }
       if (e.deleted || !e.sealed) continue;
       if (typename !== undefined && e.typename !== typename) continue;
       out.push({
@@ -292,8 +366,10 @@ export class ObjectTable {
         spilled: e.isBlob && e.loc === null,
         references: e.pins,
       });
+      bytes += e.recordBytes + 100;
+      last = e.id;
     }
-    return out;
+    return { objects: out };
   }
 
   // ---- internals --------------------------------------------------------
@@ -305,6 +381,8 @@ export class ObjectTable {
     nbytes: number,
     isBlob: boolean,
     loc: BlobLocation | null,
+    shape: Shape = BLOB_SHAPE,
+    recordBytes = 0,
   ): Entry {
     const e: Entry = {
       id: this.ids.allocate(),
@@ -313,6 +391,9 @@ export class ObjectTable {
       members,
       nbytes,
       isBlob,
+      depth: shape.depth,
+      treeSize: shape.treeSize,
+      recordBytes,
       loc,
       sealed: true,
       owner: 0,
@@ -324,8 +405,18 @@ export class ObjectTable {
       createdAt: Date.now(),
     };
     this.entries.set(e.id, e);
+    this.recordsUsed += recordBytes;
     this.counters.created++;
     return e;
+  }
+
+  /** ERR_OUT_OF_MEMORY when `bytes` more of records would pass the limit. */
+  private checkRecords(bytes: number): void {
+    if (this.recordsUsed + bytes <= this.recordsLimit) return;
+    throw new TrellisError(
+      'ERR_OUT_OF_MEMORY',
+      `object records (metadata and member lists) would take ${this.recordsUsed + bytes} bytes, more than the store's ${this.recordsLimit} (maxRecordBytes)`,
+    );
   }
 
   private checkMembers(ids: string[]): Entry[] {
@@ -358,32 +449,35 @@ export class ObjectTable {
     const first = this.lru.values().next();
     if (first.done) return false;
     const e = first.value;
-    this.lru.delete(e.id);
     const loc = e.loc!;
+    // Off the queue only once written: a blob whose write failed (disk full) stays spillable.
     e.spillPath = this.spill.write(e.id, this.arena.view(loc));
+    this.lru.delete(e.id);
     e.loc = null;
     this.arena.free(loc);
     this.counters.spills++;
     return true;
   }
 
-  private restoreTree(e: Entry): void {
-    if (e.isBlob) {
-      if (e.loc === null && e.spillPath !== null) {
-        const loc = this.allocate(e.nbytes);
-        try {
-          this.spill!.restore(e.spillPath, this.arena.view(loc));
-        } catch (err) {
-          this.arena.free(loc);
-          throw err;
-        }
-        e.loc = loc;
-        e.spillPath = null;
-        this.counters.restores++;
+  private restoreTree(root: Entry): void {
+    const stack = this.walkFrom(root);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (!e.isBlob) {
+        for (const m of e.members) stack.push(this.entries.get(m)!);
+        continue;
       }
-      return;
+      if (e.loc !== null || e.spillPath === null) continue;
+      const loc = this.allocate(e.nbytes);
+      try {
+        this.spill!.restore(e.spillPath, this.arena.view(loc));
+      } catch (err) {
+        this.arena.free(loc);
+        throw err;
+      }
+      e.loc = loc;
+      e.spillPath = null;
+      this.counters.restores++;
     }
-    for (const m of e.members) this.restoreTree(this.entries.get(m)!);
   }
 
   private addRef(conn: number, e: Entry): void {
@@ -413,56 +507,138 @@ export class ObjectTable {
     }
   }
 
-  private pin(e: Entry): void {
-    e.pins++;
-    if (e.isBlob) this.lru.delete(e.id);
-    for (const m of e.members) this.pin(this.entries.get(m)!);
+  /** The walk stack, emptied (a walk that threw may have left entries) and holding `root`. */
+  private walkFrom(root: Entry): Entry[] {
+    const s = this.walkStack;
+    s.length = 0;
+    s.push(root);
+    return s;
   }
 
-  private unpin(e: Entry): void {
-    e.pins--;
-    if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
-    for (const m of e.members) this.unpin(this.entries.get(m)!);
-  }
-
-  private markDeleted(e: Entry, deep: boolean, marked: Entry[]): void {
-    if (e.deleted) return;
-    e.deleted = true;
-    marked.push(e);
-    if (!deep) return;
-    for (const m of e.members) {
-      const me = this.entries.get(m)!;
-      if (me.parents === 1) this.markDeleted(me, true, marked);
+  /** A pin counts once per path from the pinned root (see Lifetimes), so shared members are visited per path. */
+  private pin(root: Entry): void {
+    const stack = this.walkFrom(root);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      e.pins++;
+      if (e.isBlob) this.lru.delete(e.id);
+      for (const m of e.members) stack.push(this.entries.get(m)!);
     }
   }
 
-  private tryFree(e: Entry): void {
-    if (!e.deleted || e.pins > 0 || e.parents > 0) return;
-    if (!this.entries.delete(e.id)) return;
-    this.counters.freed++;
-    if (e.isBlob) {
-      this.lru.delete(e.id);
-      if (e.loc) this.arena.free(e.loc);
-      if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);
-      e.loc = null;
-    }
-    for (const m of e.members) {
-      const me = this.entries.get(m);
-      if (!me) continue;
-      me.parents--;
-      this.tryFree(me);
+  private unpin(root: Entry): void {
+    const stack = this.walkFrom(root);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      e.pins--;
+      if (e.isBlob && e.pins === 0 && e.loc !== null && e.sealed) this.lru.set(e.id, e);
+      for (const m of e.members) stack.push(this.entries.get(m)!);
     }
   }
 
-  private record(e: Entry): ObjectRecord {
-    const r: ObjectRecord = {
-      id: e.id,
-      typename: e.typename,
-      nbytes: e.nbytes,
-      meta: e.meta,
-      members: e.members.map((m) => this.record(this.entries.get(m)!)),
-    };
-    if (e.loc) r.blob = e.loc;
-    return r;
+  private markDeleted(root: Entry, deep: boolean, marked: Entry[]): void {
+    const stack = this.walkFrom(root);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (e.deleted) continue;
+      e.deleted = true;
+      marked.push(e);
+      if (!deep) continue;
+      // A member no other object uses: all its parent links come from e (it may list it twice).
+      const links = new Map<string, number>();
+      for (const m of e.members) links.set(m, (links.get(m) ?? 0) + 1);
+      for (const [m, n] of links) {
+        const me = this.entries.get(m)!;
+        if (me.parents === n) stack.push(me);
+      }
+    }
   }
+
+  private tryFree(root: Entry): void {
+    const stack = this.walkFrom(root);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      if (!e.deleted || e.pins > 0 || e.parents > 0) continue;
+      if (!this.entries.delete(e.id)) continue;
+      this.counters.freed++;
+      this.recordsUsed -= e.recordBytes;
+      if (e.isBlob) {
+        this.lru.delete(e.id);
+        if (e.loc) this.arena.free(e.loc);
+        if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);
+        e.loc = null;
+      }
+      for (const m of e.members) {
+        const me = this.entries.get(m);
+        if (!me) continue;
+        me.parents--;
+        stack.push(me);
+      }
+    }
+  }
+
+  /** The tree of records a get answers, members in order. */
+  private record(root: Entry): ObjectRecord {
+    const top = recordOf(root);
+    if (root.members.length === 0) return top;
+    const stack = this.walkFrom(root);
+    const recs = this.recordStack;
+    recs.length = 0;
+    recs.push(top);
+    for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
+      const r = recs.pop()!;
+      for (const m of e.members) {
+        const me = this.entries.get(m)!;
+        const mr = recordOf(me);
+        r.members.push(mr);
+        if (me.members.length > 0) {
+          stack.push(me);
+          recs.push(mr);
+        }
+      }
+    }
+    return top;
+  }
+}
+
+/** One entry's own record, its members still to be filled in. */
+function recordOf(e: Entry): ObjectRecord {
+  const r: ObjectRecord = { id: e.id, typename: e.typename, nbytes: e.nbytes, meta: e.meta, members: [] };
+  if (e.loc) r.blob = e.loc;
+  return r;
+}
+
+interface Shape {
+  depth: number;
+  treeSize: number;
+}
+
+const BLOB_SHAPE: Shape = { depth: 0, treeSize: 1 };
+
+/** Bytes an object's record takes: its metadata and its member list (with `newBlobs` members still to come). */
+function recordCost(spec: ObjectSpec, newBlobs: number): number {
+  return (spec.metaBytes ?? metaBytes(spec.meta)) + MEMBER_BYTES * (spec.members.length + newBlobs);
+}
+
+/**
+ * The shape of an object over `members` plus `newBlobs` blobs made with it,
+ * or ERR_BAD_REQUEST when it breaks a limit. O(members): each entry carries
+ * its own depth and tree size.
+ */
+function shapeOf(members: Entry[], newBlobs: number): Shape {
+  let depth = newBlobs > 0 ? 1 : 0;
+  let treeSize = 1 + newBlobs;
+  for (const m of members) {
+    if (m.depth + 1 > depth) depth = m.depth + 1;
+    treeSize += m.treeSize;
+  }
+  if (depth > MAX_OBJECT_DEPTH) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `an object nested ${depth} levels deep exceeds the maximum depth of ${MAX_OBJECT_DEPTH}`,
+    );
+  }
+  if (treeSize > MAX_TREE_NODES) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `an object whose tree holds ${treeSize} records (members counted per path) exceeds the maximum of ${MAX_TREE_NODES}`,
+    );
+  }
+  return { depth, treeSize };
 }

@@ -14,13 +14,12 @@
 import type { Socket } from 'node:net';
 import { asTrellisError, TrellisError } from '../errors.js';
 import { respond, sendError } from '../protocol/answer.js';
-import { encodeFrame, type Frame } from '../protocol/frame.js';
+import { encodeFrame, type Frame, MAX_HELLO_FRAME } from '../protocol/frame.js';
 import { errorReply, okReply, ridOf } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import {
   BLOB_TYPENAME,
   decodeRpcRequest,
-  MAX_HELLO_FRAME,
   RPC_VERSION,
   type RpcHelloReply,
   type RpcRequest,
@@ -70,14 +69,16 @@ export class RpcConnection extends PeerConnection {
     accepted: Socket,
     private readonly host: RpcHost,
   ) {
-    super();
+    super(host.store.inputBudget);
     this.id = host.store.newConnectionId();
     // Put bytes are read straight into their arena blobs when net allows it.
     const direct = adoptWithOnread(accepted, {
       buffer: () => this.reader.nextBuffer() ?? this.scratch,
       callback: (n, buf) => {
-        if (buf === this.scratch) this.reader.push(this.scratch.subarray(0, n), true);
-        else this.reader.landed(n);
+        if (buf === this.scratch) {
+          this.reader.push(this.scratch.subarray(0, n), true);
+          this.afterInput(this.reader);
+        } else this.reader.landed(n);
         return true;
       },
     });
@@ -85,7 +86,10 @@ export class RpcConnection extends PeerConnection {
       this.socket = direct;
     } else {
       this.socket = accepted;
-      accepted.on('data', (chunk: Buffer) => this.reader.push(chunk));
+      accepted.on('data', (chunk: Buffer) => {
+        this.reader.push(chunk);
+        this.afterInput(this.reader);
+      });
       accepted.resume();
     }
     const socket = this.socket;
@@ -196,9 +200,8 @@ export class RpcConnection extends PeerConnection {
     const t = this.store.table;
     const ids: string[] = [];
     try {
-      for (const m of req.object.members) {
-        if (!t.lookup(m).sealed) throw new TrellisError('ERR_NOT_SEALED', `member ${m} is not sealed`);
-      }
+      // Members and shape are checked before any blob is allocated for the bytes to come.
+      if (req.object.typename !== BLOB_TYPENAME) t.checkObject(req.object, req.raw.length);
       const parts = req.raw.map((size) => {
         const e = t.createBlob(size, this.id);
         ids.push(e.id);

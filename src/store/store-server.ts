@@ -5,7 +5,7 @@
  * docs/PROTOCOL.md), never over the request connection.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { TrellisError } from '../errors.js';
@@ -20,6 +20,7 @@ import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { IdAllocator } from './ids.js';
+import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
@@ -43,8 +44,14 @@ export interface StoreOptions {
   socketMode?: number;
   /** Group (name resolved by the caller, or gid) that owns the socket. */
   socketGid?: number;
-  /** Largest frame accepted (default 16 MiB). */
+  /** Largest frame accepted after hello (default 16 MiB; before hello 64 KiB). */
   maxFrame?: number;
+  /** Most bytes of unfinished request frames all connections together may hold (default 256 MiB). */
+  maxBuffered?: number;
+  /** Milliseconds a frame may take to arrive once its first byte is in (default 30 s). */
+  frameTimeoutMs?: number;
+  /** Most bytes of object records (metadata and member lists, on the heap) all objects may take (default 256 MiB). */
+  maxRecordBytes?: number;
   /** Instance id with the local backend, the top 16 bits of every object id (default 0); etcd assigns its own. */
   instanceId?: number;
   /** Metadata backend: 'local' (default) or 'etcd://HOST:PORT'. */
@@ -74,6 +81,9 @@ export type RpcStarter = (
   opts: { host: string; port: number; token: string },
 ) => Promise<RpcAttachment>;
 
+/** Default of StoreOptions.maxRecordBytes. */
+export const DEFAULT_MAX_RECORD_BYTES = 256 * 1024 * 1024;
+
 /** Bytes a put may carry inline; larger values go through create + seal. */
 export const INLINE_LIMIT = 256 * 1024;
 
@@ -93,15 +103,22 @@ export class StoreServer implements RequestHandler {
   private readonly spill: SpillDir | null;
   private readonly log: (msg: string) => void;
   readonly maxFrame: number;
+  /** Request buffering shared by every connection, IPC and RPC. */
+  readonly inputBudget: InputBudget;
 
   private constructor(
     readonly opts: StoreOptions,
     readonly meta: MetaService,
     readonly instanceId: number,
     readonly storeId: string,
+    spill: SpillDir | null,
   ) {
     this.log = opts.log ?? (() => {});
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.inputBudget = new InputBudget(
+      opts.maxBuffered ?? DEFAULT_MAX_BUFFERED,
+      opts.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
+    );
     const segmentSize = Math.min(opts.segmentSize ?? Math.min(opts.size, 1024 ** 3), MAX_SEGMENT_SIZE);
     this.arena = new Arena({
       limit: opts.size,
@@ -110,9 +127,9 @@ export class StoreServer implements RequestHandler {
       punchDelayMs: opts.punchDelayMs ?? 1000,
       label: `trellis:${opts.name ?? 'store'}`,
     });
-    this.spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
-    this.ids = new IdAllocator(instanceId);
-    this.table = new ObjectTable(this.arena, this.ids, this.spill);
+    this.spill = spill;
+    this.ids = new IdAllocator(instanceId, spill);
+    this.table = new ObjectTable(this.arena, this.ids, this.spill, opts.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES);
     this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
     this.server = createServer((s) => this.accept(s));
   }
@@ -125,6 +142,11 @@ export class StoreServer implements RequestHandler {
   static async start(opts: StoreOptions, rpcStarter?: RpcStarter): Promise<StoreServer> {
     validateOptions(opts);
     await clearStaleSocket(opts.socket);
+    // First, so a directory another live store holds refuses the start before anything registers.
+    const spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
+    if (spill && spill.staleRemoved > 0) {
+      opts.log?.(`removed ${spill.staleRemoved} spill file(s) a previous run left in ${opts.spillDir}`);
+    }
     const meta = createMeta(opts);
     const storeId = randomUUID();
     let instanceId: number;
@@ -141,9 +163,10 @@ export class StoreServer implements RequestHandler {
       });
     } catch (e) {
       await meta.close();
+      spill?.close();
       throw e;
     }
-    const store = new StoreServer(opts, meta, instanceId, storeId);
+    const store = new StoreServer(opts, meta, instanceId, storeId, spill);
     try {
       await store.listen();
       if (opts.rpcPort !== undefined) {
@@ -225,7 +248,7 @@ export class StoreServer implements RequestHandler {
       socket.destroy();
       return;
     }
-    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame);
+    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget);
     this.connections.set(conn.id, conn);
   }
 
@@ -251,10 +274,11 @@ export class StoreServer implements RequestHandler {
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void {
     const owner = this.tokens.get(req.token);
     if (owner?.state !== 'ready') throw new TrellisError('ERR_UNAUTHORIZED', 'unknown session token');
-    const segs = req.segments.map((id) => {
+    const segs = req.segments.flatMap((id) => {
       const s = this.arena.segment(id);
       if (!s) throw new TrellisError('ERR_BAD_REQUEST', `no segment ${id}`);
-      return s;
+      // Released: nothing lives there, so there is nothing to map (the client maps what it gets).
+      return s.released ? [] : [s];
     });
     const frame = encodeFrame(okReply<'fds'>(req.rid, { segments: segs.map((s) => s.info()) }));
     const fd = socketFd(conn.socket);
@@ -328,7 +352,7 @@ export class StoreServer implements RequestHandler {
       case 'listNames':
         return this.meta.listNames(req.prefix).then((names) => ({ names }));
       case 'list':
-        return { objects: t.list(req.typename, req.limit) };
+        return t.list(req.typename, req.limit, req.cursor);
       case 'status':
         return { status: this.status() };
       case 'persist':
@@ -404,13 +428,14 @@ export class StoreServer implements RequestHandler {
       memoryMapped: this.arena.mappedBytes(),
       memoryResident: this.arena.residentBytes(),
       reserved: this.opts.reserve ?? false,
-      segments: this.arena.segments.map((s) => ({
+      segments: this.arena.liveSegments().map((s) => ({
         id: s.id,
         size: s.size,
         used: s.allocator.usedBytes,
         freeBlocks: s.allocator.freeBlockCount(),
       })),
       fragmentation: this.arena.fragmentation(),
+      largestBlock: this.arena.largestAllocatable(),
       objects: this.table.objectCount,
       blobs: this.table.blobCount,
       entries: this.table.size,
@@ -418,6 +443,7 @@ export class StoreServer implements RequestHandler {
       connections: clients,
       nameWaiters: Number(meta.nameWaiters ?? 0),
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
+      records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
       counters: { ...c },
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
@@ -441,10 +467,8 @@ export class StoreServer implements RequestHandler {
       // Deregister: with etcd the lease is revoked, so others see this store gone at once.
       await this.meta.close().catch(() => {});
       this.arena.close();
-      if (this.opts.spillDir) {
-        // The store's objects die with it, so do their spill files.
-        for (const f of [...this.spillFiles()]) rmSync(f, { force: true });
-      }
+      // The store's objects die with it, so do their spill files.
+      this.spill?.close();
       try {
         unlinkSync(this.opts.socket);
       } catch {
@@ -453,14 +477,6 @@ export class StoreServer implements RequestHandler {
       this.log('store closed');
     });
     return this.closing;
-  }
-
-  private *spillFiles(): Generator<string> {
-    const dir = this.opts.spillDir;
-    if (!dir || !existsSync(dir)) return;
-    for (const e of this.table.list(undefined, Number.MAX_SAFE_INTEGER)) {
-      if (e.spilled) yield `${dir}/${e.id}.blob`;
-    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -477,6 +493,21 @@ function validateOptions(o: StoreOptions): void {
   }
   if (o.segmentSize !== undefined && (!Number.isSafeInteger(o.segmentSize) || o.segmentSize < 64 * 1024)) {
     throw new TrellisError('ERR_BAD_REQUEST', `segmentSize must be at least 64 KiB, got ${o.segmentSize}`);
+  }
+  if (o.maxBuffered !== undefined && (!Number.isSafeInteger(o.maxBuffered) || o.maxBuffered < 64 * 1024)) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `maxBuffered must be an integer of at least 64 KiB, got ${o.maxBuffered}`,
+    );
+  }
+  if (o.maxRecordBytes !== undefined && (!Number.isSafeInteger(o.maxRecordBytes) || o.maxRecordBytes < 64 * 1024)) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `maxRecordBytes must be an integer of at least 64 KiB, got ${o.maxRecordBytes}`,
+    );
+  }
+  if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
+    throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
   }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);
