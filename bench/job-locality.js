@@ -1,16 +1,7 @@
-/**
- * Locality on a skewed layout: three stores on 127.0.0.1/2/3 (etcd, RPC),
- * 12 shards of 1 MiB spread 8/3/1, one agent per node. The same map job
- * placed by Trellis (the node holding the shard, nodes free) and dealt
- * round-robin (the baseline): input bytes read locally, bytes moved, and
- * makespan (submit until the job succeeded).
- */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  CLI,
   fmtBytes,
   fmtRatio,
   fmtUs,
@@ -19,14 +10,13 @@ import {
   nowUs,
   ROOT,
   report,
+  startAgent,
   startEtcd,
   startRedis,
   startStore,
   stopChild,
   tempDir,
-  track,
   trellis,
-  waitForOutput,
 } from './lib.js';
 
 const OWNERS = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2];
@@ -81,27 +71,7 @@ async function main() {
       logger,
       scheduler: { placement },
     });
-    const agents = stores.map((s) =>
-      track(
-        spawn(
-          process.execPath,
-          [
-            CLI,
-            'agent',
-            '--socket',
-            s.socket,
-            '--redis',
-            url,
-            '--prefix',
-            prefix,
-            '--handlers',
-            join(ROOT, 'bench/handlers'),
-          ],
-          { stdio: ['ignore', 'pipe', 'pipe'] },
-        ),
-      ),
-    );
-    await Promise.all(agents.map((a) => waitForOutput(a, 'ready', 'trellis agent')));
+    const agents = await Promise.all(stores.map((s) => startAgent({ socket: s.socket, redis: url, prefix })));
     while ((await jobs.nodes()).length < 3) await new Promise((r) => setTimeout(r, 20));
     const t0 = nowUs();
     const { job } = await jobs.submit({

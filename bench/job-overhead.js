@@ -1,27 +1,17 @@
-/**
- * Job overhead, through the real path (the JobService with its scheduler in
- * this process, a store and a `trellis agent` in child processes): submit →
- * first task running, and an empty map task end to end per task on a
- * 1,000-task job; beside a raw BullMQ job round trip (add, a worker in this
- * process takes it and completes it) and 1,000 raw jobs through one worker.
- */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  CLI,
   fmtRatio,
   fmtUs,
   met,
   nowUs,
   ROOT,
   report,
+  startAgent,
   startRedis,
   startStore,
   stats,
   stopChild,
-  track,
   trellis,
-  waitForOutput,
 } from './lib.js';
 
 const FIRST_N = 30;
@@ -54,27 +44,7 @@ async function main() {
     logger,
     scheduler: { nodeQueueCap: 1e9 },
   });
-  const agent = track(
-    spawn(
-      process.execPath,
-      [
-        CLI,
-        'agent',
-        '--socket',
-        store.socket,
-        '--redis',
-        url,
-        '--prefix',
-        prefix,
-        '--handlers',
-        join(ROOT, 'bench/handlers'),
-        '--concurrency',
-        String(CONCURRENCY),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    ),
-  );
-  await waitForOutput(agent, 'ready', 'trellis agent');
+  const agent = await startAgent({ socket: store.socket, redis: url, prefix, concurrency: CONCURRENCY });
 
   const untilDone = async (id, onEvent = () => {}) => {
     for await (const ev of jobs.events(id, undefined, AbortSignal.timeout(120_000))) onEvent(ev);

@@ -234,6 +234,19 @@ export async function startStore({ size, reserve = false, segmentSize, cpus, ext
 }
 
 /**
+ * Runs `trellis agent` for a store in a child process (bench/handlers as its
+ * handlers) and resolves once it is ready; stop it with stopChild.
+ */
+export async function startAgent({ socket, redis, prefix, concurrency }) {
+  const args = [CLI, 'agent', '--socket', socket, '--redis', redis, '--prefix', prefix];
+  args.push('--handlers', join(ROOT, 'bench/handlers'));
+  if (concurrency !== undefined) args.push('--concurrency', String(concurrency));
+  const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await waitForOutput(child, 'ready', 'trellis agent');
+  return child;
+}
+
+/**
  * Runs this benchmark file again as a child (`node file --child ...`) and
  * resolves with the one message it sends back with process.send.
  */
