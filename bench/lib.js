@@ -1,5 +1,5 @@
 /**
- * Shared helpers for the benchmarks: timers and percentiles, free ports,
+ * Shared helpers for the benchmarks: timers and percentiles, etcd and Redis (the project's starters),
  * temp dirs, a store in a child process, child benchmark processes, and
  * reporting (printed, and written as JSON for run-all when asked).
  *
@@ -8,7 +8,6 @@
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,18 +159,6 @@ export function tempDir(prefix = 'trellis-bench-') {
   };
 }
 
-/** A TCP port nobody listens on right now. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** Waits until a child prints `marker` on stdout or stderr. */
 export function waitForOutput(child, marker, what, timeoutMs = 60_000) {
   return new Promise((resolve, reject) => {
@@ -295,48 +282,10 @@ export async function trellis() {
   }
 }
 
-/** A real etcd on free ports with a temp data dir (fsync on, as in production), stopped on exit. */
+/** etcd on free ports with a temp data dir: the project's one starter (src/meta/etcd-server.ts). */
 export async function startEtcd() {
-  const { dir } = tempDir('trellis-bench-etcd-');
-  const client = await freePort();
-  const peer = await freePort();
-  const child = track(
-    spawn(
-      'etcd',
-      [
-        '--name',
-        'bench',
-        '--data-dir',
-        join(dir, 'data'),
-        '--listen-client-urls',
-        `http://127.0.0.1:${client}`,
-        '--advertise-client-urls',
-        `http://127.0.0.1:${client}`,
-        '--listen-peer-urls',
-        `http://127.0.0.1:${peer}`,
-        '--initial-advertise-peer-urls',
-        `http://127.0.0.1:${peer}`,
-        '--initial-cluster',
-        `bench=http://127.0.0.1:${peer}`,
-        '--log-level',
-        'error',
-      ],
-      { stdio: 'ignore' },
-    ),
-  );
-  for (let i = 0; i < 400; i++) {
-    const ok = await new Promise((r) => {
-      const s = netConnect(client, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return { endpoint: `127.0.0.1:${client}`, stop: () => stopChild(child) };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('etcd did not start');
+  const { startEtcdServer } = await import(join(ROOT, 'dist/src/meta/etcd-server.js'));
+  return startEtcdServer();
 }
 
 /**

@@ -6,10 +6,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TrellisError } from '../errors.js';
+import { freePort } from '../free-port.js';
 
 export interface RedisServerOptions {
   host?: string;
@@ -34,18 +34,6 @@ export interface RedisServerHandle {
   restart(opts?: { downMs?: number }): Promise<void>;
   /** Stops it by pid and removes its directory; safe to call twice. */
   stop(): Promise<void>;
-}
-
-/** A TCP port nobody listens on right now (the kernel's choice). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServerHandle> {
