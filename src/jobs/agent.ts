@@ -178,11 +178,9 @@ export class Agent {
     if (this.running.size === 0) return;
     const ids = [...new Set([...this.running.values()].map((r) => r.jobId))];
     try {
-      const p = this.store.redis.pipeline();
-      for (const id of ids) p.hget(this.store.key('job', id), 'state');
-      const res = (await p.exec()) ?? [];
+      const states = await this.store.states(ids);
       ids.forEach((id, i) => {
-        const state = res[i]?.[1] as string | null;
+        const state = states[i];
         if (!state || !isFinal(state)) return;
         for (const r of this.running.values()) if (r.jobId === id && !r.ac.signal.aborted) r.ac.abort(state);
       });
@@ -265,9 +263,7 @@ export class Agent {
    */
   private async dropOutput(p: TaskPayload, outputId: string | undefined): Promise<void> {
     if (!outputId) return;
-    const committed = await this.store.redis
-      .hget(this.store.key('job', p.jobId, 'task', p.index), 'outputId')
-      .catch(() => outputId); // Redis down: keep it rather than risk the result
+    const committed = await this.store.committedOutput(p.jobId, p.index).catch(() => outputId); // Redis down: keep it rather than risk the result
     if (committed !== outputId) await this.client.delete(outputId).catch(() => {});
   }
 

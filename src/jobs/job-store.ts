@@ -185,6 +185,18 @@ export class JobStore {
   }
 
   /** The job's raw hash, or undefined. */
+  /** The state of each job, in one round trip (undefined for a job that does not exist). */
+  async states(ids: string[]): Promise<(string | undefined)[]> {
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hget(this.key('job', id), 'state');
+    return ((await p.exec()) ?? []).map(([, v]) => (v as string | null) ?? undefined);
+  }
+
+  /** The output id a task's committed attempt recorded, if any. */
+  async committedOutput(id: string, index: number): Promise<string | undefined> {
+    return (await this.redis.hget(this.key('job', id, 'task', index), 'outputId')) ?? undefined;
+  }
+
   async record(id: string): Promise<Record<string, string> | undefined> {
     const h = await this.redis.hgetall(this.key('job', id));
     return h.state === undefined ? undefined : h;
