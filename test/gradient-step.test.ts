@@ -5,7 +5,7 @@
  * gradients written in place, and every failure with its code.
  */
 
-import { tensor, xorshift32 } from 'trellis';
+import { type Tensor, tensor, xorshift32 } from 'trellis';
 import {
   GradientStep,
   gradientModel,
@@ -18,7 +18,7 @@ import {
 import { describe, expect, it } from 'vitest';
 
 /** Deterministic uniform numbers in [-1, 1). */
-function uniform(n: number, seed: number): Float64Array {
+function uniform(n: number, seed: number): Float64Array<ArrayBuffer> {
   const next = xorshift32(seed);
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) out[i] = next() / 2 ** 31 - 1;
@@ -114,7 +114,9 @@ describe('the gradient graph', () => {
       const x64 = Float64Array.from(x);
       expect(loss).toBeCloseTo(referenceLoss(dims, p64, x64, LABELS), 5);
       const numeric = numericGradient(dims, p64, x64, LABELS, scale);
-      const worst = Math.max(...Array.from(grads, (g, i) => Math.abs(g - numeric[i]) / Math.max(1, Math.abs(numeric[i]))));
+      const worst = Math.max(
+        ...Array.from(grads, (g, i) => Math.abs(g - numeric[i]) / Math.max(1, Math.abs(numeric[i]))),
+      );
       expect(worst).toBeLessThan(2e-5);
       // The check has teeth: the gradients are far from zero.
       expect(Math.max(...Array.from(numeric, Math.abs))).toBeGreaterThan(0.05);
@@ -143,7 +145,9 @@ describe('the gradient graph', () => {
     layout.names.forEach((n, i) => {
       graph.set(out[g.grads[n]].data as Float64Array, layout.offsets[i]);
     });
-    const worst = Math.max(...Array.from(graph, (v, i) => Math.abs(v - numeric[i]) / Math.max(1, Math.abs(numeric[i]))));
+    const worst = Math.max(
+      ...Array.from(graph, (v, i) => Math.abs(v - numeric[i]) / Math.max(1, Math.abs(numeric[i]))),
+    );
     expect(worst).toBeLessThan(1e-7);
     expect(out.loss.data[0]).toBeCloseTo(referenceLoss(SMALL, p64, x64, LABELS), 10);
   });
@@ -158,7 +162,14 @@ describe('the gradient graph', () => {
     const gf = new Float32Array(f.layout.size);
     const gu = new Float32Array(f.layout.size);
     const gi = new Float32Array(f.layout.size);
-    const lf = await f.run(params, Float32Array.from(pixels, (v) => v / 255), BigInt64Array.of(2n, 0n, 1n), 3, 1, gf);
+    const lf = await f.run(
+      params,
+      Float32Array.from(pixels, (v) => v / 255),
+      BigInt64Array.of(2n, 0n, 1n),
+      3,
+      1,
+      gf,
+    );
     const lu = await u.run(params, pixels, Uint8Array.of(2, 0, 1), 3, 1, gu);
     const li = await i32.run(params, pixels, Int32Array.of(2, 0, 1), 3, 1, gi);
     expect(lu).toBeCloseTo(lf, 5);
@@ -176,7 +187,9 @@ describe('the gradient graph', () => {
     const a = new Float32Array(f32.layout.size);
     const b = new Float32Array(f32.layout.size);
     const y = BigInt64Array.from(LABELS, BigInt);
-    expect(await f64.run(params, Float64Array.from(x32), y, ROWS, 1, b)).toBe(await f32.run(params, x32, y, ROWS, 1, a));
+    expect(await f64.run(params, Float64Array.from(x32), y, ROWS, 1, b)).toBe(
+      await f32.run(params, x32, y, ROWS, 1, a),
+    );
     expect(b).toEqual(a);
   });
 });
@@ -232,14 +245,16 @@ describe('layout and signatures', () => {
     }
     // He scaling for the layers feeding a ReLU, Glorot for the output layer, zero biases.
     const p = initParams({ kind: 'mlp', hidden: [16, 8], features: 12 }, 7);
-    const bound = (t: { data: ArrayLike<number> }) => Math.max(...Array.from(t.data, Math.abs));
+    const bound = (t: Tensor) => Math.max(...Array.from(t.data as Float32Array, Math.abs));
     expect(bound(p.W1)).toBeLessThanOrEqual(Math.sqrt(6 / 12));
     expect(bound(p.W1)).toBeGreaterThan(0.9 * Math.sqrt(6 / 12));
     expect(bound(p.W2)).toBeLessThanOrEqual(Math.sqrt(6 / 16));
     expect(bound(p.W3)).toBeLessThanOrEqual(Math.sqrt(6 / 18));
     expect(bound(p.W3)).toBeGreaterThan(0.9 * Math.sqrt(6 / 18));
     expect([bound(p.b1), bound(p.b2), bound(p.b3)]).toEqual([0, 0, 0]);
-    expect(initFlatParams({ kind: 'mlp', hidden: [4] }, 1)).not.toEqual(initFlatParams({ kind: 'mlp', hidden: [4] }, 2));
+    expect(initFlatParams({ kind: 'mlp', hidden: [4] }, 1)).not.toEqual(
+      initFlatParams({ kind: 'mlp', hidden: [4] }, 2),
+    );
   });
 });
 

@@ -67,7 +67,9 @@ export function paramViews(layout: ParamLayout, flat: Float32Array): Float32Arra
 /** The parameters as float32 Tensors over `flat`, by name (no copy), e.g. for inferenceModel's weights. */
 export function paramTensors(layout: ParamLayout, flat: Float32Array): Record<string, Tensor> {
   const views = paramViews(layout, flat);
-  return Object.fromEntries(layout.names.map((n, i) => [n, { dtype: 'float32', shape: layout.shapes[i], data: views[i] }]));
+  return Object.fromEntries(
+    layout.names.map((n, i) => [n, { dtype: 'float32', shape: layout.shapes[i], data: views[i] }]),
+  );
 }
 
 export interface GradientStepOptions {

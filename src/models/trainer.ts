@@ -110,7 +110,10 @@ export async function trainLocal(client: TrellisClient, dataset: string, o: Trai
   if (!Number.isSafeInteger(epochs) || epochs < 1) throw invalidParameter('epochs', 'a positive integer', epochs);
   const spec = fullSpec(o.model);
   // The gradient graph computes in float32; float64 features are cast in it.
-  const stepSpec = spec.dtype === 'float64' && spec.input === 'float' ? { ...spec, dtype: 'float32' as const, input: 'float64' as const } : spec;
+  const stepSpec =
+    spec.dtype === 'float64' && spec.input === 'float'
+      ? { ...spec, dtype: 'float32' as const, input: 'float64' as const }
+      : spec;
   await using step = await GradientStep.create(stepSpec, { threads: o.threads ?? 1 });
   const params = initFlatParams(stepSpec, o.seed ?? 1);
   const grads = new Float32Array(step.layout.size);
