@@ -33,10 +33,12 @@ teardown() {
     for s in store agent api; do podman logs --tail 20 "${project}_${s}_1" 2>&1 | sed "s/^/  $s: /" >&2 || true; done
   fi
   "${compose[@]}" down -v >/dev/null 2>&1 || true
+  # podman-compose 1.0 leaves the project's network behind.
+  podman network rm -f "${project}_default" >/dev/null 2>&1 || true
   podman rmi -f "$image" >/dev/null 2>&1 || true
   podman image prune -f --filter label=trellis.stage=build >/dev/null 2>&1 || true
   if [ "$clean_bases" = --clean ]; then podman rmi -f "$BASE_TAG" "$BUILD_TAG" "$SERVICES_TAG" >/dev/null 2>&1 || true; fi
-  left=$(podman ps -a --filter "name=$project" --format '{{.Names}}')
+  left=$(podman ps -a --filter "name=$project" --format '{{.Names}}'; podman volume ls -q --filter "name=$project"; podman network ls -q --filter "name=$project")
   [ -z "$left" ] || log "left behind: $left"
   log "$([ "$rc" = 0 ] && echo passed || echo failed) in $(($(date +%s) - started)) s"
 }
@@ -58,8 +60,9 @@ field() { node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const
 
 log "building $image"
 t0=$(date +%s)
-podman build -q -f deploy/Dockerfile --build-arg BASE_IMAGE="$BASE_TAG" --build-arg BUILD_IMAGE="$BUILD_TAG" \
-  --secret id=npm_ca,src="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" -t "$image" . >/dev/null
+podman build -f deploy/Dockerfile --build-arg BASE_IMAGE="$BASE_TAG" --build-arg BUILD_IMAGE="$BUILD_TAG" \
+  --secret id=npm_ca,src="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" -t "$image" . \
+  >"$CACHE_DIR/smoke-build.log" 2>&1 || { tail -30 "$CACHE_DIR/smoke-build.log" >&2; exit 1; }
 log "built in $(($(date +%s) - t0)) s"
 
 "${compose[@]}" up -d >/dev/null 2>&1
@@ -68,9 +71,11 @@ until_ok 60 sh -c "curl -fsS -H 'Authorization: Bearer $token' $api/v1/nodes | g
 log "API on $api sees node-a"
 
 # The dataset goes in through the store's socket, as a training process on the node would write it.
-podman exec "${project}_store_1" node /app/dist/examples/smoke/smoke-job.js --socket /run/trellis/store.sock >&2
+written=$(podman exec "${project}_store_1" node /app/dist/examples/smoke/smoke-job.js --socket /run/trellis/store.sock)
+log "$written"
+dataset=$(echo "$written" | field .name)
 
-spec='{"id":"smoke-1","kind":"train","dataset":"smoke/train","model":{"kind":"softmax"},"epochs":1,"batchSize":64}'
+spec='{"id":"smoke-1","kind":"train","dataset":"'$dataset'","model":{"kind":"softmax"},"epochs":1,"batchSize":64}'
 code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   -d "$spec" "$api/v1/jobs")
 [ "$code" = 201 ] || { log "POST /v1/jobs answered $code, not 201"; exit 1; }

@@ -39,11 +39,13 @@ function say(step: string, fields: Record<string, unknown> = {}): void {
   process.stdout.write(`${JSON.stringify({ step, ...fields })}\n`);
 }
 
-async function ensureDataset(socket: string, name: string): Promise<void> {
+/** Writes the dataset unless this store run already has it; resolves with its name. */
+async function ensureDataset(socket: string, given: string | undefined): Promise<string> {
   await using client = await connect({ socket, name: 'smoke-job' });
+  const name = given ?? `smoke/${(await client.status()).instanceId}`;
   if ((await client.getName(name).catch(() => undefined)) !== undefined) {
     say('dataset-exists', { name });
-    return;
+    return name;
   }
   const { images, labels } = tinyDataset();
   const written = await writeDataset(client, name, {
@@ -52,6 +54,7 @@ async function ensureDataset(socket: string, name: string): Promise<void> {
     shards: 2,
   });
   say('dataset-written', { name, id: written.id, shards: written.shards.length, rows: written.rows });
+  return name;
 }
 
 async function trainOnce(api: ApiClient, dataset: string, timeoutMs: number): Promise<Job> {
@@ -73,12 +76,13 @@ async function main(): Promise<number> {
       socket: { type: 'string', default: '/run/trellis/store.sock' },
       api: { type: 'string' },
       'token-file': { type: 'string' },
-      dataset: { type: 'string', default: 'smoke/train' },
+      // Default: smoke/<instance id> of this node's store, new with each store run (a name left
+      // by an earlier run would point at objects lost with it).
+      dataset: { type: 'string' },
       'timeout-ms': { type: 'string', default: '120000' },
     },
   });
-  const dataset = values.dataset;
-  await ensureDataset(values.socket, dataset);
+  const dataset = await ensureDataset(values.socket, values.dataset);
   if (values.api === undefined) return 0;
   const api = new ApiClient({ url: values.api, token: readToken(values['token-file']) });
   const job = await trainOnce(api, dataset, Number(values['timeout-ms']));

@@ -127,6 +127,9 @@ export async function main(argv: string[]): Promise<void> {
       const sig = await stopped;
       process.stderr.write(`trellis store: ${sig}, shutting down\n`);
       await store.close().catch(() => {});
+      // Released: exit even if a library left a handle open (seen once in a container: the store
+      // said "store closed" and stayed up until killed).
+      process.exit(0);
     });
 
   program
