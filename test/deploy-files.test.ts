@@ -11,6 +11,9 @@ import { parse } from 'yaml';
 import type { Json } from './helpers/helm.js';
 import { ROOT } from './helpers/store.js';
 
+/** `${inner}`, the shell/compose substitution, spelt without a template-string look-alike. */
+const sub = (inner: string): string => ['$', '{', inner, '}'].join('');
+
 const dockerfile = readFileSync(`${ROOT}deploy/Dockerfile`, 'utf8');
 const compose = parse(readFileSync(`${ROOT}deploy/compose.yaml`, 'utf8'), { merge: true }) as Json;
 const instructions = dockerfile
@@ -26,8 +29,8 @@ describe('deploy/Dockerfile', () => {
     ]);
     expect(dockerfile).not.toMatch(/^#\s*syntax=/m);
     expect(dockerfile.split('\n').filter((l) => l.startsWith('FROM '))).toEqual([
-      'FROM ${BUILD_IMAGE} AS build',
-      'FROM ${BASE_IMAGE}',
+      `FROM ${sub('BUILD_IMAGE')} AS build`,
+      `FROM ${sub('BASE_IMAGE')}`,
     ]);
   });
 
@@ -56,14 +59,14 @@ describe('deploy/compose.yaml', () => {
     expect(compose.services.agent.volumes).toEqual(['socket:/run/trellis']);
     expect(compose.services.store.command).toContain('--socket=/run/trellis/store.sock');
     expect(compose.services.agent.command).toContain('--socket=/run/trellis/store.sock');
-    expect(compose.services.store.mem_limit).toBe('${TRELLIS_STORE_MEM:-768m}');
+    expect(compose.services.store.mem_limit).toBe(sub('TRELLIS_STORE_MEM:-768m'));
   });
 
   it('publishes only the API, on 127.0.0.1, and never uses a :latest image', () => {
     const published = Object.entries(compose.services as Record<string, Json>)
       .filter(([, s]) => s.ports)
       .map(([name, s]) => [name, s.ports]);
-    expect(published).toEqual([['api', ['127.0.0.1:${TRELLIS_API_PORT:-7080}:7080']]]);
+    expect(published).toEqual([['api', [`127.0.0.1:${sub('TRELLIS_API_PORT:-7080')}:7080`]]]);
     for (const s of Object.values(compose.services as Record<string, Json>)) {
       expect(s.image).toMatch(/^\$\{[A-Z_]+:-[^}]+:[^}]+\}$/);
       expect(s.image).not.toContain(':latest');
