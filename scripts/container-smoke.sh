@@ -69,6 +69,10 @@ log "built in $(($(date +%s) - t0)) s"
 until_ok 120 get /v1/nodes
 until_ok 60 sh -c "curl -fsS -H 'Authorization: Bearer $token' $api/v1/nodes | grep -q node-a"
 log "API on $api sees node-a"
+for s in store agent api; do
+  uid=$(podman exec "${project}_${s}_1" id -u)
+  [ "$uid" = 10001 ] || { log "$s runs as uid $uid, not 10001"; exit 1; }
+done
 
 # The dataset goes in through the store's socket, as a training process on the node would write it.
 written=$(podman exec "${project}_store_1" node /app/dist/examples/smoke/smoke-job.js --socket /run/trellis/store.sock)

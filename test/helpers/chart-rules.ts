@@ -1,6 +1,6 @@
 /**
- * Our own rules for the chart's rendered objects, beyond what Kubernetes accepts: stores run as a
- * DaemonSet with their agent beside them, every long-running container has probes, every container
+ * Our own rules for the chart's rendered objects, beyond what Kubernetes accepts: no webhook, CRD
+ * or cert-manager object, stores run as a DaemonSet with their agent beside them, every long-running container has probes, every container
  * has resources, no image is `:latest` or untagged, and containers run as non-root unless named in
  * `allowRoot`. Returns one line per broken rule, so a test can assert the exact list.
  */
@@ -45,8 +45,21 @@ function mib(q: string): number {
   return Number(m[1]) * (m[2] === 'Gi' ? 1024 : 1);
 }
 
+// `helm install --wait` must just work: nothing that needs a webhook, cert-manager or a CRD installed.
+const FORBIDDEN_KINDS = new Set([
+  'MutatingWebhookConfiguration',
+  'ValidatingWebhookConfiguration',
+  'CustomResourceDefinition',
+  'APIService',
+]);
+
 export function chartViolations(objects: K8sObject[], allowRoot: string[] = []): string[] {
   const bad: string[] = [];
+  for (const o of objects) {
+    if (FORBIDDEN_KINDS.has(o.kind) || o.apiVersion.startsWith('cert-manager.io/')) {
+      bad.push(`${o.kind} ${o.metadata.name}: the chart must need no webhook, CRD or cert-manager`);
+    }
+  }
   let storePods = 0;
   for (const { where, kind, pod, hook } of podsOf(objects)) {
     const spec = pod.spec;
