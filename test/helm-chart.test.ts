@@ -174,8 +174,14 @@ describe('the Helm chart', () => {
       writeFileSync(api, text.replace(/ {10}readinessProbe:\n( {12}.*\n)+/, ''));
       const redis = join(chart, 'templates/redis-statefulset.yaml');
       writeFileSync(redis, readFileSync(redis, 'utf8').replace(/image: \{\{ printf .*\}\}/, 'image: redis:latest'));
+      // And a webhook, which `helm install --wait` would depend on.
+      writeFileSync(
+        join(chart, 'templates/webhook.yaml'),
+        'apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: trellis-check\nwebhooks: []\n',
+      );
       const objects = await render([], [], chart);
       expect(chartViolations(objects, ALLOW_ROOT)).toEqual([
+        'ValidatingWebhookConfiguration trellis-check: the chart must need no webhook, CRD or cert-manager',
         'Deployment t-trellis-api container api: no readinessProbe',
         'StatefulSet t-trellis-redis container redis: image redis:latest is :latest',
       ]);
