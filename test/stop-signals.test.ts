@@ -10,7 +10,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { startRedisServer } from 'trellis/jobs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPrefix } from './helpers/jobs.js';
-import { CLI, spawnStore } from './helpers/store.js';
+import { CLI, ROOT, spawnStore } from './helpers/store.js';
 
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
 
@@ -97,5 +97,26 @@ describe('SIGTERM', () => {
     expect(await exitOf(child), out).toEqual({ code: 143, signal: null });
     expect(out).not.toContain('ready');
     expect(out).not.toContain('listening');
+  });
+
+  it('a second signal during a slow shutdown exits at once with 143', async () => {
+    // A command whose shutdown never ends, on the same module the CLI uses.
+    const code = `
+      const { untilStopSignal } = await import(${JSON.stringify(`${ROOT}dist/src/cli/stop-signals.js`)});
+      // Work under way, as a server's sockets would be (signal handlers alone keep no process up).
+      setInterval(() => {}, 1000);
+      const stopped = untilStopSignal();
+      console.log('running');
+      await stopped;
+      console.log('stopping');
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    await untilPrinted(child, 'running');
+    const stopping = untilPrinted(child, 'stopping');
+    child.kill('SIGTERM');
+    await stopping;
+    child.kill('SIGTERM');
+    expect(await exitOf(child)).toEqual({ code: 143, signal: null });
   });
 });
