@@ -1,7 +1,7 @@
 # Sourced by the container scripts: podman set up for this machine without touching /etc.
 # runc, not crun (crun fails on this host's cgroup v1 hybrid); cgroupfs, since systemd is not
-# PID 1 here; file events instead of journald; ulimits lowered, because podman's default asks for
-# more open files than this host's hard limit allows.
+# PID 1 here; file events instead of journald; ulimits lowered, because podman's defaults ask for
+# more open files and processes than this host's hard limits allow (runc then refuses to start).
 CACHE_DIR=${CACHE_DIR:-$PWD/.cache}
 mkdir -p "$CACHE_DIR"
 export CONTAINERS_CONF=$CACHE_DIR/containers.conf
