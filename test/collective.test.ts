@@ -166,6 +166,7 @@ describe('StoreCollective over three stores and etcd', () => {
     [3, 'reduce-scatter'],
     [2, 'reduce-scatter'],
     [3, 'reduce'],
+    [2, 'reduce'],
   ] as const) {
     it(`allReduce over ${ranks} ranks (${algorithm}) is the exact rank-order float sum, bit-identical on every rank`, async () => {
       const kids = await group(ranks, MLP, { algorithm });

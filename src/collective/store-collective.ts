@@ -4,20 +4,21 @@
  * their own node's arena and reading each other's over RPC. No byte of a
  * gradient goes through Redis, etcd or JSON.
  *
- * One step of allReduce (reduce-scatter, then all-gather; rank r owns chunk r):
- *   1. r parks its reads at every peer's store first: chunk r of the peer's
- *      gradients, then the peer's reduced chunk. A read with `wait` sits in
- *      the peer store until the tag it names is bound, so the answer leaves
- *      the moment the peer seals: control costs no round trip of its own.
- *   2. r writes its gradients into a blob of its arena and seals it under a
- *      tag that allows N-1 reads (the store deletes it after the last one).
- *   3. The peers' chunks land straight in a scratch blob of r's arena; r sums
- *      chunk r in rank order, ((g0 + g1) + g2) ..., into a new blob, seals it
- *      (N-1 reads) and copies it into the caller's buffer.
- *   4. The peers' reduced chunks land straight in the caller's buffer.
- * Every chunk is summed once, by its owner, in one order, so every rank ends
- * with the same bits. The 'reduce' algorithm (rank 0 sums everything, the
- * others read the sum) is kept for measurement (bench/gradient-exchange.js).
+ * One step of allReduce, 'reduce' (the default, chosen by measurement):
+ *   1. Rank 0 parks a read of every peer's gradients at the peer's store. A
+ *      read with `wait` sits in the store until the tag it names is bound,
+ *      so the answer leaves the moment the peer seals: control costs no
+ *      round trip of its own. Each peer parks a read of the sum at store 0.
+ *   2. Each peer writes its gradients into a blob of its own arena and seals
+ *      it under a tag that allows one read (the store deletes it after).
+ *   3. The gradients land straight in a scratch blob of rank 0's arena; rank
+ *      0 sums in rank order, ((g0 + g1) + g2) ..., into a new blob, seals it
+ *      (N-1 reads) and copies it into its buffer; it lands straight in each
+ *      peer's buffer.
+ * 'reduce-scatter' does the same per chunk: rank r sums chunk r of everyone's
+ * gradients and everyone reads everyone's summed chunk (all-gather). Either
+ * way every element is summed once, by one rank, in one order, so every rank
+ * ends with the same bits.
  *
  * Failure. A step that cannot finish within timeoutMs, whose peer store drops
  * the connection, or whose signal aborts, fails with ERR_COLLECTIVE_ABORTED
@@ -33,7 +34,7 @@
  *   for (let step = 1; ; step++) { computeGradients(g); await c.allReduce(step, g); apply(g); }
  *   await c.close();
  */
-import type { TrellisClient } from '../client/client.js';
+import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { RemoteClient } from '../client/remote-client.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import type { InstanceInfo } from '../protocol/records.js';
@@ -51,9 +52,13 @@ export interface CollectiveOptions {
   /** The shared RPC token (default $TRELLIS_TOKEN). */
   token?: string;
   /**
-   * 'reduce-scatter' (default): reduce-scatter + all-gather, each rank owns 1/N of
-   * the buffer. 'reduce': rank 0 sums everything and the others read the sum.
-   * Every rank of a group must use the same one.
+   * 'reduce' (default): rank 0 sums everything and the others read the sum.
+   * 'reduce-scatter': reduce-scatter + all-gather, each rank owns 1/N of the
+   * buffer. Every rank of a group must use the same one. The default is
+   * chosen by measurement (bench/gradient-exchange.js, bench/RESULTS.md): on
+   * 2 vCPUs, where the stores and ranks share the CPUs, the fewer messages
+   * of 'reduce' win at the MLP's 0.94 MB for 2 and 3 ranks, and at 8 MB for
+   * 3; 'reduce-scatter' wins at 8 MB for 2 ranks.
    */
   algorithm?: Algorithm;
 }
@@ -92,6 +97,8 @@ export class StoreCollective {
   /** Ids this rank published, by step, until known consumed; deleted at close. */
   private readonly published = new Map<number, string[]>();
   private readonly onAbort: () => void;
+  /** Blobs allocated ahead for the next step, by size (off the next step's critical path). */
+  private readonly ahead = new Map<number, Promise<BlobWriter>>();
   /** Rejects the step in flight (set while one runs). */
   private failStep: ((e: TrellisError) => void) | null = null;
 
@@ -123,7 +130,7 @@ export class StoreCollective {
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
       throw invalidParameter('opts.timeoutMs', 'a positive number of milliseconds', timeoutMs);
     }
-    const algorithm = opts.algorithm ?? 'reduce-scatter';
+    const algorithm = opts.algorithm ?? 'reduce';
     if (algorithm !== 'reduce-scatter' && algorithm !== 'reduce') {
       throw invalidParameter('opts.algorithm', "'reduce-scatter' or 'reduce'", algorithm);
     }
@@ -210,6 +217,9 @@ export class StoreCollective {
       this.published.clear();
       // One by one: most are gone already (their last read deleted them).
       await Promise.all(ids.map((id) => this.client.delete(id).catch(() => {})));
+      const ahead = [...this.ahead.values()];
+      this.ahead.clear();
+      await Promise.all(ahead.map((w) => w.then((b) => b.abort()).catch(() => {})));
       await this.scratch?.abort().catch(() => {});
     })();
     return this.closing;
@@ -294,26 +304,53 @@ export class StoreCollective {
   private park(k: number, step: number, piece: Piece, into: Uint8Array, offset: number, phase: Phase): Promise<void> {
     const peer = this.peers[k];
     if (!peer) return Promise.reject(new TrellisError('ERR_INTERNAL', `no connection to rank ${k}'s store`));
-    return peer.read(this.tag(k, step, piece), into, { offset, wait: true, timeoutMs: this.timeoutMs }).then(() => {
-      // Answers arrive one after another; the first settled marks when bytes began coming.
+    const onStart = () => {
       phase.first ??= process.hrtime.bigint();
-    });
+    };
+    return peer
+      .read(this.tag(k, step, piece), into, { offset, wait: true, timeoutMs: this.timeoutMs, onStart })
+      .then(() => {});
   }
 
-  /** Waits for a phase; its time splits into waiting (to its first answer) and transfer (the rest). */
+  /**
+   * Waits for a phase from `since` (when this rank had nothing left to do):
+   * the time until its first answer began arriving is waiting for peers, the
+   * rest is transfer.
+   */
   private async finish(p: Phase, since: bigint, t: ExchangeTiming, bytes: number): Promise<void> {
     await p.done;
     const end = process.hrtime.bigint();
-    const first = p.first ?? end;
+    const first = p.first === null || p.first > end ? end : p.first < since ? since : p.first;
     t.waitMs += Number(first - since) / 1e6;
     t.transferMs += Number(end - first) / 1e6;
     t.bytesMoved += bytes;
   }
 
+  /**
+   * A new blob of `bytes` in the local arena: the one allocated ahead at the
+   * end of the previous step when there is one (a step's blobs are the same
+   * sizes every step).
+   */
+  private blob(bytes: number): Promise<BlobWriter> {
+    const w = this.ahead.get(bytes) ?? this.client.createBlob(bytes);
+    this.ahead.delete(bytes);
+    return w;
+  }
+
+  /** Allocates the blobs of the next step ahead, while the caller computes. */
+  private allocateAhead(sizes: number[]): void {
+    for (const bytes of sizes) {
+      if (bytes === 0 || this.ahead.has(bytes) || this.closing || this.broken) continue;
+      const w = this.client.createBlob(bytes);
+      w.catch(() => {});
+      this.ahead.set(bytes, w);
+    }
+  }
+
   /** Writes `data` into a new blob of the local arena and seals it under the tag, for `reads` readers. */
   private async publish(step: number, piece: Piece, data: Float32Array, reads: number, t: ExchangeTiming) {
     const t0 = process.hrtime.bigint();
-    const w = await this.client.createBlob(data.byteLength);
+    const w = await this.blob(data.byteLength);
     new Float32Array(w.buffer.buffer, w.buffer.byteOffset, data.length).set(data);
     const id = await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
     this.remember(step, id);
@@ -372,7 +409,7 @@ export class StoreCollective {
     rs.done.catch(() => {});
     ag.done.catch(() => {});
     // The sum's blob is allocated while the gradients are published (one more request in the same batch).
-    const sumBlob = len > 0 ? this.client.createBlob(len * 4) : null;
+    const sumBlob = len > 0 ? this.blob(len * 4) : null;
     sumBlob?.catch(() => {});
     await this.publish(step, 'grad', buf, n - 1, t);
     const published = process.hrtime.bigint();
@@ -399,6 +436,7 @@ export class StoreCollective {
     }
     await this.finish(ag, process.hrtime.bigint(), t, agBytes);
     this.consumedBefore(step);
+    this.allocateAhead([size * 4, len * 4]);
   }
 
   private async reduceAtRoot(step: number, buf: Float32Array, t: ExchangeTiming): Promise<void> {
@@ -411,6 +449,7 @@ export class StoreCollective {
       await this.publish(step, 'grad', buf, 1, t);
       await this.finish(phase, process.hrtime.bigint(), t, size * 4);
       this.consumedBefore(step);
+      this.allocateAhead([size * 4]);
       return;
     }
     const scratch = this.scratch!.buffer;
@@ -425,7 +464,7 @@ export class StoreCollective {
     phase.done = Promise.all(reads);
     const since = process.hrtime.bigint();
     const t0 = process.hrtime.bigint();
-    const w = await this.client.createBlob(size * 4);
+    const w = await this.blob(size * 4);
     t.writeMs += ms(t0);
     await this.finish(phase, since, t, (n - 1) * size * 4);
     const t1 = process.hrtime.bigint();
@@ -443,6 +482,7 @@ export class StoreCollective {
     t.writeMs += ms(t2);
     t.bytesLocal += size * 4;
     this.consumedBefore(step);
+    this.allocateAhead([size * 4]);
   }
 
   private async bcast(step: number, buf: Float32Array, root: number, t: ExchangeTiming): Promise<void> {
