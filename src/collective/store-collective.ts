@@ -99,6 +99,8 @@ export class StoreCollective {
   private readonly onAbort: () => void;
   /** Blobs allocated ahead for the next step, by size (off the next step's critical path). */
   private readonly ahead = new Map<number, Promise<BlobWriter>>();
+  /** Blobs taken for a step and not sealed yet. */
+  private readonly unsealed = new Set<BlobWriter>();
   /** Rejects the step in flight (set while one runs). */
   private failStep: ((e: TrellisError) => void) | null = null;
 
@@ -220,6 +222,9 @@ export class StoreCollective {
       const ahead = [...this.ahead.values()];
       this.ahead.clear();
       await Promise.all(ahead.map((w) => w.then((b) => b.abort()).catch(() => {})));
+      const unsealed = [...this.unsealed];
+      this.unsealed.clear();
+      await Promise.all(unsealed.map((w) => w.abort().catch(() => {})));
       await this.scratch?.abort().catch(() => {});
     })();
     return this.closing;
@@ -334,7 +339,23 @@ export class StoreCollective {
   private blob(bytes: number): Promise<BlobWriter> {
     const w = this.ahead.get(bytes) ?? this.client.createBlob(bytes);
     this.ahead.delete(bytes);
-    return w;
+    // Unsealed until sealed: a step that fails between the two leaves it to close() to abort.
+    return w.then(async (b) => {
+      if (this.closing) {
+        // close() ran while this was allocated: it is nobody's now.
+        await b.abort().catch(() => {});
+        throw new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`);
+      }
+      this.unsealed.add(b);
+      return b;
+    });
+  }
+
+  /** Seals a blob of this step under its tag, for `reads` readers, and remembers it for close(). */
+  private async seal(w: BlobWriter, step: number, piece: Piece, reads: number): Promise<void> {
+    const id = await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
+    this.unsealed.delete(w);
+    this.remember(step, id);
   }
 
   /** Allocates the blobs of the next step ahead, while the caller computes. */
@@ -352,8 +373,7 @@ export class StoreCollective {
     const t0 = process.hrtime.bigint();
     const w = await this.blob(data.byteLength);
     new Float32Array(w.buffer.buffer, w.buffer.byteOffset, data.length).set(data);
-    const id = await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
-    this.remember(step, id);
+    await this.seal(w, step, piece, reads);
     t.writeMs += ms(t0);
     t.bytesLocal += data.byteLength;
   }
@@ -428,8 +448,7 @@ export class StoreCollective {
       }
       own.set(out);
       const t2 = process.hrtime.bigint();
-      const id = await w.seal({ tag: this.tag(r, step, 'sum'), reads: n - 1 });
-      this.remember(step, id);
+      await this.seal(w, step, 'sum', n - 1);
       t.reduceMs += Number(t2 - t1) / 1e6;
       t.writeMs += Number(t1 - t0) / 1e6 + ms(t2);
       t.bytesLocal += len * 4;
@@ -476,8 +495,7 @@ export class StoreCollective {
     }
     buf.set(out);
     const t2 = process.hrtime.bigint();
-    const id = await w.seal({ tag: this.tag(0, step, 'sum'), reads: n - 1 });
-    this.remember(step, id);
+    await this.seal(w, step, 'sum', n - 1);
     t.reduceMs += Number(t2 - t1) / 1e6;
     t.writeMs += ms(t2);
     t.bytesLocal += size * 4;
