@@ -213,7 +213,8 @@ describe('StoreCollective over three stores and etcd', () => {
   });
 
   it('a rank killed with kill -9 mid-step fails the others with ERR_COLLECTIVE_ABORTED; the stores keep nothing', async () => {
-    const kids = await group(3, MLP, { timeoutMs: 1500 });
+    // A long timeout: the survivors learn from the dead rank's store (its scope ended), not from a timer.
+    const kids = await group(3, MLP, { timeoutMs: 120_000 });
     const parts = Array.from({ length: 3 }, (_, r) => gradients(MLP, r, 0));
     expect((await all(kids, { op: 'allReduce', step: 0 })).map((g) => g.sha)).toEqual(
       kids.map(() => sha(sumInOrder(parts))),
@@ -229,6 +230,14 @@ describe('StoreCollective over three stores and etcd', () => {
     expect(closed).toEqual(survivors.map(() => ({ closed: true, after: 'ERR_CLOSED' })));
     expect(await objectsNow()).toEqual(baseline);
     expect(await tagsNow()).toEqual([0, 0, 0]);
+  });
+
+  it('a rank that never joins a step fails the others with ERR_COLLECTIVE_ABORTED at their timeout', async () => {
+    const kids = await group(2, 1024, { timeoutMs: 300 });
+    kids[0].tell(JSON.stringify({ op: 'allReduce', step: 0 }));
+    expect(await kids[0].next()).toEqual(expect.objectContaining({ code: 'ERR_COLLECTIVE_ABORTED' }));
+    await all(kids, { op: 'close', step: 1 });
+    expect(await objectsNow()).toEqual(baseline);
   });
 
   it('an AbortSignal aborts a pending step and breaks the group', async () => {

@@ -91,6 +91,34 @@ describe('tags and ranged reads over RPC', () => {
     await ipc.delete(id);
   });
 
+  it('a scope ends with endScope or its owner: waiting reads fail at once, later ones too', async () => {
+    const before = counts();
+    const into = new Uint8Array(1);
+    const owner = await connect({ socket: a.socket });
+    const w = await owner.createBlob(1);
+    await w.seal({ tag: 'g1/0#1/x' });
+    // Another connection may not tag in a scope it does not own, nor end it.
+    const other = await ipc.createBlob(1);
+    expect(await errCode(other.seal({ tag: 'g1/0#2/x' }))).toBe('ERR_NOT_OWNER');
+    expect(await errCode(ipc.endScope('g1/0'))).toBe('ERR_NOT_OWNER');
+    await other.abort();
+    const parked = errCode(rpc.read('g1/0#2/x', into, { wait: true, timeoutMs: 60_000 }));
+    await eventually(() => counts().tagWaiters === 1, 'the read waits in the store');
+    await owner.endScope('g1/0');
+    expect(await parked).toBe('ERR_COLLECTIVE_ABORTED');
+    expect(await errCode(rpc.read('g1/0#3/x', into, { wait: true, timeoutMs: 60_000 }))).toBe('ERR_COLLECTIVE_ABORTED');
+    // Its objects went with it.
+    expect(counts()).toEqual(before);
+    // An owner that disconnects ends its scopes the same way.
+    const w2 = await owner.createBlob(1);
+    await w2.seal({ tag: 'g2/0#1/x' });
+    const parked2 = errCode(rpc.read('g2/0#2/x', into, { wait: true, timeoutMs: 60_000 }));
+    await eventually(() => counts().tagWaiters === 1, 'the read waits in the store');
+    await owner.close();
+    expect(await parked2).toBe('ERR_COLLECTIVE_ABORTED');
+    expect(counts()).toEqual(before);
+  });
+
   it('tagged objects die with the connection that made them', async () => {
     const before = counts();
     const other = await connect({ socket: a.socket });

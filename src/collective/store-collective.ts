@@ -25,8 +25,12 @@
  * (the cause is the underlying error); the group is broken then and every
  * later call fails the same way. The peer connections are closed at once, so
  * no parked read can land in the caller's buffer after the step failed.
- * close() deletes what this rank published; a rank that dies has its objects
- * deleted by its store (tags belong to the connection that bound them).
+ * The rank also ends its tag scope in its store, which fails the reads its
+ * peers parked on it at once (ERR_COLLECTIVE_ABORTED from the store), so one
+ * rank's failure reaches the others in milliseconds, not at their timeouts;
+ * a rank that dies has its scope ended by its store, and its objects deleted
+ * (tags belong to the connection that bound them). close() ends the scope
+ * too: it deletes what this rank published.
  *
  * @example
  *   const c = await StoreCollective.open(client, { group: 'job7/0', rank, ranks: 3, size: g.length, members });
@@ -38,7 +42,7 @@ import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { RemoteClient } from '../client/remote-client.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import type { InstanceInfo } from '../protocol/records.js';
-import { checkGroupSpec, chunkOf, type GroupSpec, type Piece, tagOf } from './group-spec.js';
+import { checkGroupSpec, chunkOf, type GroupSpec, type Piece, scopeOfRank, tagOf } from './group-spec.js';
 
 export type { GroupMember, GroupSpec } from './group-spec.js';
 
@@ -80,6 +84,8 @@ export interface ExchangeTiming {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** A broadcast's acknowledgement: an empty-ish blob (its tag is the message). */
+const ACK_BYTES = 4;
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /** A phase of parked reads: when its first answer began arriving and when all were in. */
@@ -94,8 +100,6 @@ export class StoreCollective {
   private busy = false;
   private broken: TrellisError | null = null;
   private closing: Promise<void> | null = null;
-  /** Ids this rank published, by step, until known consumed; deleted at close. */
-  private readonly published = new Map<number, string[]>();
   private readonly onAbort: () => void;
   /** Blobs allocated ahead for the next step, by size (off the next step's critical path). */
   private readonly ahead = new Map<number, Promise<BlobWriter>>();
@@ -215,10 +219,8 @@ export class StoreCollective {
       this.breakGroup(new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`));
       this.signal?.removeEventListener('abort', this.onAbort);
       for (const p of new Set(this.peers)) await p?.close().catch(() => {});
-      const ids = [...this.published.values()].flat();
-      this.published.clear();
-      // One by one: most are gone already (their last read deleted them).
-      await Promise.all(ids.map((id) => this.client.delete(id).catch(() => {})));
+      // Deletes what this rank published that no peer read yet (breakGroup asked already; this waits for it).
+      await this.client.endScope(this.scope).catch(() => {});
       const ahead = [...this.ahead.values()];
       this.ahead.clear();
       await Promise.all(ahead.map((w) => w.then((b) => b.abort()).catch(() => {})));
@@ -297,12 +299,19 @@ export class StoreCollective {
     this.broken = e;
     // Closing the sockets first: no parked read may land in a buffer after its step failed.
     for (const p of new Set(this.peers)) p?.close().catch(() => {});
+    // Ending this rank's tag scope fails the peers' reads parked on it now, rather than at their timeout.
+    this.client.endScope(this.scope).catch(() => {});
     this.failStep?.(e);
     return e;
   }
 
   private tag(rank: number, step: number, piece: Piece): string {
     return tagOf(this.spec.group, rank, step, piece);
+  }
+
+  /** This rank's tag scope: ending it deletes what it published and fails the reads parked on it. */
+  private get scope(): string {
+    return scopeOfRank(this.spec.group, this.spec.rank);
   }
 
   /** A read parked at rank `k`'s store: `into` receives the range when `k` binds the tag. */
@@ -351,11 +360,10 @@ export class StoreCollective {
     });
   }
 
-  /** Seals a blob of this step under its tag, for `reads` readers, and remembers it for close(). */
+  /** Seals a blob of this step under its tag, for `reads` readers. */
   private async seal(w: BlobWriter, step: number, piece: Piece, reads: number): Promise<void> {
-    const id = await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
+    await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
     this.unsealed.delete(w);
-    this.remember(step, id);
   }
 
   /** Allocates the blobs of the next step ahead, while the caller computes. */
@@ -376,20 +384,6 @@ export class StoreCollective {
     await this.seal(w, step, piece, reads);
     t.writeMs += ms(t0);
     t.bytesLocal += data.byteLength;
-  }
-
-  private remember(step: number, id: string): void {
-    const list = this.published.get(step);
-    if (list) list.push(id);
-    else this.published.set(step, [id]);
-  }
-
-  /**
-   * Once a rank has finished allReduce `step`, every peer has started it,
-   * so each has finished reading what this rank published before it.
-   */
-  private consumedBefore(step: number): void {
-    for (const s of this.published.keys()) if (s < step) this.published.delete(s);
   }
 
   private bytesOf(buf: Float32Array, start: number, end: number): Uint8Array {
@@ -454,7 +448,6 @@ export class StoreCollective {
       t.bytesLocal += len * 4;
     }
     await this.finish(ag, process.hrtime.bigint(), t, agBytes);
-    this.consumedBefore(step);
     this.allocateAhead([size * 4, len * 4]);
   }
 
@@ -467,7 +460,6 @@ export class StoreCollective {
       phase.done.catch(() => {});
       await this.publish(step, 'grad', buf, 1, t);
       await this.finish(phase, process.hrtime.bigint(), t, size * 4);
-      this.consumedBefore(step);
       this.allocateAhead([size * 4]);
       return;
     }
@@ -499,20 +491,34 @@ export class StoreCollective {
     t.reduceMs += Number(t2 - t1) / 1e6;
     t.writeMs += ms(t2);
     t.bytesLocal += size * 4;
-    this.consumedBefore(step);
     this.allocateAhead([size * 4]);
   }
 
+  /**
+   * The root publishes; the others read it and each answers with an empty
+   * ack, which the root waits for: when broadcast returns on the root, every
+   * rank has its copy, so the root may close at once without taking a
+   * broadcast away from a peer that had not asked for it yet.
+   */
   private async bcast(step: number, buf: Float32Array, root: number, t: ExchangeTiming): Promise<void> {
     const { rank: r, ranks: n, size } = this.spec;
     if (n === 1) return;
     if (r === root) {
+      const phase: Phase = { first: null, done: Promise.resolve() };
+      const acks: Promise<void>[] = [];
+      for (let k = 0; k < n; k++)
+        if (k !== root) acks.push(this.park(k, step, 'ack', new Uint8Array(ACK_BYTES), 0, phase));
+      phase.done = Promise.all(acks);
+      phase.done.catch(() => {});
       await this.publish(step, 'bcast', buf, n - 1, t);
+      await this.finish(phase, process.hrtime.bigint(), t, 0);
       return;
     }
     const phase: Phase = { first: null, done: Promise.resolve() };
     phase.done = this.park(root, step, 'bcast', this.bytesOf(buf, 0, size), 0, phase);
     await this.finish(phase, process.hrtime.bigint(), t, size * 4);
+    const w = await this.blob(ACK_BYTES);
+    await this.seal(w, step, 'ack', 1);
   }
 }
 
