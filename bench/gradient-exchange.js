@@ -27,6 +27,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import {
   fmtRatio,
+  fmtUs,
   median,
   met,
   nowUs,
@@ -43,7 +44,7 @@ import {
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 const MLP = 235_146;
 const BIG = 2 * 1024 * 1024; // 8 MiB of float32
-const ROUNDS = 5;
+const ROUNDS = 3;
 const STEPS = { [MLP]: 150, [BIG]: 25 };
 const WARMUP = 10;
 const role = process.argv.find((a) => a.startsWith('--role='))?.slice(7);
@@ -167,6 +168,16 @@ async function rankMain() {
 
   serveParent({
     hello: () => ({ instance: String(client.instanceId), port: server.address().port }),
+    /** The cost of one hop to this rank's store and back: IPC round trips of a status request. */
+    ping: async () => {
+      const samples = [];
+      for (let i = 0; i < 200; i++) {
+        const t0 = nowUs();
+        await client.status();
+        samples.push(nowUs() - t0);
+      }
+      return { p50: median(samples) };
+    },
     setup: async ({ ports, redisPort }) => {
       redis = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
       blocking = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
@@ -367,7 +378,7 @@ async function main() {
     };
     const out = await Promise.all(ranks.slice(0, n).map((r) => r.ask(way, { spec, steps, run: spec.group, ...extra })));
     const us = Math.max(...out.map((o) => o.us));
-    return { stepsPerSec: steps / (us / 1e6), split: out[0].split, steps };
+    return { stepsPerSec: steps / (us / 1e6), split: out[0].split, split1: out[1].split, steps };
   };
 
   const ALGOS = { rs: 'reduce-scatter', reduce: 'reduce' };
@@ -392,14 +403,17 @@ async function main() {
     }
   }
   loads.push(loadavg()[0]);
+  const pings = await Promise.all(ranks.map((r) => r.ask('ping')));
   const fig = (n, size, way, a) => {
     const rs = results.get(`${n}/${size}/${way}/${a}`);
     const sps = median(rs.map((r) => r.stepsPerSec));
     const split = {};
+    const split1 = {};
     for (const k of ['writeMs', 'waitMs', 'transferMs', 'reduceMs']) {
       split[k] = rs[0].split ? median(rs.map((r) => r.split[k] / r.steps)) : 0;
+      split1[k] = rs[0].split1 ? median(rs.map((r) => r.split1[k] / r.steps)) : 0;
     }
-    return { sps, mbps: (sps * size * 4) / 1e6, split };
+    return { sps, mbps: (sps * size * 4) / 1e6, split, split1 };
   };
   const mb = (size) => `${((size * 4) / 1e6).toFixed(2)} MB`;
   const show = (f) => `${f.sps.toFixed(0)} steps/s, ${f.mbps.toFixed(0)} MB/s`;
@@ -454,11 +468,13 @@ async function main() {
     baseline: `Redis ${show(redisOther)}`,
     ratio: fmtRatio(storesOther.sps / redisOther.sps),
   });
-  const sp = s3.split;
   const stepMs = 1000 / s3.sps;
+  const splitText = (sp) =>
+    `write ${sp.writeMs.toFixed(2)} ms, wait ${sp.waitMs.toFixed(2)} ms, transfer ${sp.transferMs.toFixed(2)} ms, reduce ${sp.reduceMs.toFixed(2)} ms`;
   const notes = [
     `median of ${ROUNDS} rounds of ${STEPS[MLP]} steps (${mb(MLP)}) or ${STEPS[BIG]} steps (${mb(BIG)}) after ${WARMUP} warm-up steps; all ways back to back in every round, same processes`,
-    `3 ranks, ${mb(MLP)}, stores, ${ALGOS[pick]}, rank 0 per step (${stepMs.toFixed(2)} ms): write ${sp.writeMs.toFixed(2)} ms (allocate, fill, seal: IPC round trips), wait ${sp.waitMs.toFixed(2)} ms (publish to first answer: peers still working), transfer ${sp.transferMs.toFixed(2)} ms, reduce ${sp.reduceMs.toFixed(2)} ms`,
+    `where a step's time goes, 3 ranks, ${mb(MLP)}, stores, ${ALGOS[pick]} (${stepMs.toFixed(2)} ms a step): rank 0 ${splitText(s3.split)}; rank 1 ${splitText(s3.split1)} (write: allocate, fill, seal, IPC round trips to the rank's store; wait: from this rank's last act to the first byte of an answer, i.e. the peers and the stores working; transfer: first byte to last)`,
+    `a hop to a rank's own store and back (IPC status round trip, all ranks at once, after the rounds) p50 ${pings.map((p) => fmtUs(p.p50)).join(' / ')}: the stores' path crosses a process boundary twice more per step than raw TCP (rank -> its store -> the reader, against rank -> reader), so it pays about two such hops per phase`,
     `load average (1 min) ${loads[0].toFixed(2)} at start, ${loads[1].toFixed(2)} at end; 2 vCPUs shared by 3 ranks and 3 stores (raw TCP and Redis: 3 ranks + 1 redis-server)`,
   ];
   report('gradient exchange per step: stores vs raw TCP vs Redis', rows, notes);

@@ -103,6 +103,8 @@ export class StoreCollective {
   private readonly onAbort: () => void;
   /** Blobs allocated ahead for the next step, by size (off the next step's critical path). */
   private readonly ahead = new Map<number, Promise<BlobWriter>>();
+  /** The seal that ended the previous step on rank 0 ('reduce'), answered while the next one starts. */
+  private sealing: Promise<void> | null = null;
   /** Blobs taken for a step and not sealed yet. */
   private readonly unsealed = new Set<BlobWriter>();
   /** Rejects the step in flight (set while one runs). */
@@ -216,10 +218,17 @@ export class StoreCollective {
   /** Deletes every object this rank published and releases its scratch and connections; idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      this.breakGroup(new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`));
+      // The last seal is answered first: by then the reads parked on it have pinned its object,
+      // which ending the scope (below) would otherwise delete under them.
+      const sealed = this.previousSeal().catch(() => {});
+      this.breakGroup(
+        new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`),
+        false,
+      );
       this.signal?.removeEventListener('abort', this.onAbort);
+      await sealed;
       for (const p of new Set(this.peers)) await p?.close().catch(() => {});
-      // Deletes what this rank published that no peer read yet (breakGroup asked already; this waits for it).
+      // Deletes what this rank published that no peer read.
       await this.client.endScope(this.scope).catch(() => {});
       const ahead = [...this.ahead.values()];
       this.ahead.clear();
@@ -291,7 +300,7 @@ export class StoreCollective {
   }
 
   /** Marks the group broken (the first reason stands), fails the step in flight and cuts the peer connections. */
-  private breakGroup(e: TrellisError): TrellisError {
+  private breakGroup(e: TrellisError, endScope = true): TrellisError {
     if (this.broken) {
       this.failStep?.(this.broken);
       return this.broken;
@@ -300,7 +309,7 @@ export class StoreCollective {
     // Closing the sockets first: no parked read may land in a buffer after its step failed.
     for (const p of new Set(this.peers)) p?.close().catch(() => {});
     // Ending this rank's tag scope fails the peers' reads parked on it now, rather than at their timeout.
-    this.client.endScope(this.scope).catch(() => {});
+    if (endScope) this.client.endScope(this.scope).catch(() => {});
     this.failStep?.(e);
     return e;
   }
@@ -358,6 +367,13 @@ export class StoreCollective {
       this.unsealed.add(b);
       return b;
     });
+  }
+
+  /** Waits for the previous step's last seal: a step whose seal failed fails the next one. */
+  private async previousSeal(): Promise<void> {
+    const p = this.sealing;
+    this.sealing = null;
+    if (p) await p;
   }
 
   /** Seals a blob of this step under its tag, for `reads` readers. */
@@ -473,8 +489,10 @@ export class StoreCollective {
       reads.push(this.park(k, step, 'grad', into, 0, phase));
     }
     phase.done = Promise.all(reads);
-    const since = process.hrtime.bigint();
+    phase.done.catch(() => {});
     const t0 = process.hrtime.bigint();
+    await this.previousSeal();
+    const since = process.hrtime.bigint();
     const w = await this.blob(size * 4);
     t.writeMs += ms(t0);
     await this.finish(phase, since, t, (n - 1) * size * 4);
@@ -487,7 +505,11 @@ export class StoreCollective {
     }
     buf.set(out);
     const t2 = process.hrtime.bigint();
-    await this.seal(w, step, 'sum', n - 1);
+    // The sum is in buf already and the seal request is sent: its answer is awaited by the next
+    // step, once that step's reads are parked, so the answer's trip is off the critical path.
+    const sealing = this.seal(w, step, 'sum', n - 1);
+    sealing.catch(() => {});
+    this.sealing = sealing;
     t.reduceMs += Number(t2 - t1) / 1e6;
     t.writeMs += ms(t2);
     t.bytesLocal += size * 4;
@@ -503,6 +525,7 @@ export class StoreCollective {
   private async bcast(step: number, buf: Float32Array, root: number, t: ExchangeTiming): Promise<void> {
     const { rank: r, ranks: n, size } = this.spec;
     if (n === 1) return;
+    await this.previousSeal();
     if (r === root) {
       const phase: Phase = { first: null, done: Promise.resolve() };
       const acks: Promise<void>[] = [];
