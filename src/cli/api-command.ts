@@ -5,9 +5,9 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
-import { pino } from 'pino';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
+import { type LogLevel, processLogger } from '../observe/process-logger.js';
 
 export interface ApiCommandOptions {
   port: number;
@@ -22,14 +22,16 @@ export interface ApiCommandOptions {
   metaPrefix?: string;
   /** The stores' RPC token (default: `token`, the API's own). */
   storeToken?: string;
+  /** Default: $TRELLIS_LOG_LEVEL, else info. */
+  logLevel?: LogLevel;
 }
 
 /** Where the command meets its process; tests pass their own. */
 export interface ApiCommandIo {
   /** Resolves with a signal's name when the command should stop. */
   stop: Promise<string>;
+  /** Every line goes here, the `listening` line scripts wait for too (msg 'listening', field url). */
   logger: FastifyBaseLogger;
-  print: (line: string) => void;
   /** The engine factory (startJobService; a test passes its own service). */
   startService?: typeof startJobService;
 }
@@ -42,16 +44,13 @@ function signalled(): Promise<string> {
   });
 }
 
-function processIo(): ApiCommandIo {
-  return {
-    stop: signalled(),
-    // Logs go to stderr as JSON lines; stdout carries only the `listening` line scripts wait for.
-    logger: pino({ name: 'trellis-api' }, pino.destination(2)),
-    print: (line) => process.stdout.write(`${line}\n`),
-  };
+async function processIo(level: LogLevel | undefined): Promise<ApiCommandIo> {
+  // pino JSON lines on stdout (pretty on a terminal), as the store and the agent log.
+  return { stop: signalled(), logger: (await processLogger({ name: 'trellis-api', level })) as FastifyBaseLogger };
 }
 
-export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo()): Promise<void> {
+export async function runApi(o: ApiCommandOptions, given?: ApiCommandIo): Promise<void> {
+  const io = given ?? (await processIo(o.logLevel));
   const { logger } = io;
   const service = await (io.startService ?? startJobService)({
     redis: o.redis,
@@ -62,7 +61,7 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
     ...(o.metaPrefix === undefined ? {} : { metaPrefix: o.metaPrefix }),
     logger,
   });
-  const app = buildApi({ service, token: o.token, logger });
+  const app = buildApi({ service, token: o.token, logger, processMetrics: given === undefined });
   try {
     await app.listen({ port: o.port, host: o.host });
   } catch (e) {
@@ -72,9 +71,9 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
   }
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
-  io.print(`trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}`);
-  const sig = await io.stop;
-  logger.info(`${sig}, shutting down`);
+  logger.info({ url: `http://${host}:${port}`, auth: o.token ? 'token' : 'none' }, 'listening');
+  const signal = await io.stop;
+  logger.info({ signal }, 'shutting down');
   // The server first (no new requests, event streams ended), then the service under it.
   try {
     await app.close();

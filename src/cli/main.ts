@@ -9,6 +9,7 @@ import { TrellisError } from '../errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { jobsCommand } from './jobs-command.js';
+import { commandLogger, logLevelOption, metricsOptions, startMetrics } from './process-observe.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 
@@ -51,7 +52,7 @@ export async function main(argv: string[]): Promise<void> {
     .description('Zero-copy data plane for ML jobs: shared-memory object stores and the jobs that use them')
     .version(pkg.version);
 
-  program
+  const store = program
     .command('store')
     .description('run a store daemon in the foreground')
     .requiredOption('--socket <path>', 'UNIX socket to listen on')
@@ -83,48 +84,67 @@ export async function main(argv: string[]): Promise<void> {
     .option('--token-file <path>', 'file holding the shared RPC token (default: $TRELLIS_TOKEN)')
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
-    .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
-    .action(async (o) => {
-      const token = readToken(o.tokenFile);
-      const store = await StoreServer.start(
-        {
-          socket: o.socket,
-          size: o.size,
-          name: o.name,
-          segmentSize: o.segmentSize,
-          reserve: Boolean(o.reserve),
-          spillDir: o.spillDir,
-          punchDelayMs: o.punchDelay,
-          socketMode: o.socketMode,
-          socketGid: o.socketGroup,
-          maxFrame: o.maxFrame,
-          maxBuffered: o.maxBuffered,
-          frameTimeoutMs: o.frameTimeout,
-          maxRecordBytes: o.maxRecordBytes,
-          meta: o.meta,
-          metaPrefix: o.metaPrefix,
-          leaseTtl: o.leaseTtl,
-          rpcPort: o.rpcPort,
-          rpcHost: o.rpcHost,
-          token,
-          log: (m) => process.stderr.write(`trellis store: ${m}\n`),
-        },
-        o.rpcPort === undefined ? undefined : await rpcStarter(),
+    .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10);
+  metricsOptions(logLevelOption(store)).action(async (o) => {
+    const token = readToken(o.tokenFile);
+    const logger = await commandLogger('trellis-store', o.logLevel);
+    const store = await StoreServer.start(
+      {
+        socket: o.socket,
+        size: o.size,
+        name: o.name,
+        segmentSize: o.segmentSize,
+        reserve: Boolean(o.reserve),
+        spillDir: o.spillDir,
+        punchDelayMs: o.punchDelay,
+        socketMode: o.socketMode,
+        socketGid: o.socketGroup,
+        maxFrame: o.maxFrame,
+        maxBuffered: o.maxBuffered,
+        frameTimeoutMs: o.frameTimeout,
+        maxRecordBytes: o.maxRecordBytes,
+        meta: o.meta,
+        metaPrefix: o.metaPrefix,
+        leaseTtl: o.leaseTtl,
+        rpcPort: o.rpcPort,
+        rpcHost: o.rpcHost,
+        token,
+        logger,
+      },
+      o.rpcPort === undefined ? undefined : await rpcStarter(),
+    );
+    let closing = false;
+    let metrics: Awaited<ReturnType<typeof startMetrics>>;
+    try {
+      metrics = await startMetrics(
+        o,
+        async () => (await import('../store/store-metrics.js')).storeMetrics(store),
+        () => (closing ? { ok: false, reason: 'shutting down' } : { ok: true }),
       );
-      const st = store.status();
-      const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
-      process.stdout.write(
-        `trellis store ready socket=${o.socket} size=${st.memoryLimit} instance=${st.instanceId}${rpc} pid=${process.pid}\n`,
-      );
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          process.stderr.write(`trellis store: ${sig}, shutting down\n`);
-          store.close().then(resolve, resolve);
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+    const st = store.status();
+    const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
+    // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
+    logger.info(
+      { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
+      'ready',
+    );
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        closing = true;
+        const done = () => {
+          metrics?.close().then(resolve, resolve);
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+        store.close().then(done, done);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
     });
+  });
 
   program
     .command('status')
@@ -148,7 +168,7 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
 
-  program
+  const agentCmd = program
     .command('agent')
     .description("run a node agent next to its store: takes the tasks placed on this node's queue")
     .requiredOption('--socket <path>', "this node's store socket")
@@ -159,34 +179,49 @@ export async function main(argv: string[]): Promise<void> {
     .option('--concurrency <n>', 'tasks run at once', intArg, 2)
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
     .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
-    .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
-    .action(async (o) => {
-      // Loaded here so `trellis store` never loads bullmq.
-      const { Agent } = await import('../jobs/agent.js');
-      const log = (m: string) => process.stderr.write(`trellis agent: ${m}\n`);
-      const agent = await Agent.start({
-        socket: o.socket,
-        redis: o.redis,
-        node: o.node,
-        handlers: o.handlers ?? [],
-        concurrency: o.concurrency,
-        prefix: o.prefix,
-        lockMs: o.lockMs,
-        drainMs: o.drainMs,
-        logger: { info: log, warn: log, error: log },
-      });
-      process.stdout.write(`trellis agent ready node=${agent.node} pid=${process.pid}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          log(`${sig}, draining`);
-          agent.close().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      // Drained: exit even if a library left a timer behind.
-      process.exit(0);
+    .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000);
+  metricsOptions(logLevelOption(agentCmd)).action(async (o) => {
+    // Loaded here so `trellis store` never loads bullmq.
+    const { Agent } = await import('../jobs/agent.js');
+    const logger = await commandLogger('trellis-agent', o.logLevel);
+    const agent = await Agent.start({
+      socket: o.socket,
+      redis: o.redis,
+      node: o.node,
+      handlers: o.handlers ?? [],
+      concurrency: o.concurrency,
+      prefix: o.prefix,
+      lockMs: o.lockMs,
+      drainMs: o.drainMs,
+      logger,
     });
+    let metrics: Awaited<ReturnType<typeof startMetrics>>;
+    try {
+      metrics = await startMetrics(
+        o,
+        async () => agent.metrics.registry,
+        () => agent.health(),
+      );
+    } catch (e) {
+      await agent.close();
+      throw e;
+    }
+    // The line scripts wait for (docs/OPERATIONS.md, "Logs").
+    logger.info({ node: agent.node, metrics: metrics?.url }, 'ready');
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'draining');
+        const done = () => {
+          metrics?.close().then(resolve, resolve);
+        };
+        agent.close().then(done, done);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    // Drained: exit even if a library left a timer behind.
+    process.exit(0);
+  });
 
   program
     .command('demo')
@@ -201,7 +236,7 @@ export async function main(argv: string[]): Promise<void> {
       await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir, model: o.model, epochs: o.epochs });
     });
 
-  program
+  const apiCmd = program
     .command('api')
     .description('serve the jobs HTTP API in the foreground')
     .requiredOption('--port <n>', 'TCP port (0: any free port)', intArg)
@@ -219,23 +254,25 @@ export async function main(argv: string[]): Promise<void> {
     .option(
       '--store-token-file <path>',
       "the stores' RPC token, when reaching them over RPC (default: the API's token)",
-    )
-    .action(async (o) => {
-      const token = readToken(o.tokenFile);
-      const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
-      const { runApi } = await import('./api-command.js');
-      await runApi({
-        port: o.port,
-        host: o.host,
-        redis: o.redis,
-        meta: o.meta,
-        metaPrefix: o.metaPrefix,
-        socket: o.socket,
-        token,
-        storeToken,
-        prefix: o.prefix,
-      });
+    );
+  // Its /metrics and /healthz are on the API's own port.
+  logLevelOption(apiCmd).action(async (o) => {
+    const token = readToken(o.tokenFile);
+    const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
+    const { runApi } = await import('./api-command.js');
+    await runApi({
+      port: o.port,
+      host: o.host,
+      redis: o.redis,
+      meta: o.meta,
+      metaPrefix: o.metaPrefix,
+      socket: o.socket,
+      token,
+      storeToken,
+      prefix: o.prefix,
+      logLevel: o.logLevel,
     });
+  });
 
   program.addCommand(jobsCommand());
 

@@ -1,0 +1,67 @@
+/**
+ * The flags every long-running command shares (`trellis store`, `agent`,
+ * `api`): --log-level, and for the processes without an HTTP server of
+ * their own --metrics-port and --metrics-host. docs/OPERATIONS.md lists them.
+ */
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../observe/logger.js';
+import type { Health, MetricsServer } from '../observe/metrics-server.js';
+import { type LogLevel, parseLogLevel } from '../observe/process-logger.js';
+
+function levelArg(v: string): LogLevel {
+  try {
+    return parseLogLevel(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function portArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a TCP port, got ${v}`);
+  return n;
+}
+
+export function logLevelOption(cmd: Command): Command {
+  return cmd.addOption(
+    new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+      .env('TRELLIS_LOG_LEVEL')
+      .default('info')
+      .argParser(levelArg),
+  );
+}
+
+export function metricsOptions(cmd: Command): Command {
+  return cmd
+    .option('--metrics-port <port>', 'serve GET /metrics and /healthz on this port (0: off)', portArg, 0)
+    .option('--metrics-host <host>', 'address to bind the metrics port to', '127.0.0.1');
+}
+
+/** The process's logger, named for its command (`trellis-store`, ...). */
+export async function commandLogger(name: string, level: LogLevel): Promise<Logger> {
+  const { processLogger } = await import('../observe/process-logger.js');
+  return processLogger({ name, level });
+}
+
+/**
+ * Serves `registry` (with Node's process metrics beside it) when a port was
+ * given; null when metrics are off.
+ */
+export async function startMetrics(
+  o: { metricsPort: number; metricsHost: string },
+  registry: () => Promise<Registry>,
+  health: () => Health,
+): Promise<MetricsServer | null> {
+  if (o.metricsPort === 0) return null;
+  const { collectDefaultMetrics, Registry: Reg } = await import('prom-client');
+  const { serveMetrics } = await import('../observe/metrics-server.js');
+  const node = new Reg();
+  collectDefaultMetrics({ register: node });
+  return serveMetrics({
+    host: o.metricsHost,
+    port: o.metricsPort,
+    registry: Reg.merge([await registry(), node]),
+    health,
+  });
+}
