@@ -71,7 +71,10 @@ export async function runApi(o: ApiCommandOptions, given?: ApiCommandIo): Promis
   }
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
-  logger.info({ url: `http://${host}:${port}`, auth: o.token ? 'token' : 'none' }, 'listening');
+  // At info whatever the level: scripts wait for this line.
+  logger
+    .child({}, { level: 'info' })
+    .info({ url: `http://${host}:${port}`, auth: o.token ? 'token' : 'none' }, 'listening');
   const signal = await io.stop;
   logger.info({ signal }, 'shutting down');
   // The server first (no new requests, event streams ended), then the service under it.

@@ -9,7 +9,7 @@ import { TrellisError } from '../errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { jobsCommand } from './jobs-command.js';
-import { commandLogger, logLevelOption, metricsOptions, startMetrics } from './process-observe.js';
+import { announce, commandLogger, logLevelOption, metricsOptions, startMetrics } from './process-observe.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 
@@ -128,7 +128,8 @@ export async function main(argv: string[]): Promise<void> {
     const st = store.status();
     const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
     // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
-    logger.info(
+    announce(
+      logger,
       { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
       'ready',
     );
@@ -207,7 +208,7 @@ export async function main(argv: string[]): Promise<void> {
       throw e;
     }
     // The line scripts wait for (docs/OPERATIONS.md, "Logs").
-    logger.info({ node: agent.node, metrics: metrics?.url }, 'ready');
+    announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         logger.info({ signal }, 'draining');

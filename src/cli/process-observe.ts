@@ -4,6 +4,7 @@
  * their own --metrics-port and --metrics-host. docs/OPERATIONS.md lists them.
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { pino } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../observe/logger.js';
 import type { Health, MetricsServer } from '../observe/metrics-server.js';
@@ -39,9 +40,17 @@ export function metricsOptions(cmd: Command): Command {
 }
 
 /** The process's logger, named for its command (`trellis-store`, ...). */
-export async function commandLogger(name: string, level: LogLevel): Promise<Logger> {
+export async function commandLogger(name: string, level: LogLevel): Promise<Logger & pino.Logger> {
   const { processLogger } = await import('../observe/process-logger.js');
   return processLogger({ name, level });
+}
+
+/**
+ * Logs a line scripts wait for (msg 'ready', 'listening') at info whatever
+ * --log-level says: a quieter level must not leave a supervisor waiting.
+ */
+export function announce(logger: pino.Logger, fields: object, msg: string): void {
+  logger.child({}, { level: 'info' }).info(fields, msg);
 }
 
 /**
