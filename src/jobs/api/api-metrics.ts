@@ -49,10 +49,29 @@ export function apiMetrics(app: FastifyInstance, service: JobService, o: ApiMetr
   });
 
   const scraped = o.processMetrics ? Registry.merge([registry, nodeRegistry()]) : registry;
-  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
-    reply.type(scraped.contentType);
-    return scraped.metrics();
-  });
+  // A plugin, loaded after @fastify/swagger's, so the OpenAPI document lists both routes.
+  app.register(async (routes) => operationsRoutes(routes, scraped));
+  return registry;
+}
+
+function operationsRoutes(app: FastifyInstance, scraped: Registry): void {
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        summary: 'Prometheus metrics of the API (and of its Node process under `trellis api`)',
+        tags: ['operations'],
+        security: [],
+        response: {
+          200: {
+            description: 'Prometheus text exposition format 0.0.4',
+            content: { 'text/plain': { schema: { type: 'string' } } },
+          },
+        },
+      },
+    },
+    async (_request, reply) => reply.type(scraped.contentType).send(await scraped.metrics()),
+  );
   app.get(
     '/healthz',
     {
@@ -60,6 +79,7 @@ export function apiMetrics(app: FastifyInstance, service: JobService, o: ApiMetr
         // While closing, the onRequest hook of build-api.ts answers 503 ERR_SHUTTING_DOWN before this runs.
         summary: 'Liveness: 200 while the API serves, 503 while it shuts down',
         tags: ['operations'],
+        security: [],
         response: {
           200: {
             type: 'object',
@@ -72,7 +92,6 @@ export function apiMetrics(app: FastifyInstance, service: JobService, o: ApiMetr
     },
     async () => ({ status: 'ok' as const }),
   );
-  return registry;
 }
 
 function nodeRegistry(): Registry {
