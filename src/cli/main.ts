@@ -127,13 +127,8 @@ export async function main(argv: string[]): Promise<void> {
     }
     const st = store.status();
     const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
-    // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
-    announce(
-      logger,
-      { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
-      'ready',
-    );
-    await new Promise<void>((resolve) => {
+    // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         logger.info({ signal }, 'shutting down');
         closing = true;
@@ -145,6 +140,13 @@ export async function main(argv: string[]): Promise<void> {
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
+    // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
+    announce(
+      logger,
+      { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
+      'ready',
+    );
+    await stopped;
   });
 
   program
@@ -207,9 +209,8 @@ export async function main(argv: string[]): Promise<void> {
       await agent.close();
       throw e;
     }
-    // The line scripts wait for (docs/OPERATIONS.md, "Logs").
-    announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
-    await new Promise<void>((resolve) => {
+    // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         logger.info({ signal }, 'draining');
         const done = () => {
@@ -220,6 +221,9 @@ export async function main(argv: string[]): Promise<void> {
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
+    // The line scripts wait for (docs/OPERATIONS.md, "Logs").
+    announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
+    await stopped;
     // Drained: exit even if a library left a timer behind.
     process.exit(0);
   });

@@ -25,11 +25,12 @@ function portArg(v: string): number {
 }
 
 export function logLevelOption(cmd: Command): Command {
+  // No commander default or .env(): processLogger falls back to $TRELLIS_LOG_LEVEL (an empty one counts as unset), then info.
   return cmd.addOption(
-    new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
-      .env('TRELLIS_LOG_LEVEL')
-      .default('info')
-      .argParser(levelArg),
+    new Option(
+      '--log-level <level>',
+      'fatal, error, warn, info, debug, trace or silent (default: $TRELLIS_LOG_LEVEL, else info)',
+    ).argParser(levelArg),
   );
 }
 
@@ -40,7 +41,7 @@ export function metricsOptions(cmd: Command): Command {
 }
 
 /** The process's logger, named for its command (`trellis-store`, ...). */
-export async function commandLogger(name: string, level: LogLevel): Promise<Logger & pino.Logger> {
+export async function commandLogger(name: string, level: LogLevel | undefined): Promise<Logger & pino.Logger> {
   const { processLogger } = await import('../observe/process-logger.js');
   return processLogger({ name, level });
 }

@@ -37,7 +37,7 @@ export interface ProcessLoggerOptions {
 }
 
 export async function processLogger(o: ProcessLoggerOptions): Promise<Logger & pino.Logger> {
-  const level = o.level ?? parseLogLevel(process.env.TRELLIS_LOG_LEVEL ?? 'info');
+  const level = o.level ?? parseLogLevel(process.env.TRELLIS_LOG_LEVEL || 'info');
   const opts: pino.LoggerOptions = { name: o.name, level };
   const dest = o.destination ?? 1;
   const tty = (dest === 1 ? process.stdout : process.stderr).isTTY === true;
