@@ -14,8 +14,8 @@ import type { InputBudget } from './input-budget.js';
 import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
-  /** Returns the response fields, or a promise of them; throws TrellisError. */
-  handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object>;
+  /** Returns the response fields, or a promise of them; throws TrellisError. `noReply`: nobody waits for the answer. */
+  handle(conn: Connection, req: Request, payload: Buffer, noReply?: boolean): object | Promise<object>;
   hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): object;
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void;
   closed(conn: Connection): void;
@@ -160,7 +160,7 @@ export class Connection extends PeerConnection {
     if (f.header.noReply === true) {
       // Fire-and-forget (batched releases): nothing is sent back, not even errors.
       try {
-        const out = this.handler.handle(this, req, f.payload);
+        const out = this.handler.handle(this, req, f.payload, true);
         if (out instanceof Promise) out.catch(() => {});
       } catch {
         // the client checked what it could before sending; nothing to answer
