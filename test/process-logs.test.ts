@@ -6,9 +6,10 @@
  * a real pty), and `trellis api`'s /metrics with Node's process metrics.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { findLogLine } from 'trellis';
+import { connect, findLogLine } from 'trellis';
 import { freePort } from 'trellis/jobs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
@@ -49,7 +50,8 @@ describe('process logs', () => {
   async function store(args: string[], env: Record<string, string> = {}) {
     const { dir, cleanup } = tempDir();
     cleanups.push(async () => cleanup());
-    const child = spawn(process.execPath, [CLI, 'store', '--socket', join(dir, 's.sock'), '--size', '16M', ...args], {
+    const socket = join(dir, 's.sock');
+    const child = spawn(process.execPath, [CLI, 'store', '--socket', socket, '--size', '16M', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...withoutLevel(), ...env },
     });
@@ -63,6 +65,7 @@ describe('process logs', () => {
     });
     await untilReady(child, 'store');
     return {
+      socket,
       stop: async () => {
         child.kill('SIGTERM');
         const code = await exited(child);
@@ -91,6 +94,31 @@ describe('process logs', () => {
     expect(jsonLines(byEnv.stdout).map((l) => l.msg)).toEqual(['ready']);
     const both = await (await store(['--log-level', 'info'], { TRELLIS_LOG_LEVEL: 'silent' })).stop();
     expect(jsonLines(both.stdout).map((l) => l.msg)).toEqual(['ready', 'shutting down', 'store closed']);
+  });
+
+  it('logs a client that breaks the protocol at warn with its code, and clients coming and going at debug', async () => {
+    const s = await store(['--log-level', 'debug']);
+    const c = await connect({ socket: s.socket, name: 'log-test' });
+    await c.close();
+    const raw = netConnect(s.socket);
+    raw.on('error', () => {});
+    raw.resume(); // read the error answer and the end that follows it
+    raw.write(Buffer.from([0xff, 0xff, 0xff, 0xff])); // a frame length no store accepts
+    await new Promise((resolve) => raw.once('close', resolve));
+    const { stdout } = await s.stop();
+    const lines = jsonLines(stdout).filter((l) => l.conn !== undefined);
+    expect(lines.map(({ level, transport, client, code, msg }) => ({ level, transport, client, code, msg }))).toEqual([
+      { level: 20, transport: 'ipc', client: 'log-test', code: undefined, msg: 'client connected' },
+      { level: 20, transport: 'ipc', client: undefined, code: undefined, msg: 'client gone' },
+      {
+        level: 40,
+        transport: 'ipc',
+        client: undefined,
+        code: 'ERR_PROTOCOL',
+        msg: expect.stringMatching(/^connection dropped: /),
+      },
+    ]);
+    expect(lines[2]).not.toHaveProperty('err');
   });
 
   it('an unknown level is refused before anything starts', async () => {

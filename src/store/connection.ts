@@ -7,6 +7,7 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import type { Logger } from '../observe/logger.js';
 import { respond } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder, MAX_HELLO_FRAME } from '../protocol/frame.js';
 import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
@@ -34,8 +35,9 @@ export class Connection extends PeerConnection {
     private readonly handler: RequestHandler,
     private readonly maxFrame: number,
     budget: InputBudget,
+    log: Logger,
   ) {
-    super(budget);
+    super(budget, log.child({ conn: id, transport: 'ipc' }));
     // Until hello, as over RPC: strangers get no big buffers.
     this.decoder = new FrameDecoder(MAX_HELLO_FRAME);
     this.armHandshake();
@@ -73,6 +75,7 @@ export class Connection extends PeerConnection {
   }
 
   protected released(): void {
+    if (this.token !== null) this.log.debug('client gone');
     this.handler.closed(this);
   }
 
@@ -134,6 +137,7 @@ export class Connection extends PeerConnection {
         this.handshakeOver();
         this.state = 'ready';
         this.decoder.maxFrame = this.maxFrame;
+        this.log.debug({ client: req.client }, 'client connected');
         respond(this.sender, rid, () => this.handler.hello(this, req));
         return;
       }

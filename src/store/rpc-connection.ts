@@ -71,8 +71,12 @@ export class RpcConnection extends PeerConnection {
     accepted: Socket,
     private readonly host: RpcHost,
   ) {
-    super(host.store.inputBudget);
-    this.id = host.store.newConnectionId();
+    const id = host.store.newConnectionId();
+    super(
+      host.store.inputBudget,
+      host.store.log.child({ conn: id, transport: 'rpc', peer: `${accepted.remoteAddress}:${accepted.remotePort}` }),
+    );
+    this.id = id;
     // Put bytes are read straight into their arena blobs when net allows it.
     const direct = adoptWithOnread(accepted, {
       buffer: () => this.reader.nextBuffer() ?? this.scratch,
@@ -186,6 +190,7 @@ export class RpcConnection extends PeerConnection {
     this.handshakeOver();
     this.state = 'ready';
     this.reader.maxFrame = this.store.maxFrame;
+    this.log.debug('peer connected');
     const o = this.store.opts;
     const hello: RpcHelloReply = {
       version: RPC_VERSION,

@@ -260,7 +260,7 @@ export class StoreServer implements RequestHandler {
       socket.destroy();
       return;
     }
-    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget);
+    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget, this.log);
     this.connections.set(conn.id, conn);
   }
 
