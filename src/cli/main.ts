@@ -9,7 +9,14 @@ import { TrellisError } from '../errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { jobsCommand } from './jobs-command.js';
-import { announce, commandLogger, logLevelOption, metricsOptions, startMetrics } from './process-observe.js';
+import {
+  announce,
+  commandLogger,
+  logLevelOption,
+  metricsHostOption,
+  metricsPortOption,
+  startMetrics,
+} from './process-observe.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 
@@ -52,7 +59,7 @@ export async function main(argv: string[]): Promise<void> {
     .description('Zero-copy data plane for ML jobs: shared-memory object stores and the jobs that use them')
     .version(pkg.version);
 
-  const store = program
+  program
     .command('store')
     .description('run a store daemon in the foreground')
     .requiredOption('--socket <path>', 'UNIX socket to listen on')
@@ -84,70 +91,73 @@ export async function main(argv: string[]): Promise<void> {
     .option('--token-file <path>', 'file holding the shared RPC token (default: $TRELLIS_TOKEN)')
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
-    .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10);
-  metricsOptions(logLevelOption(store)).action(async (o) => {
-    const token = readToken(o.tokenFile);
-    const logger = await commandLogger('trellis-store', o.logLevel);
-    const store = await StoreServer.start(
-      {
-        socket: o.socket,
-        size: o.size,
-        name: o.name,
-        segmentSize: o.segmentSize,
-        reserve: Boolean(o.reserve),
-        spillDir: o.spillDir,
-        punchDelayMs: o.punchDelay,
-        socketMode: o.socketMode,
-        socketGid: o.socketGroup,
-        maxFrame: o.maxFrame,
-        maxBuffered: o.maxBuffered,
-        frameTimeoutMs: o.frameTimeout,
-        maxRecordBytes: o.maxRecordBytes,
-        meta: o.meta,
-        metaPrefix: o.metaPrefix,
-        leaseTtl: o.leaseTtl,
-        rpcPort: o.rpcPort,
-        rpcHost: o.rpcHost,
-        token,
-        logger,
-      },
-      o.rpcPort === undefined ? undefined : await rpcStarter(),
-    );
-    let closing = false;
-    let metrics: Awaited<ReturnType<typeof startMetrics>>;
-    try {
-      metrics = await startMetrics(
-        o,
-        async () => (await import('../store/store-metrics.js')).storeMetrics(store),
-        () => (closing ? { ok: false, reason: 'shutting down' } : { ok: true }),
+    .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
+    .addOption(logLevelOption())
+    .addOption(metricsPortOption())
+    .addOption(metricsHostOption())
+    .action(async (o) => {
+      const token = readToken(o.tokenFile);
+      const logger = await commandLogger('trellis-store', o.logLevel);
+      const store = await StoreServer.start(
+        {
+          socket: o.socket,
+          size: o.size,
+          name: o.name,
+          segmentSize: o.segmentSize,
+          reserve: Boolean(o.reserve),
+          spillDir: o.spillDir,
+          punchDelayMs: o.punchDelay,
+          socketMode: o.socketMode,
+          socketGid: o.socketGroup,
+          maxFrame: o.maxFrame,
+          maxBuffered: o.maxBuffered,
+          frameTimeoutMs: o.frameTimeout,
+          maxRecordBytes: o.maxRecordBytes,
+          meta: o.meta,
+          metaPrefix: o.metaPrefix,
+          leaseTtl: o.leaseTtl,
+          rpcPort: o.rpcPort,
+          rpcHost: o.rpcHost,
+          token,
+          logger,
+        },
+        o.rpcPort === undefined ? undefined : await rpcStarter(),
       );
-    } catch (e) {
-      await store.close();
-      throw e;
-    }
-    const st = store.status();
-    const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
-    // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
-    const stopped = new Promise<void>((resolve) => {
-      const stop = (signal: string) => {
-        logger.info({ signal }, 'shutting down');
-        closing = true;
-        const done = () => {
-          metrics?.close().then(resolve, resolve);
+      let closing = false;
+      let metrics: Awaited<ReturnType<typeof startMetrics>>;
+      try {
+        metrics = await startMetrics(
+          o,
+          async () => (await import('../store/store-metrics.js')).storeMetrics(store),
+          () => (closing ? { ok: false, reason: 'shutting down' } : { ok: true }),
+        );
+      } catch (e) {
+        await store.close();
+        throw e;
+      }
+      // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
+      const stopped = new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'shutting down');
+          closing = true;
+          const done = () => {
+            metrics?.close().then(resolve, resolve);
+          };
+          store.close().then(done, done);
         };
-        store.close().then(done, done);
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      const st = store.status();
+      const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
+      // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
+      announce(
+        logger,
+        { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
+        'ready',
+      );
+      await stopped;
     });
-    // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
-    announce(
-      logger,
-      { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
-      'ready',
-    );
-    await stopped;
-  });
 
   program
     .command('status')
@@ -171,7 +181,7 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
 
-  const agentCmd = program
+  program
     .command('agent')
     .description("run a node agent next to its store: takes the tasks placed on this node's queue")
     .requiredOption('--socket <path>', "this node's store socket")
@@ -182,51 +192,54 @@ export async function main(argv: string[]): Promise<void> {
     .option('--concurrency <n>', 'tasks run at once', intArg, 2)
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
     .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
-    .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000);
-  metricsOptions(logLevelOption(agentCmd)).action(async (o) => {
-    // Loaded here so `trellis store` never loads bullmq.
-    const { Agent } = await import('../jobs/agent.js');
-    const logger = await commandLogger('trellis-agent', o.logLevel);
-    const agent = await Agent.start({
-      socket: o.socket,
-      redis: o.redis,
-      node: o.node,
-      handlers: o.handlers ?? [],
-      concurrency: o.concurrency,
-      prefix: o.prefix,
-      lockMs: o.lockMs,
-      drainMs: o.drainMs,
-      logger,
-    });
-    let metrics: Awaited<ReturnType<typeof startMetrics>>;
-    try {
-      metrics = await startMetrics(
-        o,
-        async () => agent.metrics.registry,
-        () => agent.health(),
-      );
-    } catch (e) {
-      await agent.close();
-      throw e;
-    }
-    // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
-    const stopped = new Promise<void>((resolve) => {
-      const stop = (signal: string) => {
-        logger.info({ signal }, 'draining');
-        const done = () => {
-          metrics?.close().then(resolve, resolve);
+    .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
+    .addOption(logLevelOption())
+    .addOption(metricsPortOption())
+    .addOption(metricsHostOption())
+    .action(async (o) => {
+      // Loaded here so `trellis store` never loads bullmq.
+      const { Agent } = await import('../jobs/agent.js');
+      const logger = await commandLogger('trellis-agent', o.logLevel);
+      const agent = await Agent.start({
+        socket: o.socket,
+        redis: o.redis,
+        node: o.node,
+        handlers: o.handlers ?? [],
+        concurrency: o.concurrency,
+        prefix: o.prefix,
+        lockMs: o.lockMs,
+        drainMs: o.drainMs,
+        logger,
+      });
+      let metrics: Awaited<ReturnType<typeof startMetrics>>;
+      try {
+        metrics = await startMetrics(
+          o,
+          async () => agent.metrics.registry,
+          () => agent.health(),
+        );
+      } catch (e) {
+        await agent.close();
+        throw e;
+      }
+      // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
+      const stopped = new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'draining');
+          const done = () => {
+            metrics?.close().then(resolve, resolve);
+          };
+          agent.close().then(done, done);
         };
-        agent.close().then(done, done);
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      // The line scripts wait for (docs/OPERATIONS.md, "Logs").
+      announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
+      await stopped;
+      // Drained: exit even if a library left a timer behind.
+      process.exit(0);
     });
-    // The line scripts wait for (docs/OPERATIONS.md, "Logs").
-    announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
-    await stopped;
-    // Drained: exit even if a library left a timer behind.
-    process.exit(0);
-  });
 
   program
     .command('demo')
@@ -235,13 +248,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--size <size>', 'store memory', sizeArg, 1024 ** 3)
     .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
     .addOption(new Option('--model <kind>', 'model to train').choices(['softmax', 'mlp']).default('softmax'))
-    .option('--epochs <n>', 'training epochs (default 15 softmax, 8 MLP)', intArg)
+    .option('--epochs <n>', 'training epochs (default 15 softmax, 10 MLP)', intArg)
     .action(async (o) => {
       const { runDemo } = await import('../../examples/training/demo.js');
       await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir, model: o.model, epochs: o.epochs });
     });
 
-  const apiCmd = program
+  program
     .command('api')
     .description('serve the jobs HTTP API in the foreground')
     .requiredOption('--port <n>', 'TCP port (0: any free port)', intArg)
@@ -259,25 +272,26 @@ export async function main(argv: string[]): Promise<void> {
     .option(
       '--store-token-file <path>',
       "the stores' RPC token, when reaching them over RPC (default: the API's token)",
-    );
-  // Its /metrics and /healthz are on the API's own port.
-  logLevelOption(apiCmd).action(async (o) => {
-    const token = readToken(o.tokenFile);
-    const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
-    const { runApi } = await import('./api-command.js');
-    await runApi({
-      port: o.port,
-      host: o.host,
-      redis: o.redis,
-      meta: o.meta,
-      metaPrefix: o.metaPrefix,
-      socket: o.socket,
-      token,
-      storeToken,
-      prefix: o.prefix,
-      logLevel: o.logLevel,
+    )
+    // Its /metrics and /healthz are on the API's own port.
+    .addOption(logLevelOption())
+    .action(async (o) => {
+      const token = readToken(o.tokenFile);
+      const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
+      const { runApi } = await import('./api-command.js');
+      await runApi({
+        port: o.port,
+        host: o.host,
+        redis: o.redis,
+        meta: o.meta,
+        metaPrefix: o.metaPrefix,
+        socket: o.socket,
+        token,
+        storeToken,
+        prefix: o.prefix,
+        logLevel: o.logLevel,
+      });
     });
-  });
 
   program.addCommand(jobsCommand());
 

@@ -3,7 +3,7 @@
  * `api`): --log-level, and for the processes without an HTTP server of
  * their own --metrics-port and --metrics-host. docs/OPERATIONS.md lists them.
  */
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import type { pino } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../observe/logger.js';
@@ -24,20 +24,22 @@ function portArg(v: string): number {
   return n;
 }
 
-export function logLevelOption(cmd: Command): Command {
+export function logLevelOption(): Option {
   // No commander default or .env(): processLogger falls back to $TRELLIS_LOG_LEVEL (an empty one counts as unset), then info.
-  return cmd.addOption(
-    new Option(
-      '--log-level <level>',
-      'fatal, error, warn, info, debug, trace or silent (default: $TRELLIS_LOG_LEVEL, else info)',
-    ).argParser(levelArg),
-  );
+  return new Option(
+    '--log-level <level>',
+    'fatal, error, warn, info, debug, trace or silent (default: $TRELLIS_LOG_LEVEL, else info)',
+  ).argParser(levelArg);
 }
 
-export function metricsOptions(cmd: Command): Command {
-  return cmd
-    .option('--metrics-port <port>', 'serve GET /metrics and /healthz on this port (0: off)', portArg, 0)
-    .option('--metrics-host <host>', 'address to bind the metrics port to', '127.0.0.1');
+export function metricsPortOption(): Option {
+  return new Option('--metrics-port <port>', 'serve GET /metrics and /healthz on this port (0: off)')
+    .argParser(portArg)
+    .default(0);
+}
+
+export function metricsHostOption(): Option {
+  return new Option('--metrics-host <host>', 'address to bind the metrics port to').default('127.0.0.1');
 }
 
 /** The process's logger, named for its command (`trellis-store`, ...). */
