@@ -113,6 +113,32 @@ describe('store metrics', () => {
     expect(await promtool(families(text))).toEqual({ code: 0, output: '' });
   });
 
+  it('objects and blobs follow puts, a composite, a deep delete of a held object and its release', async () => {
+    const s = await store(['--size', '16M']);
+    const c = await connect({ socket: s.socket });
+    cleanups.push(() => c.close());
+    const counts = async () => {
+      const text = await scrape(s.url);
+      const st = await c.status();
+      return {
+        objects: sample(text, 'trellis_store_objects'),
+        blobs: sample(text, 'trellis_store_blobs'),
+        status: [st.objects, st.blobs],
+      };
+    };
+    const a = await c.put(new Uint8Array(10));
+    const b = await c.put(new Float32Array(10));
+    expect(await counts()).toEqual({ objects: 2, blobs: 2, status: [2, 2] });
+    const pair = await c.putObject({ typename: 'Pair', meta: {}, members: [a, b] });
+    expect(await counts()).toEqual({ objects: 3, blobs: 2, status: [3, 2] });
+    await c.get(pair); // held: a deep delete hides everything at once, the blobs go on release
+    await c.delete(pair);
+    expect(await counts()).toEqual({ objects: 0, blobs: 2, status: [0, 2] });
+    await c.release(pair);
+    await c.status(); // the release is not answered; a request after it is
+    expect(await counts()).toEqual({ objects: 0, blobs: 0, status: [0, 0] });
+  });
+
   it('serves /healthz, and answers other paths with ERR_ROUTE_NOT_FOUND', async () => {
     const s = await store(['--size', '16M']);
     const health = await fetch(`${s.url}/healthz`);

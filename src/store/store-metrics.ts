@@ -33,13 +33,16 @@ interface Snapshot {
 
 export function storeMetrics(store: StoreServer): Registry {
   const registry = new Registry();
-  // Every collect of one scrape reads the same snapshot: status() walks the table and asks the kernel for resident pages.
+  // The collects of one scrape share one snapshot: status() walks the table and asks the kernel for
+  // resident pages. prom-client calls them all in one synchronous pass, so the snapshot is dropped in
+  // the next microtask (not nextTick, which a chain of awaits never reaches): the next scrape, even one
+  // awaited right after, reads afresh; were the collects ever spread out, each would just read its own.
   let snap: Snapshot | null = null;
   const read = (): Snapshot => {
     if (snap) return snap;
     const status = store.status();
     snap = { status, rpc: status.rpc as unknown as Rpc | null };
-    process.nextTick(() => {
+    queueMicrotask(() => {
       snap = null;
     });
     return snap;
