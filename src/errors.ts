@@ -45,6 +45,10 @@ export const ERROR_CODES = {
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
+  ERR_TLS_CONFIG:
+    "A TLS certificate, key or CA file cannot be read or used (missing, not PEM, a key that is not the certificate's), or the TLS flags do not fit together.",
+  ERR_TLS_HANDSHAKE:
+    "The TLS handshake failed: the peer's certificate is not signed by the trusted CA or does not name the host, a certificate the server requires was not presented, or one side speaks TLS and the other does not.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -8,6 +8,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { pino } from 'pino';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
+import { loadTls, type TlsFiles } from '../tls-config.js';
 
 export interface ApiCommandOptions {
   port: number;
@@ -22,6 +23,10 @@ export interface ApiCommandOptions {
   metaPrefix?: string;
   /** The stores' RPC token (default: `token`, the API's own). */
   storeToken?: string;
+  /** Serve https with these files (`clientAuth`: clients must present a certificate signed by `ca`). */
+  tls?: TlsFiles;
+  /** Reach stores over RPC with TLS, trusting this CA (and presenting tls.cert, if any). */
+  storeTlsCa?: string;
 }
 
 /** Where the command meets its process; tests pass their own. */
@@ -53,16 +58,23 @@ function processIo(): ApiCommandIo {
 
 export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo()): Promise<void> {
   const { logger } = io;
+  // Bad TLS files fail here, before Redis or a store is touched.
+  const tls = o.tls === undefined ? undefined : loadTls(o.tls, 'server');
+  const storeTls =
+    o.storeTlsCa === undefined
+      ? undefined
+      : { ca: o.storeTlsCa, ...(o.tls?.cert && o.tls.key ? { cert: o.tls.cert, key: o.tls.key } : {}) };
   const service = await (io.startService ?? startJobService)({
     redis: o.redis,
     meta: o.meta,
     socket: o.socket,
     token: o.storeToken ?? o.token,
+    ...(storeTls ? { storeTls } : {}),
     ...(o.prefix === undefined ? {} : { prefix: o.prefix }),
     ...(o.metaPrefix === undefined ? {} : { metaPrefix: o.metaPrefix }),
     logger,
   });
-  const app = buildApi({ service, token: o.token, logger });
+  const app = buildApi({ service, token: o.token, logger, ...(tls ? { tls } : {}) });
   try {
     await app.listen({ port: o.port, host: o.host });
   } catch (e) {
@@ -72,7 +84,11 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
   }
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
-  io.print(`trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}`);
+  const scheme = tls ? 'https' : 'http';
+  const secured = tls ? ` tls=${tls.clientAuth ? 'mutual' : 'on'}` : '';
+  io.print(
+    `trellis api listening url=${scheme}://${host}:${port} auth=${o.token ? 'token' : 'none'}${secured} pid=${process.pid}`,
+  );
   const sig = await io.stop;
   logger.info(`${sig}, shutting down`);
   // The server first (no new requests, event streams ended), then the service under it.

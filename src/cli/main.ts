@@ -11,6 +11,7 @@ import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { jobsCommand } from './jobs-command.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
+import { tlsFilesOf, tlsFlag } from './tls-flags.js';
 
 function sizeArg(v: string): number {
   try {
@@ -84,8 +85,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
     .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
+    .addOption(tlsFlag.cert('to serve the RPC port over TLS with (also presented to peer stores)'))
+    .addOption(tlsFlag.key())
+    .addOption(tlsFlag.ca('that clients and peer stores must chain to'))
+    .addOption(tlsFlag.clientAuth())
     .action(async (o) => {
       const token = readToken(o.tokenFile);
+      const tls = tlsFilesOf(o);
       const store = await StoreServer.start(
         {
           socket: o.socket,
@@ -107,12 +113,14 @@ export async function main(argv: string[]): Promise<void> {
           rpcPort: o.rpcPort,
           rpcHost: o.rpcHost,
           token,
+          tls,
           log: (m) => process.stderr.write(`trellis store: ${m}\n`),
         },
         o.rpcPort === undefined ? undefined : await rpcStarter(),
       );
       const st = store.status();
-      const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
+      const secured = tls ? ` tls=${tls.clientAuth ? 'mutual' : 'on'}` : '';
+      const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}${secured}` : '';
       process.stdout.write(
         `trellis store ready socket=${o.socket} size=${st.memoryLimit} instance=${st.instanceId}${rpc} pid=${process.pid}\n`,
       );
@@ -133,12 +141,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('--rpc <host:port>', "or the store's RPC endpoint (token from --token-file or $TRELLIS_TOKEN)")
     .option('--token-file <path>', 'file holding the shared RPC token')
     .option('--instances', 'print the live stores of the cluster instead')
+    .addOption(tlsFlag.ca("that the store's RPC certificate must chain to (speaks TLS)"))
+    .addOption(tlsFlag.cert('to present to a store that requires client certificates'))
+    .addOption(tlsFlag.key())
     .action(async (o) => {
       if ((o.socket === undefined) === (o.rpc === undefined)) {
         throw new TrellisError('ERR_BAD_REQUEST', 'give exactly one of --socket and --rpc');
       }
       const client = o.rpc
-        ? await connect({ rpc: o.rpc, token: readToken(o.tokenFile), name: 'trellis status' })
+        ? await connect({ rpc: o.rpc, token: readToken(o.tokenFile), name: 'trellis status', tls: tlsFilesOf(o) })
         : await connect({ socket: o.socket, name: 'trellis status' });
       try {
         const out = o.instances ? await client.instances() : await client.status();
@@ -220,6 +231,11 @@ export async function main(argv: string[]): Promise<void> {
       '--store-token-file <path>',
       "the stores' RPC token, when reaching them over RPC (default: the API's token)",
     )
+    .addOption(tlsFlag.cert('to serve https with (also presented to stores reached over RPC)'))
+    .addOption(tlsFlag.key())
+    .addOption(tlsFlag.ca('that client certificates, and stores reached over RPC, must chain to'))
+    .addOption(tlsFlag.clientAuth())
+    .option('--store-tls-ca <file>', 'reach stores over RPC with TLS, trusting this PEM CA bundle')
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
@@ -234,6 +250,8 @@ export async function main(argv: string[]): Promise<void> {
         token,
         storeToken,
         prefix: o.prefix,
+        tls: tlsFilesOf(o),
+        storeTlsCa: o.storeTlsCa,
       });
     });
 

@@ -16,6 +16,7 @@ import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
 import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
+import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
@@ -66,6 +67,12 @@ export interface StoreOptions {
   rpcHost?: string;
   /** Shared secret for RPC, between clients and stores alike. */
   token?: string;
+  /**
+   * Serve RPC over TLS with these PEM files, and verify peer stores with `ca`
+   * when migrating from them (presenting `cert`); `clientAuth` requires every
+   * RPC peer to present a certificate signed by `ca` (mutual TLS).
+   */
+  tls?: TlsFiles;
   log?: (msg: string) => void;
 }
 
@@ -78,7 +85,7 @@ export interface RpcAttachment {
 
 export type RpcStarter = (
   store: StoreServer,
-  opts: { host: string; port: number; token: string },
+  opts: { host: string; port: number; token: string; tls?: TlsMaterial },
 ) => Promise<RpcAttachment>;
 
 /** Default of StoreOptions.maxRecordBytes. */
@@ -141,6 +148,11 @@ export class StoreServer implements RequestHandler {
    */
   static async start(opts: StoreOptions, rpcStarter?: RpcStarter): Promise<StoreServer> {
     validateOptions(opts);
+    // Bad TLS files fail the start here, before the socket or the metadata service are touched.
+    const tls = opts.tls === undefined ? undefined : loadTls(opts.tls, 'server');
+    if (tls && opts.rpcPort === undefined) {
+      throw new TrellisError('ERR_TLS_CONFIG', 'the TLS flags secure the RPC port: give --rpc-port too');
+    }
     await clearStaleSocket(opts.socket);
     // First, so a directory another live store holds refuses the start before anything registers.
     const spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
@@ -176,6 +188,7 @@ export class StoreServer implements RequestHandler {
           host: opts.rpcHost ?? '127.0.0.1',
           port: opts.rpcPort,
           token: opts.token,
+          ...(tls ? { tls } : {}),
         });
         await meta.updateInstance({ rpc: store.rpc.address() });
       }

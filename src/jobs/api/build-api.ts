@@ -14,6 +14,7 @@ import type { Socket } from 'node:net';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
+import { serverTlsOptions, type TlsMaterial } from '../../tls-config.js';
 import type { JobService } from '../job-types.js';
 import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
 import { bearerCheck } from './bearer-auth.js';
@@ -28,6 +29,8 @@ export interface ApiOptions {
   token?: string;
   /** A pino logger (fastify logs each request through it); none: no logging. */
   logger?: FastifyBaseLogger;
+  /** Serve https with this certificate (and require client certificates with `clientAuth`). */
+  tls?: TlsMaterial;
   /** Largest request body in bytes (default 1 MiB: a JobSpec is a few hundred bytes, `args` included). */
   bodyLimit?: number;
 }
@@ -43,6 +46,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function buildApi(opts: ApiOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
+    ...(opts.tls ? { https: serverTlsOptions(opts.tls) } : {}),
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
     bodyLimit,
     // fastify's own 503 while closing has its own body shape; ours is ERR_SHUTTING_DOWN below.
@@ -106,7 +110,8 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   // them as idle and would hold close() until its headers timeout (60 s).
   const live = new Set<AbortController>();
   const unused = new Set<Socket>();
-  app.server.on('connection', (socket: Socket) => {
+  // Under https a request's socket is the TLSSocket, which 'secureConnection' hands out ('connection' gives the TCP one).
+  app.server.on(opts.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
     unused.add(socket);
     socket.once('close', () => unused.delete(socket));
   });
