@@ -11,7 +11,7 @@
  *   tls.createServer(serverTlsOptions(tls), ...);
  */
 import { readFileSync } from 'node:fs';
-import { type ConnectionOptions, createSecureContext, type TlsOptions } from 'node:tls';
+import { type ConnectionOptions, createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { TrellisError } from './errors.js';
 
 /** Paths of the PEM files, as the CLI flags give them. */
@@ -96,16 +96,32 @@ export function loadTlsIfAny(files: TlsFiles, role: 'server' | 'client'): TlsMat
   return any ? loadTls(files, role) : undefined;
 }
 
-/** Options for tls.createServer / fastify's https. */
+/**
+ * Options for tls.createServer / fastify's https. With clientAuth the peer's
+ * certificate is asked for but checked by the server after the handshake
+ * (peerRefusal): refused during it, a TLS 1.3 client only sees its connection
+ * close (the alert races the close), never why.
+ */
 export function serverTlsOptions(m: TlsMaterial): TlsOptions {
   return {
     cert: m.cert,
     key: m.key,
     ...(m.ca ? { ca: m.ca } : {}),
     requestCert: m.clientAuth,
-    rejectUnauthorized: m.clientAuth,
+    rejectUnauthorized: false,
     minVersion: MIN_VERSION,
   };
+}
+
+/**
+ * Why a server with clientAuth must refuse this peer, or null when its
+ * certificate is signed by the CA (always null without clientAuth).
+ */
+export function peerRefusal(m: TlsMaterial, socket: TLSSocket): string | null {
+  if (!m.clientAuth || socket.authorized) return null;
+  // OpenSSL reports a missing certificate as an issuer problem; say what happened instead.
+  if (Object.keys(socket.getPeerCertificate()).length === 0) return 'none was presented';
+  return String(socket.authorizationError);
 }
 
 /** Options for tls.connect: trust `ca` (else the system's CAs), present cert and key when given. */

@@ -12,7 +12,7 @@ import { connect, type Tensor } from 'trellis';
 import { StoreServer, startRpc } from 'trellis/store';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesMismatch, pattern } from './helpers/bytes.js';
-import { type TestCerts, makeCerts } from './helpers/certs.js';
+import { makeCerts, type TestCerts } from './helpers/certs.js';
 import { errCode } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { MIB, type RpcStore, startRpcStore, TOKEN } from './helpers/rpc.js';

@@ -23,7 +23,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { encodeFrame } from '../protocol/frame.js';
 import { errorReply } from '../protocol/messages.js';
-import { serverTlsOptions, type TlsMaterial } from '../tls-config.js';
+import { peerRefusal, serverTlsOptions, type TlsMaterial } from '../tls-config.js';
 import { migratorOf } from './migrate.js';
 import { RpcConnection, type RpcHost } from './rpc-connection.js';
 import type { RpcStarter, StoreServer } from './store-server.js';
@@ -80,13 +80,7 @@ export class RpcServer implements RpcHost {
     if (opts.tls) {
       // Not pauseOnConnect: the handshake must read; the RpcConnection then reads the TLSSocket's 'data'.
       this.server = createTlsServer(
-        {
-          ...serverTlsOptions(opts.tls),
-          // The certificate is checked in accept(): refused during the handshake, a TLS 1.3 peer
-          // would only see its connection close (the alert races the close), not why.
-          rejectUnauthorized: false,
-          handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
-        },
+        { ...serverTlsOptions(opts.tls), handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000 },
         (s) => this.accept(s),
       );
       this.server.on('tlsClientError', () => this.counters.tlsFailures++);
@@ -168,15 +162,13 @@ export class RpcServer implements RpcHost {
       socket.destroy();
       return;
     }
-    if (this.opts.tls?.clientAuth && !(socket as TLSSocket).authorized) {
+    const why = this.opts.tls ? peerRefusal(this.opts.tls, socket as TLSSocket) : null;
+    if (why !== null) {
       this.counters.tlsFailures++;
-      const t = socket as TLSSocket;
-      // OpenSSL reports a missing certificate as an issuer problem; say what happened instead.
-      const why = Object.keys(t.getPeerCertificate()).length === 0 ? 'none was presented' : t.authorizationError;
       const err = new TrellisError(
         'ERR_TLS_HANDSHAKE',
         `the store at ${this.opts.host}:${this.address().port} requires a client certificate signed by its CA; ` +
-          `this one was refused (${String(why)})`,
+          `this one was refused (${why})`,
       );
       socket.end(encodeFrame(errorReply(0, err)));
       setTimeout(() => socket.destroy(), 1000).unref();

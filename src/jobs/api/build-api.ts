@@ -11,10 +11,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
-import { serverTlsOptions, type TlsMaterial } from '../../tls-config.js';
+import { peerRefusal, serverTlsOptions, type TlsMaterial } from '../../tls-config.js';
 import type { JobService } from '../job-types.js';
 import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
 import { bearerCheck } from './bearer-auth.js';
@@ -87,6 +88,19 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     // Requests on kept-alive connections can still arrive while the server closes.
     if (closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the API is shutting down');
   });
+  const tls = opts.tls;
+  if (tls?.clientAuth) {
+    // Before the token: a client whose certificate is refused gets no further, and is told why.
+    app.addHook('onRequest', async (request) => {
+      const why = peerRefusal(tls, request.raw.socket as TLSSocket);
+      if (why !== null) {
+        throw new TrellisError(
+          'ERR_UNAUTHORIZED',
+          `this API requires a client certificate signed by its CA; this one was refused (${why})`,
+        );
+      }
+    });
+  }
   if (opts.token) {
     const check = bearerCheck(opts.token);
     app.addHook('onRequest', async (request) => {
