@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Trellis needs when they are missing.
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
-#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain
+#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
+#                         openssl (TLS tests' certificates), chromium (the dashboard's browser test)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
 # Needs root (apt-get); without it, says what is missing and fails. For the demo a missing
 # Fashion-MNIST is not fatal (the demo says it uses a generated stand-in), a missing redis-server is.
@@ -18,6 +19,8 @@ else
   command -v clang-format >/dev/null || need+=(clang-format)
   command -v g++ >/dev/null || need+=(g++)
   command -v make >/dev/null || need+=(make)
+  command -v openssl >/dev/null || need+=(openssl)  # TLS tests make their certificates with it
+  command -v chromium >/dev/null || need+=(chromium)  # the dashboard test drives it (playwright-core)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -18,6 +18,7 @@
 import { connect } from '../client/connect.js';
 import type { StoreClient } from '../client/store-client.js';
 import { TrellisError } from '../errors.js';
+import { DATASET_TYPENAME } from '../store/cluster.js';
 import type { TlsFiles } from '../tls-config.js';
 import { ClusterView } from './cluster-view.js';
 import { JobStore, newJobId } from './job-store.js';
@@ -168,6 +169,21 @@ class Engine implements JobService {
       out.bytesByNode[node] = (out.bytesByNode[node] ?? 0) + s.nbytes;
     }
     return out;
+  }
+
+  async datasets(limit = 100): Promise<DatasetInfo[]> {
+    const [names, sets] = await Promise.all([
+      this.client.listNames(),
+      this.client.listGlobal({ typename: DATASET_TYPENAME, limit: 10_000 }),
+    ]);
+    const ids = new Set(sets.map((s) => s.id));
+    const named = Object.keys(names)
+      .filter((n) => ids.has(names[n]!))
+      .sort()
+      .slice(0, limit);
+    // A name dropped between the two reads is skipped, not an error.
+    const infos = await Promise.all(named.map((n) => this.dataset(n).catch(() => null)));
+    return infos.filter((d): d is DatasetInfo => d !== null);
   }
 
   close(): Promise<void> {

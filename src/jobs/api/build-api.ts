@@ -20,6 +20,8 @@ import type { JobService } from '../job-types.js';
 import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
 import { bearerCheck } from './bearer-auth.js';
 import { clusterRoutes } from './cluster-routes.js';
+import { dashboardPage } from './dashboard-page.js';
+import { type DashboardStreamOptions, dashboardStream } from './dashboard-stream.js';
 import { errorReply } from './error-reply.js';
 import { eventsRoute } from './events-route.js';
 import { jobRoutes } from './job-routes.js';
@@ -32,14 +34,20 @@ export interface ApiOptions {
   logger?: FastifyBaseLogger;
   /** Serve https with this certificate (and require client certificates with `clientAuth`). */
   tls?: TlsMaterial;
+  /** How often the dashboard stream reads the cluster, and how many jobs it shows. */
+  dashboard?: Pick<DashboardStreamOptions, 'intervalMs' | 'jobs'>;
   /** Largest request body in bytes (default 1 MiB: a JobSpec is a few hundred bytes, `args` included). */
   bodyLimit?: number;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
-/** Routes that answer without a token: the API's description is not a secret. */
-const OPEN_ROUTES = new Set(['/openapi.json']);
+/**
+ * Routes that answer without a token: the API's description and the
+ * dashboard page (a static file; the data it shows comes from routes that
+ * want the token) are not secrets.
+ */
+const OPEN_ROUTES = new Set(['/openapi.json', '/']);
 
 /** A client's x-request-id is kept when it is a plain token, so logs of both sides line up. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -140,6 +148,8 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     jobRoutes(routes, opts.service);
     eventsRoute(routes, { service: opts.service, bodyLimit, live });
     clusterRoutes(routes, opts.service);
+    dashboardPage(routes);
+    dashboardStream(routes, { service: opts.service, bodyLimit, live, ...opts.dashboard });
     routes.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });
   return app;
