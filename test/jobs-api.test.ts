@@ -501,7 +501,10 @@ describe('OpenAPI document', () => {
         'GET /v1/jobs/{id}/logs',
         'POST /v1/jobs/{id}/cancel',
         'GET /v1/nodes',
+        'GET /v1/datasets',
         'GET /v1/datasets/{name}',
+        'GET /v1/dashboard/events',
+        'GET /',
       ].sort(),
     );
     const post = doc.paths['/v1/jobs'].post;
@@ -528,6 +531,7 @@ describe('OpenAPI document', () => {
     expect(schemas.TrainJobSpec.properties.epochs).toEqual({ type: 'integer', minimum: 1, maximum: 10000 });
     expect(Object.keys(schemas).sort()).toEqual([
       'DatasetInfo',
+      'DatasetList',
       'ErrorReply',
       'InferJobSpec',
       'Job',

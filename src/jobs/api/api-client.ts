@@ -69,7 +69,7 @@ const KNOWN_EVENTS = new Set(['state', 'progress', 'task', 'log', 'error']);
 const MAX_RECONNECTS = 5;
 
 type Validators = Record<
-  'JobRef' | 'Job' | 'JobList' | 'NodeList' | 'DatasetInfo' | 'ErrorReply' | 'JobEventData',
+  'JobRef' | 'Job' | 'JobList' | 'NodeList' | 'DatasetInfo' | 'DatasetList' | 'ErrorReply' | 'JobEventData',
   ValidateFunction
 >;
 let validators: Validators | undefined;
@@ -85,6 +85,7 @@ function check(): Validators {
       JobList: get('JobList'),
       NodeList: get('NodeList'),
       DatasetInfo: get('DatasetInfo'),
+      DatasetList: get('DatasetList'),
       ErrorReply: get('ErrorReply'),
       JobEventData: get('JobEventData'),
     };
@@ -162,6 +163,12 @@ export class ApiClient {
 
   async nodes(): Promise<NodeInfo[]> {
     return ((await this.json('GET', '/v1/nodes', 'NodeList')).body as { nodes: NodeInfo[] }).nodes;
+  }
+
+  /** Every named dataset, by name (at most `limit`, default 100). */
+  async datasets(limit?: number): Promise<DatasetInfo[]> {
+    const qs = limit === undefined ? '' : `?limit=${limit}`;
+    return ((await this.json('GET', `/v1/datasets${qs}`, 'DatasetList')).body as { datasets: DatasetInfo[] }).datasets;
   }
 
   async dataset(name: string): Promise<DatasetInfo> {
