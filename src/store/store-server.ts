@@ -522,6 +522,13 @@ function validateOptions(o: StoreOptions): void {
   if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
     throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
   }
+  // Anyone who can connect reads and writes every object: owner only, or owner and one group, never others.
+  if (o.socketMode !== undefined && o.socketMode !== 0o600 && o.socketMode !== 0o660) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `socketMode must be 0600 (owner) or 0660 (owner and --socket-group), got 0${(o.socketMode >>> 0).toString(8)}`,
+    );
+  }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);
   }
