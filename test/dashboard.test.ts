@@ -25,13 +25,13 @@ import { writeDataset } from '../dist/src/loaders/shard-writer.js';
 import { StoreServer, startRpc } from '../dist/src/store/index.js';
 import { eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
-import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, spreadDataset } from './helpers/jobs.js';
+import { freshPrefix, killAgents, quiet, spawnAgent, spreadDataset } from './helpers/jobs.js';
 import { ROOT, tempDir } from './helpers/store.js';
 
 const TOKEN = 'dashboard-test-token-0123456789';
 const MIB = 1024 * 1024;
 const NODES = ['node-a', 'node-b'];
-export const SCREENSHOT = join(ROOT, 'test-output/dashboard.png');
+const SCREENSHOT = join(ROOT, 'test-output/dashboard.png');
 
 describe('the dashboard in headless chromium', () => {
   let etcd: EtcdHandle;
@@ -39,7 +39,6 @@ describe('the dashboard in headless chromium', () => {
   let dir: ReturnType<typeof tempDir>;
   let stores: StoreServer[] = [];
   let clients: TrellisClient[] = [];
-  let agents: AgentChild[] = [];
   let service: JobService;
   let app: ReturnType<typeof buildApi>;
   let url = '';
@@ -86,7 +85,7 @@ describe('the dashboard in headless chromium', () => {
       prefix,
       scheduler: { tickMs: 50 },
     });
-    agents = await Promise.all(stores.map((s) => spawnAgent(s.opts.socket, redis.url, prefix)));
+    await Promise.all(stores.map((s) => spawnAgent(s.opts.socket, redis.url, prefix)));
     await eventually(async () => (await service.nodes()).length === 2, 'both agents registered');
     app = buildApi({ service, token: TOKEN, dashboard: { intervalMs: 200 } });
     await app.listen({ port: 0, host: '127.0.0.1' });

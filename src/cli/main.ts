@@ -62,7 +62,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
     .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
     .option('--punch-delay <ms>', 'how long freed memory stays warm before it goes back to the OS', intArg, 1000)
-    .option('--socket-mode <mode>', 'file mode of the socket: 0600 (owner) or 0660 (with --socket-group)', modeArg, 0o600)
+    .option(
+      '--socket-mode <mode>',
+      'file mode of the socket: 0600 (owner) or 0660 (with --socket-group)',
+      modeArg,
+      0o600,
+    )
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
     .addOption(
