@@ -17,7 +17,7 @@ import { ApiClient } from '../dist/src/jobs/api/api-client.js';
 import { buildApi } from '../dist/src/jobs/api/build-api.js';
 import { loadTls } from '../dist/src/tls-config.js';
 import { makeCerts, type TestCerts } from './helpers/certs.js';
-import { eventually } from './helpers/child.js';
+import { errText, eventually } from './helpers/child.js';
 import { TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { MemoryJobService, NODES } from './helpers/memory-job-service.js';
 import { CLI } from './helpers/store.js';
@@ -29,15 +29,6 @@ beforeAll(() => {
   certs = makeCerts();
 });
 afterAll(() => certs?.cleanup());
-
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'no error';
-  } catch (e) {
-    return `${(e as { code?: string }).code}: ${(e as Error).message}`;
-  }
-}
 
 async function listenHttps(files: Parameters<typeof loadTls>[0]) {
   const service = new MemoryJobService();
@@ -72,14 +63,14 @@ describe('the jobs API over https', () => {
   });
 
   it('fails clearly for a client without the CA (ERR_TLS_HANDSHAKE) and for a plain http URL', async () => {
-    const m = await outcome(new ApiClient({ url: api.url, token: TOKEN }).nodes());
+    const m = await errText(new ApiClient({ url: api.url, token: TOKEN }).nodes());
     expect(m).toMatch(
       /^ERR_TLS_HANDSHAKE: the TLS handshake with the API at https:\/\/127\.0\.0\.1:\d+ failed \(UNABLE_TO_VERIFY_LEAF_SIGNATURE: /,
     );
-    const foreign = await outcome(new ApiClient({ url: api.url, token: TOKEN, tls: { ca: certs.foreignCa } }).nodes());
+    const foreign = await errText(new ApiClient({ url: api.url, token: TOKEN, tls: { ca: certs.foreignCa } }).nodes());
     expect(foreign).toMatch(/^ERR_TLS_HANDSHAKE: .*\(UNABLE_TO_VERIFY_LEAF_SIGNATURE: /);
     expect(
-      await outcome(
+      await errText(
         Promise.resolve().then(() => new ApiClient({ url: api.url.replace('https', 'http'), tls: { ca: certs.ca } })),
       ),
     ).toMatch(/^ERR_TLS_CONFIG: TLS files were given but the API URL http:\/\/127\.0\.0\.1:\d+\/ is not https:$/);
@@ -122,8 +113,8 @@ describe('the jobs API with client certificates (--tls-client-auth)', () => {
       tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey },
     });
     expect(await good.nodes()).toEqual(NODES);
-    const none = await outcome(new ApiClient({ url: api.url, token: TOKEN, tls: { ca: certs.ca } }).nodes());
-    const foreign = await outcome(
+    const none = await errText(new ApiClient({ url: api.url, token: TOKEN, tls: { ca: certs.ca } }).nodes());
+    const foreign = await errText(
       new ApiClient({
         url: api.url,
         token: TOKEN,
@@ -156,7 +147,7 @@ describe('trellis api (runApi) with TLS flags', () => {
     await running;
 
     const refused = vi.fn(async () => memory);
-    const bad = await outcome(
+    const bad = await errText(
       runApi(
         { ...base, tls: { cert: certs.serverCert, key: certs.foreignKey } },
         { stop: new Promise(() => {}), logger, print: () => {}, startService: refused },

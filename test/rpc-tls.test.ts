@@ -13,7 +13,7 @@ import { StoreServer, startRpc } from 'trellis/store';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesMismatch, pattern } from './helpers/bytes.js';
 import { makeCerts, type TestCerts } from './helpers/certs.js';
-import { errCode } from './helpers/child.js';
+import { errCode, errText } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { MIB, type RpcStore, startRpcStore, TOKEN } from './helpers/rpc.js';
 import { CLI, clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
@@ -26,15 +26,6 @@ afterAll(() => certs?.cleanup());
 
 function rpcStats(s: RpcStore): { authFailures: number; tlsFailures: number; tls: unknown } {
   return s.store.status().rpc as unknown as { authFailures: number; tlsFailures: number; tls: unknown };
-}
-
-async function message(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'no error';
-  } catch (e) {
-    return `${(e as { code?: string }).code}: ${(e as Error).message}`;
-  }
 }
 
 describe('a store serving RPC over TLS', () => {
@@ -71,7 +62,7 @@ describe('a store serving RPC over TLS', () => {
   });
 
   it('a TLS client refuses a store whose certificate its CA did not sign: ERR_TLS_HANDSHAKE', async () => {
-    const m = await message(connect({ rpc: tlsStore.rpc, token: TOKEN, tls: { ca: certs.foreignCa } }));
+    const m = await errText(connect({ rpc: tlsStore.rpc, token: TOKEN, tls: { ca: certs.foreignCa } }));
     expect(m).toMatch(/^ERR_TLS_HANDSHAKE: the TLS handshake with the store at 127\.0\.0\.1:\d+ failed \(/);
   });
 
@@ -123,7 +114,7 @@ describe('a store requiring client certificates (--tls-client-auth)', () => {
       tls: { ca: certs.ca, cert: certs.foreignCert, key: certs.foreignKey },
     });
     const refused = `ERR_TLS_HANDSHAKE: the store at ${s.rpc} requires a client certificate signed by its CA; this one was refused`;
-    expect([await message(none), await message(foreign)]).toEqual([
+    expect([await errText(none), await errText(foreign)]).toEqual([
       `${refused} (none was presented)`,
       `${refused} (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`,
     ]);
@@ -138,7 +129,7 @@ describe('TLS files that cannot be used', () => {
       const notPem = join(dir, 'not.pem');
       writeFileSync(notPem, 'not a certificate\n');
       const start = (tls: object, rpcPort: number | null = 0) =>
-        message(
+        errText(
           StoreServer.start(
             {
               socket: join(dir, 's.sock'),
