@@ -6,7 +6,7 @@
  * A real listening fastify over the in-memory service; certificates from
  * openssl at test time.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -157,5 +157,32 @@ describe('trellis api (runApi) with TLS flags', () => {
       /^ERR_TLS_CONFIG: the TLS files \(--tls-cert .*server\.pem, --tls-key .*foreign\.key\) cannot be used: /,
     );
     expect(refused).not.toHaveBeenCalled();
+  });
+
+  it('`trellis api` with a missing key file exits 1 with one ERR_TLS_CONFIG line, before reaching Redis', () => {
+    const key = join(certs.dir, 'missing.key');
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'api',
+        '--port',
+        '0',
+        '--redis',
+        'redis://127.0.0.1:1',
+        '--socket',
+        '/nonexistent.sock',
+        '--tls-cert',
+        certs.serverCert,
+        '--tls-key',
+        key,
+      ],
+      { env: { ...process.env, TRELLIS_TOKEN: TOKEN }, encoding: 'utf8', timeout: 30_000 },
+    );
+    expect({ status: r.status, stderr: r.stderr, stdout: r.stdout }).toEqual({
+      status: 1,
+      stderr: `trellis: ERR_TLS_CONFIG: cannot read --tls-key ${key}: ENOENT\n`,
+      stdout: '',
+    });
   });
 });
