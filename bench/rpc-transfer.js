@@ -21,7 +21,9 @@
  *   over TLS: a second source store on 127.0.0.1 serves RPC over TLS (a
  *     certificate made with openssl for the run) and holds the same bytes;
  *     B migrates from it and the RemoteClient gets from it, each right after
- *     the same copy over plain TCP, to which the TLS row is compared
+ *     the same copy over plain TCP and a raw TLS copy (the Node sender and
+ *     receiver over node:tls, 'data' events copied into warm memory), the
+ *     two baselines its rows are compared with
  *
  * Each figure is the median of ROUNDS; in every round each Trellis case runs
  * right after the raw copy it is compared with. Every process is its own (stores, sender,
@@ -29,8 +31,10 @@
  * Ratios are Trellis rate / raw TCP rate; the target is >= 0.9x.
  */
 import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../scripts/test-certs.mjs';
 import { fmtRate, fmtRatio, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, track, trellis } from './lib.js';
@@ -161,6 +165,49 @@ async function peerMain() {
           go();
         });
         server.listen(0, host, () => resolve({ port: server.address().port }));
+      }),
+    /** Raw TLS sender (STORE_TLS_CERT/KEY): the same bytes as `listen`, encrypted. */
+    listenTls: () =>
+      new Promise((resolve) => {
+        const source = new Uint8Array(SIZE).fill(7);
+        const tlsServer = createTlsServer(
+          { cert: readFileSync(process.env.STORE_TLS_CERT), key: readFileSync(process.env.STORE_TLS_KEY) },
+          (s) => {
+            s.on('error', () => {});
+            let sent = 0;
+            const go = () => {
+              while (sent < SIZE) {
+                const ok = s.write(source.subarray(sent, sent + WRITE));
+                sent += WRITE;
+                if (!ok) {
+                  s.once('drain', go);
+                  return;
+                }
+              }
+              s.end();
+            };
+            go();
+          },
+        );
+        tlsServer.listen(0, host, () => resolve({ port: tlsServer.address().port }));
+      }),
+    /** Raw TLS receiver (TLS_CA): 'data' chunks copied into a warm buffer, time from the handshake to the last byte. */
+    receiveTls: ({ port, from }) =>
+      new Promise((resolve, reject) => {
+        warm ??= new Uint8Array(SIZE).fill(1);
+        const dst = warm;
+        let got = 0;
+        let t = 0;
+        const tcp = netConnect({ host: from, port, localAddress: host });
+        const s = tlsConnect({ socket: tcp, host: from, ca: readFileSync(process.env.TLS_CA) }, () => {
+          t = nowUs();
+        });
+        s.on('data', (d) => {
+          dst.set(d.subarray(0, Math.min(d.length, SIZE - got)), got);
+          got += d.length;
+        });
+        s.on('end', () => resolve({ us: nowUs() - t, bytes: got }));
+        s.on('error', reject);
       }),
     /**
      * Raw TCP receiver, time from connect to the last byte. into: 'data' (net's
@@ -294,7 +341,7 @@ async function main() {
   const a = start({ ROLE: 'store', STORE_HOST: HOST_A });
   const aTls = start({ ROLE: 'store', STORE_HOST: HOST_A, ...tlsEnv });
   const bWarm = start({ ROLE: 'store', STORE_HOST: HOST_B, STORE_RESERVE: '1', TLS_CA: certs.ca });
-  const sender = start({ ROLE: 'peer', PEER_HOST: HOST_A });
+  const sender = start({ ROLE: 'peer', PEER_HOST: HOST_A, ...tlsEnv });
   const receiver = start({ ROLE: 'peer', PEER_HOST: HOST_B, TLS_CA: certs.ca });
   const all = [a, aTls, bWarm, sender, receiver];
   /** A store started for one case of one round: its arena pages have never been touched. */
@@ -315,6 +362,7 @@ async function main() {
     const { id: tlsId, samples: tlsWant } = await aTls.ask('fill');
     if (tlsWant !== want) throw new Error('the two source stores hold different bytes');
     const { port } = await sender.ask('listen');
+    const { port: tlsPort } = await sender.ask('listenTls');
 
     const times = {
       tcpData: [],
@@ -327,6 +375,7 @@ async function main() {
       put: [],
       tlsWarm: [],
       tlsGet: [],
+      tlsRaw: [],
       firstMigrate: 0,
     };
     const check = (what, r) => {
@@ -352,6 +401,9 @@ async function main() {
       const warm = await bWarm.ask('migrate', { endpoint, id });
       check('migrate', warm);
       times.warm.push(warm.us);
+      const tlsRaw = await receiver.ask('receiveTls', { port: tlsPort, from: HOST_A });
+      if (tlsRaw.bytes !== SIZE) throw new Error(`raw TLS moved ${tlsRaw.bytes} bytes`);
+      times.tlsRaw.push(tlsRaw.us);
       const tlsWarm = await bWarm.ask('migrate', { endpoint: tlsEndpoint, id: tlsId, tls: true });
       check('TLS migrate', tlsWarm);
       times.tlsWarm.push(tlsWarm.us);
@@ -402,14 +454,9 @@ async function main() {
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
         row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', false),
-        row(
-          'migrate over TLS into the reserved store (warm pages)',
-          times.tlsWarm,
-          times.warm,
-          'migrate over TCP',
-          false,
-        ),
-        row('migrate over TLS, against raw TCP into warm memory', times.tlsWarm, times.tcp, 'raw warm', false),
+        row('raw TLS -> data events copied into warm memory', times.tlsRaw, times.tcp, 'raw warm', false),
+        row('migrate over TLS into the reserved store (warm pages)', times.tlsWarm, times.tlsRaw, 'raw TLS', false),
+        row('migrate over TLS, against migrate over TCP', times.tlsWarm, times.warm, 'migrate over TCP', false),
         row('RPC get over TLS (into a fresh buffer)', times.tlsGet, times.get, 'RPC get over TCP', false),
         row(
           "first migrate (source's own mapping of the pages cold)",
@@ -426,7 +473,7 @@ async function main() {
         `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
-        `TLS migrate rounds: ${rounds(times.tlsWarm)}; TLS get rounds: ${rounds(times.tlsGet)}`,
+        `raw TLS rounds: ${rounds(times.tlsRaw)}; TLS migrate rounds: ${rounds(times.tlsWarm)}; TLS get rounds: ${rounds(times.tlsGet)}`,
         'TLS: node:tls (OpenSSL; TLS 1.3, AES-GCM on this CPU), server certificate only; its rows compare with the same copy over plain TCP in the same round. Under TLS the receiver cannot read straight into the destination (tls has no onread): decrypted chunks are copied once',
         'Trellis times include the TCP connect and token handshake; the raw copies have none',
       ],
