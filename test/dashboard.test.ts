@@ -187,8 +187,8 @@ describe('the dashboard in headless chromium', () => {
       kind: 'train',
       dataset: 'fm/train',
       model: { kind: 'softmax' },
-      // Long enough (a few seconds) for several progress events: agents send at most one per 500 ms.
-      epochs: 60,
+      // Seconds of training even on a quiet machine, for several progress events (agents send one per 500 ms at most).
+      epochs: 240,
       batchSize: 50,
       learningRate: 0.3,
     });
