@@ -137,6 +137,24 @@ async function storeMain() {
   });
 }
 
+/** Writes all of `source` to the socket in WRITE-sized writes, waiting for drain, then ends it. */
+function sendAll(s, source) {
+  s.on('error', () => {});
+  let sent = 0;
+  const go = () => {
+    while (sent < source.length) {
+      const ok = s.write(source.subarray(sent, sent + WRITE));
+      sent += WRITE;
+      if (!ok) {
+        s.once('drain', go);
+        return;
+      }
+    }
+    s.end();
+  };
+  go();
+}
+
 async function peerMain() {
   const host = process.env.PEER_HOST;
   const { native } = await import(join(ROOT, 'dist/src/native.js'));
@@ -148,22 +166,7 @@ async function peerMain() {
     listen: () =>
       new Promise((resolve) => {
         const source = new Uint8Array(SIZE).fill(7);
-        server = createServer((s) => {
-          s.on('error', () => {});
-          let sent = 0;
-          const go = () => {
-            while (sent < SIZE) {
-              const ok = s.write(source.subarray(sent, sent + WRITE));
-              sent += WRITE;
-              if (!ok) {
-                s.once('drain', go);
-                return;
-              }
-            }
-            s.end();
-          };
-          go();
-        });
+        server = createServer((s) => sendAll(s, source));
         server.listen(0, host, () => resolve({ port: server.address().port }));
       }),
     /** Raw TLS sender (STORE_TLS_CERT/KEY): the same bytes as `listen`, encrypted. */
@@ -172,22 +175,7 @@ async function peerMain() {
         const source = new Uint8Array(SIZE).fill(7);
         const tlsServer = createTlsServer(
           { cert: readFileSync(process.env.STORE_TLS_CERT), key: readFileSync(process.env.STORE_TLS_KEY) },
-          (s) => {
-            s.on('error', () => {});
-            let sent = 0;
-            const go = () => {
-              while (sent < SIZE) {
-                const ok = s.write(source.subarray(sent, sent + WRITE));
-                sent += WRITE;
-                if (!ok) {
-                  s.once('drain', go);
-                  return;
-                }
-              }
-              s.end();
-            };
-            go();
-          },
+          (s) => sendAll(s, source),
         );
         tlsServer.listen(0, host, () => resolve({ port: tlsServer.address().port }));
       }),
