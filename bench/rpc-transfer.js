@@ -18,14 +18,23 @@
  *   RPC get: a RemoteClient on 127.0.0.2 gets the tensor into a fresh buffer
  *   RPC put: the same client puts 1 GiB into a store on 127.0.0.2 started for
  *     the round (the store reads the bytes straight into the new blob)
+ *   over TLS: a second source store on 127.0.0.1 serves RPC over TLS (a
+ *     certificate made with openssl for the run) and holds the same bytes;
+ *     B migrates from it and the RemoteClient gets from it, each right after
+ *     the same copy over plain TCP and a raw TLS copy (the Node sender and
+ *     receiver over node:tls, 'data' events copied into warm memory), the
+ *     two baselines its rows are compared with
  *
  * Each figure is the median of ROUNDS; in every round each Trellis case runs
  * right after the raw copy it is compared with. Every process is its own (stores, sender,
  * receiver, getter): 2 vCPUs here, so sender and receiver each have one.
  * Ratios are Trellis rate / raw TCP rate; the target is >= 0.9x.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
+import { makeCerts } from '../scripts/test-certs.mjs';
 import {
   fmtRate,
   fmtRatio,
@@ -39,11 +48,12 @@ import {
   serveParent,
   startRole,
   tempDir,
+  track,
   trellis,
 } from './lib.js';
 
 const SIZE = 1 * GiB;
-const ROUNDS = 7;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const WRITE = 64 * MiB;
 const HOST_A = '127.0.0.1';
 const HOST_B = '127.0.0.2';
@@ -60,8 +70,20 @@ function samples(bytes) {
   return out.join(',');
 }
 
+/** The TLS material for a store serving TLS (STORE_TLS_CERT/KEY) or one speaking TLS to a source (TLS_CA). */
+async function tlsFromEnv(role) {
+  const { loadTls } = await import(join(ROOT, 'dist/src/tls-config.js'));
+  if (role === 'server') {
+    if (!process.env.STORE_TLS_CERT) return undefined;
+    return { cert: process.env.STORE_TLS_CERT, key: process.env.STORE_TLS_KEY };
+  }
+  return process.env.TLS_CA ? loadTls({ ca: process.env.TLS_CA }, 'client') : undefined;
+}
+
 async function storeMain() {
   const { StoreServer, startRpc, connect, migrateFrom } = await trellis();
+  const serveTls = await tlsFromEnv('server');
+  const clientTls = await tlsFromEnv('client');
   const { dir, cleanup } = tempDir('trellis-bench-rpc-');
   const host = process.env.STORE_HOST;
   const socket = join(dir, 'store.sock');
@@ -74,6 +96,7 @@ async function storeMain() {
       rpcPort: 0,
       rpcHost: host,
       token: TOKEN,
+      ...(serveTls ? { tls: serveTls } : {}),
     },
     startRpc,
   );
@@ -94,9 +117,12 @@ async function storeMain() {
       const id = await w.seal();
       return { id, samples: samples(w.data) };
     },
-    migrate: async ({ endpoint, id }) => {
+    migrate: async ({ endpoint, id, tls }) => {
       const t = nowUs();
-      const local = await migrateFrom(store, endpoint, TOKEN, id, { localAddress: host });
+      const local = await migrateFrom(store, endpoint, TOKEN, id, {
+        localAddress: host,
+        ...(tls ? { tls: clientTls } : {}),
+      });
       const us = nowUs() - t;
       // The copy read through IPC, zero-copy: check it, then drop it for the next round.
       const v = await client.get(local);
@@ -106,6 +132,24 @@ async function storeMain() {
       return { us, samples: s, bytes: v.data.byteLength };
     },
   });
+}
+
+/** Writes all of `source` to the socket in WRITE-sized writes, waiting for drain, then ends it. */
+function sendAll(s, source) {
+  s.on('error', () => {});
+  let sent = 0;
+  const go = () => {
+    while (sent < source.length) {
+      const ok = s.write(source.subarray(sent, sent + WRITE));
+      sent += WRITE;
+      if (!ok) {
+        s.once('drain', go);
+        return;
+      }
+    }
+    s.end();
+  };
+  go();
 }
 
 async function peerMain() {
@@ -119,23 +163,36 @@ async function peerMain() {
     listen: () =>
       new Promise((resolve) => {
         const source = new Uint8Array(SIZE).fill(7);
-        server = createServer((s) => {
-          s.on('error', () => {});
-          let sent = 0;
-          const go = () => {
-            while (sent < SIZE) {
-              const ok = s.write(source.subarray(sent, sent + WRITE));
-              sent += WRITE;
-              if (!ok) {
-                s.once('drain', go);
-                return;
-              }
-            }
-            s.end();
-          };
-          go();
-        });
+        server = createServer((s) => sendAll(s, source));
         server.listen(0, host, () => resolve({ port: server.address().port }));
+      }),
+    /** Raw TLS sender (STORE_TLS_CERT/KEY): the same bytes as `listen`, encrypted. */
+    listenTls: () =>
+      new Promise((resolve) => {
+        const source = new Uint8Array(SIZE).fill(7);
+        const tlsServer = createTlsServer(
+          { cert: readFileSync(process.env.STORE_TLS_CERT), key: readFileSync(process.env.STORE_TLS_KEY) },
+          (s) => sendAll(s, source),
+        );
+        tlsServer.listen(0, host, () => resolve({ port: tlsServer.address().port }));
+      }),
+    /** Raw TLS receiver (TLS_CA): 'data' chunks copied into a warm buffer, time from the handshake to the last byte. */
+    receiveTls: ({ port, from }) =>
+      new Promise((resolve, reject) => {
+        warm ??= new Uint8Array(SIZE).fill(1);
+        const dst = warm;
+        let got = 0;
+        let t = 0;
+        const tcp = netConnect({ host: from, port, localAddress: host });
+        const s = tlsConnect({ socket: tcp, host: from, ca: readFileSync(process.env.TLS_CA) }, () => {
+          t = nowUs();
+        });
+        s.on('data', (d) => {
+          dst.set(d.subarray(0, Math.min(d.length, SIZE - got)), got);
+          got += d.length;
+        });
+        s.on('end', () => resolve({ us: nowUs() - t, bytes: got }));
+        s.on('error', reject);
       }),
     /**
      * Raw TCP receiver, time from connect to the last byte. into: 'data' (net's
@@ -203,12 +260,13 @@ async function peerMain() {
       return { us };
     },
     /** RPC get into a fresh buffer through a RemoteClient. */
-    rpcGet: async ({ endpoint, id }) => {
+    rpcGet: async ({ endpoint, id, tls }) => {
       const { connect } = await trellis();
       const client = await connect({
         rpc: `${endpoint.host}:${endpoint.port}`,
         token: TOKEN,
         localAddress: host,
+        ...(tls ? { tls: { ca: process.env.TLS_CA } } : {}),
       });
       const t = nowUs();
       const v = await client.get(id);
@@ -227,11 +285,15 @@ function start(env) {
 }
 
 async function main() {
+  const certDir = tempDir('trellis-bench-certs-');
+  const certs = makeCerts(certDir.dir);
+  const tlsEnv = { STORE_TLS_CERT: certs.serverCert, STORE_TLS_KEY: certs.serverKey };
   const a = start({ ROLE: 'store', STORE_HOST: HOST_A });
-  const bWarm = start({ ROLE: 'store', STORE_HOST: HOST_B, STORE_RESERVE: '1' });
-  const sender = start({ ROLE: 'peer', PEER_HOST: HOST_A });
-  const receiver = start({ ROLE: 'peer', PEER_HOST: HOST_B });
-  const all = [a, bWarm, sender, receiver];
+  const aTls = start({ ROLE: 'store', STORE_HOST: HOST_A, ...tlsEnv });
+  const bWarm = start({ ROLE: 'store', STORE_HOST: HOST_B, STORE_RESERVE: '1', TLS_CA: certs.ca });
+  const sender = start({ ROLE: 'peer', PEER_HOST: HOST_A, ...tlsEnv });
+  const receiver = start({ ROLE: 'peer', PEER_HOST: HOST_B, TLS_CA: certs.ca });
+  const all = [a, aTls, bWarm, sender, receiver];
   /** A store started for one case of one round: its arena pages have never been touched. */
   const fresh = async (fn) => {
     const store = start({ ROLE: 'store', STORE_HOST: HOST_B });
@@ -246,7 +308,11 @@ async function main() {
     await Promise.all(all.map((p) => p.ready));
     const { endpoint } = await a.ask('address');
     const { id, samples: want } = await a.ask('fill');
+    const { endpoint: tlsEndpoint } = await aTls.ask('address');
+    const { id: tlsId, samples: tlsWant } = await aTls.ask('fill');
+    if (tlsWant !== want) throw new Error('the two source stores hold different bytes');
     const { port } = await sender.ask('listen');
+    const { port: tlsPort } = await sender.ask('listenTls');
 
     const times = {
       tcpData: [],
@@ -257,6 +323,9 @@ async function main() {
       cold: [],
       get: [],
       put: [],
+      tlsWarm: [],
+      tlsGet: [],
+      tlsRaw: [],
       firstMigrate: 0,
     };
     const check = (what, r) => {
@@ -266,6 +335,7 @@ async function main() {
     const first = await bWarm.ask('migrate', { endpoint, id });
     check('first migrate', first);
     times.firstMigrate = first.us;
+    check('first TLS migrate', await bWarm.ask('migrate', { endpoint: tlsEndpoint, id: tlsId, tls: true }));
     const raw = async (into, list) => {
       const r = await receiver.ask('receive', { port, from: HOST_A, into });
       if (r.bytes !== SIZE) throw new Error(`raw TCP moved ${r.bytes} bytes`);
@@ -281,10 +351,19 @@ async function main() {
       const warm = await bWarm.ask('migrate', { endpoint, id });
       check('migrate', warm);
       times.warm.push(warm.us);
+      const tlsRaw = await receiver.ask('receiveTls', { port: tlsPort, from: HOST_A });
+      if (tlsRaw.bytes !== SIZE) throw new Error(`raw TLS moved ${tlsRaw.bytes} bytes`);
+      times.tlsRaw.push(tlsRaw.us);
+      const tlsWarm = await bWarm.ask('migrate', { endpoint: tlsEndpoint, id: tlsId, tls: true });
+      check('TLS migrate', tlsWarm);
+      times.tlsWarm.push(tlsWarm.us);
       await raw('fresh', times.tcpFresh);
       const get = await receiver.ask('rpcGet', { endpoint, id });
       check('RPC get', get);
       times.get.push(get.us);
+      const tlsGet = await receiver.ask('rpcGet', { endpoint: tlsEndpoint, id: tlsId, tls: true });
+      check('RPC get over TLS', tlsGet);
+      times.tlsGet.push(tlsGet.us);
       await raw('shm', times.tcpShm);
       const cold = await fresh((c) => c.ask('migrate', { endpoint, id }));
       check('migrate', cold);
@@ -325,6 +404,10 @@ async function main() {
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
         row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', false),
+        row('raw TLS -> data events copied into warm memory', times.tlsRaw, times.tcp, 'raw warm', false),
+        row('migrate over TLS into the reserved store (warm pages)', times.tlsWarm, times.tlsRaw, 'raw TLS', false),
+        row('migrate over TLS, against migrate over TCP', times.tlsWarm, times.warm, 'migrate over TCP', false),
+        row('RPC get over TLS (into a fresh buffer)', times.tlsGet, times.get, 'RPC get over TCP', false),
         row(
           "first migrate (source's own mapping of the pages cold)",
           [times.firstMigrate],
@@ -340,11 +423,14 @@ async function main() {
         `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
+        `raw TLS rounds: ${rounds(times.tlsRaw)}; TLS migrate rounds: ${rounds(times.tlsWarm)}; TLS get rounds: ${rounds(times.tlsGet)}`,
+        'TLS: node:tls (OpenSSL; TLS 1.3, AES-GCM on this CPU), server certificate only; its rows compare with the same copy over plain TCP in the same round. Under TLS the receiver cannot read straight into the destination (tls has no onread): decrypted chunks are copied once',
         'Trellis times include the TCP connect and token handshake; the raw copies have none',
       ],
     );
   } finally {
     await Promise.all(all.map((p) => p.stop()));
+    certDir.cleanup();
   }
 }
 

@@ -2,7 +2,8 @@
 # Installs the Debian packages Trellis needs when they are missing.
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
 #                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
-#                         unzip (the chart test's helm), prometheus (promtool checks every process's /metrics text)
+#                         unzip (the chart test's helm), prometheus (promtool checks every process's /metrics text),
+#                         openssl (TLS tests' certificates), chromium (the dashboard's browser test)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
 #   system-deps.sh container  the container smoke test (scripts/container-smoke.sh): podman with
 #                         runc (crun fails on this cgroup v1 hybrid), podman-compose, debootstrap
@@ -29,6 +30,8 @@ else
   # scripts/fetch-helm.sh takes helm out of a zip (test/helm-chart.test.ts).
   command -v unzip >/dev/null || need+=(unzip)
   command -v promtool >/dev/null || need+=(prometheus)
+  command -v openssl >/dev/null || need+=(openssl)  # TLS tests make their certificates with it
+  command -v chromium >/dev/null || need+=(chromium)  # the dashboard test drives it (playwright-core)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -47,6 +47,10 @@ export const ERROR_CODES = {
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
   ERR_COLLECTIVE_ABORTED:
     'A collective step (allReduce, broadcast) could not complete: a peer rank or its store failed or closed, the step timed out, or it was aborted; the group cannot go on; open a new one (a new group name).',
+  ERR_TLS_CONFIG:
+    "A TLS certificate, key or CA file cannot be read or used (missing, not PEM, a key that is not the certificate's), or the TLS flags do not fit together.",
+  ERR_TLS_HANDSHAKE:
+    "The TLS handshake failed: the peer's certificate is not signed by the trusted CA or does not name the host, a certificate the server requires was not presented, or one side speaks TLS and the other does not.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -501,9 +501,12 @@ describe('OpenAPI document', () => {
         'GET /v1/jobs/{id}/logs',
         'POST /v1/jobs/{id}/cancel',
         'GET /v1/nodes',
+        'GET /v1/datasets',
         'GET /v1/datasets/{name}',
         'GET /metrics',
         'GET /healthz',
+        'GET /v1/dashboard/events',
+        'GET /',
       ].sort(),
     );
     const post = doc.paths['/v1/jobs'].post;
@@ -530,6 +533,7 @@ describe('OpenAPI document', () => {
     expect(schemas.TrainJobSpec.properties.epochs).toEqual({ type: 'integer', minimum: 1, maximum: 10000 });
     expect(Object.keys(schemas).sort()).toEqual([
       'DatasetInfo',
+      'DatasetList',
       'ErrorReply',
       'InferJobSpec',
       'Job',

@@ -8,6 +8,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
 import { type LogLevel, processLogger } from '../observe/process-logger.js';
+import { loadTls, type TlsFiles } from '../tls-config.js';
 import { untilStopSignal } from './stop-signals.js';
 
 export interface ApiCommandOptions {
@@ -25,6 +26,10 @@ export interface ApiCommandOptions {
   storeToken?: string;
   /** Default: $TRELLIS_LOG_LEVEL, else info. */
   logLevel?: LogLevel;
+  /** Serve https with these files (`clientAuth`: clients must present a certificate signed by `ca`). */
+  tls?: TlsFiles;
+  /** Reach stores over RPC with TLS, trusting this CA (and presenting tls.cert, if any). */
+  storeTlsCa?: string;
 }
 
 /** Where the command meets its process; tests pass their own. */
@@ -52,16 +57,29 @@ async function processIo(level: LogLevel | undefined): Promise<ApiCommandIo> {
 export async function runApi(o: ApiCommandOptions, given?: ApiCommandIo): Promise<void> {
   const io = given ?? (await processIo(o.logLevel));
   const { logger } = io;
+  // Bad TLS files fail here, before Redis or a store is touched.
+  const tls = o.tls === undefined ? undefined : loadTls(o.tls, 'server');
+  const storeTls =
+    o.storeTlsCa === undefined
+      ? undefined
+      : { ca: o.storeTlsCa, ...(o.tls?.cert && o.tls.key ? { cert: o.tls.cert, key: o.tls.key } : {}) };
   const service = await (io.startService ?? startJobService)({
     redis: o.redis,
     meta: o.meta,
     socket: o.socket,
     token: o.storeToken ?? o.token,
+    ...(storeTls ? { storeTls } : {}),
     ...(o.prefix === undefined ? {} : { prefix: o.prefix }),
     ...(o.metaPrefix === undefined ? {} : { metaPrefix: o.metaPrefix }),
     logger,
   });
-  const app = buildApi({ service, token: o.token, logger, processMetrics: given === undefined });
+  const app = buildApi({
+    service,
+    token: o.token,
+    logger,
+    processMetrics: given === undefined,
+    ...(tls ? { tls } : {}),
+  });
   try {
     await app.listen({ port: o.port, host: o.host });
   } catch (e) {
@@ -72,10 +90,16 @@ export async function runApi(o: ApiCommandOptions, given?: ApiCommandIo): Promis
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
   const stopped = io.stop;
+  const scheme = tls ? 'https' : 'http';
   // At info whatever the level: scripts wait for this line.
-  logger
-    .child({}, { level: 'info' })
-    .info({ url: `http://${host}:${port}`, auth: o.token ? 'token' : 'none' }, 'listening');
+  logger.child({}, { level: 'info' }).info(
+    {
+      url: `${scheme}://${host}:${port}`,
+      auth: o.token ? 'token' : 'none',
+      ...(tls ? { tls: tls.clientAuth ? 'mutual' : 'on' } : {}),
+    },
+    'listening',
+  );
   const signal = await stopped;
   logger.info({ signal }, 'shutting down');
   // The server first (no new requests, event streams ended), then the service under it.

@@ -8,13 +8,13 @@ import { isTrellisError } from '../errors.js';
 export const EXIT = {
   /** Any failure not listed below. */
   general: 1,
-  /** Bad flags or arguments, or the API refused the request as malformed (ERR_BAD_REQUEST). */
+  /** Bad flags or arguments (TLS files that cannot be used too), or the API refused the request as malformed (ERR_BAD_REQUEST). */
   usage: 2,
   /** The job, dataset or route does not exist. */
   notFound: 3,
   /** The token was missing or wrong (ERR_UNAUTHORIZED). */
   unauthorized: 4,
-  /** The API could not be reached or did not answer in time. */
+  /** The API could not be reached, did not answer in time, or its TLS certificate was not trusted. */
   unreachable: 5,
 } as const;
 
@@ -22,6 +22,7 @@ export function exitCodeOf(e: unknown): number {
   if (!isTrellisError(e)) return EXIT.general;
   switch (e.code) {
     case 'ERR_BAD_REQUEST':
+    case 'ERR_TLS_CONFIG':
       return EXIT.usage;
     case 'ERR_JOB_NOT_FOUND':
     case 'ERR_NAME_NOT_FOUND':
@@ -32,6 +33,7 @@ export function exitCodeOf(e: unknown): number {
       return EXIT.unauthorized;
     case 'ERR_DISCONNECTED':
     case 'ERR_TIMEOUT':
+    case 'ERR_TLS_HANDSHAKE':
       return EXIT.unreachable;
     default:
       return EXIT.general;

@@ -12,6 +12,7 @@ import type { JobSpec } from '../jobs/job-types.js';
 import { EXIT, exitCodeOf, formatError } from './exit-codes.js';
 import { formatJob, formatJobList } from './job-format.js';
 import { readToken } from './read-token.js';
+import { tlsFilesOf, tlsFlag } from './tls-flags.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:7080';
 
@@ -37,12 +38,19 @@ function jsonArg(v: string): unknown {
 interface GlobalOptions {
   api?: string;
   tokenFile?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 async function client(cmd: Command): Promise<ApiClient> {
   const o = cmd.optsWithGlobals<GlobalOptions>();
   const { ApiClient } = await import('../jobs/api/api-client.js');
-  return new ApiClient({ url: o.api ?? process.env.TRELLIS_API ?? DEFAULT_API, token: readToken(o.tokenFile) });
+  return new ApiClient({
+    url: o.api ?? process.env.TRELLIS_API ?? DEFAULT_API,
+    token: readToken(o.tokenFile),
+    tls: tlsFilesOf(o, 'TRELLIS_TLS_CA'),
+  });
 }
 
 /** Runs an action; a failure is printed once and becomes the process's exit code. */
@@ -99,6 +107,9 @@ export function jobsCommand(): Command {
     .description('submit and follow jobs through the HTTP API (`trellis api`)')
     .option('--api <url>', `the API's URL (default: $TRELLIS_API or ${DEFAULT_API})`)
     .option('--token-file <path>', "file holding the API's token (default: $TRELLIS_TOKEN)")
+    .addOption(tlsFlag.ca("that an https API's certificate must chain to (default: $TRELLIS_TLS_CA)"))
+    .addOption(tlsFlag.cert('to present to an API that requires client certificates'))
+    .addOption(tlsFlag.key())
     // Usage errors exit 2, apart from API failures (exit-codes.ts); --help exits 0.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage));
 

@@ -20,6 +20,7 @@ import {
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 import { installStopSignals, untilStopSignal } from './stop-signals.js';
+import { tlsFilesOf, tlsFlag } from './tls-flags.js';
 
 function sizeArg(v: string): number {
   try {
@@ -75,7 +76,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
     .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
     .option('--punch-delay <ms>', 'how long freed memory stays warm before it goes back to the OS', intArg, 1000)
-    .option('--socket-mode <mode>', 'file mode of the socket', modeArg, 0o600)
+    .option(
+      '--socket-mode <mode>',
+      'file mode of the socket: 0600 (owner) or 0660 (with --socket-group)',
+      modeArg,
+      0o600,
+    )
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
     .addOption(
@@ -101,9 +107,14 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(logLevelOption())
     .addOption(metricsPortOption())
     .addOption(metricsHostOption())
+    .addOption(tlsFlag.cert('to serve the RPC port over TLS with (also presented to peer stores)'))
+    .addOption(tlsFlag.key())
+    .addOption(tlsFlag.ca('that clients and peer stores must chain to'))
+    .addOption(tlsFlag.clientAuth())
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const logger = await commandLogger('trellis-store', o.logLevel);
+      const tls = tlsFilesOf(o);
       const store = await StoreServer.start(
         {
           socket: o.socket,
@@ -126,6 +137,7 @@ export async function main(argv: string[]): Promise<void> {
           rpcHost: o.rpcHost,
           token,
           logger,
+          tls,
         },
         o.rpcPort === undefined ? undefined : await rpcStarter(),
       );
@@ -148,7 +160,14 @@ export async function main(argv: string[]): Promise<void> {
       // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
       announce(
         logger,
-        { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
+        {
+          socket: o.socket,
+          size: st.memoryLimit,
+          instance: st.instanceId,
+          rpc,
+          ...(tls && rpc ? { tls: tls.clientAuth ? 'mutual' : 'on' } : {}),
+          metrics: metrics?.url,
+        },
         'ready',
       );
       const signal = await stopped;
@@ -168,12 +187,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('--rpc <host:port>', "or the store's RPC endpoint (token from --token-file or $TRELLIS_TOKEN)")
     .option('--token-file <path>', 'file holding the shared RPC token')
     .option('--instances', 'print the live stores of the cluster instead')
+    .addOption(tlsFlag.ca("that the store's RPC certificate must chain to (speaks TLS)"))
+    .addOption(tlsFlag.cert('to present to a store that requires client certificates'))
+    .addOption(tlsFlag.key())
     .action(async (o) => {
       if ((o.socket === undefined) === (o.rpc === undefined)) {
         throw new TrellisError('ERR_BAD_REQUEST', 'give exactly one of --socket and --rpc');
       }
       const client = o.rpc
-        ? await connect({ rpc: o.rpc, token: readToken(o.tokenFile), name: 'trellis status' })
+        ? await connect({ rpc: o.rpc, token: readToken(o.tokenFile), name: 'trellis status', tls: tlsFilesOf(o) })
         : await connect({ socket: o.socket, name: 'trellis status' });
       try {
         const out = o.instances ? await client.instances() : await client.status();
@@ -269,6 +291,11 @@ export async function main(argv: string[]): Promise<void> {
     )
     // Its /metrics and /healthz are on the API's own port.
     .addOption(logLevelOption())
+    .addOption(tlsFlag.cert('to serve https with (also presented to stores reached over RPC)'))
+    .addOption(tlsFlag.key())
+    .addOption(tlsFlag.ca('that client certificates, and stores reached over RPC, must chain to'))
+    .addOption(tlsFlag.clientAuth())
+    .option('--store-tls-ca <file>', 'reach stores over RPC with TLS, trusting this PEM CA bundle')
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
@@ -284,6 +311,8 @@ export async function main(argv: string[]): Promise<void> {
         storeToken,
         prefix: o.prefix,
         logLevel: o.logLevel,
+        tls: tlsFilesOf(o),
+        storeTlsCa: o.storeTlsCa,
       });
     });
 

@@ -37,6 +37,7 @@ import {
   type RpcReadReply,
   type RpcRequestBody,
 } from '../protocol/rpc-messages.js';
+import { loadTls, type TlsFiles } from '../tls-config.js';
 import type { BlobWriter, TensorWriter } from './client.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { type RequestOptions, type RpcAnswer, RpcChannel } from './rpc-channel.js';
@@ -66,6 +67,12 @@ export interface RemoteConnectOptions {
   idleTimeoutMs?: number;
   /** Local address to connect from. */
   localAddress?: string;
+  /**
+   * Speak TLS to a store serving it: `ca` is the PEM file its certificate must
+   * chain to; `cert` and `key` are presented when the store wants client
+   * certificates (mutual TLS). Unreadable or unusable files: ERR_TLS_CONFIG.
+   */
+  tls?: TlsFiles;
 }
 
 const ALIGN = 64;
@@ -132,6 +139,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
     if (typeof token !== 'string' || token.length === 0) {
       throw new TrellisError('ERR_UNAUTHORIZED', 'an RPC client needs the token (the token option or $TRELLIS_TOKEN)');
     }
+    const tls = opts.tls === undefined ? undefined : loadTls(opts.tls, 'client');
     const channel = await RpcChannel.open({
       host,
       port,
@@ -140,6 +148,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       timeoutMs: opts.timeoutMs,
       idleTimeoutMs: opts.idleTimeoutMs,
       localAddress: opts.localAddress,
+      ...(tls ? { tls } : {}),
     });
     return new RemoteClient(channel, `${host}:${port}`, channel.hello.storeId, channel.hello.instanceId);
   }

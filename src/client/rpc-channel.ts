@@ -9,8 +9,15 @@
  * of the migrating store), so no byte is copied after the kernel's copy;
  * otherwise it lands in one reused scratch buffer and is parsed from there.
  * Sending raw bytes writes the caller's views as they are (no staging copy).
+ *
+ * Over TLS (the `tls` option) the channel verifies the store's certificate
+ * against the given CA (its SAN must name the host dialled) and presents its
+ * own when it has one. Decrypted bytes arrive in node's 'data' chunks, so
+ * raw bytes are copied once from there to their destination; a failed
+ * handshake or certificate check is ERR_TLS_HANDSHAKE.
  */
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { asTrellisError, TrellisError } from '../errors.js';
 import type { Frame } from '../protocol/frame.js';
 import { decodeError } from '../protocol/messages.js';
@@ -22,6 +29,7 @@ import {
   type RpcRequestBody,
 } from '../protocol/rpc-messages.js';
 import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
+import { clientTlsOptions, isTlsError, type TlsMaterial, tlsFailure } from '../tls-config.js';
 import { WriteBatch } from './write-batch.js';
 
 export interface RpcChannelOptions {
@@ -36,6 +44,8 @@ export interface RpcChannelOptions {
   localAddress?: string;
   /** A request (other than a wait) that sees no byte for this long fails with ERR_TIMEOUT (default 60 s; 0: never). */
   idleTimeoutMs?: number;
+  /** Speak TLS: trust `ca` (else the system's CAs) and present `cert` and `key` when given. */
+  tls?: TlsMaterial;
 }
 
 export interface RpcAnswer {
@@ -86,6 +96,8 @@ export class RpcChannel {
   private active = 0;
   private readonly out: WriteBatch;
   private readonly idleMs: number;
+  /** 'secureConnect' under TLS: the handshake is done (and the store's certificate checked). */
+  private readonly connectEvent: 'connect' | 'secureConnect';
   /** The store's hello answer (set once open resolves). */
   hello: RpcHelloReply = { version: 0, instanceId: 0, storeId: '', name: '', maxFrame: 0 };
   onClose: (err: TrellisError) => void = () => {};
@@ -95,22 +107,35 @@ export class RpcChannel {
     opts: RpcChannelOptions,
   ) {
     this.idleMs = opts.idleTimeoutMs ?? 60_000;
-    this.socket = netConnect({
-      host: opts.host,
-      port: opts.port,
-      localAddress: opts.localAddress,
-      onread: {
-        buffer: () => this.reader.nextBuffer() ?? this.scratch,
-        callback: (n: number, buf: Uint8Array) => {
-          if (buf === this.scratch) this.reader.push(this.scratch.subarray(0, n), true);
-          else this.reader.landed(n);
-          return true;
+    if (opts.tls) {
+      // tls.connect has no `onread`: its chunks are fresh buffers the reader may keep.
+      // The TCP socket is made here so localAddress applies; `host` is what the certificate must name.
+      const tcp = netConnect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
+      this.socket = tlsConnect({ socket: tcp, host: opts.host, ...clientTlsOptions(opts.tls) });
+      this.socket.on('data', (chunk: Buffer) => this.reader.push(chunk));
+    } else {
+      this.socket = netConnect({
+        host: opts.host,
+        port: opts.port,
+        localAddress: opts.localAddress,
+        onread: {
+          buffer: () => this.reader.nextBuffer() ?? this.scratch,
+          callback: (n: number, buf: Uint8Array) => {
+            if (buf === this.scratch) this.reader.push(this.scratch.subarray(0, n), true);
+            else this.reader.landed(n);
+            return true;
+          },
         },
-      },
-    });
+      });
+    }
+    this.connectEvent = opts.tls ? 'secureConnect' : 'connect';
     this.socket.setNoDelay(true);
     this.out = new WriteBatch(this.socket);
     this.socket.on('error', (e: NodeJS.ErrnoException) => {
+      if (isTlsError(e)) {
+        this.fail(tlsFailure(`the store at ${endpoint}`, e));
+        return;
+      }
       const what = this.socket.connecting ? 'cannot connect to the store at' : 'the connection to the store at';
       this.fail(new TrellisError('ERR_DISCONNECTED', `${what} ${endpoint} failed: ${e.code ?? e.message}`));
     });
@@ -133,7 +158,7 @@ export class RpcChannel {
     );
     try {
       await new Promise<void>((resolve, reject) => {
-        ch.socket.once('connect', resolve);
+        ch.socket.once(ch.connectEvent, resolve);
         ch.onClose = reject;
       });
       ch.onClose = () => {};

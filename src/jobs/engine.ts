@@ -18,6 +18,8 @@
 import { connect } from '../client/connect.js';
 import type { StoreClient } from '../client/store-client.js';
 import { TrellisError } from '../errors.js';
+import { DATASET_TYPENAME } from '../store/cluster.js';
+import type { TlsFiles } from '../tls-config.js';
 import { ClusterView } from './cluster-view.js';
 import { JobStore, newJobId } from './job-store.js';
 import type { DatasetInfo, Job, JobEvent, JobFilter, JobService, JobSpec, NodeInfo } from './job-types.js';
@@ -36,6 +38,8 @@ export interface JobServiceOptions {
   socket?: string;
   /** The stores' RPC token, when connecting over RPC. */
   token?: string;
+  /** Speak TLS to the stores over RPC: their CA, and a certificate to present for mutual TLS. */
+  storeTls?: TlsFiles;
   logger: EngineLogger;
   /** The deployment's key prefix in Redis (default trellis:default); tests use one per test. */
   prefix?: string;
@@ -51,7 +55,12 @@ async function storeClient(opts: JobServiceOptions): Promise<StoreClient> {
       const withRpc = (await meta.instances()).find((i) => i.rpc);
       if (!withRpc?.rpc)
         throw new TrellisError('ERR_META_UNAVAILABLE', `no store with an RPC endpoint in ${opts.meta}`);
-      return await connect({ rpc: `${withRpc.rpc.host}:${withRpc.rpc.port}`, token: opts.token, name: 'trellis api' });
+      return await connect({
+        rpc: `${withRpc.rpc.host}:${withRpc.rpc.port}`,
+        token: opts.token,
+        name: 'trellis api',
+        tls: opts.storeTls,
+      });
     } finally {
       await meta.close();
     }
@@ -160,6 +169,21 @@ class Engine implements JobService {
       out.bytesByNode[node] = (out.bytesByNode[node] ?? 0) + s.nbytes;
     }
     return out;
+  }
+
+  async datasets(limit = 100): Promise<DatasetInfo[]> {
+    const [names, sets] = await Promise.all([
+      this.client.listNames(),
+      this.client.listGlobal({ typename: DATASET_TYPENAME, limit: 10_000 }),
+    ]);
+    const ids = new Set(sets.map((s) => s.id));
+    const named = Object.keys(names)
+      .filter((n) => ids.has(names[n]!))
+      .sort()
+      .slice(0, limit);
+    // A name dropped between the two reads is skipped, not an error.
+    const infos = await Promise.all(named.map((n) => this.dataset(n).catch(() => null)));
+    return infos.filter((d): d is DatasetInfo => d !== null);
   }
 
   close(): Promise<void> {

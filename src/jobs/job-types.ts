@@ -164,5 +164,7 @@ export interface JobService {
   logs(id: string): Promise<string>;
   nodes(): Promise<NodeInfo[]>;
   dataset(name: string): Promise<DatasetInfo>;
+  /** Every named dataset (a name bound to a dataset object), by name, at most `limit` (default 100). */
+  datasets(limit?: number): Promise<DatasetInfo[]>;
   close(): Promise<void>;
 }

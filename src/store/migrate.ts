@@ -22,6 +22,7 @@ import { invalidParameter, TrellisError } from '../errors.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectRecord, RpcEndpoint } from '../protocol/records.js';
 import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer } from '../protocol/rpc-messages.js';
+import type { TlsMaterial } from '../tls-config.js';
 import type { StoreServer } from './store-server.js';
 
 export interface MigrateOptions {
@@ -31,6 +32,8 @@ export interface MigrateOptions {
   timeoutMs?: number;
   /** Fail when the source sends nothing for this long mid-transfer (default 60 s). */
   idleTimeoutMs?: number;
+  /** Speak TLS to the source: verify it with `ca`, present `cert` (a store's own, for mutual TLS). */
+  tls?: TlsMaterial;
 }
 
 export interface MigrationStats {
@@ -123,6 +126,7 @@ export class Migrator {
         localAddress: opts.localAddress,
         timeoutMs: opts.timeoutMs,
         idleTimeoutMs: opts.idleTimeoutMs,
+        tls: opts.tls,
       });
     } catch (e) {
       this.counters.failed++;

@@ -12,6 +12,7 @@
  * mid-stream has them aborted with everything else it held.
  */
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { asTrellisError, TrellisError } from '../errors.js';
 import { respond, sendError } from '../protocol/answer.js';
 import { encodeFrame, type Frame, MAX_HELLO_FRAME } from '../protocol/frame.js';
@@ -78,17 +79,21 @@ export class RpcConnection extends PeerConnection {
       host.store.log.child({ conn: id, transport: 'rpc', peer: `${accepted.remoteAddress}:${accepted.remotePort}` }),
     );
     this.id = id;
-    // Put bytes are read straight into their arena blobs when net allows it.
-    const direct = adoptWithOnread(accepted, {
-      buffer: () => this.reader.nextBuffer() ?? this.scratch,
-      callback: (n, buf) => {
-        if (buf === this.scratch) {
-          this.reader.push(this.scratch.subarray(0, n), true);
-          this.afterInput(this.reader);
-        } else this.reader.landed(n);
-        return true;
-      },
-    });
+    // Put bytes are read straight into their arena blobs when net allows it (not under TLS: the
+    // bytes are decrypted into node's buffers, and a TLSSocket's handle is not a plain TCP one).
+    const direct =
+      accepted instanceof TLSSocket
+        ? null
+        : adoptWithOnread(accepted, {
+            buffer: () => this.reader.nextBuffer() ?? this.scratch,
+            callback: (n, buf) => {
+              if (buf === this.scratch) {
+                this.reader.push(this.scratch.subarray(0, n), true);
+                this.afterInput(this.reader);
+              } else this.reader.landed(n);
+              return true;
+            },
+          });
     if (direct) {
       this.socket = direct;
     } else {

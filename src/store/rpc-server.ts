@@ -5,6 +5,13 @@
  * crypto.timingSafeEqual) and a wrong or missing one is answered with
  * ERR_UNAUTHORIZED and the connection closed before any data is read or sent.
  *
+ * With `tls` the port speaks only TLS (node:tls): the token still
+ * authenticates, TLS adds confidentiality and, with `clientAuth`, peer
+ * identity: a peer without a certificate signed by the CA is answered
+ * ERR_TLS_HANDSHAKE (an `err` frame over the encrypted channel, so it learns
+ * why) and dropped before anything it sent is read. A peer that speaks plain
+ * TCP to a TLS port fails its handshake and is dropped; the server goes on.
+ *
  * @example
  *   const rpc = await RpcServer.start(store, { host: '127.0.0.1', port: 0, token });
  *   rpc.address(); // { host: '127.0.0.1', port: 41234 }
@@ -12,7 +19,11 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { invalidParameter, TrellisError } from '../errors.js';
+import { encodeFrame } from '../protocol/frame.js';
+import { errorReply } from '../protocol/messages.js';
+import { peerRefusal, serverTlsOptions, type TlsMaterial } from '../tls-config.js';
 import { migratorOf } from './migrate.js';
 import { RpcConnection, type RpcHost } from './rpc-connection.js';
 import type { RpcStarter, StoreServer } from './store-server.js';
@@ -26,6 +37,10 @@ export interface RpcServerOptions {
   token: string;
   /** A peer whose announced raw bytes stop coming for this long is dropped, its unfinished put aborted (default 60 s). */
   idleTimeoutMs?: number;
+  /** Serve TLS with this certificate (and require client certificates with `clientAuth`); plain TCP without. */
+  tls?: TlsMaterial;
+  /** A TLS handshake not done in this long drops the peer (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 export interface RpcStats {
@@ -39,6 +54,8 @@ export interface RpcStats {
   bytesOut: number;
   /** Connections refused for a wrong or missing token. */
   authFailures: number;
+  /** Connections whose TLS handshake failed (no or an untrusted client certificate, plain TCP to a TLS port). */
+  tlsFailures: number;
 }
 
 function digest(s: string): Buffer {
@@ -46,7 +63,7 @@ function digest(s: string): Buffer {
 }
 
 export class RpcServer implements RpcHost {
-  readonly counters = { requests: 0, bytesIn: 0, bytesOut: 0, authFailures: 0 };
+  readonly counters = { requests: 0, bytesIn: 0, bytesOut: 0, authFailures: 0, tlsFailures: 0 };
   private readonly server: Server;
   private readonly conns = new Set<RpcConnection>();
   private readonly tokenDigest: Buffer;
@@ -60,7 +77,16 @@ export class RpcServer implements RpcHost {
   ) {
     this.tokenDigest = digest(opts.token);
     this.rawIdleMs = opts.idleTimeoutMs ?? 60_000;
-    this.server = createServer({ pauseOnConnect: true }, (s) => this.accept(s));
+    if (opts.tls) {
+      // Not pauseOnConnect: the handshake must read; the RpcConnection then reads the TLSSocket's 'data'.
+      this.server = createTlsServer(
+        { ...serverTlsOptions(opts.tls), handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000 },
+        (s) => this.accept(s),
+      );
+      this.server.on('tlsClientError', () => this.counters.tlsFailures++);
+    } else {
+      this.server = createServer({ pauseOnConnect: true }, (s) => this.accept(s));
+    }
   }
 
   /** Starts serving `store` over TCP; resolves once it listens. */
@@ -115,7 +141,11 @@ export class RpcServer implements RpcHost {
 
   /** What the store's status shows under `rpc` (beside the address): these counters and the migrations in. */
   describe(): Record<string, unknown> {
-    return { ...this.stats(), migration: migratorOf(this.store).stats() };
+    return {
+      ...this.stats(),
+      tls: this.opts.tls ? { clientAuth: this.opts.tls.clientAuth } : null,
+      migration: migratorOf(this.store).stats(),
+    };
   }
 
   /** Runs `hook` when the server closes (e.g. stops the store's migrations). */
@@ -130,6 +160,18 @@ export class RpcServer implements RpcHost {
   private accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
+      return;
+    }
+    const why = this.opts.tls ? peerRefusal(this.opts.tls, socket as TLSSocket) : null;
+    if (why !== null) {
+      this.counters.tlsFailures++;
+      const err = new TrellisError(
+        'ERR_TLS_HANDSHAKE',
+        `the store at ${this.opts.host}:${this.address().port} requires a client certificate signed by its CA; ` +
+          `this one was refused (${why})`,
+      );
+      socket.end(encodeFrame(errorReply(0, err)));
+      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
     this.conns.add(new RpcConnection(socket, this));
@@ -166,7 +208,9 @@ export const startRpc: RpcStarter = async (store, opts) => {
   const localAddress = isWildcard(opts.host) ? undefined : opts.host;
   const migrator = migratorOf(store);
   store.cluster.setMigration({
-    pull: (endpoint, remoteId) => migrator.migrate(endpoint, opts.token, remoteId, { localAddress }),
+    // With TLS, outgoing RPC verifies the peer store with the same CA and presents this store's certificate.
+    pull: (endpoint, remoteId) =>
+      migrator.migrate(endpoint, opts.token, remoteId, { localAddress, ...(opts.tls ? { tls: opts.tls } : {}) }),
     copyOf: (remoteId) => migrator.copyOf(remoteId),
   });
   // The store closes its RPC server before its arena: transfers into the arena stop first.

@@ -17,6 +17,7 @@ import { type Logger, silentLogger } from '../observe/logger.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
 import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
+import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
@@ -71,6 +72,12 @@ export interface StoreOptions {
   token?: string;
   /** Where the store logs (default: nowhere); `trellis store` passes a pino logger. */
   logger?: Logger;
+  /**
+   * Serve RPC over TLS with these PEM files, and verify peer stores with `ca`
+   * when migrating from them (presenting `cert`); `clientAuth` requires every
+   * RPC peer to present a certificate signed by `ca` (mutual TLS).
+   */
+  tls?: TlsFiles;
 }
 
 /** The RPC side plugs in here (src/rpc/), so the store does not depend on it. */
@@ -82,7 +89,7 @@ export interface RpcAttachment {
 
 export type RpcStarter = (
   store: StoreServer,
-  opts: { host: string; port: number; token: string },
+  opts: { host: string; port: number; token: string; tls?: TlsMaterial },
 ) => Promise<RpcAttachment>;
 
 /** Default of StoreOptions.maxRecordBytes. */
@@ -149,6 +156,11 @@ export class StoreServer implements RequestHandler {
    */
   static async start(opts: StoreOptions, rpcStarter?: RpcStarter): Promise<StoreServer> {
     validateOptions(opts);
+    // Bad TLS files fail the start here, before the socket or the metadata service are touched.
+    const tls = opts.tls === undefined ? undefined : loadTls(opts.tls, 'server');
+    if (tls && opts.rpcPort === undefined) {
+      throw new TrellisError('ERR_TLS_CONFIG', 'the TLS flags secure the RPC port: give --rpc-port too');
+    }
     await clearStaleSocket(opts.socket);
     // First, so a directory another live store holds refuses the start before anything registers.
     const spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
@@ -187,6 +199,7 @@ export class StoreServer implements RequestHandler {
           host: opts.rpcHost ?? '127.0.0.1',
           port: opts.rpcPort,
           token: opts.token,
+          ...(tls ? { tls } : {}),
         });
         await meta.updateInstance({ rpc: store.rpc.address() });
       }
@@ -586,6 +599,13 @@ function validateOptions(o: StoreOptions): void {
   }
   if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
     throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
+  }
+  // Anyone who can connect reads and writes every object: owner only, or owner and one group, never others.
+  if (o.socketMode !== undefined && o.socketMode !== 0o600 && o.socketMode !== 0o660) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `socketMode must be 0600 (owner) or 0660 (owner and --socket-group), got 0${(o.socketMode >>> 0).toString(8)}`,
+    );
   }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);

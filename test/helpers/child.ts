@@ -160,3 +160,13 @@ export async function errCode(p: Promise<unknown> | (() => unknown)): Promise<st
     return (e as { code?: string })?.code ?? String(e);
   }
 }
+
+/** 'CODE: message' of what the promise rejected with, or 'no error'. */
+export async function errText(p: Promise<unknown> | (() => unknown)): Promise<string> {
+  try {
+    await (typeof p === 'function' ? p() : p);
+    return 'no error';
+  } catch (e) {
+    return `${(e as { code?: string })?.code}: ${(e as Error)?.message}`;
+  }
+}

@@ -130,6 +130,10 @@ export class MemoryJobService implements JobService {
     return structuredClone(NODES);
   }
 
+  async datasets(limit = 100): Promise<DatasetInfo[]> {
+    return structuredClone(DATASETS.slice(0, limit));
+  }
+
   async dataset(name: string): Promise<DatasetInfo> {
     const d = DATASETS.find((x) => x.name === name);
     if (!d) throw new TrellisError('ERR_NAME_NOT_FOUND', `no dataset is named ${JSON.stringify(name)}`);

@@ -5,6 +5,11 @@
  * contract fails here with ERR_PROTOCOL instead of deep inside a caller, and
  * `{ code, message }` errors come back as the TrellisError they were.
  *
+ * An https API with its own CA: give `tls: { ca }` (and `cert`, `key` when
+ * it wants client certificates); requests then go through undici's fetch
+ * with an agent that trusts that CA. A certificate that fails the check is
+ * ERR_TLS_HANDSHAKE, files that cannot be used are ERR_TLS_CONFIG.
+ *
  * ```ts
  * const api = new ApiClient({ url: 'http://127.0.0.1:7080', token });
  * const { id } = await api.submit({ kind: 'train', dataset: 'fmnist/train', model: { kind: 'softmax' } });
@@ -12,7 +17,9 @@
  * ```
  */
 import type { ValidateFunction } from 'ajv';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { type ErrorPayload, TrellisError } from '../../errors.js';
+import { clientTlsOptions, isTlsError, loadTls, type TlsFiles, tlsFailure } from '../../tls-config.js';
 import {
   type DatasetInfo,
   FINAL_STATES,
@@ -34,6 +41,8 @@ export interface ApiClientOptions {
   token?: string;
   /** Limit for each request other than the event stream (default 30 s). */
   timeoutMs?: number;
+  /** PEM files: the CA to trust for https (else the system's), a client certificate and key for mutual TLS. */
+  tls?: TlsFiles;
 }
 
 export interface JobRef {
@@ -60,7 +69,7 @@ const KNOWN_EVENTS = new Set(['state', 'progress', 'task', 'log', 'error']);
 const MAX_RECONNECTS = 5;
 
 type Validators = Record<
-  'JobRef' | 'Job' | 'JobList' | 'NodeList' | 'DatasetInfo' | 'ErrorReply' | 'JobEventData',
+  'JobRef' | 'Job' | 'JobList' | 'NodeList' | 'DatasetInfo' | 'DatasetList' | 'ErrorReply' | 'JobEventData',
   ValidateFunction
 >;
 let validators: Validators | undefined;
@@ -76,6 +85,7 @@ function check(): Validators {
       JobList: get('JobList'),
       NodeList: get('NodeList'),
       DatasetInfo: get('DatasetInfo'),
+      DatasetList: get('DatasetList'),
       ErrorReply: get('ErrorReply'),
       JobEventData: get('JobEventData'),
     };
@@ -87,6 +97,7 @@ export class ApiClient {
   private readonly base: string;
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
+  private readonly fetch: typeof globalThis.fetch;
 
   constructor(opts: ApiClientOptions) {
     let url: URL;
@@ -101,6 +112,17 @@ export class ApiClient {
     this.base = url.href.replace(/\/+$/, '');
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    if (opts.tls === undefined) {
+      this.fetch = globalThis.fetch;
+    } else {
+      if (url.protocol !== 'https:') {
+        throw new TrellisError('ERR_TLS_CONFIG', `TLS files were given but the API URL ${url.href} is not https:`);
+      }
+      const agent = new Agent({ connect: clientTlsOptions(loadTls(opts.tls, 'client')) });
+      // undici's own fetch with its own agent: Node 20's built-in fetch bundles another undici.
+      this.fetch = ((input: string, init: RequestInit) =>
+        undiciFetch(input, { ...(init as object), dispatcher: agent })) as unknown as typeof globalThis.fetch;
+    }
   }
 
   /** Submits a job; `created` is false when a job with the spec's id existed (that job is answered). */
@@ -141,6 +163,12 @@ export class ApiClient {
 
   async nodes(): Promise<NodeInfo[]> {
     return ((await this.json('GET', '/v1/nodes', 'NodeList')).body as { nodes: NodeInfo[] }).nodes;
+  }
+
+  /** Every named dataset, by name (at most `limit`, default 100). */
+  async datasets(limit?: number): Promise<DatasetInfo[]> {
+    const qs = limit === undefined ? '' : `?limit=${limit}`;
+    return ((await this.json('GET', `/v1/datasets${qs}`, 'DatasetList')).body as { datasets: DatasetInfo[] }).datasets;
   }
 
   async dataset(name: string): Promise<DatasetInfo> {
@@ -282,7 +310,7 @@ export class ApiClient {
     if (this.token !== undefined) h.authorization = `Bearer ${this.token}`;
     if (body !== undefined) h['content-type'] = 'application/json';
     try {
-      return await fetch(this.base + path, {
+      return await this.fetch(this.base + path, {
         method,
         headers: h,
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -297,6 +325,7 @@ export class ApiClient {
       }
       if ((e as Error).name === 'AbortError') throw e;
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      if (isTlsError(cause)) throw tlsFailure(`the API at ${this.base}`, cause);
       throw new TrellisError(
         'ERR_DISCONNECTED',
         `cannot reach the API at ${this.base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,

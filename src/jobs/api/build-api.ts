@@ -11,14 +11,18 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
+import { peerRefusal, serverTlsOptions, type TlsMaterial } from '../../tls-config.js';
 import type { JobService } from '../job-types.js';
 import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
 import { apiMetrics, OPERATIONS_ROUTES } from './api-metrics.js';
 import { bearerCheck } from './bearer-auth.js';
 import { clusterRoutes } from './cluster-routes.js';
+import { dashboardPage } from './dashboard-page.js';
+import { type DashboardStreamOptions, dashboardStream } from './dashboard-stream.js';
 import { errorReply } from './error-reply.js';
 import { eventsRoute } from './events-route.js';
 import { jobRoutes } from './job-routes.js';
@@ -29,6 +33,10 @@ export interface ApiOptions {
   token?: string;
   /** A pino logger (fastify logs each request through it); none: no logging. */
   logger?: FastifyBaseLogger;
+  /** Serve https with this certificate (and require client certificates with `clientAuth`). */
+  tls?: TlsMaterial;
+  /** How often the dashboard stream reads the cluster, and how many jobs it shows. */
+  dashboard?: Pick<DashboardStreamOptions, 'intervalMs' | 'jobs'>;
   /** Largest request body in bytes (default 1 MiB: a JobSpec is a few hundred bytes, `args` included). */
   bodyLimit?: number;
   /** Serve Node's process metrics (nodejs_*, process_*) on /metrics beside the API's own (`trellis api` does). */
@@ -37,8 +45,12 @@ export interface ApiOptions {
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
-/** Routes that answer without a token: the API's description, and what probes and scrapers read. */
-const OPEN_ROUTES = new Set<string>(['/openapi.json', ...OPERATIONS_ROUTES]);
+/**
+ * Routes that answer without a token: the API's description, what probes and
+ * scrapers read, and the dashboard page (a static file; the data it shows
+ * comes from routes that want the token) are not secrets.
+ */
+const OPEN_ROUTES = new Set<string>(['/openapi.json', '/', ...OPERATIONS_ROUTES]);
 
 /** A client's x-request-id is kept when it is a plain token, so logs of both sides line up. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -46,6 +58,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function buildApi(opts: ApiOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
+    ...(opts.tls ? { https: serverTlsOptions(opts.tls) } : {}),
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
     bodyLimit,
     // fastify's own 503 while closing has its own body shape; ours is ERR_SHUTTING_DOWN below.
@@ -86,6 +99,19 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     // Requests on kept-alive connections can still arrive while the server closes.
     if (closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the API is shutting down');
   });
+  const tls = opts.tls;
+  if (tls?.clientAuth) {
+    // Before the token: a client whose certificate is refused gets no further, and is told why.
+    app.addHook('onRequest', async (request) => {
+      const why = peerRefusal(tls, request.raw.socket as TLSSocket);
+      if (why !== null) {
+        throw new TrellisError(
+          'ERR_UNAUTHORIZED',
+          `this API requires a client certificate signed by its CA; this one was refused (${why})`,
+        );
+      }
+    });
+  }
   if (opts.token) {
     const check = bearerCheck(opts.token);
     app.addHook('onRequest', async (request) => {
@@ -112,7 +138,8 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
   // them as idle and would hold close() until its headers timeout (60 s).
   const live = new Set<AbortController>();
   const unused = new Set<Socket>();
-  app.server.on('connection', (socket: Socket) => {
+  // Under https a request's socket is the TLSSocket, which 'secureConnection' hands out ('connection' gives the TCP one).
+  app.server.on(opts.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
     unused.add(socket);
     socket.once('close', () => unused.delete(socket));
   });
@@ -130,6 +157,8 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     jobRoutes(routes, opts.service);
     eventsRoute(routes, { service: opts.service, bodyLimit, live });
     clusterRoutes(routes, opts.service);
+    dashboardPage(routes);
+    dashboardStream(routes, { service: opts.service, bodyLimit, live, ...opts.dashboard });
     routes.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });
   return app;

@@ -19,6 +19,23 @@ export function clusterRoutes(app: FastifyInstance, service: JobService): void {
     async () => ({ nodes: await service.nodes() }),
   );
 
+  app.get<{ Querystring: { limit?: number } }>(
+    '/v1/datasets',
+    {
+      schema: {
+        summary: 'Every named dataset with its shards and the bytes each node holds, by name',
+        tags: ['cluster'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        },
+        response: { 200: { $ref: 'DatasetList#' }, ...ERROR_REPLIES },
+      },
+    },
+    async (request) => ({ datasets: await service.datasets(request.query.limit ?? 100) }),
+  );
+
   app.get<{ Params: { name: string } }>(
     '/v1/datasets/:name',
     {

@@ -7,33 +7,18 @@
  * goes away, the AbortSignal handed to service.events fires so the engine
  * stops watching for that client.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { JobService } from '../job-types.js';
 import { jobIdParams } from '../schema/job-spec-schema.js';
 import { ERROR_REPLIES } from '../schema/record-schemas.js';
 import { errorReply } from './error-reply.js';
-import { encodeSse, SSE_HEARTBEAT } from './sse.js';
-
-/** A comment every 15 s: proxies commonly close a response that is silent for 30-60 s. */
-const HEARTBEAT_MS = 15_000;
+import { openSseStream } from './sse-stream.js';
 
 export interface EventsRouteOptions {
   service: JobService;
   bodyLimit: number;
   /** Streams still open; closing the API aborts them so it does not wait on clients. */
   live: Set<AbortController>;
-}
-
-function drained(res: FastifyReply['raw'], signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    res.on('drain', done);
-    signal.addEventListener('abort', done);
-  });
 }
 
 export function eventsRoute(app: FastifyInstance, { service, bodyLimit, live }: EventsRouteOptions): void {
@@ -65,40 +50,22 @@ export function eventsRoute(app: FastifyInstance, { service, bodyLimit, live }: 
       const { id } = request.params;
       // Unknown ids get a JSON 404 before the stream begins; after the 200 only `event: error` can say anything.
       await service.get(id);
-      const ac = new AbortController();
-      live.add(ac);
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        // A stream is not worth keeping the connection for, and closing lets the server shut down promptly.
-        connection: 'close',
-        'x-accel-buffering': 'no',
-        'x-request-id': request.id,
-      });
-      const onClose = () => ac.abort();
-      res.on('close', onClose);
-      const heartbeat = setInterval(() => res.write(SSE_HEARTBEAT), HEARTBEAT_MS);
+      const stream = openSseStream(request, reply, live);
+      const { signal } = stream;
       try {
-        for await (const ev of service.events(id, request.headers['last-event-id'], ac.signal)) {
-          if (ac.signal.aborted) break;
-          if (!res.write(encodeSse({ id: ev.id, event: ev.type, data: JSON.stringify(ev.data) }))) {
-            await drained(res, ac.signal);
-          }
+        for await (const ev of service.events(id, request.headers['last-event-id'], signal)) {
+          if (signal.aborted) break;
+          await stream.send({ id: ev.id, event: ev.type, data: JSON.stringify(ev.data) });
         }
       } catch (e) {
-        if (!ac.signal.aborted) {
+        if (!signal.aborted) {
           const r = errorReply(e, bodyLimit);
           if (r.expected) request.log.warn({ code: r.payload.code }, r.payload.message);
           else request.log.error({ err: e }, 'event stream failed');
-          res.write(encodeSse({ event: 'error', data: JSON.stringify(r.payload) }));
+          await stream.send({ event: 'error', data: JSON.stringify(r.payload) });
         }
       } finally {
-        clearInterval(heartbeat);
-        res.off('close', onClose);
-        live.delete(ac);
-        res.end();
+        stream.end();
       }
     },
   );

@@ -34,9 +34,11 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_WORKER_FAILED: 500,
   ERR_INFERENCE_FAILED: 500,
   ERR_HANDLER_FAILED: 500,
+  ERR_TLS_CONFIG: 500,
   // A store or worker behind the API misbehaved or went away: the API is a gateway to it.
   ERR_PROTOCOL: 502,
   ERR_DISCONNECTED: 502,
+  ERR_TLS_HANDSHAKE: 502,
   ERR_CLOSED: 503,
   ERR_SHUTTING_DOWN: 503,
   ERR_META_UNAVAILABLE: 503,

@@ -184,6 +184,14 @@ export const nodeListSchema = {
   properties: { nodes: { type: 'array', items: { $ref: 'NodeInfo#' } } },
 } as const;
 
+export const datasetListSchema = {
+  $id: 'DatasetList',
+  type: 'object',
+  additionalProperties: false,
+  required: ['datasets'],
+  properties: { datasets: { type: 'array', items: { $ref: 'DatasetInfo#' } } },
+} as const;
+
 export const datasetInfoSchema = {
   $id: 'DatasetInfo',
   type: 'object',

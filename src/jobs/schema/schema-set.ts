@@ -7,6 +7,7 @@ import { Ajv, type Options } from 'ajv';
 import { inferSpecSchema, jobSpecSchema, mapSpecSchema, modelSpecSchema, trainSpecSchema } from './job-spec-schema.js';
 import {
   datasetInfoSchema,
+  datasetListSchema,
   errorReplySchema,
   jobEventDataSchema,
   jobListSchema,
@@ -37,6 +38,7 @@ export const SHARED_SCHEMAS = [
   nodeInfoSchema,
   nodeListSchema,
   datasetInfoSchema,
+  datasetListSchema,
 ] as const;
 
 const DATE_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
