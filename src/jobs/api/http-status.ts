@@ -32,6 +32,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_NATIVE: 500,
   ERR_SPILL_FAILED: 500,
   ERR_WORKER_FAILED: 500,
+  ERR_RANK_LOST: 500,
   ERR_INFERENCE_FAILED: 500,
   ERR_HANDLER_FAILED: 500,
   // A store or worker behind the API misbehaved or went away: the API is a gateway to it.
