@@ -8,12 +8,8 @@
  * baseBatch) and reached through a linear warm-up of `warmupSteps` steps,
  * which keeps the first steps of a large batch from diverging.
  */
-import type { ModelSpecInput, TrainJobSpec } from './job-types.js';
-
-/** Per-kind defaults of a train job (the demo's): rate, batch and epochs. */
-export function trainDefaults(kind: ModelSpecInput['kind']): { lr: number; batch: number; epochs: number } {
-  return kind === 'mlp' ? { lr: 0.1, batch: 64, epochs: 8 } : { lr: 0.3, batch: 100, epochs: 15 };
-}
+import { trainDefaults } from '../models/trainer.js';
+import type { TrainJobSpec } from './job-types.js';
 
 export interface BatchRule {
   batchSize: number;
@@ -29,7 +25,7 @@ export interface BatchRule {
 /** The rule for `ranks` ranks; `stepsPerEpoch` sets the default warm-up (one epoch, at most 200 steps). */
 export function batchRule(spec: TrainJobSpec, ranks: number, stepsPerEpoch = 200): BatchRule {
   const d = trainDefaults(spec.model.kind);
-  const batchSize = spec.batchSize ?? d.batch;
+  const batchSize = spec.batchSize ?? d.batchSize;
   const baseBatch = spec.baseBatch ?? batchSize;
   const effectiveBatch = ranks * batchSize;
   const baseLr = spec.learningRate ?? d.lr;

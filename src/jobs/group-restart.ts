@@ -17,6 +17,7 @@ const LOST: ReadonlySet<string> = new Set([
   'ERR_OBJECT_LOST', // a store holding the rank's shards or the checkpoint left the cluster
   'ERR_META_UNAVAILABLE',
   'ERR_RANK_LOST',
+  'ERR_COLLECTIVE_ABORTED', // the group's exchange broke: a peer or its store failed, closed or timed out
   'ERR_CANCELLED', // a rank stopped by its agent (not by a job cancel, which ends the job first)
 ]);
 

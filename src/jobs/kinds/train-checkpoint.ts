@@ -102,3 +102,16 @@ export async function loadCheckpoint(
   }
   return readPosition(state);
 }
+
+/** Drops the job's checkpoint once it is done with it (one on another store keeps its object there). */
+export async function dropCheckpoint(client: TrellisClient, jobId: string): Promise<void> {
+  const name = checkpointName(jobId);
+  let id: string;
+  try {
+    id = await client.getName(name);
+  } catch {
+    return;
+  }
+  await client.dropName(name).catch(() => {});
+  await client.delete(id).catch(() => {});
+}
