@@ -13,7 +13,6 @@
  * one rank's share of the batch, but the ranks cannot all compute at once.
  */
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -21,11 +20,10 @@ import {
   ROOT,
   report,
   startAgent,
+  startClusterStores,
   startEtcd,
   startRedis,
-  startStore,
   stopChild,
-  tempDir,
   trellis,
 } from './lib.js';
 
@@ -43,24 +41,9 @@ async function main() {
   const etcd = await startEtcd();
   const redis = await startRedis();
   const url = `redis://127.0.0.1:${redis.redis.options.port}`;
-  const { dir } = tempDir('trellis-bench-epoch-');
-  const token = `${randomUUID()}${randomUUID()}`;
-  const tokenFile = join(dir, 'token');
-  writeFileSync(tokenFile, token, { mode: 0o600 });
+  const { stores, token } = await startClusterStores(etcd, HOSTS);
   // The agents' task hosts exchange gradients over RPC with it (they inherit the environment).
   process.env.TRELLIS_TOKEN = token;
-  const metaPrefix = `/bench-${randomUUID()}`;
-  const stores = await Promise.all(
-    HOSTS.map((host, i) =>
-      startStore({
-        size: '512M',
-        extraArgs: [
-          ...['--name', `node${i}`, '--meta', `etcd://${etcd.endpoint}`, '--meta-prefix', metaPrefix],
-          ...['--rpc-host', host, '--rpc-port', '0', '--token-file', tokenFile],
-        ],
-      }),
-    ),
-  );
   const clients = await Promise.all(stores.map((s) => t.connect({ socket: s.socket, name: 'epoch-time' })));
   const data = loadFashionMnist();
   const ids = [];
