@@ -94,7 +94,8 @@ export type Request =
   | { t: 'listGlobal'; rid: number; typename?: string; instanceId?: number; limit: number }
   | { t: 'createDataset'; rid: number; name?: string; members: string[]; meta: Record<string, unknown> }
   | { t: 'locate'; rid: number; id?: string; name?: string }
-  | { t: 'fds'; rid: number; token: string; segments: number[] };
+  | { t: 'fds'; rid: number; token: string; segments: number[] }
+  | { t: 'endScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -148,6 +149,7 @@ export interface Replies {
   createDataset: { id: string };
   locate: { locations: Locations };
   fds: { segments: SegmentInfo[] };
+  endScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -470,6 +472,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
     reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
   },
+  endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
 
 /** Every IPC message type, for docs/PROTOCOL.md's test. */
