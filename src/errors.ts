@@ -46,7 +46,7 @@ export const ERROR_CODES = {
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
   ERR_COLLECTIVE_ABORTED:
-    'A collective step (allReduce, broadcast) could not complete: a peer rank or its store failed or closed, the step timed out, or it was aborted; the group cannot go on and must be opened again.',
+    'A collective step (allReduce, broadcast) could not complete: a peer rank or its store failed or closed, the step timed out, or it was aborted; the group cannot go on; open a new one (a new group name).',
   ERR_RANK_LOST:
     'A rank of a data-parallel train job was lost (its agent or node died, or it stopped answering) more often than the job restarts its group (maxRestarts).',
 } as const;

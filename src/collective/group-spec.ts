@@ -12,7 +12,11 @@ export interface GroupMember {
 }
 
 export interface GroupSpec {
-  /** Unique per job attempt (e.g. `${jobId}/${attempt}`): a restarted group never meets an old one's objects. */
+  /**
+   * Unique per job attempt (e.g. `${jobId}/${attempt}`): a restarted group never meets an old one's
+   * objects, and a rank's tag scope stays ended in its store once the rank closed or died, so a name
+   * is opened once.
+   */
   group: string;
   rank: number;
   ranks: number;
