@@ -7,6 +7,7 @@
  * also on Ctrl-C.
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -228,6 +229,31 @@ export async function startStore({ size, reserve = false, segmentSize, cpus, ext
       cleanup();
     },
   };
+}
+
+/**
+ * Stores on 127.0.0.1, .2, ... (one per host), named node0, node1, ...,
+ * registered in `etcd` under a fresh prefix, serving RPC with one new token;
+ * `token` is that token (give it to processes that reach the stores over RPC).
+ */
+export async function startClusterStores(etcd, hosts, size = '512M') {
+  const { dir } = tempDir('trellis-bench-cluster-');
+  const token = `${randomUUID()}${randomUUID()}`;
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  const metaPrefix = `/bench-${randomUUID()}`;
+  const stores = await Promise.all(
+    hosts.map((host, i) =>
+      startStore({
+        size,
+        extraArgs: [
+          ...['--name', `node${i}`, '--meta', `etcd://${etcd.endpoint}`, '--meta-prefix', metaPrefix],
+          ...['--rpc-host', host, '--rpc-port', '0', '--token-file', tokenFile],
+        ],
+      }),
+    ),
+  );
+  return { stores, token };
 }
 
 /**

@@ -24,6 +24,7 @@ const BENCHES = [
   'job-overhead.js',
   'job-locality.js',
   'metrics-overhead.js',
+  'epoch-time.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

@@ -51,6 +51,8 @@ export const ERROR_CODES = {
     "A TLS certificate, key or CA file cannot be read or used (missing, not PEM, a key that is not the certificate's), or the TLS flags do not fit together.",
   ERR_TLS_HANDSHAKE:
     "The TLS handshake failed: the peer's certificate is not signed by the trusted CA or does not name the host, a certificate the server requires was not presented, or one side speaks TLS and the other does not.",
+  ERR_RANK_LOST:
+    'A rank of a data-parallel train job was lost (its agent or node died, or it stopped answering) more often than the job restarts its group (maxRestarts).',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -547,6 +547,7 @@ describe('OpenAPI document', () => {
       'ModelSpec',
       'NodeInfo',
       'NodeList',
+      'StepTimes',
       'TaskInfo',
       'TrainJobSpec',
     ]);

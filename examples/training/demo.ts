@@ -100,16 +100,26 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
   return { ms: performance.now() - t, value };
 }
 
-/** Prints a job's event stream as it comes: state changes, placement, progress (the agent sends it every ~0.5 s). */
-async function follow(api: ApiClient, id: string, log: (s?: string) => void): Promise<void> {
+/**
+ * Prints a job's event stream as it comes: state changes, placement,
+ * progress (the agent sends it every ~0.5 s; a train job's with its time per
+ * step) and warnings.
+ */
+export async function follow(api: ApiClient, id: string, log: (s?: string) => void): Promise<void> {
   for await (const ev of api.events(id)) {
     if (ev.type === 'progress') {
       const p = ev.data;
+      const t = p.stepMs;
       log(
         `   epoch ${String((p.epoch ?? 0) + 1).padStart(2)}  step ${String(p.step ?? 0).padStart(5)}  ` +
           `loss ${fmt(p.loss ?? Number.NaN, 4)}  ${fmt((p.samplesPerSec ?? 0) / 1000, 1).padStart(5)}k samples/s  ` +
-          `eta ${fmt((p.etaMs ?? 0) / 1000, 1)} s`,
+          `eta ${fmt((p.etaMs ?? 0) / 1000, 1)} s` +
+          (t
+            ? `  step: compute ${fmt(t.compute, 2)} exchange ${fmt(t.exchange, 2)} waiting ${fmt(t.waiting, 2)} ms`
+            : ''),
       );
+    } else if (ev.type === 'log') {
+      if (/ warning: /.test(ev.data.line)) log(`   ${ev.data.line.replace(/^\S+ /, '')}`);
     } else if (ev.type === 'task') {
       if (ev.data.state === 'placed')
         log(`   task ${ev.data.index} placed on ${ev.data.node}: ${ev.data.placement?.reason ?? ''}`);

@@ -1,12 +1,11 @@
 /**
- * The body of a train task (one rank), in its task host: trains the job's
- * model on the task's local shards through the sharded loader, the
- * gradient graph and the optimizer (trainLocal), reports progress, stores the trained
- * model and, with spec.evalDataset, measures test accuracy.
- *
- * Ranks: a task is one rank of `payload.rank.count` (1 in this version; the
- * data-parallel exchange of gradients between ranks is the next step), and
- * only rank 0 stores the model and evaluates it.
+ * The body of a train task (one rank of `payload.rank.count`), in its task
+ * host: completes the model spec from the shards, trains as one rank of the
+ * job's group (train-rank.ts: the sharded loader, the gradient graph, the
+ * gradients summed through the stores, the optimizer, checkpoints), and on
+ * rank 0 stores the trained model and, with spec.evalDataset, measures test
+ * accuracy. Every rank reports its figures (rows, steps, time per step, a
+ * hash of its final parameters); the job's result lists them in rank order.
  *
  * The model's input and label types follow the stored shards: uint8 features
  * are fed as they are (the graph scales them by 1/255), float32/float64
@@ -20,83 +19,37 @@ import type { TrellisClient } from '../../client/client.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { TrellisError } from '../../errors.js';
 import { type ShardPart, shardParts } from '../../loaders/shard.js';
+import { paramTensors } from '../../models/gradient-step.js';
 import { inferenceModel, type ModelSpec } from '../../models/models.js';
 import { putModel } from '../../models/ort-adapter.js';
-import { evaluate, trainDefaults, trainLocal } from '../../models/trainer.js';
-import type { JobProgress, TrainJobSpec } from '../job-types.js';
+import { evaluate } from '../../models/trainer.js';
+import type { TrainJobSpec } from '../job-types.js';
 import type { TaskOutput, TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
+import { dropCheckpoint } from './train-checkpoint.js';
+import { trainRank } from './train-rank.js';
 
 const CLASSES = 10;
-/** A progress report every this many steps, and at the end of every epoch. */
-export const PROGRESS_EVERY = 20;
-const SEED = 1;
 
 export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise<TaskOutput> {
   const spec = payload.spec as TrainJobSpec;
   const rank = payload.rank ?? { index: 0, count: 1 };
-  if (rank.count !== 1) {
-    throw new TrellisError('ERR_UNSUPPORTED', `data-parallel training over ${rank.count} ranks is not built yet`);
-  }
   const client = ctx.client;
   const model = await modelSpecFor(client, spec, ctx.localShards);
-  const kind = model.kind;
-  const epochs = spec.epochs ?? trainDefaults(kind).epochs;
-  // The loader reads a dataset: this rank's shards, as an unnamed one of their own.
-  const dataset = await client.createDataset(undefined, ctx.localShards, {
-    meta: { job: payload.jobId, rank: rank.index },
-  });
-  const started = performance.now();
-  let epochLoss = 0;
-  let epochRows = 0;
-  let seen = 0;
-  let trained: Awaited<ReturnType<typeof trainLocal>>;
-  try {
-    trained = await trainLocal(client, dataset, {
-      model,
-      epochs,
-      batchSize: spec.batchSize,
-      lr: spec.learningRate,
-      seed: SEED,
-      workers: 1,
-      signal: ctx.signal,
-      onStep: (s) => {
-        epochLoss += s.loss * s.rows;
-        epochRows += s.rows;
-        seen += s.rows;
-        if (s.step % PROGRESS_EVERY === 0 || s.lastOfEpoch) {
-          const ms = performance.now() - started;
-          const p: JobProgress = {
-            epoch: s.epoch,
-            step: s.step,
-            // the epoch's mean loss so far: smoother than one batch's
-            loss: epochLoss / epochRows,
-            samplesPerSec: (seen / ms) * 1000,
-            etaMs: (ms / s.step) * (s.steps - s.step),
-          };
-          ctx.progress(p);
-        }
-        if (s.lastOfEpoch) {
-          epochLoss = 0;
-          epochRows = 0;
-        }
-      },
-      onEpoch: (e) => ctx.log(`epoch ${e.epoch + 1}/${epochs}: loss ${e.loss.toFixed(4)} in ${e.ms.toFixed(0)} ms`),
-    });
-  } finally {
-    await client.delete(dataset).catch(() => {});
-  }
-  const loss = trained.epochs[trained.epochs.length - 1]?.loss;
-  if (rank.index !== 0) return { result: { metrics: { loss } } };
+  const out = await trainRank(payload, ctx, model);
+  const loss = out.loss;
+  if (rank.index !== 0) return { result: { ranks: [out.rank] } };
 
   ctx.signal.throwIfAborted();
+  const weights = paramTensors(out.layout, out.params);
   const name = `${payload.jobId}/model`;
-  const id = await putModel(client, inferenceModel(model, { weights: trained.params }).bytes, { persist: true });
-  // A retry trains the same weights; its model takes the name over from an earlier attempt's.
+  const id = await putModel(client, inferenceModel(model, { weights }).bytes, { persist: true });
+  // A restarted group trains to the same kind of weights; its model takes the name over from an earlier one's.
   await client.putName(name, id, { overwrite: true });
-  const metrics: { accuracy?: number; loss?: number } = { loss };
-  if (spec.evalDataset) metrics.accuracy = await accuracyOn(client, model, trained.params, spec.evalDataset, ctx);
-  return { result: { model: name, metrics } };
+  const metrics: { accuracy?: number; loss?: number } = loss === undefined ? {} : { loss };
+  if (spec.evalDataset) metrics.accuracy = await accuracyOn(client, model, weights, spec.evalDataset, ctx);
+  await dropCheckpoint(client, payload.jobId);
+  return { result: { model: name, metrics, ranks: [out.rank], effectiveBatch: out.effectiveBatch } };
 }
 
 /** The job's model spec, completed from the first shard: features per row, input and label dtypes. */

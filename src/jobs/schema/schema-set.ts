@@ -17,6 +17,7 @@ import {
   jobSchema,
   nodeInfoSchema,
   nodeListSchema,
+  stepTimesSchema,
   taskInfoSchema,
 } from './record-schemas.js';
 
@@ -31,6 +32,7 @@ export const SHARED_SCHEMAS = [
   taskInfoSchema,
   jobProgressSchema,
   jobResultSchema,
+  stepTimesSchema,
   jobSchema,
   jobRefSchema,
   jobListSchema,
