@@ -45,6 +45,8 @@ export const ERROR_CODES = {
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
+  ERR_REPLICAS_UNAVAILABLE:
+    'Too few live stores with room (and an RPC endpoint) to keep the number of copies asked for, each on a distinct store.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

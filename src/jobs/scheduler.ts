@@ -365,8 +365,11 @@ export class Scheduler {
         const p = rj.places.get(s);
         if (!p) continue;
         total += p.nbytes;
-        const node = byInstance.get(p.instanceId);
-        if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
+        // Every node holding a live copy (replicas too) has these bytes locally.
+        for (const holder of p.holders) {
+          const node = byInstance.get(holder);
+          if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
+        }
       }
       const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenalty * total * (load.get(node) ?? 0);
       const best = (list: NodeBeat[]) =>

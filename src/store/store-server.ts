@@ -19,6 +19,7 @@ import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
+import { Repairer } from './repair.js';
 import { IdAllocator } from './ids.js';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
@@ -66,6 +67,10 @@ export interface StoreOptions {
   rpcHost?: string;
   /** Shared secret for RPC, between clients and stores alike. */
   token?: string;
+  /** Repair copies at most this many bytes per second, cluster-wide (default 128 MiB/s). */
+  repairRate?: number;
+  /** How often each store scans the replica sets for repair (default 1000 ms). */
+  repairIntervalMs?: number;
   log?: (msg: string) => void;
 }
 
@@ -93,6 +98,7 @@ export class StoreServer implements RequestHandler {
   readonly ids: IdAllocator;
   readonly cluster: Cluster;
   private rpc: RpcAttachment | null = null;
+  private repairer: Repairer | null = null;
   private figuresTimer: NodeJS.Timeout | null = null;
   private readonly server: Server;
   private readonly connections = new Map<number, Connection>();
@@ -186,6 +192,15 @@ export class StoreServer implements RequestHandler {
     meta.onReregistered = () => {
       store.cluster.republish().catch((e) => store.log(`publishing again failed: ${(e as Error).message}`));
     };
+    // Repair needs other stores to copy from and to: a cluster backend and RPC.
+    if (meta.kind === 'etcd' && store.cluster.migration) {
+      store.repairer = new Repairer(meta, store.cluster.replication, store.table, instanceId, {
+        rateBytesPerSec: opts.repairRate,
+        intervalMs: opts.repairIntervalMs,
+        log: opts.log,
+      });
+      store.repairer.start();
+    }
     store.figuresTimer = setInterval(() => store.publishFigures(), 2000);
     store.figuresTimer.unref();
     return store;
@@ -356,7 +371,9 @@ export class StoreServer implements RequestHandler {
       case 'status':
         return { status: this.status() };
       case 'persist':
-        return this.cluster.persist(req.ids).then(() => ({}));
+        return this.cluster.persist(req.ids, req.replicas).then(() => ({}));
+      case 'replicate':
+        return this.cluster.replication.copyHere(req.id, req.from);
       case 'migrate':
         return this.cluster.migrate(req.id).then((id) => ({ id }));
       case 'instances':
@@ -366,7 +383,7 @@ export class StoreServer implements RequestHandler {
           .listGlobal({ typename: req.typename, instanceId: req.instanceId, limit: req.limit })
           .then((objects) => ({ objects }));
       case 'createDataset':
-        return this.cluster.createDataset(req.name, req.members, req.meta).then((id) => ({ id }));
+        return this.cluster.createDataset(req.name, req.members, req.meta, req.replicas).then((id) => ({ id }));
       case 'locate':
         return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
       default:
@@ -445,16 +462,35 @@ export class StoreServer implements RequestHandler {
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
       counters: { ...c },
+      repair: this.repairStatus(),
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
       uptimeMs: Date.now() - this.startedAt,
     };
   }
 
+  /** Replication and repair as this store sees them (status.repair; the metrics read it too). */
+  repairStatus() {
+    return (
+      this.repairer?.status() ?? {
+        leader: false,
+        underReplicated: 0,
+        lost: 0,
+        bytesRepairing: 0,
+        bytesRepaired: 0,
+        copiesMade: 0,
+        rateBytesPerSec: 0,
+        replicasHere: this.cluster.replication.copiesHere,
+        recent: [],
+      }
+    );
+  }
+
   /** Stops accepting, drops every connection, frees the arena and removes the socket. Safe to call twice. */
   close(): Promise<void> {
     if (this.closing) return this.closing;
     if (this.figuresTimer) clearInterval(this.figuresTimer);
+    this.repairer?.close();
     this.closing = new Promise<void>((resolve) => {
       this.meta.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
       this.server.close(() => resolve());
