@@ -545,6 +545,12 @@ function validateOptions(o: StoreOptions): void {
   if (o.frameTimeoutMs !== undefined && (!Number.isSafeInteger(o.frameTimeoutMs) || o.frameTimeoutMs < 1)) {
     throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
   }
+  if (o.repairRate !== undefined && (!Number.isSafeInteger(o.repairRate) || o.repairRate < 1)) {
+    throw new TrellisError('ERR_BAD_REQUEST', `repairRate must be a positive number of bytes per second, got ${o.repairRate}`);
+  }
+  if (o.repairIntervalMs !== undefined && (!Number.isSafeInteger(o.repairIntervalMs) || o.repairIntervalMs < 10)) {
+    throw new TrellisError('ERR_BAD_REQUEST', `repairIntervalMs must be at least 10, got ${o.repairIntervalMs}`);
+  }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);
   }
