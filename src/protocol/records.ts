@@ -115,6 +115,8 @@ export interface ReplicaSet {
   factor: number;
   nbytes: number;
   copies: ReplicaCopy[];
+  /** When the set last changed (ms since the epoch): repair leaves a set that is being filled to its creator. */
+  updatedAt: number;
 }
 
 /** What a store's status shows of replication and repair (docs/OPERATIONS.md). */

@@ -43,6 +43,12 @@ export interface RepairRecord {
 }
 
 export const DEFAULT_REPAIR_RATE = 128 * 1024 * 1024;
+/**
+ * A set with every copy alive but fewer than its factor, changed this
+ * recently, is being filled by the store that asked for it (persist,
+ * createDataset): repairing it too would only race that store's copies.
+ */
+const FILLING_MS = 10_000;
 const RECENT = 64;
 
 export class Repairer {
@@ -121,8 +127,11 @@ export class Repairer {
     this.figures.lost = lost;
     this.protect(under);
     if (!this.figures.leader) return;
+    const now = Date.now();
     for (const set of under) {
       if (this.closed) return;
+      const lostCopy = this.replication.liveness(set).some((c) => !c.alive);
+      if (!lostCopy && now - set.updatedAt < FILLING_MS) continue;
       await this.repair(set);
     }
   }

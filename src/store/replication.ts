@@ -95,6 +95,15 @@ export class Replication {
    * ERR_REPLICAS_UNAVAILABLE when too few stores could take one.
    */
   async ensure(ids: string[], factor: number): Promise<void> {
+    const instances = await this.meta.instances();
+    const reachable = instances.filter((i) => i.rpc !== null).length;
+    if (factor > reachable) {
+      // Refused before anything is recorded: a factor no cluster of this size can meet would stay under-replicated.
+      throw new TrellisError(
+        'ERR_REPLICAS_UNAVAILABLE',
+        `${factor} copies need ${factor} live stores serving RPC; the cluster has ${reachable}`,
+      );
+    }
     const recs = await this.meta.getObjects(ids);
     const sets: ReplicaSet[] = [];
     for (let i = 0; i < ids.length; i++) {
@@ -105,14 +114,14 @@ export class Replication {
       }
       const set = await this.meta.updateReplicaSet(r.id, (cur) => {
         if (cur === undefined) {
-          return { id: r.id, factor, nbytes: r.nbytes, copies: [{ id: r.id, instanceId: r.instanceId }] };
+          const copies = [{ id: r.id, instanceId: r.instanceId }];
+          return { id: r.id, factor, nbytes: r.nbytes, copies, updatedAt: Date.now() };
         }
-        return cur.factor === factor ? undefined : { ...cur, factor };
+        return cur.factor === factor ? undefined : { ...cur, factor, updatedAt: Date.now() };
       });
       if (set) sets.push(set);
     }
     if (factor <= 1) return;
-    const instances = await this.meta.instances();
     const plan = new Placement(instances);
     const work: (() => Promise<void>)[] = [];
     for (const set of sets) {
@@ -154,7 +163,7 @@ export class Replication {
     const holders = new Set(live.map((c) => c.instanceId));
     const tried: string[] = [];
     for (;;) {
-      const target = plan.take(set.nbytes, holders);
+      const target = plan.take(id, set.nbytes, holders);
       if (!target) {
         throw new TrellisError(
           'ERR_REPLICAS_UNAVAILABLE',
@@ -169,7 +178,7 @@ export class Replication {
         const a = await this.askReplicate(target, { id, from });
         return a.added ? set.nbytes : 0;
       } catch (e) {
-        plan.release(target.instanceId, set.nbytes);
+        plan.release(id, target.instanceId, set.nbytes);
         tried.push(`${target.name || `instance ${target.instanceId}`}: ${(e as Error).message}`);
       }
     }
@@ -206,7 +215,7 @@ export class Replication {
         const alive = cur.copies.filter((c) => this.meta.isAlive(c.instanceId));
         if (alive.length >= cur.factor) return undefined;
         // Copies on stores that are gone are dropped as the new one comes in.
-        return { ...cur, copies: [...alive, { id: local, instanceId: this.instanceId }] };
+        return { ...cur, copies: [...alive, { id: local, instanceId: this.instanceId }], updatedAt: Date.now() };
       });
       if (after?.copies.some((c) => c.id === local)) return { id: local, added: true };
     } catch (e) {
@@ -249,7 +258,9 @@ export class Replication {
       this.rootOf.delete(id);
       if (this.here.get(root) === id) this.here.delete(root);
       await this.meta.updateReplicaSet(root, (cur) =>
-        cur?.copies.some((c) => c.id === id) ? { ...cur, copies: cur.copies.filter((c) => c.id !== id) } : undefined,
+        cur?.copies.some((c) => c.id === id)
+          ? { ...cur, copies: cur.copies.filter((c) => c.id !== id), updatedAt: Date.now() }
+          : undefined,
       );
     }
     if (roots.length > 0) await this.deleteEveryCopy(roots);
@@ -301,6 +312,8 @@ export class Replication {
  */
 export class Placement {
   private readonly planned = new Map<number, number>();
+  /** Object id → stores this placement already sent a copy of it to (copies made at once must differ). */
+  private readonly assigned = new Map<string, Set<number>>();
 
   constructor(private readonly instances: InstanceInfo[]) {}
 
@@ -308,19 +321,27 @@ export class Placement {
     return i.memoryLimit - i.memoryUsed - (this.planned.get(i.instanceId) ?? 0);
   }
 
-  /** The store with the most room for `nbytes` among those not in `exclude`, counted as taking them. */
-  take(nbytes: number, exclude: ReadonlySet<number>): InstanceInfo | undefined {
+  /**
+   * The store with the most room for a copy of object `id` (`nbytes`) among
+   * those not in `exclude` and not given a copy of it already, counted as
+   * taking it.
+   */
+  take(id: string, nbytes: number, exclude: ReadonlySet<number>): InstanceInfo | undefined {
+    const mine = this.assigned.get(id) ?? new Set<number>();
     let best: InstanceInfo | undefined;
     for (const i of this.instances) {
-      if (exclude.has(i.instanceId) || !i.rpc || this.free(i) < nbytes) continue;
+      if (exclude.has(i.instanceId) || mine.has(i.instanceId) || !i.rpc || this.free(i) < nbytes) continue;
       if (!best || this.free(i) > this.free(best)) best = i;
     }
-    if (best) this.planned.set(best.instanceId, (this.planned.get(best.instanceId) ?? 0) + nbytes);
+    if (!best) return undefined;
+    this.planned.set(best.instanceId, (this.planned.get(best.instanceId) ?? 0) + nbytes);
+    mine.add(best.instanceId);
+    this.assigned.set(id, mine);
     return best;
   }
 
-  /** Gives back what `take` counted on a store that did not make the copy. */
-  release(instanceId: number, nbytes: number): void {
+  /** Gives back what `take` counted on a store that did not make the copy (it is not asked again). */
+  release(_id: string, instanceId: number, nbytes: number): void {
     this.planned.set(instanceId, (this.planned.get(instanceId) ?? 0) - nbytes);
   }
 }
