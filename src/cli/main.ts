@@ -84,7 +84,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
     .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
-    .option('--repair-rate <size>', 'repair copies at most this many bytes per second, cluster-wide (e.g. 128M)', sizeArg)
+    .option(
+      '--repair-rate <size>',
+      'repair copies at most this many bytes per second, cluster-wide (e.g. 128M)',
+      sizeArg,
+    )
     .option('--repair-interval <ms>', 'how often the replica sets are scanned for repair', intArg, 1000)
     .action(async (o) => {
       const token = readToken(o.tokenFile);

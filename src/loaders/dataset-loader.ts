@@ -37,8 +37,8 @@
 import { randomInt } from 'node:crypto';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
-import type { StoreClient } from '../client/store-client.js';
 import { servingCopy } from '../client/shard-copies.js';
+import type { StoreClient } from '../client/store-client.js';
 import type { Tensor } from '../codecs/tensor.js';
 import { asTrellisError, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
 import type { BatchMessage } from './gather-messages.js';

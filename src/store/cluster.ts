@@ -172,7 +172,10 @@ export class Cluster {
     if (!set) return this.notHere(rec);
     const here = this.replication.localCopy(id);
     if (here !== undefined) {
-      return new TrellisError('ERR_OBJECT_REMOTE', `object ${id} has a replica on this store: ${here} (migrate(${id}) returns it)`);
+      return new TrellisError(
+        'ERR_OBJECT_REMOTE',
+        `object ${id} has a replica on this store: ${here} (migrate(${id}) returns it)`,
+      );
     }
     const live = this.replication.liveness(set).filter((c) => c.alive);
     if (live.length === 0) {
@@ -239,7 +242,8 @@ export class Cluster {
     recs.forEach((r, i) => {
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `shard ${members[i]} does not exist (persist it first)`);
       const set = sets[i];
-      const alive = this.meta.isAlive(r.instanceId) || (set !== undefined && this.replication.liveness(set).some((c) => c.alive));
+      const alive =
+        this.meta.isAlive(r.instanceId) || (set !== undefined && this.replication.liveness(set).some((c) => c.alive));
       if (!r.global && !alive) {
         throw new TrellisError('ERR_OBJECT_LOST', `shard ${r.id} lived on instance ${r.instanceId}, which is gone`);
       }
@@ -285,7 +289,8 @@ export class Cluster {
     for (const r of shardRecs) if (r && !r.global) await this.confirmLiveness(r.instanceId);
     for (const i of this.meta.cachedInstances()) instances.set(i.instanceId, i);
     const shards: ShardLocation[] = shardRecs.map((r, i) => {
-      if (!r) return { id: root.members[i], typename: 'unknown', nbytes: 0, instanceId: -1, alive: false, replicas: [] };
+      if (!r)
+        return { id: root.members[i], typename: 'unknown', nbytes: 0, instanceId: -1, alive: false, replicas: [] };
       const alive = this.meta.isAlive(r.instanceId);
       const set = sets[i];
       return {
@@ -369,7 +374,9 @@ export class Cluster {
       throw new TrellisError('ERR_OBJECT_LOST', `object ${set.id}: every store that held a copy of it is gone`);
     }
     const mine = byId.get(this.instanceId)?.hostname;
-    live.sort((a, b) => Number(byId.get(b.instanceId)?.hostname === mine) - Number(byId.get(a.instanceId)?.hostname === mine));
+    live.sort(
+      (a, b) => Number(byId.get(b.instanceId)?.hostname === mine) - Number(byId.get(a.instanceId)?.hostname === mine),
+    );
     let last: unknown;
     for (const c of live) {
       try {

@@ -110,7 +110,10 @@ export class Replication {
       const r = recs[i];
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${ids[i]} does not exist`);
       if (r.global) {
-        throw new TrellisError('ERR_BAD_REQUEST', `${r.id} is a ${r.typename} with no bytes of its own; replicate its shards`);
+        throw new TrellisError(
+          'ERR_BAD_REQUEST',
+          `${r.id} is a ${r.typename} with no bytes of its own; replicate its shards`,
+        );
       }
       const set = await this.meta.updateReplicaSet(r.id, (cur) => {
         if (cur === undefined) {
@@ -203,7 +206,10 @@ export class Replication {
     if (mine) return { id: mine.id, added: true };
     if (this.liveCount(set) >= set.factor) return { id: from.id, added: false };
     if (!this.meta.isAlive(from.instanceId)) {
-      throw new TrellisError('ERR_OBJECT_LOST', `the copy ${from.id} of ${id} lived on instance ${from.instanceId}, which is gone`);
+      throw new TrellisError(
+        'ERR_OBJECT_LOST',
+        `the copy ${from.id} of ${id} lived on instance ${from.instanceId}, which is gone`,
+      );
     }
     const local = await this.pull(from);
     this.here.set(id, local);
@@ -288,7 +294,9 @@ export class Replication {
       done.push(set.id);
     }
     // Records of copies on stores that are gone (and of a primary that is) go with the sets.
-    const orphans = sets.flatMap((s) => (s ? s.copies.filter((c) => !this.meta.isAlive(c.instanceId)).map((c) => c.id) : []));
+    const orphans = sets.flatMap((s) =>
+      s ? s.copies.filter((c) => !this.meta.isAlive(c.instanceId)).map((c) => c.id) : [],
+    );
     if (done.length > 0) await this.meta.deleteObjects([...done, ...orphans]);
     return done;
   }

@@ -19,11 +19,11 @@ import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
-import { Repairer } from './repair.js';
 import { IdAllocator } from './ids.js';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
+import { Repairer } from './repair.js';
 import { SpillDir } from './spill.js';
 
 export interface StoreOptions {
@@ -546,7 +546,10 @@ function validateOptions(o: StoreOptions): void {
     throw new TrellisError('ERR_BAD_REQUEST', `frameTimeoutMs must be a positive integer, got ${o.frameTimeoutMs}`);
   }
   if (o.repairRate !== undefined && (!Number.isSafeInteger(o.repairRate) || o.repairRate < 1)) {
-    throw new TrellisError('ERR_BAD_REQUEST', `repairRate must be a positive number of bytes per second, got ${o.repairRate}`);
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `repairRate must be a positive number of bytes per second, got ${o.repairRate}`,
+    );
   }
   if (o.repairIntervalMs !== undefined && (!Number.isSafeInteger(o.repairIntervalMs) || o.repairIntervalMs < 10)) {
     throw new TrellisError('ERR_BAD_REQUEST', `repairIntervalMs must be at least 10, got ${o.repairIntervalMs}`);
