@@ -51,7 +51,7 @@ describe('replicated datasets (3 stores, etcd)', () => {
     remotes = [];
   });
 
-  async function cluster(extra: string[] = []): Promise<void> {
+  async function cluster(extra: string[] = [], perStore: string[][] = []): Promise<void> {
     const metaPrefix = `/trellis-test/${randomUUID()}`;
     stores = await Promise.all(
       HOSTS.map((host, i) =>
@@ -62,6 +62,7 @@ describe('replicated datasets (3 stores, etcd)', () => {
           '--repair-interval',
           '200',
           ...extra,
+          ...(perStore[i] ?? []),
         ]),
       ),
     );
@@ -258,6 +259,31 @@ describe('replicated datasets (3 stores, etcd)', () => {
       'the stores publish their memory',
     );
     expect(await errCode(clients[0].persist(bigId, { replicas: 2 }))).toBe('ERR_REPLICAS_UNAVAILABLE');
+  });
+
+  it('a local copy of an under-replicated object is spilled last, after younger unreplicated objects', async () => {
+    const spill = tempDir('trellis-spill-');
+    try {
+      // Store 2 is too small to take a copy, so once store 1 dies the object stays under-replicated.
+      await cluster([], [['--size', '8M', '--segment-size', '8M', '--spill-dir', spill.dir], [], ['--size', '1M']]);
+      const c = clients[0];
+      const x = await c.putBlob(pattern(3 * 1024 * 1024, 1), { persist: true });
+      await c.persist(x, { replicas: 2 });
+      expect((await c.locate(x)).shards[0].replicas.map((r) => r.instanceId)).toEqual([
+        clients[0].instanceId,
+        clients[1].instanceId,
+      ]);
+      await clients[1].close();
+      await kill(1);
+      await eventually(async () => (await c.status()).repair.underReplicated === 1, 'x is seen under-replicated');
+      const y = await c.putBlob(pattern(3 * 1024 * 1024, 2));
+      // No room for a third: one blob must go to disk. x is the least recently used, but it is the last copy left.
+      await c.putBlob(pattern(3 * 1024 * 1024, 3));
+      const spilled = (await c.list({ typename: 'Blob' })).filter((o) => o.spilled).map((o) => o.id);
+      expect(spilled).toEqual([y]);
+    } finally {
+      spill.cleanup();
+    }
   });
 
   it('two stores asked at once for the one missing copy: one adds it, the other deletes its own again', async () => {
