@@ -102,16 +102,19 @@ describe('jobs over a replicated dataset (3 nodes)', () => {
     await eventually(async () => (await j.nodes()).length === 2, "node2's agent heartbeat expires");
   }
 
-  it('a map job over the dataset after the kill completes where the copies are, with 0 bytes moved', async () => {
+  it('a map job over the dataset after the kill completes where the copies are, with 0 bytes moved; its output is replicated', async () => {
     const j = await start(['--repair-interval', '200']);
     const owners = [0, 1, 2, 0, 1, 2];
     const { shardIds, sums } = await spreadDataset(clients, `${prefix}/ds`, owners);
     await clients[0].persist(shardIds, { replicas: 2 });
     const sizes = await Promise.all(shardIds.map(async (id) => (await clients[0].locate(id)).nbytes));
     await killNode2(j);
-    const { job: sub } = await j.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'sum-xy' });
+    const { job: sub } = await j.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'sum-xy', replicas: 2 });
     const { job } = await untilDone(j, sub.id);
     expect(job.state).toBe('succeeded');
+    // The output is replicated too: two live copies of every output shard, on the two nodes left.
+    const out = await clients[0].locate(`${sub.id}/output`);
+    expect(out.shards.map((s) => s.replicas.filter((r) => r.alive).length)).toEqual(owners.map(() => 2));
     // Each task ran on a node holding a live copy of its shard (which one may have changed by repair).
     const loc = await clients[0].locate(`${prefix}/ds`);
     const nodeOf = new Map([

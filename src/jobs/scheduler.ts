@@ -516,7 +516,7 @@ export class Scheduler {
       const output = rj.spec.output ?? `${id}/output`;
       const members = tasks.sort((a, b) => a.index - b.index).map((t) => t.outputId ?? '');
       try {
-        await this.cluster.client.createDataset(output, members);
+        await this.cluster.client.createDataset(output, members, { replicas: rj.spec.replicas });
       } catch (e) {
         // A scheduler that died after creating it and before recording success finds it made already.
         const mine =
