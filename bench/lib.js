@@ -255,6 +255,52 @@ export function runChild(file, input, { execArgv = [], cpus } = {}) {
   });
 }
 
+/**
+ * Forks `file` as a child in the role `env.ROLE` (the child reads it from
+ * --role=) that answers the parent's `{rid, cmd, ...}` messages with
+ * `{rid, ok | error, ...}` after sending one `{ready: true}`; `ask(cmd, args)`
+ * sends one and resolves with its answer. Children run with --expose-gc.
+ */
+export function forkRole(file, env) {
+  const child = track(
+    fork(file, [`--role=${env.ROLE}`], {
+      env: { ...process.env, ...env },
+      // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
+      execArgv: ['--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  let rid = 0;
+  const waiting = new Map();
+  child.on('message', (m) => {
+    const w = waiting.get(m.rid);
+    if (!w) return;
+    waiting.delete(m.rid);
+    if (m.ok) w.resolve(m);
+    else w.reject(new Error(`${env.ROLE}: ${m.error}`));
+  });
+  const ready = new Promise((resolve, reject) => {
+    child.once('message', resolve);
+    child.once('exit', (code) => reject(new Error(`${env.ROLE} exited with ${code}`)));
+  });
+  return {
+    child,
+    ready,
+    ask: (cmd, args = {}) =>
+      new Promise((resolve, reject) => {
+        rid++;
+        waiting.set(rid, { resolve, reject });
+        child.send({ rid, cmd, ...args });
+      }),
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
 /** In a child made by runChild: receive the input, run `fn`, send its result back, exit. */
 export function childMain(fn) {
   process.once('message', async (input) => {

@@ -24,11 +24,10 @@
  * receiver, getter): 2 vCPUs here, so sender and receiver each have one.
  * Ratios are Trellis rate / raw TCP rate; the target is >= 0.9x.
  */
-import { fork } from 'node:child_process';
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmtRate, fmtRatio, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, track, trellis } from './lib.js';
+import { fmtRate, fmtRatio, forkRole, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, trellis } from './lib.js';
 
 const SIZE = 1 * GiB;
 const ROUNDS = 7;
@@ -225,45 +224,8 @@ async function peerMain() {
 
 // ---- parent -------------------------------------------------------------------
 
-function start(env) {
-  const child = track(
-    fork(fileURLToPath(import.meta.url), [`--role=${env.ROLE}`], {
-      env: { ...process.env, ...env },
-      // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
-      execArgv: ['--expose-gc'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    }),
-  );
-  let rid = 0;
-  const waiting = new Map();
-  child.on('message', (m) => {
-    const w = waiting.get(m.rid);
-    if (!w) return;
-    waiting.delete(m.rid);
-    if (m.ok) w.resolve(m);
-    else w.reject(new Error(`${env.ROLE}: ${m.error}`));
-  });
-  const ready = new Promise((resolve, reject) => {
-    child.once('message', resolve);
-    child.once('exit', (code) => reject(new Error(`${env.ROLE} exited with ${code}`)));
-  });
-  return {
-    child,
-    ready,
-    ask: (cmd, args = {}) =>
-      new Promise((resolve, reject) => {
-        rid++;
-        waiting.set(rid, { resolve, reject });
-        child.send({ rid, cmd, ...args });
-      }),
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
-}
+/** A child of this file in one role (store or peer), answering the parent's requests. */
+const start = (env) => forkRole(fileURLToPath(import.meta.url), env);
 
 async function main() {
   const a = start({ ROLE: 'store', STORE_HOST: HOST_A });
