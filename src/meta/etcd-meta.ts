@@ -447,17 +447,22 @@ export class EtcdMeta implements MetaService {
     return out;
   }
 
-  private async fetchObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
-    const out: (GlobalObject | undefined)[] = [];
+  private fetchObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
+    return this.fetchJson<GlobalObject>('objects', ids);
+  }
+
+  /** The JSON values of `<dir>/<id>` for each id, in as few transactions as etcd allows. */
+  private async fetchJson<T>(dir: string, ids: string[]): Promise<(T | undefined)[]> {
+    const out: (T | undefined)[] = [];
     for (let i = 0; i < ids.length; i += MAX_TXN_OPS) {
       const chunk = ids.slice(i, i + MAX_TXN_OPS);
       const r = await this.txn(
         [],
-        chunk.map((id) => ({ request_range: { key: this.key(`objects/${id}`) } })),
+        chunk.map((id) => ({ request_range: { key: this.key(`${dir}/${id}`) } })),
       );
       for (const resp of r.responses) {
         const kv = resp.response_range?.kvs[0];
-        out.push(kv ? parseJson<GlobalObject>(kv.value) : undefined);
+        out.push(kv ? parseJson<T>(kv.value) : undefined);
       }
     }
     return out;
@@ -480,20 +485,8 @@ export class EtcdMeta implements MetaService {
 
   // ---- replica sets and locks ----------------------------------------------
 
-  async getReplicaSets(ids: string[]): Promise<(ReplicaSet | undefined)[]> {
-    const out: (ReplicaSet | undefined)[] = [];
-    for (let i = 0; i < ids.length; i += MAX_TXN_OPS) {
-      const chunk = ids.slice(i, i + MAX_TXN_OPS);
-      const r = await this.txn(
-        [],
-        chunk.map((id) => ({ request_range: { key: this.key(`replicas/${id}`) } })),
-      );
-      for (const resp of r.responses) {
-        const kv = resp.response_range?.kvs[0];
-        out.push(kv ? parseJson<ReplicaSet>(kv.value) : undefined);
-      }
-    }
-    return out;
+  getReplicaSets(ids: string[]): Promise<(ReplicaSet | undefined)[]> {
+    return this.fetchJson<ReplicaSet>('replicas', ids);
   }
 
   async listReplicaSets(): Promise<ReplicaSet[]> {

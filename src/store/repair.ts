@@ -51,6 +51,15 @@ export const DEFAULT_REPAIR_RATE = 128 * 1024 * 1024;
 const FILLING_MS = 10_000;
 const RECENT = 64;
 
+function idleFigures() {
+  return { leader: false, underReplicated: 0, lost: 0, bytesRepairing: 0, bytesRepaired: 0, copiesMade: 0 };
+}
+
+/** The repair status of a store that runs no repairer (local backend, or no RPC). */
+export function noRepairStatus(replicasHere: number): RepairStatus {
+  return { ...idleFigures(), rateBytesPerSec: 0, replicasHere, recent: [] };
+}
+
 export class Repairer {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
@@ -58,14 +67,7 @@ export class Repairer {
   private readonly bucket: TokenBucket;
   private readonly rate: number;
   private readonly log: (msg: string) => void;
-  private readonly figures = {
-    leader: false,
-    underReplicated: 0,
-    lost: 0,
-    bytesRepairing: 0,
-    bytesRepaired: 0,
-    copiesMade: 0,
-  };
+  private readonly figures = idleFigures();
   /** The latest copies this repairer started, oldest first. */
   readonly recent: RepairRecord[] = [];
   private wake: (() => void) | null = null;

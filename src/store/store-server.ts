@@ -15,7 +15,7 @@ import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
-import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
+import type { RepairStatus, RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
@@ -23,7 +23,7 @@ import { IdAllocator } from './ids.js';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
-import { Repairer } from './repair.js';
+import { noRepairStatus, Repairer } from './repair.js';
 import { SpillDir } from './spill.js';
 
 export interface StoreOptions {
@@ -470,20 +470,8 @@ export class StoreServer implements RequestHandler {
   }
 
   /** Replication and repair as this store sees them (status.repair; the metrics read it too). */
-  repairStatus() {
-    return (
-      this.repairer?.status() ?? {
-        leader: false,
-        underReplicated: 0,
-        lost: 0,
-        bytesRepairing: 0,
-        bytesRepaired: 0,
-        copiesMade: 0,
-        rateBytesPerSec: 0,
-        replicasHere: this.cluster.replication.copiesHere,
-        recent: [],
-      }
-    );
+  repairStatus(): RepairStatus {
+    return this.repairer?.status() ?? noRepairStatus(this.cluster.replication.copiesHere);
   }
 
   /** Stops accepting, drops every connection, frees the arena and removes the socket. Safe to call twice. */
