@@ -45,6 +45,10 @@ export const ERROR_CODES = {
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
+  ERR_COLLECTIVE_ABORTED:
+    'A collective step (allReduce, broadcast) could not complete: a peer rank or its store failed or closed, the step timed out, or it was aborted; the group cannot go on and must be opened again.',
+  ERR_RANK_LOST:
+    'A rank of a data-parallel train job was lost (its agent or node died, or it stopped answering) more often than the job restarts its group (maxRestarts).',
   ERR_REPLICAS_UNAVAILABLE:
     'Too few live stores with room (and an RPC endpoint) to keep the number of copies asked for, each on a distinct store.',
 } as const;

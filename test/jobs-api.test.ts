@@ -541,6 +541,7 @@ describe('OpenAPI document', () => {
       'ModelSpec',
       'NodeInfo',
       'NodeList',
+      'StepTimes',
       'TaskInfo',
       'TrainJobSpec',
     ]);

@@ -243,7 +243,7 @@ describe('jobs on one node', () => {
       { kind: 'map', dataset: ds, handler: 'sum-xy', timeoutMs: 0 },
       { kind: 'map', dataset: '', handler: 'sum-xy' },
       { kind: 'bake', dataset: ds },
-      { kind: 'train', dataset: ds, model: { kind: 'softmax' }, ranks: 2 },
+      { kind: 'train', dataset: ds, model: { kind: 'softmax' }, ranks: 65 },
     ];
     for (const spec of bad) expect(await errCode(jobs.submit(spec as never))).toBe('ERR_BAD_REQUEST');
     expect(await jobs.list({})).toEqual([]);

@@ -54,6 +54,8 @@ const PROGRESS_MS = 500;
 interface Running {
   jobId: string;
   ac: AbortController;
+  /** Train ranks: the group attempt; a newer one on the job means the group restarted without it. */
+  gang?: number;
 }
 
 /** A thrown value as the {code, message} a task records: our codes kept, anything else ERR_WORKER_FAILED. */
@@ -174,16 +176,22 @@ export class Agent {
     }
   }
 
-  /** Aborts running tasks whose job reached a final state (cancelled, failed, timed out). */
+  /**
+   * Aborts running tasks whose job reached a final state (cancelled, failed,
+   * timed out), and ranks of a group that was restarted without them.
+   */
   private async pollStops(): Promise<void> {
     if (this.running.size === 0) return;
     const ids = [...new Set([...this.running.values()].map((r) => r.jobId))];
     try {
       const states = await this.store.states(ids);
       ids.forEach((id, i) => {
-        const state = states[i];
-        if (!state || !isFinal(state)) return;
-        for (const r of this.running.values()) if (r.jobId === id && !r.ac.signal.aborted) r.ac.abort(state);
+        const { state, gang } = states[i];
+        for (const r of this.running.values()) {
+          if (r.jobId !== id || r.ac.signal.aborted) continue;
+          if (state && isFinal(state)) r.ac.abort(state);
+          else if (r.gang !== undefined && gang > r.gang) r.ac.abort('restarted');
+        }
       });
     } catch {
       // Redis is down; try again next poll.
@@ -193,15 +201,21 @@ export class Agent {
   private async process(job: BullJob<TaskPayload>, token: string | undefined): Promise<unknown> {
     const p = job.data;
     const lease = `${this.agentId}.${job.attemptsStarted}.${randomBytes(4).toString('hex')}`;
-    const claimed = await this.store.task(p.jobId, p.index, 'claim', lease, { state: 'running', node: this.node });
-    if (claimed === 0 || claimed === -1) return null; // done already (a duplicate), or the job is gone
+    const gang = p.gang?.attempt;
+    const claimed = await this.store.task(p.jobId, p.index, 'claim', lease, {
+      state: 'running',
+      node: this.node,
+      gang,
+    });
+    // done already (a duplicate), the job is gone, or a rank of a group restarted since
+    if (claimed === 0 || claimed === -1 || claimed === -3) return null;
     if (claimed === -2) {
       await this.settleLost(p, 'its job ended before it ran');
       return null;
     }
     const key = `${p.jobId}.${p.index}`;
     const ac = new AbortController();
-    this.running.set(key, { jobId: p.jobId, ac });
+    this.running.set(key, { jobId: p.jobId, ac, ...(gang !== undefined ? { gang } : {}) });
     let latest: JobProgress | undefined;
     let sent = 0;
     let flush: NodeJS.Timeout | undefined;
@@ -238,6 +252,7 @@ export class Agent {
         outputId: out.outputId,
         result: out.result ? JSON.stringify(out.result) : undefined,
         error: '',
+        gang,
       });
       if (ok !== 1) {
         // Another attempt holds the lease or committed first: this output is a duplicate.
@@ -277,6 +292,20 @@ export class Agent {
     signal: AbortSignal,
     e: unknown,
   ): Promise<never> {
+    const gang = p.gang?.attempt;
+    if (signal.aborted && signal.reason === 'restarted') {
+      // Its group restarted without it: the task record is the new group's; nothing to commit.
+      throw new UnrecoverableError(`job ${p.jobId}: group attempt ${gang} was restarted`);
+    }
+    if (signal.aborted && signal.reason === 'shutdown' && gang !== undefined) {
+      // A rank cannot be handed back alone (its peers wait on it): it is lost, and its group restarts.
+      const err = {
+        code: 'ERR_SHUTTING_DOWN',
+        message: `the agent on ${this.node} shut down while rank ${p.index} ran`,
+      };
+      await this.store.task(p.jobId, p.index, 'commit', lease, { state: 'failed', error: JSON.stringify(err), gang });
+      throw new UnrecoverableError(err.message);
+    }
     if (signal.aborted && signal.reason === 'shutdown') {
       // Handed back without spending an attempt: another agent (or this one restarted) runs it.
       await this.store.task(p.jobId, p.index, 'retry', lease, { state: 'placed' }).catch(() => {});
@@ -290,15 +319,15 @@ export class Agent {
       const state = signal.reason === 'failed' ? 'failed' : 'cancelled';
       const error =
         state === 'failed' ? (h?.error ?? JSON.stringify({ code: 'ERR_INTERNAL', message: 'job ended' })) : '';
-      const ok = await this.store.task(p.jobId, p.index, 'commit', lease, { state, error });
+      const ok = await this.store.task(p.jobId, p.index, 'commit', lease, { state, error, gang });
       if (ok !== 1) await this.discarded(p, attempt);
       throw new UnrecoverableError(`job ${p.jobId} is ${signal.reason}`);
     }
     const err = taskError(e);
     const attempts = job.opts.attempts ?? 1;
     const last = job.attemptsMade + 1 >= attempts || PERMANENT.includes(err.code);
-    if (last) {
-      await this.store.task(p.jobId, p.index, 'commit', lease, { state: 'failed', error: JSON.stringify(err) });
+    if (last || gang !== undefined) {
+      await this.store.task(p.jobId, p.index, 'commit', lease, { state: 'failed', error: JSON.stringify(err), gang });
       void this.store.log(p.jobId, `${this.node} task ${p.index}: failed: ${err.code}: ${err.message}`).catch(() => {});
       throw new UnrecoverableError(err.message);
     }
@@ -332,7 +361,7 @@ export class Agent {
             state: 'failed' as const,
             error: JSON.stringify({ code: 'ERR_WORKER_FAILED', message: `task ${p.index}: ${why}` }),
           };
-    await this.store.task(p.jobId, p.index, 'settle', '', fields).catch(() => {});
+    await this.store.task(p.jobId, p.index, 'settle', '', { ...fields, gang: p.gang?.attempt }).catch(() => {});
   }
 
   /** The task's shards as local ids: migrated here when they live elsewhere, with the bytes counted. */

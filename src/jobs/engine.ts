@@ -19,8 +19,10 @@ import { connect } from '../client/connect.js';
 import type { StoreClient } from '../client/store-client.js';
 import { TrellisError } from '../errors.js';
 import { ClusterView } from './cluster-view.js';
+import { effectiveBatchWarning } from './effective-batch.js';
 import { JobStore, newJobId } from './job-store.js';
 import type { DatasetInfo, Job, JobEvent, JobFilter, JobService, JobSpec, NodeInfo } from './job-types.js';
+import { defaultRanks, shardHolders } from './rank-placement.js';
 import { checkNoEviction } from './redis-policy.js';
 import { type EngineLogger, Scheduler, type SchedulerOptions, taskInputs } from './scheduler.js';
 import { checkSpec } from './schema/check-spec.js';
@@ -93,8 +95,30 @@ class Engine implements JobService {
     }
     const id = spec.id ?? newJobId();
     const ids = shards.map((s) => s.id);
-    const stored: JobSpec = { ...spec, id };
-    const out = await this.store.create(id, stored, ids, taskInputs(stored, ids).length, 'waiting for the scheduler');
+    let stored: JobSpec = { ...spec, id };
+    const warnings: string[] = [];
+    if (stored.kind === 'train') {
+      // Fixed at submit: the rank count is what the effective batch, and so the learning rate, depend on.
+      let ranks = stored.ranks;
+      if (ranks === undefined) {
+        const nodeOf = new Map((await this.store.liveNodes()).map((b) => [b.instanceId, b.name]));
+        ranks = defaultRanks(
+          shards.map((s) => ({ id: s.id, nbytes: s.nbytes, holders: shardHolders(s.holders, nodeOf) })),
+        );
+      }
+      stored = { ...stored, ranks };
+      const w = effectiveBatchWarning(stored, ranks);
+      if (w) warnings.push(w);
+    }
+    const out = await this.store.create(
+      id,
+      stored,
+      ids,
+      taskInputs(stored, ids).length,
+      'waiting for the scheduler',
+      warnings,
+    );
+    if (out.created) for (const w of warnings) await this.store.log(id, `warning: ${w}`);
     if (out.created) this.scheduler.wake();
     return out;
   }

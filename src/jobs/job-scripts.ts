@@ -90,7 +90,9 @@ return 1
  *          still alive there can no longer commit.
  * A field set to '' is deleted. Nothing changes a task in a final state. A final task state counts once in
  * the job's n<state> field and drops the lease. Appends a task event.
- * Returns >= 1 when done, 0 when fenced off, -1 no job, -2 job not running.
+ * A field 'gang' (train ranks) must equal the job's current group attempt, else -3
+ * (the group was restarted since that rank was placed).
+ * Returns >= 1 when done, 0 when fenced off, -1 no job, -2 job not running, -3 stale attempt.
  */
 export const TASK = `
 ${FINAL}
@@ -103,6 +105,8 @@ if not js then return -1 end
 local ts = redis.call('HGET', tk, 'state') or 'waiting'
 if final(ts) then return 0 end
 local f = cjson.decode(ARGV[6])
+-- A rank of a train job carries its group attempt: one of an attempt since restarted touches nothing.
+if f['gang'] and f['gang'] ~= redis.call('HGET', jk, 'gang') then return -3 end
 local out = 1
 if mode == 'place' and ts ~= 'waiting' then
   -- The agent claimed it between the scheduler's add and this record: keep its state and node.
@@ -142,4 +146,32 @@ local err = redis.call('HGET', tk, 'error')
 if err then ev['error'] = cjson.decode(err) end
 redis.call('XADD', jk .. ':events', '*', 'type', 'task', 'data', cjson.encode(ev))
 return out
+`;
+
+/**
+ * Restarts a train job's group: only while the job runs and its attempt is
+ * still ARGV[3] (two schedulers or two causes restart it once). Every task
+ * record goes (all ranks wait again; their leases go with them, so no
+ * attempt of the old group can commit), the counters return to 0, the
+ * attempt and the restart count go up, the old assignment is dropped and a
+ * state event ARGV[5] is appended. ARGV: prefix, id, attempt, ntasks, event.
+ * Returns the old tasks' nodes (index i+1 holds task i's, '' when it was
+ * never placed), or false when refused.
+ */
+export const RESTART = `
+local P, id, attempt, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jk = P .. ':job:' .. id
+if redis.call('HGET', jk, 'state') ~= 'running' then return false end
+if redis.call('HGET', jk, 'gang') ~= attempt then return false end
+local nodes = {}
+for i = 0, n - 1 do
+  local tk = jk .. ':task:' .. i
+  nodes[i + 1] = redis.call('HGET', tk, 'node') or ''
+  redis.call('DEL', tk)
+end
+redis.call('HSET', jk, 'nsucceeded', 0, 'nfailed', 0, 'ncancelled', 0, 'gang', tonumber(attempt) + 1)
+redis.call('HINCRBY', jk, 'restarts', 1)
+redis.call('HDEL', jk, 'assign')
+redis.call('XADD', jk .. ':events', '*', 'type', 'state', 'data', ARGV[5])
+return nodes
 `;

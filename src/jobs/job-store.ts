@@ -18,12 +18,13 @@
  *   P:node:NAME               string with TTL: an agent's heartbeat (NodeBeat JSON)
  *   P:nodes                   set: node names ever seen (the heartbeats say who is live)
  *   P:scheduler               string with TTL: which API process schedules
+ *   P:stale                   set: [node, BullMQ id] of tasks of restarted groups still locked by a dead agent
  *   P:bull:*                  BullMQ (one queue per node, `node-NAME`)
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { invalidParameter, TrellisError } from '../errors.js';
-import { NOTE, SUBMIT, TASK, TRANSITION } from './job-scripts.js';
+import { NOTE, RESTART, SUBMIT, TASK, TRANSITION } from './job-scripts.js';
 import {
   FINAL_STATES,
   type Job,
@@ -37,6 +38,7 @@ import {
   type TaskInfo,
   type TaskState,
 } from './job-types.js';
+import type { RankAssignment } from './rank-placement.js';
 
 const LOG_LINES_KEPT = 10_000;
 /** How long a blocking XREAD waits before it looks at the abort signal again. */
@@ -75,6 +77,8 @@ export interface TaskFields {
   result?: string;
   error?: string;
   lease?: string;
+  /** Train ranks: the group attempt the change belongs to (refused when the group restarted since). */
+  gang?: number;
 }
 
 type Scripted = {
@@ -82,6 +86,7 @@ type Scripted = {
   trellisTransition(...a: (string | number)[]): Promise<number>;
   trellisNote(...a: (string | number)[]): Promise<number>;
   trellisTask(...a: (string | number)[]): Promise<number>;
+  trellisRestart(...a: (string | number)[]): Promise<string[] | null>;
 };
 
 /** Redis connection options the jobs layer uses everywhere (BullMQ needs maxRetriesPerRequest null). */
@@ -131,6 +136,7 @@ export class JobStore {
     redis.defineCommand('trellisTransition', { numberOfKeys: 0, lua: TRANSITION });
     redis.defineCommand('trellisNote', { numberOfKeys: 0, lua: NOTE });
     redis.defineCommand('trellisTask', { numberOfKeys: 0, lua: TASK });
+    redis.defineCommand('trellisRestart', { numberOfKeys: 0, lua: RESTART });
     this.scripts = redis as unknown as Scripted;
   }
 
@@ -163,9 +169,10 @@ export class JobStore {
     shards: string[],
     ntasks: number,
     reason: string,
+    warnings: string[] = [],
   ): Promise<{ job: Job; created: boolean }> {
     const createdAt = new Date().toISOString();
-    const fields = {
+    const fields: Record<string, string> = {
       spec: JSON.stringify(spec),
       shards: JSON.stringify(shards),
       ntasks: String(ntasks),
@@ -173,6 +180,9 @@ export class JobStore {
       reason,
       priority: String(spec.priority ?? 0),
     };
+    // A train job's ranks form a group; its attempt counts restarts (see RESTART).
+    if (spec.kind === 'train') Object.assign(fields, { gang: '1', restarts: '0' });
+    if (warnings.length) fields.warnings = JSON.stringify(warnings);
     const created = await this.scripts.trellisSubmit(
       this.prefix,
       id,
@@ -184,12 +194,58 @@ export class JobStore {
     return { job: await this.get(id), created: created === 1 };
   }
 
-  /** The job's raw hash, or undefined. */
-  /** The state of each job, in one round trip (undefined for a job that does not exist). */
-  async states(ids: string[]): Promise<(string | undefined)[]> {
+  /**
+   * The state and group attempt (train jobs; 0 for others) of each job, in
+   * one round trip (state undefined for a job that does not exist).
+   */
+  async states(ids: string[]): Promise<{ state?: string; gang: number }[]> {
     const p = this.redis.pipeline();
-    for (const id of ids) p.hget(this.key('job', id), 'state');
-    return ((await p.exec()) ?? []).map(([, v]) => (v as string | null) ?? undefined);
+    for (const id of ids) p.hmget(this.key('job', id), 'state', 'gang');
+    return ((await p.exec()) ?? []).map(([, v]) => {
+      const [state, gang] = (v as (string | null)[] | null) ?? [null, null];
+      return { ...(state ? { state } : {}), gang: Number(gang ?? 0) };
+    });
+  }
+
+  /**
+   * Restarts a train job's group if its attempt is still `attempt`: every
+   * task waits again (see RESTART). Returns the old tasks' nodes by index
+   * ('' for one never placed), or undefined when refused.
+   */
+  async restartGroup(id: string, attempt: number, ntasks: number, reason: string): Promise<string[] | undefined> {
+    const event = JSON.stringify({ state: 'running', reason });
+    const r = await this.scripts.trellisRestart(this.prefix, id, attempt, ntasks, event);
+    if (!r) return undefined;
+    await this.note(id, 'running', reason);
+    return r;
+  }
+
+  /** Records the ranks' assignment of group `attempt` (no-op once the group restarted). */
+  async assign(id: string, attempt: number, value: RankAssignment[]): Promise<void> {
+    await this.redis.eval(
+      "if redis.call('HGET', KEYS[1], 'gang') == ARGV[1] then redis.call('HSET', KEYS[1], 'assign', ARGV[2]) end return 0",
+      1,
+      this.key('job', id),
+      String(attempt),
+      JSON.stringify(value),
+    );
+  }
+
+  /** BullMQ ids (with their node) whose removal waits for a lock held by a dead agent. */
+  async staleTasks(): Promise<{ node: string; bullId: string }[]> {
+    const all = await this.redis.smembers(this.key('stale'));
+    return all.map((s) => {
+      const [node, bullId] = JSON.parse(s) as [string, string];
+      return { node, bullId };
+    });
+  }
+
+  async markStale(node: string, bullId: string): Promise<void> {
+    await this.redis.sadd(this.key('stale'), JSON.stringify([node, bullId]));
+  }
+
+  async dropStale(node: string, bullId: string): Promise<void> {
+    await this.redis.srem(this.key('stale'), JSON.stringify([node, bullId]));
   }
 
   /** The output id a task's committed attempt recorded, if any. */
@@ -493,6 +549,11 @@ function toJob(h: Record<string, string>, tasks: TaskRecord[]): Job {
   if (result) job.result = result;
   const error = parse<Job['error']>(h.error);
   if (error) job.error = error;
+  const warnings = parse<string[]>(h.warnings);
+  if (warnings) job.warnings = warnings;
+  const assign = parse<RankAssignment[]>(h.assign);
+  if (assign) job.placement = assign.map((a) => ({ ...a, shards: a.shards.length }));
+  if (h.restarts !== undefined) job.restarts = Number(h.restarts);
   return job;
 }
 

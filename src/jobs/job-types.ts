@@ -26,8 +26,21 @@ export interface TrainJobSpec extends JobSpecBase {
   epochs?: number;
   batchSize?: number;
   learningRate?: number;
-  /** Data-parallel ranks (one in this version; the task model keeps one task per rank). */
+  /** Data-parallel ranks, one task each (default: one per node holding shards). */
   ranks?: number;
+  /**
+   * The batch `learningRate` was tuned for (default: batchSize, one rank's
+   * batch). The effective batch is ranks × batchSize; the rate is scaled by
+   * effective / baseBatch with a linear warm-up (Goyal et al. 2017), and the
+   * job warns when the two differ.
+   */
+  baseBatch?: number;
+  /** Steps of the learning-rate warm-up when it is scaled (default: one epoch's steps, at most 200). */
+  warmupSteps?: number;
+  /** Rank 0 checkpoints parameters, optimizer state and loader position every this many steps (default 50). */
+  checkpointEvery?: number;
+  /** Times the group restarts from its checkpoint after losing a rank (default 3). */
+  maxRestarts?: number;
 }
 
 export interface MapJobSpec extends JobSpecBase {
@@ -81,12 +94,51 @@ export interface JobProgress {
   loss?: number;
   samplesPerSec?: number;
   etaMs?: number;
+  /** Train: rank 0's mean per-step time so far, split by where it goes. */
+  stepMs?: StepTimes;
+}
+
+/** Per-step time of one rank, in ms (means over its steps). */
+export interface StepTimes {
+  /** Gradient graph and optimizer. */
+  compute: number;
+  /** allReduce of the gradients through the stores. */
+  exchange: number;
+  /** Waiting for the loader's next batch. */
+  waiting: number;
+}
+
+/** What one rank of a train job reports. */
+export interface RankResult {
+  rank: number;
+  node: string;
+  rows: number;
+  steps: number;
+  /** SHA-256 of the final parameters (identical on every rank). */
+  paramsSha256: string;
+  stepMs: StepTimes;
+  /** The step it started from (0, or the checkpoint's after a restart). */
+  resumedFrom: number;
 }
 
 export interface JobResult {
   model?: string;
   metrics?: { accuracy?: number; loss?: number };
   output?: string;
+  /** Train: each rank's figures, in rank order. */
+  ranks?: RankResult[];
+  /** Train: ranks × batchSize. */
+  effectiveBatch?: number;
+}
+
+/** Where a train job's ranks run and what each reads (the current group's). */
+export interface RankPlacementInfo {
+  rank: number;
+  node: string;
+  shards: number;
+  bytes: number;
+  bytesLocal: number;
+  bytesMoved: number;
 }
 
 export interface Job {
@@ -103,6 +155,12 @@ export interface Job {
   progress?: JobProgress;
   result?: JobResult;
   error?: { code: string; message: string };
+  /** Things the submitter should know, e.g. that the ranks change the effective batch. */
+  warnings?: string[];
+  /** Train: the ranks' placement in the current group. */
+  placement?: RankPlacementInfo[];
+  /** Train: times the group restarted after losing a rank. */
+  restarts?: number;
 }
 
 /** What each event type carries (the SSE `data:` line is this, as JSON). */

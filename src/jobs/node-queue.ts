@@ -17,8 +17,14 @@ export function checkNodeName(name: unknown): asserts name is string {
 
 export const queueName = (node: string): string => `node-${node}`;
 
-/** The BullMQ job id of task `index` of job `jobId`: stable, so adding it twice adds it once. */
-export const taskJobId = (jobId: string, index: number): string => `${jobId}.${index}`;
+/**
+ * The BullMQ job id of task `index` of job `jobId`: stable, so adding it
+ * twice adds it once. A train rank's id names its group attempt too: the
+ * rank of a restarted group is a new BullMQ job, even while the old one is
+ * still locked by a dead agent.
+ */
+export const taskJobId = (jobId: string, index: number, attempt?: number): string =>
+  attempt === undefined ? `${jobId}.${index}` : `${jobId}.${index}.a${attempt}`;
 
 /** BullMQ connection options: its blocking commands need maxRetriesPerRequest null. */
 export function bullConnection(url: string): ConnectionOptions {

@@ -22,9 +22,11 @@ import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { asTrellisError, isTrellisError } from '../errors.js';
 import type { ClusterView, ShardPlace } from './cluster-view.js';
+import { groupLost, MAX_RESTARTS_DEFAULT } from './group-restart.js';
 import { isFinal, type JobStore, type NodeBeat, type TaskFields } from './job-store.js';
-import type { JobResult, JobSpec } from './job-types.js';
+import type { JobResult, JobSpec, RankResult, TrainJobSpec } from './job-types.js';
 import { bullConnection, queueName, taskJobId } from './node-queue.js';
+import { describeRank, placeRanks, type RankAssignment, shardHolders } from './rank-placement.js';
 import type { TaskPayload } from './task-types.js';
 
 export interface SchedulerOptions {
@@ -87,11 +89,17 @@ interface RunningJob {
   /** Per waiting task: ms it has waited while its preferred node rejected work. */
   waited: Map<number, number>;
   reason?: string;
+  /** Train: the group's attempt and, once placed, its ranks' assignment. */
+  gang?: { attempt: number; assign?: RankAssignment[] };
 }
 
-/** The input shard ids of each task: one shard per map/infer task, all of them for the one train rank. */
+/**
+ * The input shard ids of each task: one shard per map/infer task; for train,
+ * one (still empty) list per rank: the ranks' shares are decided when the
+ * group is placed, from where the shards are then.
+ */
 export function taskInputs(spec: JobSpec, shards: string[]): string[][] {
-  return spec.kind === 'train' ? [shards] : shards.map((s) => [s]);
+  return spec.kind === 'train' ? Array.from({ length: spec.ranks ?? 1 }, () => []) : shards.map((s) => [s]);
 }
 
 export function fmtBytes(n: number): string {
@@ -209,6 +217,7 @@ export class Scheduler {
    * time (before its heartbeat expires) keeps its tasks.
    */
   private async rescue(running: string[], nodes: NodeBeat[]): Promise<void> {
+    await this.sweepStale();
     const live = new Set(nodes.map((n) => n.name));
     const dead = (await this.store.knownNodes()).filter((n) => !live.has(n));
     if (dead.length === 0) return;
@@ -216,7 +225,14 @@ export class Scheduler {
     for (const id of running) {
       const rj = await this.running(id);
       if (!rj) continue;
-      for (const t of await this.store.tasks(id, rj.inputs.length)) {
+      const tasks = await this.store.tasks(id, rj.inputs.length);
+      if (rj.gang) {
+        // A rank cannot be replaced alone (its group waits on it in every exchange): the whole group restarts.
+        const lost = tasks.find((t) => (t.state === 'placed' || t.state === 'running') && dead.includes(t.node));
+        if (lost) await this.restartGroup(id, rj, `rank ${lost.index}'s agent on ${lost.node} is gone`);
+        continue;
+      }
+      for (const t of tasks) {
         if ((t.state !== 'placed' && t.state !== 'running') || !dead.includes(t.node)) continue;
         if (!(await this.unqueue(t.node, taskJobId(id, t.index)))) {
           stuck.add(t.node); // still locked by the dead agent: its lock expires, then we move it
@@ -276,7 +292,13 @@ export class Scheduler {
           // Just started: every task is waiting, no need to read their (absent) records.
           const spec = JSON.parse(h.spec) as JobSpec;
           const inputs = taskInputs(spec, JSON.parse(h.shards) as string[]);
-          this.jobs.set(id, { spec, inputs, waiting: new Set(inputs.keys()), waited: new Map() });
+          this.jobs.set(id, {
+            spec,
+            inputs,
+            waiting: new Set(inputs.keys()),
+            waited: new Map(),
+            ...(spec.kind === 'train' ? { gang: { attempt: Number(h.gang ?? 1) } } : {}),
+          });
         }
         continue;
       }
@@ -305,6 +327,11 @@ export class Scheduler {
       waiting: new Set(tasks.filter((t) => t.state === 'waiting').map((t) => t.index)),
       waited: new Map(),
     };
+    if (spec.kind === 'train') {
+      const assign = h.assign ? (JSON.parse(h.assign) as RankAssignment[]) : undefined;
+      rj.gang = { attempt: Number(h.gang ?? 1), ...(assign ? { assign } : {}) };
+      if (assign) for (const a of assign) inputs[a.rank] = a.shards;
+    }
     this.jobs.set(id, rj);
     return rj;
   }
@@ -321,6 +348,10 @@ export class Scheduler {
     const timeoutMs = rj.spec.timeoutMs;
     if (timeoutMs !== undefined && h.startedAt && Date.now() - Date.parse(h.startedAt) > timeoutMs) {
       await this.fail(id, { code: 'ERR_TIMEOUT', message: `the job ran longer than its timeoutMs (${timeoutMs} ms)` });
+      return;
+    }
+    if (rj.gang) {
+      await this.stepGroup(id, rj, h, nodes, load);
       return;
     }
     if (Number(h.nfailed) > 0) {
@@ -366,10 +397,7 @@ export class Scheduler {
         if (!p) continue;
         total += p.nbytes;
         // Every node holding a live copy (replicas too) has these bytes locally.
-        for (const holder of p.holders) {
-          const node = byInstance.get(holder);
-          if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
-        }
+        for (const node of shardHolders(p.holders, byInstance)) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
       }
       const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenalty * total * (load.get(node) ?? 0);
       const best = (list: NodeBeat[]) =>
@@ -432,10 +460,13 @@ export class Scheduler {
     rj: RunningJob,
     node: string,
     list: { index: number; fields: TaskFields }[],
+    instanceOf: ReadonlyMap<string, number> = new Map(),
   ): Promise<void> {
     const q = this.queue(node);
     const spec = rj.spec;
-    const attempts = (spec.maxRetries ?? this.opts.defaultMaxRetries) + 1;
+    // A rank is never retried alone: its group restarts (stepGroup).
+    const attempts = rj.gang ? 1 : (spec.maxRetries ?? this.opts.defaultMaxRetries) + 1;
+    const gang = rj.gang;
     // BullMQ: 1 is the highest priority; spec priorities are higher-first around 0.
     const priority = Math.min(2 ** 21 - 1, Math.max(1, 1_000_000 - (spec.priority ?? 0)));
     const batches: { index: number; fields: TaskFields }[][] = [];
@@ -444,12 +475,19 @@ export class Scheduler {
       await q.addBulk(
         batch.map(({ index }) => {
           const data: TaskPayload = { jobId: id, index, spec, shards: rj.inputs[index] };
-          if (spec.kind === 'train') data.rank = { index: 0, count: 1 };
+          if (gang?.assign) {
+            data.rank = { index, count: rj.inputs.length };
+            data.gang = {
+              attempt: gang.attempt,
+              group: `${id}.a${gang.attempt}`,
+              members: gang.assign.map((a) => ({ rank: a.rank, node: a.node, instance: instanceOf.get(a.node) ?? -1 })),
+            };
+          }
           return {
             name: spec.kind,
             data,
             opts: {
-              jobId: taskJobId(id, index),
+              jobId: taskJobId(id, index, gang?.attempt),
               attempts,
               backoff: { type: 'exponential', delay: this.opts.backoffMs },
               priority,
@@ -500,18 +538,153 @@ export class Scheduler {
   async dropQueued(id: string): Promise<void> {
     const h = await this.store.record(id);
     if (!h) return;
+    const attempt = h.gang === undefined ? undefined : Number(h.gang);
     for (const t of await this.store.tasks(id, Number(h.ntasks))) {
+      if (t.state === 'running' && attempt !== undefined) {
+        // A rank runs until its agent sees the job end; one whose agent is dead is swept later.
+        await this.store.markStale(t.node, taskJobId(id, t.index, attempt));
+        continue;
+      }
       if (t.state !== 'waiting' && t.state !== 'placed') continue;
-      if (t.state === 'placed' && !(await this.unqueue(t.node, taskJobId(id, t.index)))) continue;
+      if (t.state === 'placed' && !(await this.unqueue(t.node, taskJobId(id, t.index, attempt)))) {
+        await this.store.markStale(t.node, taskJobId(id, t.index, attempt));
+        continue;
+      }
       await this.store.task(id, t.index, 'settle', '', { state: 'cancelled' });
     }
+  }
+
+  /** Removes tasks of ended jobs and restarted groups that a dead agent's lock kept in a queue. */
+  private async sweepStale(): Promise<void> {
+    for (const { node, bullId } of await this.store.staleTasks()) {
+      if (await this.unqueue(node, bullId).catch(() => false)) await this.store.dropStale(node, bullId);
+    }
+  }
+
+  // ---- train groups -------------------------------------------------------------
+
+  /**
+   * One tick of a train job: its ranks are one group, placed together, ended
+   * together. A rank that failed for good (its error is not a lost rank)
+   * fails the job with its code; a lost rank restarts the group from the
+   * last checkpoint, up to maxRestarts times.
+   */
+  private async stepGroup(
+    id: string,
+    rj: RunningJob,
+    h: Record<string, string>,
+    nodes: NodeBeat[],
+    load: Map<string, number>,
+  ): Promise<void> {
+    const n = rj.inputs.length;
+    const gang = rj.gang!;
+    if (Number(h.gang ?? 1) !== gang.attempt) {
+      // Another scheduler restarted it: forget what we knew.
+      this.jobs.delete(id);
+      return;
+    }
+    if (Number(h.nfailed) > 0 || Number(h.ncancelled) > 0) {
+      const tasks = await this.store.tasks(id, n);
+      const failed = tasks.filter((t) => t.state === 'failed' || t.state === 'cancelled');
+      // The root cause first: a rank that failed for good makes its peers fail with lost-peer codes.
+      const fatal = failed.find((t) => !groupLost(t.error?.code ?? ''));
+      if (fatal) {
+        const err = fatal.error ?? { code: 'ERR_INTERNAL', message: 'a rank failed without an error' };
+        await this.fail(id, { code: err.code, message: `rank ${fatal.index} failed: ${err.message}` });
+        return;
+      }
+      const t = failed[0];
+      await this.restartGroup(id, rj, `rank ${t.index} on ${t.node} failed: ${t.error?.code}: ${t.error?.message}`);
+      return;
+    }
+    if (Number(h.nsucceeded) === n) {
+      await this.finish(id, rj);
+      return;
+    }
+    if (rj.waiting.size === n) await this.placeGroup(id, rj, nodes, load);
+    const reason = rj.reason ?? `${n} ranks running (group attempt ${gang.attempt})`;
+    if (reason !== h.reason) await this.store.note(id, 'running', reason);
+  }
+
+  /** Places every rank of the group at once, each on the node holding its shards. */
+  private async placeGroup(id: string, rj: RunningJob, nodes: NodeBeat[], load: Map<string, number>): Promise<void> {
+    const spec = rj.spec as TrainJobSpec;
+    const gang = rj.gang!;
+    if (nodes.length === 0) {
+      rj.reason = 'waiting for an agent';
+      return;
+    }
+    const shardIds = JSON.parse((await this.store.record(id))?.shards ?? '[]') as string[];
+    const places = await this.cluster.places(spec.dataset, shardIds);
+    const nodeOf = new Map(nodes.map((b) => [b.instanceId, b.name]));
+    const shards = shardIds.map((sid) => {
+      const p = places.get(sid);
+      return { id: sid, nbytes: p?.nbytes ?? 0, holders: p ? shardHolders(p.holders, nodeOf) : [] };
+    });
+    const assign = placeRanks(
+      shards,
+      rj.inputs.length,
+      nodes.map((b) => b.name),
+    );
+    gang.assign = assign;
+    for (const a of assign) rj.inputs[a.rank] = a.shards;
+    await this.store.assign(id, gang.attempt, assign);
+    const perNode = new Map<string, { index: number; fields: TaskFields }[]>();
+    for (const a of assign) {
+      const list = perNode.get(a.node) ?? [];
+      perNode.set(a.node, list);
+      list.push({
+        index: a.rank,
+        fields: {
+          state: 'placed',
+          node: a.node,
+          placement: describeRank(a, assign.length, fmtBytes),
+          gang: gang.attempt,
+        },
+      });
+      load.set(a.node, (load.get(a.node) ?? 0) + 1);
+    }
+    const instanceOf = new Map(nodes.map((b) => [b.name, b.instanceId]));
+    for (const [node, list] of perNode) await this.enqueue(id, rj, node, list, instanceOf);
+    rj.reason = undefined;
+  }
+
+  /** Stops the group's ranks and places a new group, or fails the job once maxRestarts is spent. */
+  private async restartGroup(id: string, rj: RunningJob, cause: string): Promise<void> {
+    const gang = rj.gang!;
+    const h = await this.store.record(id);
+    if (h?.state !== 'running' || Number(h.gang) !== gang.attempt) return;
+    const restarts = Number(h.restarts ?? 0);
+    const max = (rj.spec as TrainJobSpec).maxRestarts ?? MAX_RESTARTS_DEFAULT;
+    if (restarts >= max) {
+      await this.fail(id, {
+        code: 'ERR_RANK_LOST',
+        message: `${cause}; the group restarted ${restarts} times already (maxRestarts ${max})`,
+      });
+      return;
+    }
+    const reason = `restarting the group from its last checkpoint (restart ${restarts + 1} of at most ${max}): ${cause}`;
+    const old = await this.store.restartGroup(id, gang.attempt, rj.inputs.length, reason);
+    if (!old) return;
+    this.log.warn(`scheduler: job ${id}: ${reason}`);
+    await this.store.log(id, reason);
+    for (let i = 0; i < old.length; i++) {
+      if (!old[i]) continue;
+      const bullId = taskJobId(id, i, gang.attempt);
+      if (!(await this.unqueue(old[i], bullId))) await this.store.markStale(old[i], bullId);
+    }
+    rj.gang = { attempt: gang.attempt + 1 };
+    rj.waiting = new Set(rj.inputs.keys());
+    rj.waited.clear();
+    rj.places = undefined;
   }
 
   private async finish(id: string, rj: RunningJob): Promise<void> {
     const tasks = await this.store.tasks(id, rj.inputs.length);
     let result: JobResult;
     if (rj.spec.kind === 'train') {
-      result = tasks[0]?.result ?? {};
+      const ranks: RankResult[] = tasks.flatMap((t) => t.result?.ranks ?? []).sort((a, b) => a.rank - b.rank);
+      result = { ...(tasks[0]?.result ?? {}), ranks };
     } else {
       const output = rj.spec.output ?? `${id}/output`;
       const members = tasks.sort((a, b) => a.index - b.index).map((t) => t.outputId ?? '');

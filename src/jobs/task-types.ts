@@ -15,8 +15,20 @@ export interface TaskPayload {
   spec: JobSpec;
   /** The shard object ids this task reads, in dataset order (one for map/infer, a rank's share for train). */
   shards: string[];
-  /** For train with data-parallel ranks: this task's rank and the group size (1 in this version). */
+  /** For train: this task's rank and the group size. */
   rank?: { index: number; count: number };
+  /** For train: the group this rank belongs to (one per attempt: a restart forms a new one). */
+  gang?: GangInfo;
+}
+
+/** A train job's group of ranks for one attempt, as the scheduler placed it. */
+export interface GangInfo {
+  /** 1 for the first group, +1 per restart. */
+  attempt: number;
+  /** The collective's group id, unique per job and attempt. */
+  group: string;
+  /** Rank r runs on node members[r].node, whose store is instance members[r].instance. */
+  members: { rank: number; instance: number; node: string }[];
 }
 
 export interface TaskContext {

@@ -69,6 +69,12 @@ export interface LoaderOptions extends ShardColumns {
   autoRelease?: boolean;
   /** Pre-fault the shards in each worker at start, instead of a page fault per first touch (default true). */
   populate?: boolean;
+  /**
+   * The first batch to hand out (default epoch 0, index 0): a run resumed
+   * from a checkpoint continues where it stopped, with the same batches it
+   * would have had (the order depends only on seed and epoch).
+   */
+  start?: { epoch: number; index: number };
 }
 
 export interface Batch {
@@ -207,6 +213,10 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     this.autoRelease = opts.autoRelease;
     this.batchesPerEpoch = batchesPerEpoch(local.rows, opts.batchSize, opts.dropLast);
     this.total = this.batchesPerEpoch === 0 ? 0 : opts.epochs * this.batchesPerEpoch;
+    this.nextGather = this.nextYield = Math.min(
+      this.total,
+      opts.start.epoch * this.batchesPerEpoch + Math.min(opts.start.index, this.batchesPerEpoch),
+    );
     this.orders = new OrderCache(local.rows, opts.shuffle, opts.seed);
     this.spans = null;
     if (!this.shuffle) {
@@ -579,6 +589,10 @@ function checkOptions(opts: LoaderOptions) {
     if (opts[k] !== undefined && (typeof opts[k] !== 'string' || opts[k] === ''))
       throw invalidParameter(k, 'a column name', opts[k]);
   }
+  const start = opts.start ?? { epoch: 0, index: 0 };
+  if (start === null || typeof start !== 'object') throw invalidParameter('start', '{ epoch, index }', start);
+  posInt('start.epoch', start.epoch, 0);
+  posInt('start.index', start.index, 0);
   return {
     batchSize,
     workers,
@@ -586,6 +600,7 @@ function checkOptions(opts: LoaderOptions) {
     prefetch,
     shuffle,
     seed,
+    start: { epoch: start.epoch, index: start.index },
     dropLast: bool('dropLast', opts.dropLast, false),
     autoRelease: bool('autoRelease', opts.autoRelease, true),
     populate: bool('populate', opts.populate, true),

@@ -32,6 +32,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_NATIVE: 500,
   ERR_SPILL_FAILED: 500,
   ERR_WORKER_FAILED: 500,
+  ERR_RANK_LOST: 500,
   ERR_INFERENCE_FAILED: 500,
   ERR_HANDLER_FAILED: 500,
   // A store or worker behind the API misbehaved or went away: the API is a gateway to it.
@@ -43,6 +44,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_IDS_EXHAUSTED: 503,
   ERR_QUEUE_UNAVAILABLE: 503,
   ERR_REDIS_EVICTS: 503,
+  ERR_COLLECTIVE_ABORTED: 502,
   ERR_REPLICAS_UNAVAILABLE: 503,
   ERR_TIMEOUT: 504,
   ERR_OUT_OF_MEMORY: 507,

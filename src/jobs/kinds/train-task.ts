@@ -1,113 +1,63 @@
 /**
- * The body of a train task (one rank), in its task host: trains the job's
- * model on the task's local shards through the sharded loader and the
- * one-graph training step (trainLocal), reports progress, stores the trained
- * model and, with spec.evalDataset, measures test accuracy.
- *
- * Ranks: a task is one rank of `payload.rank.count` (1 in this version; the
- * data-parallel exchange of gradients between ranks is the next step), and
- * only rank 0 stores the model and evaluates it.
+ * The body of a train task (one rank of `payload.rank.count`), in its task
+ * host: completes the model spec from the shards, trains as one rank of the
+ * job's group (train-rank.ts: the sharded loader, the gradient graph, the
+ * gradients summed through the stores, the optimizer, checkpoints), and on
+ * rank 0 stores the trained model and, with spec.evalDataset, measures test
+ * accuracy. Every rank reports its figures (rows, steps, time per step, a
+ * hash of its final parameters); the job's result lists them in rank order.
  *
  * The model's input and label types follow the stored shards: uint8 features
  * are fed as they are (the graph scales them by 1/255), float32/float64
- * features as floats; labels are uint8, int32 or int64 class indices in
- * [0, 10). Defaults match `trellis demo`: softmax regression 15 epochs of
- * batches of 100 at learning rate 0.3, the MLP 8 epochs of 64 at 0.2, both
- * decayed per epoch (0.85 and 0.8), shuffled with seed 1, so a retry trains
- * the same weights.
+ * features as floats (float64 cast to float32 in the graph); labels are
+ * uint8, int32 or int64 class indices in [0, 10). The MLP takes any number
+ * of hidden layers. Defaults are trainDefaults (those of `trellis demo`:
+ * softmax regression 15 epochs of 100 rows with SGD, the MLP with SGD +
+ * Nesterov momentum), shuffled with seed 1, so a retry trains the same
+ * weights.
  */
 import type { TrellisClient } from '../../client/client.js';
 import { copyOn } from '../../client/shard-copies.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { TrellisError } from '../../errors.js';
 import { type ShardPart, shardParts } from '../../loaders/shard.js';
+import { paramTensors } from '../../models/gradient-step.js';
 import { inferenceModel, type ModelSpec } from '../../models/models.js';
 import { putModel } from '../../models/ort-adapter.js';
-import { evaluate, trainLocal } from '../../models/trainer.js';
-import type { JobProgress, TrainJobSpec } from '../job-types.js';
+import { evaluate } from '../../models/trainer.js';
+import type { TrainJobSpec } from '../job-types.js';
 import type { TaskOutput, TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
+import { dropCheckpoint } from './train-checkpoint.js';
+import { trainRank } from './train-rank.js';
 
 const CLASSES = 10;
-/** A progress report every this many steps, and at the end of every epoch. */
-export const PROGRESS_EVERY = 20;
-const SEED = 1;
 
 export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise<TaskOutput> {
   const spec = payload.spec as TrainJobSpec;
   const rank = payload.rank ?? { index: 0, count: 1 };
-  if (rank.count !== 1) {
-    throw new TrellisError('ERR_UNSUPPORTED', `data-parallel training over ${rank.count} ranks is not built yet`);
-  }
   const client = ctx.client;
   const model = await modelSpecFor(client, spec, ctx.localShards);
-  const kind = model.kind;
-  const epochs = spec.epochs ?? (kind === 'mlp' ? 8 : 15);
-  // The loader reads a dataset: this rank's shards, as an unnamed one of their own.
-  const dataset = await client.createDataset(undefined, ctx.localShards, {
-    meta: { job: payload.jobId, rank: rank.index },
-  });
-  const started = performance.now();
-  let epochLoss = 0;
-  let epochRows = 0;
-  let seen = 0;
-  let trained: Awaited<ReturnType<typeof trainLocal>>;
-  try {
-    trained = await trainLocal(client, dataset, {
-      model,
-      epochs,
-      batchSize: spec.batchSize,
-      lr: spec.learningRate,
-      decay: kind === 'mlp' ? 0.8 : 0.85,
-      seed: SEED,
-      workers: 1,
-      signal: ctx.signal,
-      onStep: (s) => {
-        epochLoss += s.loss * s.rows;
-        epochRows += s.rows;
-        seen += s.rows;
-        if (s.step % PROGRESS_EVERY === 0 || s.lastOfEpoch) {
-          const ms = performance.now() - started;
-          const p: JobProgress = {
-            epoch: s.epoch,
-            step: s.step,
-            // the epoch's mean loss so far: smoother than one batch's
-            loss: epochLoss / epochRows,
-            samplesPerSec: (seen / ms) * 1000,
-            etaMs: (ms / s.step) * (s.steps - s.step),
-          };
-          ctx.progress(p);
-        }
-        if (s.lastOfEpoch) {
-          epochLoss = 0;
-          epochRows = 0;
-        }
-      },
-      onEpoch: (e) => ctx.log(`epoch ${e.epoch + 1}/${epochs}: loss ${e.loss.toFixed(4)} in ${e.ms.toFixed(0)} ms`),
-    });
-  } finally {
-    await client.delete(dataset).catch(() => {});
-  }
-  const loss = trained.epochs[trained.epochs.length - 1]?.loss;
-  if (rank.index !== 0) return { result: { metrics: { loss } } };
+  const out = await trainRank(payload, ctx, model);
+  const loss = out.loss;
+  if (rank.index !== 0) return { result: { ranks: [out.rank] } };
 
   ctx.signal.throwIfAborted();
+  const weights = paramTensors(out.layout, out.params);
   const name = `${payload.jobId}/model`;
-  const id = await putModel(client, inferenceModel(model, { weights: trained.params }).bytes, { persist: true });
-  // A retry trains the same weights; its model takes the name over from an earlier attempt's.
+  const id = await putModel(client, inferenceModel(model, { weights }).bytes, { persist: true });
+  // A restarted group trains to the same kind of weights; its model takes the name over from an earlier one's.
   await client.putName(name, id, { overwrite: true });
-  const metrics: { accuracy?: number; loss?: number } = { loss };
-  if (spec.evalDataset) metrics.accuracy = await accuracyOn(client, model, trained.params, spec.evalDataset, ctx);
-  return { result: { model: name, metrics } };
+  const metrics: { accuracy?: number; loss?: number } = loss === undefined ? {} : { loss };
+  if (spec.evalDataset) metrics.accuracy = await accuracyOn(client, model, weights, spec.evalDataset, ctx);
+  await dropCheckpoint(client, payload.jobId);
+  return { result: { model: name, metrics, ranks: [out.rank], effectiveBatch: out.effectiveBatch } };
 }
 
 /** The job's model spec, completed from the first shard: features per row, input and label dtypes. */
 async function modelSpecFor(client: TrellisClient, spec: TrainJobSpec, shards: string[]): Promise<ModelSpec> {
   if (shards.length === 0) throw new TrellisError('ERR_BAD_REQUEST', 'a train task needs at least one shard');
   const m = spec.model;
-  if (m.kind === 'mlp' && (!Array.isArray(m.hidden) || m.hidden.length !== 1)) {
-    throw new TrellisError('ERR_UNSUPPORTED', 'the MLP has one hidden layer: model.hidden must have one entry');
-  }
   const shard = await client.get(shards[0]);
   try {
     const [part] = shardParts(shard, shards[0]);
@@ -122,11 +72,11 @@ async function modelSpecFor(client: TrellisClient, spec: TrainJobSpec, shards: s
     }
     return {
       kind: m.kind,
-      ...(m.kind === 'mlp' ? { hidden: m.hidden[0] } : {}),
+      ...(m.kind === 'mlp' ? { hidden: m.hidden.slice() } : {}),
       features: part.x.data.length / part.rows,
       classes: CLASSES,
-      dtype: x === 'float64' ? 'float64' : 'float32',
-      input: x === 'uint8' ? 'uint8' : 'float',
+      dtype: 'float32',
+      input: x,
       labels: y,
     };
   } finally {

@@ -97,8 +97,27 @@ export const trainSpecSchema = {
     epochs: { type: 'integer', minimum: 1, maximum: 10000 },
     batchSize: { type: 'integer', minimum: 1, maximum: 65536 },
     learningRate: { type: 'number', exclusiveMinimum: 0, maximum: 100 },
-    // One rank in this version (data-parallel ranks are the next issue): more is refused here, before anything is queued.
-    ranks: { type: 'integer', minimum: 1, maximum: 1, description: 'data-parallel ranks (1 in this version)' },
+    ranks: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 64,
+      description: 'data-parallel ranks, one task each (default: one per node holding shards)',
+    },
+    baseBatch: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1 << 22,
+      description:
+        'the batch learningRate was tuned for (default batchSize); the rate scales by ranks*batchSize/baseBatch',
+    },
+    warmupSteps: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'linear warm-up of a scaled rate' },
+    checkpointEvery: { type: 'integer', minimum: 1, maximum: 1_000_000, description: 'steps between checkpoints' },
+    maxRestarts: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 10,
+      description: 'group restarts after a lost rank (default 3)',
+    },
   },
 } as const;
 

@@ -68,6 +68,37 @@ export const jobResultSchema = {
       properties: { accuracy: { type: 'number' }, loss: { type: 'number' } },
     },
     output: { type: 'string' },
+    ranks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['rank', 'node', 'rows', 'steps', 'paramsSha256', 'stepMs', 'resumedFrom'],
+        properties: {
+          rank: count,
+          node: { type: 'string' },
+          rows: count,
+          steps: count,
+          paramsSha256: { type: 'string' },
+          stepMs: { $ref: 'StepTimes#' },
+          resumedFrom: count,
+        },
+      },
+    },
+    effectiveBatch: count,
+  },
+} as const;
+
+export const stepTimesSchema = {
+  $id: 'StepTimes',
+  type: 'object',
+  additionalProperties: false,
+  required: ['compute', 'exchange', 'waiting'],
+  description: 'mean ms per step: gradient graph + optimizer, allReduce, waiting for the loader',
+  properties: {
+    compute: { type: 'number', minimum: 0 },
+    exchange: { type: 'number', minimum: 0 },
+    waiting: { type: 'number', minimum: 0 },
   },
 } as const;
 
@@ -81,6 +112,7 @@ export const jobProgressSchema = {
     loss: { type: 'number' },
     samplesPerSec: { type: 'number', minimum: 0 },
     etaMs: { type: 'number', minimum: 0 },
+    stepMs: { $ref: 'StepTimes#' },
   },
 } as const;
 
@@ -102,6 +134,25 @@ export const jobSchema = {
     progress: { $ref: 'JobProgress#' },
     result: { $ref: 'JobResult#' },
     error: { $ref: 'ErrorReply#' },
+    warnings: { type: 'array', items: { type: 'string' } },
+    placement: {
+      type: 'array',
+      description: "train: each rank's node and what it reads",
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['rank', 'node', 'shards', 'bytes', 'bytesLocal', 'bytesMoved'],
+        properties: {
+          rank: count,
+          node: { type: 'string' },
+          shards: count,
+          bytes: count,
+          bytesLocal: count,
+          bytesMoved: count,
+        },
+      },
+    },
+    restarts: count,
   },
 } as const;
 

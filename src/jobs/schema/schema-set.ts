@@ -16,6 +16,7 @@ import {
   jobSchema,
   nodeInfoSchema,
   nodeListSchema,
+  stepTimesSchema,
   taskInfoSchema,
 } from './record-schemas.js';
 
@@ -30,6 +31,7 @@ export const SHARED_SCHEMAS = [
   taskInfoSchema,
   jobProgressSchema,
   jobResultSchema,
+  stepTimesSchema,
   jobSchema,
   jobRefSchema,
   jobListSchema,

@@ -1,0 +1,260 @@
+/**
+ * Data-parallel training across three nodes, all real: etcd, three stores
+ * on 127.0.0.1/.2/.3 with RPC, redis-server, the job service and one
+ * `trellis agent` process per node. A Fashion-MNIST subset is written as
+ * shards spread over the nodes.
+ *
+ * - 3 ranks of batch 100 reach the test accuracy of 1 rank of batch 300
+ *   (the same effective batch) within 0.5 pp; every rank ends with the same
+ *   parameter bits; ≥ 99 % of the 3-rank job's training bytes are read
+ *   locally; the job warns that its ranks scale the learning rate.
+ * - kill -9 of rank 0's agent mid-job: the group restarts from rank 0's
+ *   checkpoint (fetched over RPC by the new rank 0), re-placed on the two
+ *   live nodes, and completes within 0.5 pp of the unbroken run.
+ * - A rank that fails for good (labels of a dtype training does not take)
+ *   fails the job with its code at once: no restart, no task left in any
+ *   node's queue, no object left in any store.
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadFashionMnist } from '../dist/examples/training/fashion-mnist.js';
+import { connect, type TrellisClient } from '../dist/src/index.js';
+import { startJobService } from '../dist/src/jobs/engine.js';
+import type { Job, JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
+import { bullConnection, queueName } from '../dist/src/jobs/node-queue.js';
+import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
+import { writeShard } from '../dist/src/loaders/shard-writer.js';
+import { eventually } from './helpers/child.js';
+import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
+import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
+import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
+
+type Store = Awaited<ReturnType<typeof spawnStore>>;
+const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
+/** Shards per node and rows per shard: 18,000 training rows, a multiple of every batch below. */
+const SHARDS_PER_NODE = 2;
+const ROWS = 3_000;
+const TEST_ROWS = 10_000;
+
+let etcd: EtcdHandle;
+let dir: ReturnType<typeof tempDir>;
+let stores: Store[] = [];
+let clients: TrellisClient[] = [];
+let redis: RedisServerHandle;
+let jobs: JobService;
+let prefix: string;
+const agents: (AgentChild | undefined)[] = [];
+const savedToken = process.env.TRELLIS_TOKEN;
+
+const startAgent = async (i: number) => {
+  agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, ['--concurrency', '3', '--lock-ms', '3000']);
+};
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  dir = tempDir();
+  const token = `${randomUUID()}${randomUUID()}`;
+  const tokenFile = join(dir.dir, 'token');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  // The agents' task hosts reach the peer stores over RPC with it (StoreCollective reads $TRELLIS_TOKEN).
+  process.env.TRELLIS_TOKEN = token;
+  const metaPrefix = `/trellis-test/${randomUUID()}`;
+  stores = await Promise.all(
+    HOSTS.map((host, i) =>
+      spawnStore(clusterStoreArgs({ name: `node${i}`, size: '512M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
+    ),
+  );
+  clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));
+  redis = await startRedisServer();
+  prefix = freshPrefix();
+  jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix });
+  for (let i = 0; i < 3; i++) await startAgent(i);
+
+  const data = loadFashionMnist();
+  const ids: string[] = [];
+  for (let s = 0; s < 3 * SHARDS_PER_NODE; s++) {
+    const c = clients[s % 3];
+    const rows = data.train.images.subarray(s * ROWS * 784, (s + 1) * ROWS * 784);
+    const id = await writeShard(
+      c,
+      { dtype: 'uint8', shape: [ROWS, 784], data: rows },
+      { dtype: 'uint8', shape: [ROWS], data: data.train.labels.subarray(s * ROWS, (s + 1) * ROWS) },
+    );
+    await c.persist(id);
+    ids.push(id);
+  }
+  await clients[0].createDataset('fm/train', ids);
+  const test = await writeShard(
+    clients[0],
+    { dtype: 'uint8', shape: [TEST_ROWS, 784], data: data.test.images.subarray(0, TEST_ROWS * 784) },
+    { dtype: 'uint8', shape: [TEST_ROWS], data: data.test.labels.subarray(0, TEST_ROWS) },
+  );
+  await clients[0].persist(test);
+  await clients[0].createDataset('fm/test', [test]);
+}, 120_000);
+
+afterAll(async () => {
+  await killAgents();
+  await jobs?.close();
+  await Promise.all(clients.map((c) => c.close()));
+  await Promise.all(stores.map((s) => s.stop()));
+  await redis?.stop();
+  await etcd?.stop();
+  dir?.cleanup();
+  if (savedToken === undefined) delete process.env.TRELLIS_TOKEN;
+  else process.env.TRELLIS_TOKEN = savedToken;
+});
+
+const train = (over: Partial<TrainJobSpec>): TrainJobSpec => ({
+  kind: 'train',
+  dataset: 'fm/train',
+  evalDataset: 'fm/test',
+  model: { kind: 'softmax' },
+  epochs: 4,
+  learningRate: 0.3,
+  baseBatch: 100,
+  ...over,
+});
+
+async function run(spec: TrainJobSpec, timeoutMs = 120_000): Promise<Job> {
+  const { job } = await jobs.submit(spec);
+  return (await untilDone(jobs, job.id, timeoutMs)).job;
+}
+
+const accuracy = (j: Job) => j.result?.metrics?.accuracy ?? Number.NaN;
+
+describe('data-parallel training over three nodes', () => {
+  let threeRanks: Job;
+
+  it('3 ranks of batch 100 reach the accuracy of 1 rank of batch 300, with identical parameters and local reads', async () => {
+    threeRanks = await run(train({ id: 'dp3', ranks: 3, batchSize: 100 }));
+    expect(threeRanks.state).toBe('succeeded');
+    const one = await run(train({ id: 'dp1', ranks: 1, batchSize: 300 }));
+    expect(one.state).toBe('succeeded');
+
+    const acc3 = accuracy(threeRanks);
+    const acc1 = accuracy(one);
+    expect(acc3).toBeGreaterThan(0.78);
+    expect(Math.abs(acc3 - acc1)).toBeLessThanOrEqual(0.005);
+
+    // One rank per node, each on the two shards beside it.
+    expect(threeRanks.placement).toEqual(
+      [0, 1, 2].map((r) => ({
+        rank: r,
+        node: `node${r}`,
+        shards: 2,
+        bytes: 2 * ROWS * 785,
+        bytesLocal: 2 * ROWS * 785,
+        bytesMoved: 0,
+      })),
+    );
+    const ranks = threeRanks.result?.ranks ?? [];
+    expect(ranks.map((r) => [r.rank, r.node, r.rows, r.steps, r.resumedFrom])).toEqual([
+      [0, 'node0', 2 * ROWS, 4 * 60, 0],
+      [1, 'node1', 2 * ROWS, 4 * 60, 0],
+      [2, 'node2', 2 * ROWS, 4 * 60, 0],
+    ]);
+    expect(new Set(ranks.map((r) => r.paramsSha256)).size).toBe(1);
+    expect(threeRanks.result?.effectiveBatch).toBe(300);
+
+    const local = threeRanks.tasks.reduce((a, t) => a + t.bytesLocal, 0);
+    const moved = threeRanks.tasks.reduce((a, t) => a + t.bytesMoved, 0);
+    expect(local / (local + moved)).toBeGreaterThanOrEqual(0.99);
+
+    const warning =
+      'effective batch 300 (3 ranks x batch 100) differs from baseBatch 100: learning rate scaled 3.00x ' +
+      'from 0.3 to 0.9 with a linear warm-up of one epoch of (at most 200) steps (Goyal et al. 2017); ' +
+      'accuracy may differ from 100-row batches';
+    expect(threeRanks.warnings).toEqual([warning]);
+    expect(await jobs.logs('dp3')).toContain(`warning: ${warning}`);
+  }, 300_000);
+
+  it('kill -9 of rank 0’s agent mid-job: the group restarts from the checkpoint and completes', async () => {
+    const { job } = await jobs.submit(train({ id: 'dp-kill', ranks: 3, batchSize: 100, checkpointEvery: 20 }));
+    const events = (async () => untilDone(jobs, job.id, 240_000))();
+    // Past the second checkpoint (step 40), well before the end (240 steps).
+    await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 120_000);
+    const placed = (await jobs.get(job.id)).placement ?? [];
+    const node0 = placed.find((p) => p.rank === 0)?.node;
+    const victim = Number(node0?.slice('node'.length));
+    await agents[victim]?.kill();
+    agents[victim] = undefined;
+    const { job: done } = await events;
+    expect(done.state).toBe('succeeded');
+    expect(done.restarts).toBe(1);
+    // Re-placed on the two live nodes; the dead node's shards are moved to them.
+    expect(new Set(done.placement?.map((p) => p.node))).not.toContain(node0);
+    // Every rank resumed from the same checkpoint, taken at a multiple of 20 steps, the second or later.
+    const resumed = done.result?.ranks?.map((r) => r.resumedFrom) ?? [];
+    const from = resumed[0];
+    expect(resumed).toEqual([from, from, from]);
+    expect(from % 20).toBe(0);
+    expect(from).toBeGreaterThanOrEqual(40);
+    expect(new Set(done.result?.ranks?.map((r) => r.paramsSha256)).size).toBe(1);
+    expect(Math.abs(accuracy(done) - accuracy(threeRanks))).toBeLessThanOrEqual(0.005);
+    expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
+    await startAgent(victim);
+  }, 300_000);
+
+  it('a rank that fails for good fails the job with its code: no restart, no orphan task, no object left', async () => {
+    // node1's shard has float32 labels: the rank there cannot train on it.
+    const bad = await writeShard(
+      clients[1],
+      { dtype: 'float32', shape: [200, 4], data: new Float32Array(800) },
+      { dtype: 'float32', shape: [200], data: new Float32Array(200) },
+    );
+    await clients[1].persist(bad);
+    const good = await Promise.all(
+      [0, 2].map(async (i) => {
+        const id = await writeShard(
+          clients[i],
+          { dtype: 'float32', shape: [200, 4], data: new Float32Array(800).fill(0.5) },
+          { dtype: 'uint8', shape: [200], data: new Uint8Array(200).fill(3) },
+        );
+        await clients[i].persist(id);
+        return id;
+      }),
+    );
+    await clients[0].createDataset('bad/train', [good[0], bad, good[1]]);
+    const before = await Promise.all(clients.map(async (c) => (await c.status()).objects));
+    const { evalDataset: _none, ...spec } = train({ id: 'dp-bad', dataset: 'bad/train', batchSize: 50 });
+    const failed = await run(spec);
+    expect(failed.state).toBe('failed');
+    expect(failed.restarts).toBe(0);
+    expect(failed.error).toEqual({
+      code: 'ERR_UNSUPPORTED',
+      message: 'rank 1 failed: labels of dtype float32: training takes uint8, int32 or int64',
+    });
+    const counts = async () =>
+      Promise.all(
+        HOSTS.map(async (_, i) => {
+          const q = new Queue(queueName(`node${i}`), {
+            connection: bullConnection(redis.url),
+            prefix: `${prefix}:bull`,
+          });
+          try {
+            return await q.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed');
+          } finally {
+            await q.close();
+          }
+        }),
+      );
+    const empty = { waiting: 0, prioritized: 0, delayed: 0, active: 0, failed: 0, completed: 0 };
+    await eventually(
+      async () => JSON.stringify(await counts()) === JSON.stringify([empty, empty, empty]),
+      'empty queues',
+    );
+    await eventually(
+      async () =>
+        JSON.stringify(await Promise.all(clients.map(async (c) => (await c.status()).objects))) ===
+        JSON.stringify(before),
+      'objects back to what they were',
+    );
+    // Every rank ended: the bad one failed, its peers stopped when the job failed (or never started).
+    const open = (await jobs.get('dp-bad')).tasks.filter((t) => t.state !== 'failed' && t.state !== 'cancelled');
+    expect(open).toEqual([]);
+  }, 120_000);
+});
