@@ -105,7 +105,6 @@ export class Replication {
       );
     }
     const recs = await this.meta.getObjects(ids);
-    const sets: ReplicaSet[] = [];
     for (let i = 0; i < ids.length; i++) {
       const r = recs[i];
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${ids[i]} does not exist`);
@@ -115,15 +114,21 @@ export class Replication {
           `${r.id} is a ${r.typename} with no bytes of its own; replicate its shards`,
         );
       }
-      const set = await this.meta.updateReplicaSet(r.id, (cur) => {
-        if (cur === undefined) {
-          const copies = [{ id: r.id, instanceId: r.instanceId }];
-          return { id: r.id, factor, nbytes: r.nbytes, copies, updatedAt: Date.now() };
-        }
-        return cur.factor === factor ? undefined : { ...cur, factor, updatedAt: Date.now() };
-      });
-      if (set) sets.push(set);
     }
+    // One transaction per set, all at once: each is a round trip to etcd, and the sets are independent.
+    const written = await Promise.all(
+      recs.map((rec) => {
+        const r = rec!;
+        return this.meta.updateReplicaSet(r.id, (cur) => {
+          if (cur === undefined) {
+            const copies = [{ id: r.id, instanceId: r.instanceId }];
+            return { id: r.id, factor, nbytes: r.nbytes, copies, updatedAt: Date.now() };
+          }
+          return cur.factor === factor ? undefined : { ...cur, factor, updatedAt: Date.now() };
+        });
+      }),
+    );
+    const sets = written.filter((set): set is ReplicaSet => set !== undefined);
     if (factor <= 1) return;
     const plan = new Placement(instances);
     const work: (() => Promise<void>)[] = [];
@@ -236,7 +241,8 @@ export class Replication {
     if (from.instanceId === this.instanceId) {
       throw new TrellisError('ERR_BAD_REQUEST', `the copy ${from.id} is on this store already`);
     }
-    const owner = (await this.meta.instances()).find((i) => i.instanceId === from.instanceId);
+    const find = (list: InstanceInfo[]) => list.find((i) => i.instanceId === from.instanceId);
+    const owner = find(this.meta.cachedInstances()) ?? find(await this.meta.instances());
     if (!owner?.rpc) throw new TrellisError('ERR_OBJECT_LOST', `instance ${from.instanceId} is gone or serves no RPC`);
     if (!this.link) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
     return this.link.pull(owner.rpc, from.id);
