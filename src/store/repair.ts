@@ -25,7 +25,8 @@ import { TrellisError } from '../errors.js';
 import type { MetaService } from '../meta/meta-service.js';
 import type { RepairStatus, ReplicaSet } from '../protocol/records.js';
 import type { ObjectTable } from './object-table.js';
-import { Placement, type Replication } from './replication.js';
+import { Placement } from './replica-placement.js';
+import type { Replication } from './replication.js';
 
 export interface RepairOptions {
   /** Repair copies at most this many bytes per second (default 128 MiB/s). */
