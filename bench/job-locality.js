@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   fmtBytes,
@@ -11,11 +9,10 @@ import {
   ROOT,
   report,
   startAgent,
+  startClusterStores,
   startEtcd,
   startRedis,
-  startStore,
   stopChild,
-  tempDir,
   trellis,
 } from './lib.js';
 
@@ -29,21 +26,7 @@ async function main() {
   const etcd = await startEtcd();
   const redis = await startRedis();
   const url = `redis://127.0.0.1:${redis.redis.options.port}`;
-  const { dir } = tempDir('trellis-bench-locality-');
-  const tokenFile = join(dir, 'token');
-  writeFileSync(tokenFile, `${randomUUID()}${randomUUID()}`, { mode: 0o600 });
-  const metaPrefix = `/bench-${randomUUID()}`;
-  const stores = await Promise.all(
-    HOSTS.map((host, i) =>
-      startStore({
-        size: '512M',
-        extraArgs: [
-          ...['--name', `node${i}`, '--meta', `etcd://${etcd.endpoint}`, '--meta-prefix', metaPrefix],
-          ...['--rpc-host', host, '--rpc-port', '0', '--token-file', tokenFile],
-        ],
-      }),
-    ),
-  );
+  const { stores } = await startClusterStores(etcd, HOSTS);
   const clients = await Promise.all(stores.map((s) => t.connect({ socket: s.socket, name: 'job-locality' })));
   const rows = 2048;
   const ids = [];

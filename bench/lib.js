@@ -7,6 +7,7 @@
  * also on Ctrl-C.
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -221,6 +222,31 @@ export async function startStore({ size, reserve = false, segmentSize, cpus, ext
 }
 
 /**
+ * Stores on 127.0.0.1, .2, ... (one per host), named node0, node1, ...,
+ * registered in `etcd` under a fresh prefix, serving RPC with one new token;
+ * `token` is that token (give it to processes that reach the stores over RPC).
+ */
+export async function startClusterStores(etcd, hosts, size = '512M') {
+  const { dir } = tempDir('trellis-bench-cluster-');
+  const token = `${randomUUID()}${randomUUID()}`;
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  const metaPrefix = `/bench-${randomUUID()}`;
+  const stores = await Promise.all(
+    hosts.map((host, i) =>
+      startStore({
+        size,
+        extraArgs: [
+          ...['--name', `node${i}`, '--meta', `etcd://${etcd.endpoint}`, '--meta-prefix', metaPrefix],
+          ...['--rpc-host', host, '--rpc-port', '0', '--token-file', tokenFile],
+        ],
+      }),
+    ),
+  );
+  return { stores, token };
+}
+
+/**
  * Runs `trellis agent` for a store in a child process (bench/handlers as its
  * handlers) and resolves once it is ready; stop it with stopChild.
  */
@@ -255,18 +281,31 @@ export function runChild(file, input, { execArgv = [], cpus } = {}) {
   });
 }
 
+/** In a child made by runChild: receive the input, run `fn`, send its result back, exit. */
+export function childMain(fn) {
+  process.once('message', async (input) => {
+    try {
+      const out = await fn(input);
+      process.send(out, () => process.exit(0));
+    } catch (e) {
+      console.error(e);
+      process.exit(1);
+    }
+  });
+}
+
+export const isChild = process.argv.includes('--child');
+
 /**
- * Forks `file` as a child in the role `env.ROLE` (the child reads it from
- * --role=) that answers the parent's `{rid, cmd, ...}` messages with
- * `{rid, ok | error, ...}` after sending one `{ready: true}`; `ask(cmd, args)`
- * sends one and resolves with its answer. Children run with --expose-gc.
+ * Forks benchmark file `file` (an import.meta.url) as a long-lived child with
+ * `--role=ROLE` (env.ROLE) that answers commands: `ask(cmd, args)` resolves
+ * with its answer, `ready` once it has started; stop() sends SIGTERM.
  */
-export function forkRole(file, env) {
+export function startRole(file, env, { execArgv = [] } = {}) {
   const child = track(
-    fork(file, [`--role=${env.ROLE}`], {
+    fork(fileURLToPath(file), [`--role=${env.ROLE}`], {
       env: { ...process.env, ...env },
-      // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
-      execArgv: ['--expose-gc'],
+      execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
   );
@@ -301,20 +340,24 @@ export function forkRole(file, env) {
   };
 }
 
-/** In a child made by runChild: receive the input, run `fn`, send its result back, exit. */
-export function childMain(fn) {
-  process.once('message', async (input) => {
+/**
+ * In a child made by startRole: answers the parent's {rid, cmd, ...} messages
+ * with {rid, ok | error, ...}. Each command starts and ends with a collection
+ * when the child runs with --expose-gc, so none pays for another's garbage.
+ */
+export function serveParent(handlers) {
+  process.on('message', async (m) => {
     try {
-      const out = await fn(input);
-      process.send(out, () => process.exit(0));
+      globalThis.gc?.();
+      const out = await handlers[m.cmd](m);
+      globalThis.gc?.();
+      process.send({ rid: m.rid, ok: true, ...out });
     } catch (e) {
-      console.error(e);
-      process.exit(1);
+      process.send({ rid: m.rid, ok: false, error: `${e?.code ?? ''} ${e?.message ?? e}` });
     }
   });
+  process.send({ ready: true });
 }
-
-export const isChild = process.argv.includes('--child');
 
 /** Loads the built package, all three entry points in one namespace (run `npx tsc -p tsconfig.json` first). */
 export async function trellis() {

@@ -28,12 +28,10 @@
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   fmtRate,
   fmtRatio,
   fmtUs,
-  forkRole,
   GiB,
   MiB,
   median,
@@ -41,6 +39,7 @@ import {
   nowUs,
   report,
   startEtcd,
+  startRole,
   startStore,
   stopChild,
   tempDir,
@@ -52,7 +51,7 @@ const SHARDS = 8;
 const SHARD = SIZE / SHARDS;
 const ROUNDS = 3;
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
-const PEERS = fileURLToPath(new URL('./rpc-transfer.js', import.meta.url));
+const PEERS = new URL('./rpc-transfer.js', import.meta.url).href;
 const LEASE_TTL = 2;
 
 const CHUNK = 64 * MiB;
@@ -107,8 +106,8 @@ async function main() {
     return true;
   };
 
-  const sender = forkRole(PEERS, { ROLE: 'peer', PEER_HOST: HOSTS[0] });
-  const receiver = forkRole(PEERS, { ROLE: 'peer', PEER_HOST: HOSTS[1] });
+  const sender = startRole(PEERS, { ROLE: 'peer', PEER_HOST: HOSTS[0] }, { execArgv: ['--expose-gc'] });
+  const receiver = startRole(PEERS, { ROLE: 'peer', PEER_HOST: HOSTS[1] }, { execArgv: ['--expose-gc'] });
   const raw = async (into = 'shm') => {
     const r = await receiver.ask('receive', { port, from: HOSTS[0], into });
     if (r.bytes !== SIZE) throw new Error(`raw TCP moved ${r.bytes} bytes`);

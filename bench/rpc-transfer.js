@@ -26,8 +26,21 @@
  */
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { fmtRate, fmtRatio, forkRole, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, trellis } from './lib.js';
+import {
+  fmtRate,
+  fmtRatio,
+  GiB,
+  MiB,
+  median,
+  met,
+  nowUs,
+  ROOT,
+  report,
+  serveParent,
+  startRole,
+  tempDir,
+  trellis,
+} from './lib.js';
 
 const SIZE = 1 * GiB;
 const ROUNDS = 7;
@@ -39,22 +52,6 @@ const TOKEN = 'bench-rpc-transfer-token-0123456789';
 // ---- children: a store, or a peer (TCP sender / receiver, RPC getter) ---------
 
 const role = process.argv.find((a) => a.startsWith('--role='))?.slice(7);
-
-/** Answers the parent's {rid, cmd, ...} messages with {rid, ok | error, ...}. */
-function serve(handlers) {
-  process.on('message', async (m) => {
-    try {
-      globalThis.gc?.();
-      const out = await handlers[m.cmd](m);
-      // and ends with one, so its garbage is gone before the next case runs anywhere
-      globalThis.gc?.();
-      process.send({ rid: m.rid, ok: true, ...out });
-    } catch (e) {
-      process.send({ rid: m.rid, ok: false, error: `${e?.code ?? ''} ${e?.message ?? e}` });
-    }
-  });
-  process.send({ ready: true });
-}
 
 /** Sample bytes spread over the object, to check a copy without reading all of it twice. */
 function samples(bytes) {
@@ -87,7 +84,7 @@ async function storeMain() {
     cleanup();
     process.exit(0);
   });
-  serve({
+  serveParent({
     address: () => ({ endpoint: store.rpcAddress }),
     fill: async () => {
       const w = await client.createTensor('uint8', [SIZE]);
@@ -117,7 +114,7 @@ async function peerMain() {
   let server = null;
   let value = null;
   let warm = null;
-  serve({
+  serveParent({
     /** Raw TCP sender: each connection gets the same SIZE bytes of one warm buffer, in WRITE-sized writes. */
     listen: () =>
       new Promise((resolve) => {
@@ -224,8 +221,10 @@ async function peerMain() {
 
 // ---- parent -------------------------------------------------------------------
 
-/** A child of this file in one role (store or peer), answering the parent's requests. */
-const start = (env) => forkRole(fileURLToPath(import.meta.url), env);
+function start(env) {
+  // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
+  return startRole(import.meta.url, env, { execArgv: ['--expose-gc'] });
+}
 
 async function main() {
   const a = start({ ROLE: 'store', STORE_HOST: HOST_A });

@@ -15,6 +15,7 @@ const BENCHES = [
   'small-objects.js',
   'baselines.js',
   'rpc-transfer.js',
+  'gradient-exchange.js',
   'ort-handoff.js',
   'meta-ops.js',
   'training.js',
@@ -22,6 +23,7 @@ const BENCHES = [
   'job-placement.js',
   'job-overhead.js',
   'job-locality.js',
+  'epoch-time.js',
   'replication.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;

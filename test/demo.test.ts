@@ -21,7 +21,7 @@ describe('trellis demo', () => {
       );
       expect(r.out).toContain('as dataset "fmnist/train" (4 shards, 44.9 MiB)');
       expect(r.out).toMatch(/all 4 readers agree/);
-      expect(r.out).toMatch(/task 0 placed on demo: demo holds 100% of its 44\.9 MiB input/);
+      expect(r.out).toMatch(/task 0 placed on demo: rank 0 of 1 on demo: 4 shards, 44\.9 MiB \(44\.9 MiB local\)/);
       expect(r.out).toMatch(/^ {3}epoch +15 +step +9000 +loss /m); // the last progress event
       expect(r.out).toMatch(/^ {3}job succeeded$/m);
       expect(r.out).toMatch(/read on its own node: 44\.9 MiB; moved between nodes: 0\.0 MiB/);

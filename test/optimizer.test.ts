@@ -3,7 +3,7 @@
  * Adam against a float64 transcription of PyTorch's algorithm, bit-identical
  * replays, checkpoint state) and the learning-rate rule (Goyal et al. 2017).
  */
-import { learningRate, Optimizer, type OptimizerSpec } from 'trellis/models';
+import { effectiveBatchWarning, learningRate, Optimizer, type OptimizerSpec } from 'trellis/models';
 import { describe, expect, it } from 'vitest';
 
 const fail = (fn: () => unknown) => {
@@ -164,6 +164,20 @@ describe('learningRate (linear scaling with gradual warmup, Goyal et al. 2017)',
     const w = { base: 0.1, baseBatch: 10, batch: 30, warmupSteps: 20, decay: 0.5, stepsPerEpoch: 10 };
     expect(learningRate(w, 10)).toBe((0.1 + (0.2 * 10) / 20) * 0.5);
     expect(learningRate(w, 20)).toBe((0.1 * 30) / 10 / 4);
+  });
+
+  it('words a warning when the ranks change the effective batch, and none when they do not', () => {
+    expect(effectiveBatchWarning({ batch: 64, ranks: 3, baseBatch: 64 })).toBe(
+      '3 ranks of 64 rows make an effective batch of 192, not the 64 the learning rate was set for: the linear scaling rule multiplies it by 3',
+    );
+    expect(effectiveBatchWarning({ batch: 128, ranks: 1, baseBatch: 192 })).toBe(
+      '1 rank of 128 rows makes an effective batch of 128, not the 192 the learning rate was set for: the linear scaling rule multiplies it by 0.6667',
+    );
+    expect(effectiveBatchWarning({ batch: 64, ranks: 2, baseBatch: 128 })).toBeNull();
+    expect(fail(() => effectiveBatchWarning({ batch: 64, ranks: 0, baseBatch: 64 }))).toEqual({
+      code: 'ERR_BAD_REQUEST',
+      message: 'Expected ranks to be a positive integer but received number 0',
+    });
   });
 
   it('refuses a schedule it cannot follow', () => {

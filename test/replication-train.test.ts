@@ -141,7 +141,7 @@ async function story(id: string): Promise<string> {
 }
 
 describe('data-parallel training over a replicated dataset', () => {
-  it('loses rank 0’s whole node (agent, then its store) mid-job and completes from its replicated checkpoint', async () => {
+  it('loses rank 0’s whole node (store and agent, kill -9 at once) mid-job and completes from its replicated checkpoint', async () => {
     const { job } = await jobs.submit(spec('dp-node-loss'));
     const done = untilDone(jobs, job.id, 420_000);
     const victim = await pastSecondCheckpoint(job.id);
@@ -149,11 +149,8 @@ describe('data-parallel training over a replicated dataset', () => {
     const ck = (await clients[3].locate(`${job.id}/checkpoint`)).shards[0];
     const holders = ck.replicas.filter((r) => r.alive).map((r) => r.instanceId);
     expect([holders.length, holders.includes(clients[victim].instanceId)]).toEqual([2, true]);
-    // The agent goes first and the group restarts on the two live nodes; then the node's store goes too,
-    // so what the new group reads of that node (its shards, the checkpoint) comes from the copies elsewhere.
-    await agents[victim].kill();
-    await eventually(async () => (await jobs.nodes()).length === 2, "the victim's heartbeat expires", 60_000);
     await clients[victim].close();
+    await agents[victim].kill();
     stores[victim].child.kill('SIGKILL');
     const { job: end } = await done;
     expect(end.state, await story(job.id)).toBe('succeeded');
@@ -167,21 +164,5 @@ describe('data-parallel training over a replicated dataset', () => {
     expect(resumed[0]).toBeGreaterThanOrEqual(40);
     expect(new Set(end.result?.ranks?.map((r) => r.paramsSha256)).size).toBe(1);
     expect(end.result?.metrics?.accuracy ?? 0).toBeGreaterThan(0.78);
-  }, 600_000);
-
-  // Skipped, said so: with agent and store killed at the same moment, the peers' allReduce fails at once
-  // (ECONNRESET from the dead store), the group restarts before the dead node's heartbeat expires, and the
-  // restarted group never starts (observed twice: 7 minutes at "restarting the group", no engine warning).
-  // That is the restart path of the data-parallel scheduler (branch dp-gang), reported to the coordinator.
-  it.skip('loses rank 0’s whole node (store and agent at once) mid-job and completes from its checkpoint', async () => {
-    const { job } = await jobs.submit(spec('dp-node-loss-at-once'));
-    const done = untilDone(jobs, job.id, 420_000);
-    const victim = await pastSecondCheckpoint(job.id);
-    await clients[victim].close();
-    await agents[victim].kill();
-    stores[victim].child.kill('SIGKILL');
-    const { job: end } = await done;
-    expect(end.state, await story(job.id)).toBe('succeeded');
-    expect(end.restarts).toBe(1);
   }, 600_000);
 });

@@ -34,9 +34,12 @@ import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
 
 type Store = Awaited<ReturnType<typeof spawnStore>>;
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
-/** Shards per node and rows per shard: 18,000 training rows, a multiple of every batch below. */
-const SHARDS_PER_NODE = 2;
-const ROWS = 3_000;
+/** Shards per node and rows per shard: 54,000 training rows, a multiple of every batch below. */
+const SHARDS_PER_NODE = 3;
+const ROWS = 6_000;
+const EPOCHS = 5;
+/** Steps per epoch: 18,000 rows per rank in batches of 100 (or 54,000 in batches of 300). */
+const STEPS = 180;
 const TEST_ROWS = 10_000;
 
 let etcd: EtcdHandle;
@@ -113,8 +116,8 @@ const train = (over: Partial<TrainJobSpec>): TrainJobSpec => ({
   dataset: 'fm/train',
   evalDataset: 'fm/test',
   model: { kind: 'softmax' },
-  epochs: 4,
-  learningRate: 0.3,
+  epochs: EPOCHS,
+  learningRate: 0.1,
   baseBatch: 100,
   ...over,
 });
@@ -137,7 +140,7 @@ describe('data-parallel training over three nodes', () => {
 
     const acc3 = accuracy(threeRanks);
     const acc1 = accuracy(one);
-    expect(acc3).toBeGreaterThan(0.78);
+    expect(acc3).toBeGreaterThan(0.8);
     expect(Math.abs(acc3 - acc1)).toBeLessThanOrEqual(0.005);
 
     // One rank per node, each on the two shards beside it.
@@ -145,17 +148,17 @@ describe('data-parallel training over three nodes', () => {
       [0, 1, 2].map((r) => ({
         rank: r,
         node: `node${r}`,
-        shards: 2,
-        bytes: 2 * ROWS * 785,
-        bytesLocal: 2 * ROWS * 785,
+        shards: SHARDS_PER_NODE,
+        bytes: SHARDS_PER_NODE * ROWS * 785,
+        bytesLocal: SHARDS_PER_NODE * ROWS * 785,
         bytesMoved: 0,
       })),
     );
     const ranks = threeRanks.result?.ranks ?? [];
     expect(ranks.map((r) => [r.rank, r.node, r.rows, r.steps, r.resumedFrom])).toEqual([
-      [0, 'node0', 2 * ROWS, 4 * 60, 0],
-      [1, 'node1', 2 * ROWS, 4 * 60, 0],
-      [2, 'node2', 2 * ROWS, 4 * 60, 0],
+      [0, 'node0', SHARDS_PER_NODE * ROWS, EPOCHS * STEPS, 0],
+      [1, 'node1', SHARDS_PER_NODE * ROWS, EPOCHS * STEPS, 0],
+      [2, 'node2', SHARDS_PER_NODE * ROWS, EPOCHS * STEPS, 0],
     ]);
     expect(new Set(ranks.map((r) => r.paramsSha256)).size).toBe(1);
     expect(threeRanks.result?.effectiveBatch).toBe(300);
@@ -166,7 +169,7 @@ describe('data-parallel training over three nodes', () => {
 
     const warning =
       'effective batch 300 (3 ranks x batch 100) differs from baseBatch 100: learning rate scaled 3.00x ' +
-      'from 0.3 to 0.9 with a linear warm-up of one epoch of (at most 200) steps (Goyal et al. 2017); ' +
+      'from 0.1 to 0.3 with a linear warm-up over the first epoch (at most 200 steps) (Goyal et al. 2017); ' +
       'accuracy may differ from 100-row batches';
     expect(threeRanks.warnings).toEqual([warning]);
     expect(await jobs.logs('dp3')).toContain(`warning: ${warning}`);
@@ -175,28 +178,33 @@ describe('data-parallel training over three nodes', () => {
   it('kill -9 of rank 0’s agent mid-job: the group restarts from the checkpoint and completes', async () => {
     const { job } = await jobs.submit(train({ id: 'dp-kill', ranks: 3, batchSize: 100, checkpointEvery: 20 }));
     const events = (async () => untilDone(jobs, job.id, 240_000))();
-    // Past the second checkpoint (step 40), well before the end (240 steps).
+    // Past the second checkpoint (step 40), well before the end (900 steps).
     await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 120_000);
     const placed = (await jobs.get(job.id)).placement ?? [];
     const node0 = placed.find((p) => p.rank === 0)?.node;
     const victim = Number(node0?.slice('node'.length));
     await agents[victim]?.kill();
     agents[victim] = undefined;
-    const { job: done } = await events;
-    expect(done.state).toBe('succeeded');
-    expect(done.restarts).toBe(1);
-    // Re-placed on the two live nodes; the dead node's shards are moved to them.
-    expect(new Set(done.placement?.map((p) => p.node))).not.toContain(node0);
-    // Every rank resumed from the same checkpoint, taken at a multiple of 20 steps, the second or later.
-    const resumed = done.result?.ranks?.map((r) => r.resumedFrom) ?? [];
-    const from = resumed[0];
-    expect(resumed).toEqual([from, from, from]);
-    expect(from % 20).toBe(0);
-    expect(from).toBeGreaterThanOrEqual(40);
-    expect(new Set(done.result?.ranks?.map((r) => r.paramsSha256)).size).toBe(1);
-    expect(Math.abs(accuracy(done) - accuracy(threeRanks))).toBeLessThanOrEqual(0.005);
-    expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
-    await startAgent(victim);
+    try {
+      const { job: done } = await events;
+      expect(done.state).toBe('succeeded');
+      expect(done.restarts).toBe(1);
+      // Re-placed on the two live nodes; the dead node's shards are moved to them.
+      expect(new Set(done.placement?.map((p) => p.node))).not.toContain(node0);
+      // Every rank resumed from the same checkpoint, taken at a multiple of 20 steps, the second or later.
+      const resumed = done.result?.ranks?.map((r) => r.resumedFrom) ?? [];
+      const from = resumed[0];
+      expect(resumed).toEqual([from, from, from]);
+      expect(from % 20).toBe(0);
+      expect(from).toBeGreaterThanOrEqual(40);
+      expect(new Set(done.result?.ranks?.map((r) => r.paramsSha256)).size).toBe(1);
+      expect(Math.abs(accuracy(done) - accuracy(threeRanks))).toBeLessThanOrEqual(0.005);
+      expect(await jobs.logs(job.id)).toMatch(
+        /restarting the group from its last checkpoint \(restart 1 of at most 3\)/,
+      );
+    } finally {
+      await startAgent(victim);
+    }
   }, 300_000);
 
   it('a rank that fails for good fails the job with its code: no restart, no orphan task, no object left', async () => {
@@ -243,16 +251,13 @@ describe('data-parallel training over three nodes', () => {
         }),
       );
     const empty = { waiting: 0, prioritized: 0, delayed: 0, active: 0, failed: 0, completed: 0 };
-    await eventually(
-      async () => JSON.stringify(await counts()) === JSON.stringify([empty, empty, empty]),
-      'empty queues',
-    );
-    await eventually(
-      async () =>
-        JSON.stringify(await Promise.all(clients.map(async (c) => (await c.status()).objects))) ===
-        JSON.stringify(before),
-      'objects back to what they were',
-    );
+    // Ranks stop within the agents' 200 ms poll; a moment later nothing of the job is left anywhere.
+    const objects = () => Promise.all(clients.map(async (c) => (await c.status()).objects));
+    const settled = async () =>
+      JSON.stringify([await counts(), await objects()]) === JSON.stringify([[empty, empty, empty], before]);
+    await eventually(settled, 'queues empty and objects as before').catch(() => {});
+    expect(await counts()).toEqual([empty, empty, empty]);
+    expect(await objects()).toEqual(before);
     // Every rank ended: the bad one failed, its peers stopped when the job failed (or never started).
     const open = (await jobs.get('dp-bad')).tasks.filter((t) => t.state !== 'failed' && t.state !== 'cancelled');
     expect(open).toEqual([]);

@@ -56,6 +56,8 @@ export function formatJob(j: Job): string {
     ['accuracy', j.result?.metrics?.accuracy?.toFixed(4)],
     ['output', j.result?.output],
     ['error', j.error ? `${j.error.code}: ${j.error.message}` : undefined],
+    ['restarts', j.restarts ? String(j.restarts) : undefined],
+    ...(j.warnings ?? []).map((w): [string, string] => ['warning', w]),
   ];
   let out = table(
     lines.filter((l): l is [string, string] => l[1] !== undefined && l[1] !== '').map(([k, v]) => [`${k}:`, v]),
@@ -72,6 +74,24 @@ export function formatJob(j: Job): string {
         String(t.bytesLocal),
         String(t.bytesMoved),
         t.placement?.reason ?? '',
+      ]),
+    ];
+    out += `\n${table(rows)}\n`;
+  }
+  const ranks = j.result?.ranks ?? [];
+  if (ranks.length > 0) {
+    const ms = (n: number) => n.toFixed(2);
+    const rows = [
+      ['RANK', 'NODE', 'ROWS', 'STEPS', 'COMPUTE MS', 'EXCHANGE MS', 'WAITING MS', 'PARAMS SHA-256'],
+      ...ranks.map((r) => [
+        String(r.rank),
+        r.node,
+        String(r.rows),
+        String(r.steps),
+        ms(r.stepMs.compute),
+        ms(r.stepMs.exchange),
+        ms(r.stepMs.waiting),
+        r.paramsSha256.slice(0, 16),
       ]),
     ];
     out += `\n${table(rows)}\n`;

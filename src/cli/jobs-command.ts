@@ -84,6 +84,10 @@ function specFromFlags(o: Record<string, unknown>): JobSpec {
     batchSize: o.batchSize,
     learningRate: o.learningRate,
     ranks: o.ranks,
+    baseBatch: o.baseBatch,
+    warmupSteps: o.warmupSteps,
+    checkpointEvery: o.checkpointEvery,
+    maxRestarts: o.maxRestarts,
     handler: o.handler,
     args: o.args,
     output: o.output,
@@ -115,7 +119,11 @@ export function jobsCommand(): Command {
     .option('--epochs <n>', 'train: epochs', numberArg)
     .option('--batch-size <n>', 'train: batch size', numberArg)
     .option('--learning-rate <x>', 'train: learning rate', numberArg)
-    .option('--ranks <n>', 'train: data-parallel ranks', numberArg)
+    .option('--ranks <n>', 'train: data-parallel ranks (default: one per node holding shards)', numberArg)
+    .option('--base-batch <n>', 'train: the batch --learning-rate is tuned for (default: --batch-size)', numberArg)
+    .option('--warmup-steps <n>', 'train: warm-up steps of a scaled learning rate', numberArg)
+    .option('--checkpoint-every <n>', 'train: steps between checkpoints (default 50)', numberArg)
+    .option('--max-restarts <n>', 'train: group restarts after a lost rank (default 3)', numberArg)
     .option('--handler <name>', "map: handler module name in the agents' --handlers")
     .option('--args <json>', 'map: arguments for the handler, as JSON', jsonArg)
     .option('--output <name>', 'map, infer: output dataset name')

@@ -240,6 +240,19 @@ export class TrellisClient extends ClientCommon {
     };
   }
 
+  /**
+   * Ends a tag scope of this client (what comes before a tag's last '#'):
+   * deletes this client's objects tagged in it, and RPC reads waiting for
+   * its tags, now or later, fail with ERR_COLLECTIVE_ABORTED. A producer
+   * that gives up calls it so its readers learn at once.
+   */
+  async endScope(scope: string): Promise<void> {
+    if (typeof scope !== 'string' || scope.length === 0 || scope.length > 1024) {
+      throw invalidParameter('scope', 'a string of 1 to 1024 characters', scope);
+    }
+    await this.call({ t: 'endScope', scope });
+  }
+
   // ---- get --------------------------------------------------------------
 
   /** Many objects in one round trip, as views over shared memory. */

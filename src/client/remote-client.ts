@@ -49,6 +49,8 @@ export interface ReadOptions {
   wait?: boolean;
   /** With wait: ERR_TIMEOUT after this long (default 0: no limit). */
   timeoutMs?: number;
+  /** Called when the answer begins to arrive (its bytes follow): splits waiting from transfer in timings. */
+  onStart?: () => void;
 }
 
 export interface RemoteConnectOptions {
@@ -247,6 +249,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
         waits: wait,
         alloc: (h) => {
           reply = decodeReadAnswer(h, offset, length);
+          opts.onStart?.();
           return [into];
         },
       },

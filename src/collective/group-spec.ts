@@ -72,9 +72,14 @@ export function chunkOf(size: number, ranks: number, k: number): [number, number
 }
 
 /** What a rank publishes at a step: its gradients, its reduced chunk (or the sum), a broadcast. */
-export type Piece = 'grad' | 'sum' | 'bcast';
+export type Piece = 'grad' | 'sum' | 'bcast' | 'ack';
 
-/** The tag of a rank's piece of a step, in its own store: the group, the rank, the step. */
+/** A rank's tag scope in its store (src/store/tags.ts): what comes before the tag's last '#'. */
+export function scopeOfRank(group: string, rank: number): string {
+  return `${group}/${rank}`;
+}
+
+/** The tag of a rank's piece of a step, in its own store: the rank's scope, then the step. */
 export function tagOf(group: string, rank: number, step: number, piece: Piece): string {
-  return `${group}#${rank}/${step}/${piece}`;
+  return `${scopeOfRank(group, rank)}#${step}/${piece}`;
 }

@@ -4,28 +4,33 @@
  * their own node's arena and reading each other's over RPC. No byte of a
  * gradient goes through Redis, etcd or JSON.
  *
- * One step of allReduce (reduce-scatter, then all-gather; rank r owns chunk r):
- *   1. r parks its reads at every peer's store first: chunk r of the peer's
- *      gradients, then the peer's reduced chunk. A read with `wait` sits in
- *      the peer store until the tag it names is bound, so the answer leaves
- *      the moment the peer seals: control costs no round trip of its own.
- *   2. r writes its gradients into a blob of its arena and seals it under a
- *      tag that allows N-1 reads (the store deletes it after the last one).
- *   3. The peers' chunks land straight in a scratch blob of r's arena; r sums
- *      chunk r in rank order, ((g0 + g1) + g2) ..., into a new blob, seals it
- *      (N-1 reads) and copies it into the caller's buffer.
- *   4. The peers' reduced chunks land straight in the caller's buffer.
- * Every chunk is summed once, by its owner, in one order, so every rank ends
- * with the same bits. The 'reduce' algorithm (rank 0 sums everything, the
- * others read the sum) is kept for measurement (bench/gradient-exchange.js).
+ * One step of allReduce, 'reduce' (the default, chosen by measurement):
+ *   1. Rank 0 parks a read of every peer's gradients at the peer's store. A
+ *      read with `wait` sits in the store until the tag it names is bound,
+ *      so the answer leaves the moment the peer seals: control costs no
+ *      round trip of its own. Each peer parks a read of the sum at store 0.
+ *   2. Each peer writes its gradients into a blob of its own arena and seals
+ *      it under a tag that allows one read (the store deletes it after).
+ *   3. The gradients land straight in a scratch blob of rank 0's arena; rank
+ *      0 sums in rank order, ((g0 + g1) + g2) ..., into a new blob, seals it
+ *      (N-1 reads) and copies it into its buffer; it lands straight in each
+ *      peer's buffer.
+ * 'reduce-scatter' does the same per chunk: rank r sums chunk r of everyone's
+ * gradients and everyone reads everyone's summed chunk (all-gather). Either
+ * way every element is summed once, by one rank, in one order, so every rank
+ * ends with the same bits.
  *
  * Failure. A step that cannot finish within timeoutMs, whose peer store drops
  * the connection, or whose signal aborts, fails with ERR_COLLECTIVE_ABORTED
  * (the cause is the underlying error); the group is broken then and every
  * later call fails the same way. The peer connections are closed at once, so
  * no parked read can land in the caller's buffer after the step failed.
- * close() deletes what this rank published; a rank that dies has its objects
- * deleted by its store (tags belong to the connection that bound them).
+ * The rank also ends its tag scope in its store, which fails the reads its
+ * peers parked on it at once (ERR_COLLECTIVE_ABORTED from the store), so one
+ * rank's failure reaches the others in milliseconds, not at their timeouts;
+ * a rank that dies has its scope ended by its store, and its objects deleted
+ * (tags belong to the connection that bound them). close() ends the scope
+ * too: it deletes what this rank published.
  *
  * @example
  *   const c = await StoreCollective.open(client, { group: 'job7/0', rank, ranks: 3, size: g.length, members });
@@ -33,11 +38,11 @@
  *   for (let step = 1; ; step++) { computeGradients(g); await c.allReduce(step, g); apply(g); }
  *   await c.close();
  */
-import type { TrellisClient } from '../client/client.js';
+import type { BlobWriter, TrellisClient } from '../client/client.js';
 import { RemoteClient } from '../client/remote-client.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import type { InstanceInfo } from '../protocol/records.js';
-import { checkGroupSpec, chunkOf, type GroupSpec, type Piece, tagOf } from './group-spec.js';
+import { checkGroupSpec, chunkOf, type GroupSpec, type Piece, scopeOfRank, tagOf } from './group-spec.js';
 
 export type { GroupMember, GroupSpec } from './group-spec.js';
 
@@ -51,9 +56,13 @@ export interface CollectiveOptions {
   /** The shared RPC token (default $TRELLIS_TOKEN). */
   token?: string;
   /**
-   * 'reduce-scatter' (default): reduce-scatter + all-gather, each rank owns 1/N of
-   * the buffer. 'reduce': rank 0 sums everything and the others read the sum.
-   * Every rank of a group must use the same one.
+   * 'reduce' (default): rank 0 sums everything and the others read the sum.
+   * 'reduce-scatter': reduce-scatter + all-gather, each rank owns 1/N of the
+   * buffer. Every rank of a group must use the same one. The default is
+   * chosen by measurement (bench/gradient-exchange.js, bench/RESULTS.md): on
+   * 2 vCPUs, where the stores and ranks share the CPUs, the fewer messages
+   * of 'reduce' win at the MLP's 0.94 MB for 2 and 3 ranks, and at 8 MB for
+   * 3; 'reduce-scatter' wins at 8 MB for 2 ranks.
    */
   algorithm?: Algorithm;
 }
@@ -75,6 +84,8 @@ export interface ExchangeTiming {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** A broadcast's acknowledgement: an empty-ish blob (its tag is the message). */
+const ACK_BYTES = 4;
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /** A phase of parked reads: when its first answer began arriving and when all were in. */
@@ -89,9 +100,13 @@ export class StoreCollective {
   private busy = false;
   private broken: TrellisError | null = null;
   private closing: Promise<void> | null = null;
-  /** Ids this rank published, by step, until known consumed; deleted at close. */
-  private readonly published = new Map<number, string[]>();
   private readonly onAbort: () => void;
+  /** Blobs allocated ahead for the next step, by size (off the next step's critical path). */
+  private readonly ahead = new Map<number, Promise<BlobWriter>>();
+  /** The seal that ended the previous step on rank 0 ('reduce'), answered while the next one starts. */
+  private sealing: Promise<void> | null = null;
+  /** Blobs taken for a step and not sealed yet. */
+  private readonly unsealed = new Set<BlobWriter>();
   /** Rejects the step in flight (set while one runs). */
   private failStep: ((e: TrellisError) => void) | null = null;
 
@@ -123,7 +138,7 @@ export class StoreCollective {
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
       throw invalidParameter('opts.timeoutMs', 'a positive number of milliseconds', timeoutMs);
     }
-    const algorithm = opts.algorithm ?? 'reduce-scatter';
+    const algorithm = opts.algorithm ?? 'reduce';
     if (algorithm !== 'reduce-scatter' && algorithm !== 'reduce') {
       throw invalidParameter('opts.algorithm', "'reduce-scatter' or 'reduce'", algorithm);
     }
@@ -203,13 +218,24 @@ export class StoreCollective {
   /** Deletes every object this rank published and releases its scratch and connections; idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      this.breakGroup(new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`));
+      // The last seal is answered first: by then the reads parked on it have pinned its object,
+      // which ending the scope (below) would otherwise delete under them.
+      const sealed = this.previousSeal().catch(() => {});
+      this.breakGroup(
+        new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`),
+        false,
+      );
       this.signal?.removeEventListener('abort', this.onAbort);
+      await sealed;
       for (const p of new Set(this.peers)) await p?.close().catch(() => {});
-      const ids = [...this.published.values()].flat();
-      this.published.clear();
-      // One by one: most are gone already (their last read deleted them).
-      await Promise.all(ids.map((id) => this.client.delete(id).catch(() => {})));
+      // Deletes what this rank published that no peer read.
+      await this.client.endScope(this.scope).catch(() => {});
+      const ahead = [...this.ahead.values()];
+      this.ahead.clear();
+      await Promise.all(ahead.map((w) => w.then((b) => b.abort()).catch(() => {})));
+      const unsealed = [...this.unsealed];
+      this.unsealed.clear();
+      await Promise.all(unsealed.map((w) => w.abort().catch(() => {})));
       await this.scratch?.abort().catch(() => {});
     })();
     return this.closing;
@@ -274,7 +300,7 @@ export class StoreCollective {
   }
 
   /** Marks the group broken (the first reason stands), fails the step in flight and cuts the peer connections. */
-  private breakGroup(e: TrellisError): TrellisError {
+  private breakGroup(e: TrellisError, endScope = true): TrellisError {
     if (this.broken) {
       this.failStep?.(this.broken);
       return this.broken;
@@ -282,6 +308,8 @@ export class StoreCollective {
     this.broken = e;
     // Closing the sockets first: no parked read may land in a buffer after its step failed.
     for (const p of new Set(this.peers)) p?.close().catch(() => {});
+    // Ending this rank's tag scope fails the peers' reads parked on it now, rather than at their timeout.
+    if (endScope) this.client.endScope(this.scope).catch(() => {});
     this.failStep?.(e);
     return e;
   }
@@ -290,49 +318,88 @@ export class StoreCollective {
     return tagOf(this.spec.group, rank, step, piece);
   }
 
+  /** This rank's tag scope: ending it deletes what it published and fails the reads parked on it. */
+  private get scope(): string {
+    return scopeOfRank(this.spec.group, this.spec.rank);
+  }
+
   /** A read parked at rank `k`'s store: `into` receives the range when `k` binds the tag. */
   private park(k: number, step: number, piece: Piece, into: Uint8Array, offset: number, phase: Phase): Promise<void> {
     const peer = this.peers[k];
     if (!peer) return Promise.reject(new TrellisError('ERR_INTERNAL', `no connection to rank ${k}'s store`));
-    return peer.read(this.tag(k, step, piece), into, { offset, wait: true, timeoutMs: this.timeoutMs }).then(() => {
-      // Answers arrive one after another; the first settled marks when bytes began coming.
+    const onStart = () => {
       phase.first ??= process.hrtime.bigint();
-    });
+    };
+    return peer
+      .read(this.tag(k, step, piece), into, { offset, wait: true, timeoutMs: this.timeoutMs, onStart })
+      .then(() => {});
   }
 
-  /** Waits for a phase; its time splits into waiting (to its first answer) and transfer (the rest). */
+  /**
+   * Waits for a phase from `since` (when this rank had nothing left to do):
+   * the time until its first answer began arriving is waiting for peers, the
+   * rest is transfer.
+   */
   private async finish(p: Phase, since: bigint, t: ExchangeTiming, bytes: number): Promise<void> {
     await p.done;
     const end = process.hrtime.bigint();
-    const first = p.first ?? end;
+    const first = p.first === null || p.first > end ? end : p.first < since ? since : p.first;
     t.waitMs += Number(first - since) / 1e6;
     t.transferMs += Number(end - first) / 1e6;
     t.bytesMoved += bytes;
   }
 
+  /**
+   * A new blob of `bytes` in the local arena: the one allocated ahead at the
+   * end of the previous step when there is one (a step's blobs are the same
+   * sizes every step).
+   */
+  private blob(bytes: number): Promise<BlobWriter> {
+    const w = this.ahead.get(bytes) ?? this.client.createBlob(bytes);
+    this.ahead.delete(bytes);
+    // Unsealed until sealed: a step that fails between the two leaves it to close() to abort.
+    return w.then(async (b) => {
+      if (this.closing) {
+        // close() ran while this was allocated: it is nobody's now.
+        await b.abort().catch(() => {});
+        throw new TrellisError('ERR_COLLECTIVE_ABORTED', `group ${this.spec.group}: this rank was closed`);
+      }
+      this.unsealed.add(b);
+      return b;
+    });
+  }
+
+  /** Waits for the previous step's last seal: a step whose seal failed fails the next one. */
+  private async previousSeal(): Promise<void> {
+    const p = this.sealing;
+    this.sealing = null;
+    if (p) await p;
+  }
+
+  /** Seals a blob of this step under its tag, for `reads` readers. */
+  private async seal(w: BlobWriter, step: number, piece: Piece, reads: number): Promise<void> {
+    await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
+    this.unsealed.delete(w);
+  }
+
+  /** Allocates the blobs of the next step ahead, while the caller computes. */
+  private allocateAhead(sizes: number[]): void {
+    for (const bytes of sizes) {
+      if (bytes === 0 || this.ahead.has(bytes) || this.closing || this.broken) continue;
+      const w = this.client.createBlob(bytes);
+      w.catch(() => {});
+      this.ahead.set(bytes, w);
+    }
+  }
+
   /** Writes `data` into a new blob of the local arena and seals it under the tag, for `reads` readers. */
   private async publish(step: number, piece: Piece, data: Float32Array, reads: number, t: ExchangeTiming) {
     const t0 = process.hrtime.bigint();
-    const w = await this.client.createBlob(data.byteLength);
+    const w = await this.blob(data.byteLength);
     new Float32Array(w.buffer.buffer, w.buffer.byteOffset, data.length).set(data);
-    const id = await w.seal({ tag: this.tag(this.spec.rank, step, piece), reads });
-    this.remember(step, id);
+    await this.seal(w, step, piece, reads);
     t.writeMs += ms(t0);
     t.bytesLocal += data.byteLength;
-  }
-
-  private remember(step: number, id: string): void {
-    const list = this.published.get(step);
-    if (list) list.push(id);
-    else this.published.set(step, [id]);
-  }
-
-  /**
-   * Once a rank has finished allReduce `step`, every peer has started it,
-   * so each has finished reading what this rank published before it.
-   */
-  private consumedBefore(step: number): void {
-    for (const s of this.published.keys()) if (s < step) this.published.delete(s);
   }
 
   private bytesOf(buf: Float32Array, start: number, end: number): Uint8Array {
@@ -372,7 +439,7 @@ export class StoreCollective {
     rs.done.catch(() => {});
     ag.done.catch(() => {});
     // The sum's blob is allocated while the gradients are published (one more request in the same batch).
-    const sumBlob = len > 0 ? this.client.createBlob(len * 4) : null;
+    const sumBlob = len > 0 ? this.blob(len * 4) : null;
     sumBlob?.catch(() => {});
     await this.publish(step, 'grad', buf, n - 1, t);
     const published = process.hrtime.bigint();
@@ -391,14 +458,13 @@ export class StoreCollective {
       }
       own.set(out);
       const t2 = process.hrtime.bigint();
-      const id = await w.seal({ tag: this.tag(r, step, 'sum'), reads: n - 1 });
-      this.remember(step, id);
+      await this.seal(w, step, 'sum', n - 1);
       t.reduceMs += Number(t2 - t1) / 1e6;
       t.writeMs += Number(t1 - t0) / 1e6 + ms(t2);
       t.bytesLocal += len * 4;
     }
     await this.finish(ag, process.hrtime.bigint(), t, agBytes);
-    this.consumedBefore(step);
+    this.allocateAhead([size * 4, len * 4]);
   }
 
   private async reduceAtRoot(step: number, buf: Float32Array, t: ExchangeTiming): Promise<void> {
@@ -410,7 +476,7 @@ export class StoreCollective {
       phase.done.catch(() => {});
       await this.publish(step, 'grad', buf, 1, t);
       await this.finish(phase, process.hrtime.bigint(), t, size * 4);
-      this.consumedBefore(step);
+      this.allocateAhead([size * 4]);
       return;
     }
     const scratch = this.scratch!.buffer;
@@ -423,9 +489,11 @@ export class StoreCollective {
       reads.push(this.park(k, step, 'grad', into, 0, phase));
     }
     phase.done = Promise.all(reads);
-    const since = process.hrtime.bigint();
+    phase.done.catch(() => {});
     const t0 = process.hrtime.bigint();
-    const w = await this.client.createBlob(size * 4);
+    await this.previousSeal();
+    const since = process.hrtime.bigint();
+    const w = await this.blob(size * 4);
     t.writeMs += ms(t0);
     await this.finish(phase, since, t, (n - 1) * size * 4);
     const t1 = process.hrtime.bigint();
@@ -437,24 +505,43 @@ export class StoreCollective {
     }
     buf.set(out);
     const t2 = process.hrtime.bigint();
-    const id = await w.seal({ tag: this.tag(0, step, 'sum'), reads: n - 1 });
-    this.remember(step, id);
+    // The sum is in buf already and the seal request is sent: its answer is awaited by the next
+    // step, once that step's reads are parked, so the answer's trip is off the critical path.
+    const sealing = this.seal(w, step, 'sum', n - 1);
+    sealing.catch(() => {});
+    this.sealing = sealing;
     t.reduceMs += Number(t2 - t1) / 1e6;
     t.writeMs += ms(t2);
     t.bytesLocal += size * 4;
-    this.consumedBefore(step);
+    this.allocateAhead([size * 4]);
   }
 
+  /**
+   * The root publishes; the others read it and each answers with an empty
+   * ack, which the root waits for: when broadcast returns on the root, every
+   * rank has its copy, so the root may close at once without taking a
+   * broadcast away from a peer that had not asked for it yet.
+   */
   private async bcast(step: number, buf: Float32Array, root: number, t: ExchangeTiming): Promise<void> {
     const { rank: r, ranks: n, size } = this.spec;
     if (n === 1) return;
+    await this.previousSeal();
     if (r === root) {
+      const phase: Phase = { first: null, done: Promise.resolve() };
+      const acks: Promise<void>[] = [];
+      for (let k = 0; k < n; k++)
+        if (k !== root) acks.push(this.park(k, step, 'ack', new Uint8Array(ACK_BYTES), 0, phase));
+      phase.done = Promise.all(acks);
+      phase.done.catch(() => {});
       await this.publish(step, 'bcast', buf, n - 1, t);
+      await this.finish(phase, process.hrtime.bigint(), t, 0);
       return;
     }
     const phase: Phase = { first: null, done: Promise.resolve() };
     phase.done = this.park(root, step, 'bcast', this.bytesOf(buf, 0, size), 0, phase);
     await this.finish(phase, process.hrtime.bigint(), t, size * 4);
+    const w = await this.blob(ACK_BYTES);
+    await this.seal(w, step, 'ack', 1);
   }
 }
 

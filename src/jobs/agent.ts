@@ -213,7 +213,8 @@ export class Agent {
       await this.settleLost(p, 'its job ended before it ran');
       return null;
     }
-    const key = `${p.jobId}.${p.index}`;
+    // The BullMQ id: two ranks of one index (an old group's, stopping, and the new one's) may run here at once.
+    const key = job.id ?? `${p.jobId}.${p.index}`;
     const ac = new AbortController();
     this.running.set(key, { jobId: p.jobId, ac, ...(gang !== undefined ? { gang } : {}) });
     let latest: JobProgress | undefined;

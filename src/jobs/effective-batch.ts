@@ -44,10 +44,10 @@ export function batchRule(spec: TrainJobSpec, ranks: number, stepsPerEpoch = 200
 export function effectiveBatchWarning(spec: TrainJobSpec, ranks: number): string | undefined {
   const r = batchRule(spec, ranks);
   if (r.effectiveBatch === r.baseBatch) return undefined;
-  const warm = spec.warmupSteps ?? 'one epoch of (at most 200)';
+  const warm = spec.warmupSteps !== undefined ? `${spec.warmupSteps} steps` : 'the first epoch (at most 200 steps)';
   return (
-    `effective batch ${r.effectiveBatch} (${ranks} ranks x batch ${r.batchSize}) differs from baseBatch ${r.baseBatch}: ` +
+    `effective batch ${r.effectiveBatch} (${ranks} rank${ranks === 1 ? '' : 's'} x batch ${r.batchSize}) differs from baseBatch ${r.baseBatch}: ` +
     `learning rate scaled ${(r.effectiveBatch / r.baseBatch).toFixed(2)}x from ${r.baseLr} to ${+r.lr.toPrecision(4)} ` +
-    `with a linear warm-up of ${warm} steps (Goyal et al. 2017); accuracy may differ from ${r.baseBatch}-row batches`
+    `with a linear warm-up over ${warm} (Goyal et al. 2017); accuracy may differ from ${r.baseBatch}-row batches`
   );
 }

@@ -260,7 +260,7 @@ export class JobStore {
 
   /** The fields the scheduler reads every tick (not the spec and shard list), or undefined. */
   async schedulingState(id: string): Promise<Record<string, string> | undefined> {
-    const fields = ['state', 'reason', 'startedAt', 'nsucceeded', 'nfailed', 'ncancelled'] as const;
+    const fields = ['state', 'reason', 'startedAt', 'nsucceeded', 'nfailed', 'ncancelled', 'gang'] as const;
     const v = await this.redis.hmget(this.key('job', id), ...fields);
     if (v[0] === null) return undefined;
     const out: Record<string, string> = {};

@@ -75,6 +75,15 @@ export interface EngineLogger {
 }
 
 const LEADER_TTL_MS = 3000;
+/**
+ * A restarted group is placed this long after the restart, on nodes whose
+ * heartbeat changed within FRESH_BEAT_MS: a rank's peers notice its death
+ * (their exchange aborts) within milliseconds, seconds before its agent's
+ * heartbeat key expires, and a group placed on the dead node at once would
+ * have to restart again.
+ */
+const RESTART_SETTLE_MS = 4500;
+const FRESH_BEAT_MS = 4000;
 /** How often tasks on nodes whose agent is gone are looked for. */
 const RESCUE_EVERY_MS = 1000;
 const ADD_BATCH = 50;
@@ -89,8 +98,8 @@ interface RunningJob {
   /** Per waiting task: ms it has waited while its preferred node rejected work. */
   waited: Map<number, number>;
   reason?: string;
-  /** Train: the group's attempt and, once placed, its ranks' assignment. */
-  gang?: { attempt: number; assign?: RankAssignment[] };
+  /** Train: the group's attempt, once placed its ranks' assignment, and after a restart when it may be placed. */
+  gang?: { attempt: number; assign?: RankAssignment[]; notBefore?: number };
 }
 
 /**
@@ -122,6 +131,8 @@ export class Scheduler {
   /** Round-robin placement's next node. */
   private dealt = 0;
   private leader = false;
+  /** Per node: its heartbeat's last `at` and when (our clock) it last changed; a beat that stops changing is stale. */
+  private readonly beats = new Map<string, { at: number; seen: number }>();
   private closed = false;
   private closing?: Promise<void>;
 
@@ -187,6 +198,10 @@ export class Scheduler {
     if (!(await this.holdLeadership())) return;
     await this.admit();
     const nodes = await this.store.liveNodes();
+    for (const b of nodes) {
+      const seen = this.beats.get(b.name);
+      if (!seen || seen.at !== b.at) this.beats.set(b.name, { at: b.at, seen: now });
+    }
     const load = new Map<string, number>();
     await Promise.all(
       nodes.map(async (n) => {
@@ -610,6 +625,12 @@ export class Scheduler {
   private async placeGroup(id: string, rj: RunningJob, nodes: NodeBeat[], load: Map<string, number>): Promise<void> {
     const spec = rj.spec as TrainJobSpec;
     const gang = rj.gang!;
+    const now = Date.now();
+    if (gang.notBefore !== undefined && now < gang.notBefore) {
+      rj.reason = `restarting: placing the new group in ${((gang.notBefore - now) / 1000).toFixed(1)} s, once lost nodes have stopped beating`;
+      return;
+    }
+    nodes = nodes.filter((b) => now - (this.beats.get(b.name)?.seen ?? now) <= FRESH_BEAT_MS);
     if (nodes.length === 0) {
       rj.reason = 'waiting for an agent';
       return;
@@ -673,7 +694,7 @@ export class Scheduler {
       const bullId = taskJobId(id, i, gang.attempt);
       if (!(await this.unqueue(old[i], bullId))) await this.store.markStale(old[i], bullId);
     }
-    rj.gang = { attempt: gang.attempt + 1 };
+    rj.gang = { attempt: gang.attempt + 1, notBefore: Date.now() + RESTART_SETTLE_MS };
     rj.waiting = new Set(rj.inputs.keys());
     rj.waited.clear();
     rj.places = undefined;

@@ -9,7 +9,7 @@ export {
   paramViews,
 } from './gradient-step.js';
 export { InferencePool, type InferencePoolOptions } from './inference-pool.js';
-export { type LrSchedule, learningRate } from './lr-schedule.js';
+export { effectiveBatchWarning, type LrSchedule, learningRate } from './lr-schedule.js';
 export {
   type BuiltModel,
   type FullModelSpec,

@@ -56,3 +56,22 @@ export function learningRate(s: LrSchedule, step: number): number {
   const warm = step < warmup ? s.base + ((target - s.base) * step) / warmup : target;
   return decay === 1 ? warm : warm * decay ** Math.floor(step / (s.stepsPerEpoch as number));
 }
+
+/**
+ * The line a data-parallel job logs when its ranks change the effective
+ * batch away from the one its rate was tuned for (null when they do not):
+ * N ranks of B rows train like one batch of N·B, so the rule above scales
+ * the rate by N·B / baseBatch.
+ */
+export function effectiveBatchWarning(o: { batch: number; ranks: number; baseBatch: number }): string | null {
+  for (const k of ['batch', 'ranks', 'baseBatch'] as const) {
+    if (!Number.isSafeInteger(o?.[k]) || o[k] < 1) throw invalidParameter(k, 'a positive integer', o?.[k]);
+  }
+  const effective = o.batch * o.ranks;
+  if (effective === o.baseBatch) return null;
+  const factor = Number((effective / o.baseBatch).toPrecision(4));
+  return (
+    `${o.ranks} rank${o.ranks === 1 ? '' : 's'} of ${o.batch} rows ${o.ranks === 1 ? 'makes' : 'make'} an effective batch of ${effective}, ` +
+    `not the ${o.baseBatch} the learning rate was set for: the linear scaling rule multiplies it by ${factor}`
+  );
+}

@@ -107,7 +107,8 @@ export type Request =
     }
   | { t: 'replicate'; rid: number; id: string; from: ReplicaCopy }
   | { t: 'locate'; rid: number; id?: string; name?: string }
-  | { t: 'fds'; rid: number; token: string; segments: number[] };
+  | { t: 'fds'; rid: number; token: string; segments: number[] }
+  | { t: 'endScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -163,6 +164,7 @@ export interface Replies {
   /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
   replicate: { id: string; added: boolean };
   fds: { segments: SegmentInfo[] };
+  endScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -533,6 +535,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
     reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
   },
+  endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
 
 /** Every IPC message type, for docs/PROTOCOL.md's test. */

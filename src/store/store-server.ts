@@ -366,7 +366,7 @@ export class StoreServer implements RequestHandler {
         const tag = req.tag;
         if (tag === undefined) return this.created(() => t.seal(req.id, connId, req.object), req.name, req.persist);
         // Checked before the seal, so a taken tag leaves the blob unsealed (the writer may retry or abort).
-        this.tags.checkFree(tag);
+        this.tags.checkBind(tag, connId);
         const make = () => {
           const e = t.seal(req.id, connId, req.object);
           this.tags.bind(tag, e.id, connId, req.reads ?? 0);
@@ -424,6 +424,9 @@ export class StoreServer implements RequestHandler {
         return this.cluster.createDataset(req.name, req.members, req.meta, req.replicas).then((id) => ({ id }));
       case 'locate':
         return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
+      case 'endScope':
+        this.deleteQuietly(this.tags.endScope(req.scope, connId));
+        return {};
       default:
         throw new TrellisError('ERR_PROTOCOL', `unexpected request ${(req as Request).t}`);
     }

@@ -194,7 +194,8 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
           writePosition(state, { step: done, ...next });
           await saveCheckpoint(client, payload.jobId, state);
         }
-        if (done % PROGRESS_EVERY === 0 || last) {
+        // Rank 0 speaks for the group: the loss is the global batch's, the same on every rank.
+        if (rank.index === 0 && (done % PROGRESS_EVERY === 0 || last)) {
           const ms = performance.now() - started;
           const p: JobProgress = {
             epoch: b.epoch,

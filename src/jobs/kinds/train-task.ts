@@ -12,9 +12,8 @@
  * features as floats (float64 cast to float32 in the graph); labels are
  * uint8, int32 or int64 class indices in [0, 10). The MLP takes any number
  * of hidden layers. Defaults are trainDefaults (those of `trellis demo`:
- * softmax regression 15 epochs of 100 rows with SGD, the MLP with SGD +
- * Nesterov momentum), shuffled with seed 1, so a retry trains the same
- * weights.
+ * softmax regression 15 epochs of 100 rows with SGD, the MLP 10 epochs of
+ * 128 with Adam), shuffled with seed 1, so a retry trains the same weights.
  */
 import type { TrellisClient } from '../../client/client.js';
 import { copyOn } from '../../client/shard-copies.js';
