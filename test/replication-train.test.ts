@@ -119,7 +119,7 @@ const spec = (id: string): TrainJobSpec => ({
   evalDataset: 'fm/test',
   model: { kind: 'softmax' },
   epochs: 4,
-  learningRate: 0.3,
+  learningRate: 0.1,
   baseBatch: 100,
   ranks: 3,
   batchSize: 100,
@@ -163,6 +163,7 @@ describe('data-parallel training over a replicated dataset', () => {
     expect(resumed[0] % 20).toBe(0);
     expect(resumed[0]).toBeGreaterThanOrEqual(40);
     expect(new Set(end.result?.ranks?.map((r) => r.paramsSha256)).size).toBe(1);
-    expect(end.result?.metrics?.accuracy ?? 0).toBeGreaterThan(0.78);
+    // Trained, not just finished: far above chance (0.10), near what train-ranks.test.ts's unbroken runs reach.
+    expect(end.result?.metrics?.accuracy ?? 0).toBeGreaterThan(0.75);
   }, 600_000);
 });
