@@ -131,16 +131,16 @@ async function main() {
     const replUs = [];
     const rawWarmUs = [];
     const replWarmUs = [];
-    /** One copy of the dataset onto a new store B (reserved: its arena faulted in at start); resolves with the time. */
-    const replicateOnto = async (extra) => {
+    /** One copy of `which` (the dataset) onto a new store B (reserved: its arena faulted in at start); resolves with the time. */
+    const replicateOnto = async (extra, which = ids) => {
       const b = await store(1, ['--repair-interval', '600000', ...extra]);
       const cb = await connect({ socket: b.socket });
       await until(sees(ca, cb.instanceId, true), 'A sees the new store');
       const t = nowUs();
-      await ca.persist(ids, { replicas: 2 });
+      await ca.persist(which, { replicas: 2 });
       const us = nowUs() - t;
       // Check the copies on B: every shard's first byte and a sample from its middle.
-      for (const [s, id] of ids.entries()) {
+      for (const [s, id] of (which === ids ? ids : []).entries()) {
         const copy = (await ca.locate(id)).shards[0].replicas.find((x) => x.instanceId === cb.instanceId);
         const v = await cb.get(copy.id);
         const mid = SHARD / 2 + 12345;
@@ -155,7 +155,12 @@ async function main() {
       await until(sees(ca, cb.instanceId, false), 'A sees B gone');
       return us;
     };
+    // The fixed cost of the same protocol without the bytes: 8 objects of 4 KiB.
+    const tiny = [];
+    for (let s = 0; s < SHARDS; s++) tiny.push(await ca.put(new Uint8Array(4096).fill(s), { persist: true }));
+    const tinyUs = [];
     for (let r = 0; r <= ROUNDS; r++) {
+      tinyUs.push(await replicateOnto([], tiny));
       rawUs.push(await raw('shm'));
       replUs.push(await replicateOnto([]));
       rawWarmUs.push(await raw('warm'));
@@ -178,6 +183,7 @@ async function main() {
         met: met(ratio >= 0.9),
       };
     };
+    tinyUs.shift();
     rows.push(
       row(
         'replicate 1 GiB (8 x 128 MiB shards) onto a reserved new store: persist(ids, { replicas: 2 })',
@@ -186,6 +192,11 @@ async function main() {
         'raw TCP into warm memory',
       ),
       row('the same onto a new store without --reserve (fresh pages)', replUs, rawUs, 'raw TCP into fresh shm'),
+      {
+        case: 'fixed cost: the same for 8 objects of 4 KiB (set lookups, RPC connections, persist, set transactions)',
+        result: fmtUs(median(tinyUs)),
+        baseline: `share of the reserved 1 GiB time ${((100 * median(tinyUs)) / median(replWarmUs)).toFixed(0)}%`,
+      },
     );
     notes.push(
       `replicate (reserved) rounds: ${replWarmUs.map(rate).join(', ')}; raw warm rounds: ${rawWarmUs.map(rate).join(', ')}`,
