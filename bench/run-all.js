@@ -25,6 +25,7 @@ const BENCHES = [
   'job-locality.js',
   'metrics-overhead.js',
   'epoch-time.js',
+  'replication.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

@@ -53,6 +53,8 @@ export const ERROR_CODES = {
     "The TLS handshake failed: the peer's certificate is not signed by the trusted CA or does not name the host, a certificate the server requires was not presented, or one side speaks TLS and the other does not.",
   ERR_RANK_LOST:
     'A rank of a data-parallel train job was lost (its agent or node died, or it stopped answering) more often than the job restarts its group (maxRestarts).',
+  ERR_REPLICAS_UNAVAILABLE:
+    'Too few live stores with room (and an RPC endpoint) to keep the number of copies asked for, each on a distinct store.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

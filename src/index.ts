@@ -16,6 +16,7 @@ export {
 } from './client/client.js';
 export { connect } from './client/connect.js';
 export { RemoteClient, type RemoteConnectOptions } from './client/remote-client.js';
+export { copyOn, servingCopy } from './client/shard-copies.js';
 export type { StoreClient } from './client/store-client.js';
 export { DTYPES, type DType, type Tensor, type TypedArray, tensor } from './codecs/tensor.js';
 export { ERROR_CODES, type ErrorCode, isTrellisError, TrellisError } from './errors.js';
@@ -50,9 +51,14 @@ export type {
   GlobalObject,
   GlobalObjectInfo,
   InstanceInfo,
+  LiveCopy,
   Locations,
   ObjectSummary,
+  RepairStatus,
+  ReplicaCopy,
+  ReplicaSet,
   RpcEndpoint,
+  ShardLocation,
   StoreStatus,
 } from './protocol/records.js';
 export { xorshift32, xorshift32Unit } from './random.js';

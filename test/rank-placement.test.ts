@@ -50,12 +50,15 @@ describe('rank placement', () => {
     expect(placeRanks(close, 2, ['n0', 'n1']).map((r) => r.bytesMoved)).toEqual([0, 0]);
   });
 
-  it('holders come from one lookup: the live node of the shard’s instance', () => {
+  it('holders come from one lookup: the live nodes of the instances holding a live copy, primary first', () => {
     const nodes = new Map([
       [1, 'n0'],
       [2, 'n1'],
+      [3, 'n2'],
     ]);
-    expect(shardHolders(2, nodes)).toEqual(['n1']);
-    expect(shardHolders(7, nodes)).toEqual([]);
+    expect(shardHolders([2], nodes)).toEqual(['n1']);
+    expect(shardHolders([7], nodes)).toEqual([]);
+    // A replicated shard: every copy's node, the primary's first; an instance with no live agent is no holder.
+    expect(shardHolders([3, 7, 1], nodes)).toEqual(['n2', 'n0']);
   });
 });

@@ -111,6 +111,12 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(tlsFlag.key())
     .addOption(tlsFlag.ca('that clients and peer stores must chain to'))
     .addOption(tlsFlag.clientAuth())
+    .option(
+      '--repair-rate <size>',
+      'repair copies at most this many bytes per second, cluster-wide (e.g. 128M)',
+      sizeArg,
+    )
+    .option('--repair-interval <ms>', 'how often the replica sets are scanned for repair', intArg, 1000)
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const logger = await commandLogger('trellis-store', o.logLevel);
@@ -133,6 +139,8 @@ export async function main(argv: string[]): Promise<void> {
           meta: o.meta,
           metaPrefix: o.metaPrefix,
           leaseTtl: o.leaseTtl,
+          repairRate: o.repairRate,
+          repairIntervalMs: o.repairInterval,
           rpcPort: o.rpcPort,
           rpcHost: o.rpcHost,
           token,

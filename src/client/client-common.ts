@@ -15,6 +15,7 @@ import {
   DEFAULT_LIST_LIMIT,
   decodeReply,
   isObjectId,
+  MAX_REPLICAS,
   MAX_TAG_READS,
   type ReplyOf,
   type RequestBody,
@@ -64,6 +65,15 @@ export function putFields(opts: PutOptions): { name?: string; persist?: boolean 
     out.name = opts.name;
   }
   return out;
+}
+
+/** A replication factor as the caller gave it: absent, or 1 to MAX_REPLICAS copies. */
+function replicaCount(n: unknown): number | undefined {
+  if (n === undefined) return undefined;
+  if (!Number.isInteger(n) || (n as number) < 1 || (n as number) > MAX_REPLICAS) {
+    throw invalidParameter('replicas', `an integer from 1 to ${MAX_REPLICAS}`, n);
+  }
+  return n as number;
 }
 
 /** The fields of a seal: putFields plus the tag and its reads, checked. */
@@ -284,9 +294,17 @@ export abstract class ClientCommon {
 
   // ---- cluster ----------------------------------------------------------------
 
-  /** Publishes objects (and their members) so every store in the cluster can find them. */
-  async persist(ids: string | string[]): Promise<void> {
-    await this.ask({ t: 'persist', ids: idList(ids) });
+  /**
+   * Publishes objects (and their members) so every store in the cluster can
+   * find them. With `replicas`, each is then kept as that many full copies
+   * (the primary counted) on distinct stores, the least loaded by memory;
+   * resolves once every copy is made.
+   *
+   * @example
+   *   await client.persist(id, { replicas: 2 }); // survives the loss of any one store
+   */
+  async persist(ids: string | string[], opts: { replicas?: number } = {}): Promise<void> {
+    await this.ask({ t: 'persist', ids: idList(ids), replicas: replicaCount(opts.replicas) });
   }
 
   /**
@@ -317,19 +335,21 @@ export abstract class ClientCommon {
 
   /**
    * A dataset: a named global object whose members are shards that may live
-   * on different stores. Local shards are persisted on the way.
+   * on different stores. Local shards are persisted on the way; with
+   * `replicas`, every shard is kept as that many copies on distinct stores.
    */
   async createDataset(
     name: string | undefined,
     shards: string[],
-    opts: { meta?: Record<string, unknown> } = {},
+    opts: { meta?: Record<string, unknown>; replicas?: number } = {},
   ): Promise<string> {
     if (name !== undefined) checkName(name);
     if (!Array.isArray(shards) || shards.length === 0) {
       throw invalidParameter('shards', 'a non-empty array of object ids', shards);
     }
     for (const id of shards) if (!isObjectId(id)) throw invalidParameter('shards[]', 'an object id', id);
-    return (await this.ask({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {} })).id;
+    const replicas = replicaCount(opts.replicas);
+    return (await this.ask({ t: 'createDataset', name, members: shards, meta: opts.meta ?? {}, replicas })).id;
   }
 
   /** Which stores hold which shards of a dataset (or a persisted object), and how many bytes each. */

@@ -50,11 +50,15 @@ export interface StoreClient extends AsyncDisposable {
   }): Promise<{ objects: ObjectSummary[]; next?: string }>;
   status(): Promise<StoreStatus>;
 
-  persist(ids: string | string[]): Promise<void>;
+  persist(ids: string | string[], opts?: { replicas?: number }): Promise<void>;
   migrate(id: string): Promise<string>;
   instances(): Promise<InstanceInfo[]>;
   listGlobal(opts?: { typename?: string; instanceId?: number; limit?: number }): Promise<GlobalObjectInfo[]>;
-  createDataset(name: string | undefined, shards: string[], opts?: { meta?: Record<string, unknown> }): Promise<string>;
+  createDataset(
+    name: string | undefined,
+    shards: string[],
+    opts?: { meta?: Record<string, unknown>; replicas?: number },
+  ): Promise<string>;
   locate(idOrName: string): Promise<Locations>;
 
   close(): Promise<void>;

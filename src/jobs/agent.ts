@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Job as BullJob, DelayedError, UnrecoverableError, Worker } from 'bullmq';
 import { connect } from '../client/connect.js';
+import { copyOn } from '../client/shard-copies.js';
 import type { StoreClient } from '../client/store-client.js';
 import { ERROR_CODES, type ErrorPayload, isTrellisError, TrellisError } from '../errors.js';
 import { type Logger, silentLogger } from '../observe/logger.js';
@@ -415,9 +416,11 @@ export class Agent {
       signal.throwIfAborted();
       const loc = await this.client.locate(id);
       const s = loc.shards[0];
-      if (s && s.instanceId === this.client.instanceId) {
+      // Any live copy here is local input: a replica counts as much as the primary.
+      const here = s && copyOn(s, this.client.instanceId);
+      if (here) {
         bytesLocal += s.nbytes;
-        localShards.push(id);
+        localShards.push(here.id);
       } else {
         localShards.push(await this.client.migrate(id));
         bytesMoved += s?.nbytes ?? loc.nbytes;

@@ -112,7 +112,7 @@ class Engine implements JobService {
       if (ranks === undefined) {
         const nodeOf = new Map((await this.store.liveNodes()).map((b) => [b.instanceId, b.name]));
         ranks = defaultRanks(
-          shards.map((s) => ({ id: s.id, nbytes: s.nbytes, holders: shardHolders(s.instanceId, nodeOf) })),
+          shards.map((s) => ({ id: s.id, nbytes: s.nbytes, holders: shardHolders(s.holders, nodeOf) })),
         );
       }
       stored = { ...stored, ranks };

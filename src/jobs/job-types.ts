@@ -51,6 +51,8 @@ export interface MapJobSpec extends JobSpecBase {
   args?: unknown;
   /** Name of the output dataset (default `<job id>/output`). */
   output?: string;
+  /** Copies kept of every output shard, on distinct stores (default 1). */
+  replicas?: number;
 }
 
 export interface InferJobSpec extends JobSpecBase {
@@ -59,6 +61,8 @@ export interface InferJobSpec extends JobSpecBase {
   /** Name of a model stored with putModel. */
   model: string;
   output?: string;
+  /** Copies kept of every output shard, on distinct stores (default 1). */
+  replicas?: number;
 }
 
 export type JobSpec = TrainJobSpec | MapJobSpec | InferJobSpec;

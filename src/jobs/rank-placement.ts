@@ -42,12 +42,17 @@ export interface RankAssignment {
 export const BALANCE_SLACK = 0.1;
 
 /**
- * The live nodes that hold a copy of a shard. The one place that answers it:
- * counting replica copies as local is a change here only.
+ * The live nodes that hold a copy of a shard, from the store instances that
+ * hold a live copy (replicas included, primary first), each node once. The
+ * one place that answers it, for tasks and ranks alike.
  */
-export function shardHolders(instanceId: number, nodeOfInstance: ReadonlyMap<number, string>): string[] {
-  const node = nodeOfInstance.get(instanceId);
-  return node === undefined ? [] : [node];
+export function shardHolders(instanceIds: readonly number[], nodeOfInstance: ReadonlyMap<number, string>): string[] {
+  const out: string[] = [];
+  for (const i of instanceIds) {
+    const node = nodeOfInstance.get(i);
+    if (node !== undefined && !out.includes(node)) out.push(node);
+  }
+  return out;
 }
 
 /** Default rank count: one per live node holding shards (at least one). */

@@ -414,8 +414,8 @@ export class Scheduler {
         const p = rj.places.get(s);
         if (!p) continue;
         total += p.nbytes;
-        const node = byInstance.get(p.instanceId);
-        if (node) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
+        // Every node holding a live copy (replicas too) has these bytes locally.
+        for (const node of shardHolders(p.holders, byInstance)) bytes.set(node, (bytes.get(node) ?? 0) + p.nbytes);
       }
       const score = (node: string) => (bytes.get(node) ?? 0) - this.opts.queuePenalty * total * (load.get(node) ?? 0);
       const best = (list: NodeBeat[]) =>
@@ -643,7 +643,7 @@ export class Scheduler {
     const nodeOf = new Map(nodes.map((b) => [b.instanceId, b.name]));
     const shards = shardIds.map((sid) => {
       const p = places.get(sid);
-      return { id: sid, nbytes: p?.nbytes ?? 0, holders: p ? shardHolders(p.instanceId, nodeOf) : [] };
+      return { id: sid, nbytes: p?.nbytes ?? 0, holders: p ? shardHolders(p.holders, nodeOf) : [] };
     });
     const assign = placeRanks(
       shards,
@@ -713,7 +713,7 @@ export class Scheduler {
       const output = rj.spec.output ?? `${id}/output`;
       const members = tasks.sort((a, b) => a.index - b.index).map((t) => t.outputId ?? '');
       try {
-        await this.cluster.client.createDataset(output, members);
+        await this.cluster.client.createDataset(output, members, { replicas: rj.spec.replicas });
       } catch (e) {
         // A scheduler that died after creating it and before recording success finds it made already.
         const mine =

@@ -37,6 +37,7 @@
 import { randomInt } from 'node:crypto';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
+import { servingCopy } from '../client/shard-copies.js';
 import type { StoreClient } from '../client/store-client.js';
 import type { Tensor } from '../codecs/tensor.js';
 import { asTrellisError, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
@@ -248,12 +249,14 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     let pinned = false;
     try {
       const loc = await client.locate(dataset);
-      shards = loc.shards.filter((s) => s.instanceId === client.instanceId).map((s) => s.id);
+      // Each shard is read where its serving copy is (the primary while it lives), so readers never overlap.
+      const serving = loc.shards.map(servingCopy);
+      shards = serving.filter((c) => c?.instanceId === client.instanceId).map((c) => c!.id);
       if (shards.length === 0) {
         throw new TrellisError(
           'ERR_OBJECT_REMOTE',
           `dataset ${JSON.stringify(dataset)} has no shards on this store (instance ${client.instanceId}); ` +
-            `its ${loc.shards.length} shards are on instances ${[...new Set(loc.shards.map((s) => s.instanceId))].join(', ')}`,
+            `its ${loc.shards.length} shards are on instances ${[...new Set(serving.map((c) => c?.instanceId ?? -1))].join(', ')}`,
         );
       }
       const values = await client.getMany(shards);

@@ -47,6 +47,8 @@ export interface WriteDatasetInput {
   format?: ShardFormat;
   /** Metadata recorded on the dataset object. */
   meta?: Record<string, unknown>;
+  /** Keep every shard as this many copies on distinct stores (default 1: no replicas). */
+  replicas?: number;
 }
 
 export interface WrittenDataset {
@@ -103,7 +105,10 @@ export async function writeDataset(
       const ys: Tensor = { dtype: y.dtype, shape: [end - start], data: y.data.subarray(start, end) };
       ids.push(format === 'arrow' ? await writeArrowShard(client, xs, ys) : await writeShard(client, xs, ys));
     }
-    const id = await client.createDataset(name, ids, { meta: { format, rows, ...input.meta } });
+    const id = await client.createDataset(name, ids, {
+      meta: { format, rows, ...input.meta },
+      replicas: input.replicas,
+    });
     return { id, shards: ids, rows };
   } catch (e) {
     await client.delete(ids).catch(() => {});

@@ -7,6 +7,8 @@
  *   <prefix>/objects/<id>              GlobalObject JSON
  *   <prefix>/names/<name>              object id
  *   <prefix>/object-names/<id>/<name>  reverse index, so deleting an object drops its names
+ *   <prefix>/replicas/<id>             ReplicaSet JSON: every copy of a replicated object
+ *   <prefix>/locks/<name>              instance id of the holder, attached to its lease (repair)
  *
  * A store keeps its lease alive; if the lease is lost (etcd restarted, a long
  * partition) it registers again under the same instance id and asks the store
@@ -17,8 +19,8 @@
 import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Watcher } from 'etcd3';
 import { TrellisError } from '../errors.js';
-import { type GlobalObject, type InstanceInfo, nameListing } from '../protocol/records.js';
-import type { MetaService } from './meta-service.js';
+import { type GlobalObject, type InstanceInfo, nameListing, type ReplicaSet } from '../protocol/records.js';
+import type { MetaService, ReplicaSetChange } from './meta-service.js';
 
 type RequestOp = {
   request_put?: { key: Buffer; value: Buffer; lease?: string };
@@ -76,6 +78,8 @@ export class EtcdMeta implements MetaService {
   private readonly timeoutMs: number;
   private readonly log: (msg: string) => void;
   private lease: Lease | null = null;
+  /** The granted lease's id, for keys a transaction attaches to it (locks). */
+  private leaseId: string | null = null;
   private instanceId = -1;
   private info: InstanceInfo | null = null;
   private readonly live = new Map<number, InstanceInfo>();
@@ -216,7 +220,7 @@ export class EtcdMeta implements MetaService {
   private async grantAndPublish(): Promise<void> {
     const lease = this.client.lease(this.ttl, { autoKeepAlive: true });
     try {
-      await this.call('lease grant', () => lease.grant());
+      this.leaseId = await this.call('lease grant', () => lease.grant());
     } catch (e) {
       lease.release();
       throw e;
@@ -443,17 +447,22 @@ export class EtcdMeta implements MetaService {
     return out;
   }
 
-  private async fetchObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
-    const out: (GlobalObject | undefined)[] = [];
+  private fetchObjects(ids: string[]): Promise<(GlobalObject | undefined)[]> {
+    return this.fetchJson<GlobalObject>('objects', ids);
+  }
+
+  /** The JSON values of `<dir>/<id>` for each id, in as few transactions as etcd allows. */
+  private async fetchJson<T>(dir: string, ids: string[]): Promise<(T | undefined)[]> {
+    const out: (T | undefined)[] = [];
     for (let i = 0; i < ids.length; i += MAX_TXN_OPS) {
       const chunk = ids.slice(i, i + MAX_TXN_OPS);
       const r = await this.txn(
         [],
-        chunk.map((id) => ({ request_range: { key: this.key(`objects/${id}`) } })),
+        chunk.map((id) => ({ request_range: { key: this.key(`${dir}/${id}`) } })),
       );
       for (const resp of r.responses) {
         const kv = resp.response_range?.kvs[0];
-        out.push(kv ? parseJson<GlobalObject>(kv.value) : undefined);
+        out.push(kv ? parseJson<T>(kv.value) : undefined);
       }
     }
     return out;
@@ -474,10 +483,64 @@ export class EtcdMeta implements MetaService {
     return out;
   }
 
+  // ---- replica sets and locks ----------------------------------------------
+
+  getReplicaSets(ids: string[]): Promise<(ReplicaSet | undefined)[]> {
+    return this.fetchJson<ReplicaSet>('replicas', ids);
+  }
+
+  async listReplicaSets(): Promise<ReplicaSet[]> {
+    const key = this.key('replicas/');
+    const res = await this.call('list replica sets', () => this.client.kv.range({ key, range_end: prefixEnd(key) }));
+    const out: ReplicaSet[] = [];
+    for (const kv of res.kvs) {
+      const set = parseJson<ReplicaSet>(kv.value);
+      if (set) out.push(set);
+    }
+    return out;
+  }
+
+  async updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined> {
+    const key = this.key(`replicas/${id}`);
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const res = await this.call('get replica set', () => this.client.kv.range({ key }));
+      const kv = res.kvs[0];
+      const current = kv ? parseJson<ReplicaSet>(kv.value) : undefined;
+      const next = change(current);
+      if (next === undefined) return current;
+      // The key's version moves on every write: a writer in between makes this one try again.
+      const compare = kv
+        ? [{ key, target: 'Version', result: 'Equal', version: kv.version }]
+        : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }];
+      const op: RequestOp =
+        next === null
+          ? { request_delete_range: { key } }
+          : { request_put: { key, value: Buffer.from(JSON.stringify(next)) } };
+      const r = await this.txn(compare, [op]);
+      if (r.succeeded) return next ?? undefined;
+    }
+    throw new TrellisError('ERR_META_UNAVAILABLE', `could not update the replica set of ${id} (too much contention)`);
+  }
+
+  async holdLock(name: string): Promise<number | undefined> {
+    const leaseId = this.leaseId;
+    if (!this.lease || leaseId === null || this.reregistering) return undefined;
+    const key = this.key(`locks/${name}`);
+    const r = await this.txn(
+      [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+      [{ request_put: { key, value: Buffer.from(String(this.instanceId)), lease: leaseId } }],
+      [{ request_range: { key } }],
+    );
+    if (r.succeeded) return this.instanceId;
+    const holder = r.responses[0]?.response_range?.kvs[0]?.value.toString();
+    return holder === undefined ? undefined : Number(holder);
+  }
+
   async deleteObjects(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     const ops: RequestOp[] = [];
     for (const id of ids) {
+      ops.push({ request_delete_range: { key: this.key(`replicas/${id}`) } });
       const rkey = this.key(`object-names/${id}/`);
       const res = await this.call('get names', () => this.client.kv.range({ key: rkey, range_end: prefixEnd(rkey) }));
       for (const kv of res.kvs) {

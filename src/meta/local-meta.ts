@@ -3,14 +3,15 @@
  * This store is the only instance, and every persisted object is its own.
  */
 import { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
-import type { MetaService } from './meta-service.js';
+import type { GlobalObject, InstanceInfo, ReplicaSet } from '../protocol/records.js';
+import type { MetaService, ReplicaSetChange } from './meta-service.js';
 import { NameTable } from './names.js';
 
 export class LocalMeta implements MetaService {
   readonly kind = 'local' as const;
   private info: InstanceInfo | null = null;
   private readonly objects = new Map<string, GlobalObject>();
+  private readonly replicaSets = new Map<string, ReplicaSet>();
   private readonly names = new NameTable();
   private readonly namesByObject = new Map<string, Set<string>>();
   onReregistered: () => void = () => {};
@@ -57,9 +58,30 @@ export class LocalMeta implements MetaService {
     return out;
   }
 
+  async getReplicaSets(ids: string[]): Promise<(ReplicaSet | undefined)[]> {
+    return ids.map((id) => this.replicaSets.get(id));
+  }
+
+  async listReplicaSets(): Promise<ReplicaSet[]> {
+    return [...this.replicaSets.values()];
+  }
+
+  async updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined> {
+    const next = change(this.replicaSets.get(id));
+    if (next === null) this.replicaSets.delete(id);
+    else if (next !== undefined) this.replicaSets.set(id, next);
+    return this.replicaSets.get(id);
+  }
+
+  /** One store, so the lock is always its own. */
+  async holdLock(_name: string): Promise<number | undefined> {
+    return this.instanceId;
+  }
+
   async deleteObjects(ids: string[]): Promise<void> {
     for (const id of ids) {
       this.objects.delete(id);
+      this.replicaSets.delete(id);
       const names = this.namesByObject.get(id);
       if (names) {
         for (const n of names) if (this.names.get(n) === id) this.names.forget([n]);

@@ -7,7 +7,13 @@
  * names. What never lives here: object bytes.
  */
 import type { TrellisError } from '../errors.js';
-import type { GlobalObject, InstanceInfo } from '../protocol/records.js';
+import type { GlobalObject, InstanceInfo, ReplicaSet } from '../protocol/records.js';
+
+/**
+ * How a replica set changes: given the set as it is now (undefined: none),
+ * the next set, null to delete it, or undefined to leave it as it is.
+ */
+export type ReplicaSetChange = (current: ReplicaSet | undefined) => ReplicaSet | null | undefined;
 
 export interface MetaService {
   readonly kind: 'local' | 'etcd';
@@ -25,7 +31,24 @@ export interface MetaService {
   putObjects(objects: GlobalObject[]): Promise<void>;
   getObjects(ids: string[]): Promise<(GlobalObject | undefined)[]>;
   listObjects(filter: { typename?: string; instanceId?: number; limit: number }): Promise<GlobalObject[]>;
-  /** Removes object records and every name bound to them. */
+  /** The replica sets of these objects (undefined: not replicated), read from the backend. */
+  getReplicaSets(ids: string[]): Promise<(ReplicaSet | undefined)[]>;
+  /** Every replica set (repair scans them). */
+  listReplicaSets(): Promise<ReplicaSet[]>;
+  /**
+   * Changes one replica set atomically: `change` sees the set as stored and
+   * says what it becomes; when another writer got in between, it runs again
+   * on the newer set (etcd: a transaction comparing the key's version).
+   * Resolves with the set as written (undefined: none).
+   */
+  updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined>;
+  /**
+   * Takes, or keeps, the lock `name`, held by this store's registration (it
+   * goes when the store's lease does). Resolves with the instance holding it
+   * now (this one when it got it), or undefined when nobody could be asked.
+   */
+  holdLock(name: string): Promise<number | undefined>;
+  /** Removes object records, their replica sets and every name bound to them. */
   deleteObjects(ids: string[]): Promise<void>;
   /** Binds a name; returns the id it was bound to before, if any. ERR_OBJECT_EXISTS unless overwrite. */
   putName(name: string, id: string, overwrite: boolean): Promise<string | undefined>;

@@ -43,6 +43,8 @@ import type {
   ObjectRecord,
   ObjectSpec,
   ObjectSummary,
+  RepairStatus,
+  ReplicaCopy,
   SegmentInfo,
   StoreStatus,
 } from './records.js';
@@ -60,6 +62,9 @@ export const MAX_TAG_READS = 65_535;
 /** `list` and `listGlobal` answer at most this many objects unless asked otherwise. */
 /** Objects a list answers when it names no limit (the client's list() follows pages up to it too). */
 export const DEFAULT_LIST_LIMIT = 10_000;
+
+/** Most copies an object may ask for (a replication factor counts the primary). */
+export const MAX_REPLICAS = 64;
 
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
@@ -88,11 +93,19 @@ export type Request =
   | { t: 'listNames'; rid: number; prefix: string }
   | { t: 'list'; rid: number; typename?: string; limit: number; cursor?: string }
   | { t: 'status'; rid: number }
-  | { t: 'persist'; rid: number; ids: string[] }
+  | { t: 'persist'; rid: number; ids: string[]; replicas?: number }
   | { t: 'migrate'; rid: number; id: string }
   | { t: 'instances'; rid: number }
   | { t: 'listGlobal'; rid: number; typename?: string; instanceId?: number; limit: number }
-  | { t: 'createDataset'; rid: number; name?: string; members: string[]; meta: Record<string, unknown> }
+  | {
+      t: 'createDataset';
+      rid: number;
+      name?: string;
+      members: string[];
+      meta: Record<string, unknown>;
+      replicas?: number;
+    }
+  | { t: 'replicate'; rid: number; id: string; from: ReplicaCopy }
   | { t: 'locate'; rid: number; id?: string; name?: string }
   | { t: 'fds'; rid: number; token: string; segments: number[] }
   | { t: 'endScope'; rid: number; scope: string };
@@ -148,6 +161,8 @@ export interface Replies {
   listGlobal: { objects: GlobalObjectInfo[] };
   createDataset: { id: string };
   locate: { locations: Locations };
+  /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
+  replicate: { id: string; added: boolean };
   fds: { segments: SegmentInfo[] };
   endScope: Record<string, never>;
 }
@@ -258,6 +273,11 @@ function locations(h: Header): Locations {
     nbytes: uint(s, 'nbytes'),
     instanceId: num(s, 'instanceId'),
     alive: bool(s, 'alive'),
+    replicas: records(s, 'replicas', (r) => ({
+      id: id(r),
+      instanceId: uint(r, 'instanceId', 0xffff),
+      alive: bool(r, 'alive'),
+    })),
   }));
   const instances = records(o, 'instances', (i) => ({
     instanceId: uint(i, 'instanceId', 0xffff),
@@ -269,6 +289,34 @@ function locations(h: Header): Locations {
     bytes: uint(i, 'bytes'),
   }));
   return { id: id(o), typename: str(o, 'typename', 256), nbytes: uint(o, 'nbytes'), shards, instances };
+}
+
+function repairStatus(v: unknown): RepairStatus {
+  const o = plainObject(v, 'repair');
+  return {
+    leader: bool(o, 'leader'),
+    underReplicated: uint(o, 'underReplicated'),
+    lost: uint(o, 'lost'),
+    bytesRepairing: uint(o, 'bytesRepairing'),
+    bytesRepaired: uint(o, 'bytesRepaired'),
+    copiesMade: uint(o, 'copiesMade'),
+    rateBytesPerSec: uint(o, 'rateBytesPerSec'),
+    replicasHere: uint(o, 'replicasHere'),
+    recent: records(o, 'recent', (r) => ({ startedAt: uint(r, 'startedAt'), id: id(r), bytes: uint(r, 'bytes') })),
+  };
+}
+
+/** A replication factor: absent, or 1 to MAX_REPLICAS copies. */
+function replicas(h: Header): number | undefined {
+  if (h.replicas === undefined) return undefined;
+  const n = uint(h, 'replicas', MAX_REPLICAS);
+  if (n < 1) throw bad('replicas', `a number of copies from 1 to ${MAX_REPLICAS}`, n);
+  return n;
+}
+
+function replicaCopy(v: unknown, f: string): ReplicaCopy {
+  const o = plainObject(v, f);
+  return { id: id(o), instanceId: uint(o, 'instanceId', 0xffff) };
 }
 
 function counters(v: unknown, f: string): Record<string, number> {
@@ -318,6 +366,7 @@ function status(h: Header): StoreStatus {
     },
     records: { bytes: uint(recs, 'bytes'), limit: uint(recs, 'limit') },
     counters: counters(s.counters, 'counters'),
+    repair: repairStatus(s.repair),
     // Backend and RPC figures differ by backend and version: objects, passed on as the store sent them.
     meta: plainObject(s.meta, 'meta'),
     rpc: rpc === null ? null : { ...rpc, host: str(rpc, 'host', 256), port: uint(rpc, 'port', 65535) },
@@ -423,7 +472,10 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     reply: (h) => ({ objects: records(h, 'objects', summary), next: h.next === undefined ? undefined : id(h, 'next') }),
   },
   status: { request: (h) => ({ t: 'status', rid: rid(h) }), reply: (h) => ({ status: status(h) }) },
-  persist: { request: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids') }), reply: empty },
+  persist: {
+    request: (h) => ({ t: 'persist', rid: rid(h), ids: ids(h, 'ids'), replicas: replicas(h) }),
+    reply: empty,
+  },
   migrate: { request: (h) => ({ t: 'migrate', rid: rid(h), id: id(h) }), reply: idReply },
   instances: {
     request: (h) => ({ t: 'instances', rid: rid(h) }),
@@ -443,9 +495,20 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     request: (h) => {
       const members = ids(h, 'members');
       if (members.length === 0) throw bad('members', 'at least one shard id', members);
-      return { t: 'createDataset', rid: rid(h), name: optStr(h, 'name'), members, meta: meta(h, 'meta') };
+      return {
+        t: 'createDataset',
+        rid: rid(h),
+        name: optStr(h, 'name'),
+        members,
+        meta: meta(h, 'meta'),
+        replicas: replicas(h),
+      };
     },
     reply: idReply,
+  },
+  replicate: {
+    request: (h) => ({ t: 'replicate', rid: rid(h), id: id(h), from: replicaCopy(h.from, 'from') }),
+    reply: (h) => ({ id: id(h), added: bool(h, 'added') }),
   },
   locate: {
     request: (h) => {

@@ -88,8 +88,57 @@ export interface ShardLocation {
   id: string;
   typename: string;
   nbytes: number;
+  /** The instance of the object's own record (the primary copy) and whether it is alive. */
   instanceId: number;
   alive: boolean;
+  /** Every copy, primary included (an unreplicated object: just the primary), with its liveness. */
+  replicas: LiveCopy[];
+}
+
+/** One full, sealed copy of a replicated object: its id in the store that holds it. */
+export interface ReplicaCopy {
+  id: string;
+  instanceId: number;
+}
+
+export type LiveCopy = ReplicaCopy & { alive: boolean };
+
+/**
+ * The copies of a replicated object, kept next to its record in the metadata
+ * service under the object's own id (the id datasets and names refer to).
+ * `copies` lists the primary first while it lives; repair replaces copies on
+ * stores that are gone.
+ */
+export interface ReplicaSet {
+  id: string;
+  /** How many live copies the object should have. */
+  factor: number;
+  nbytes: number;
+  copies: ReplicaCopy[];
+  /** When the set last changed (ms since the epoch): repair leaves a set that is being filled to its creator. */
+  updatedAt: number;
+}
+
+/** What a store's status shows of replication and repair (docs/OPERATIONS.md). */
+export interface RepairStatus {
+  /** This store holds the repair lock (one repairer at a time, cluster-wide). */
+  leader: boolean;
+  /** Replicated objects with fewer live copies than their factor but at least one, at the last scan. */
+  underReplicated: number;
+  /** Replicated objects with no live copy left, at the last scan. */
+  lost: number;
+  /** Bytes of the copies being made now by this store's repairer. */
+  bytesRepairing: number;
+  /** Bytes copied by this store's repairer since start. */
+  bytesRepaired: number;
+  /** Copies this store's repairer made since start. */
+  copiesMade: number;
+  /** The repair rate limit, bytes per second. */
+  rateBytesPerSec: number;
+  /** Replica copies this store holds now. */
+  replicasHere: number;
+  /** The latest copies this store's repairer started (at most 64), oldest first: when, which object, how many bytes. */
+  recent: { startedAt: number; id: string; bytes: number }[];
 }
 
 export interface InstanceShare {
@@ -142,6 +191,8 @@ export interface StoreStatus {
   /** Bytes of object records outside the arena (metadata and member lists) and their limit. */
   records: { bytes: number; limit: number };
   counters: Record<string, number>;
+  /** Replication and repair as this store sees them. */
+  repair: RepairStatus;
   meta: Record<string, unknown>;
   rpc: (RpcEndpoint & Record<string, unknown>) | null;
   uptimeMs: number;

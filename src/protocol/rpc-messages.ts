@@ -53,6 +53,7 @@ const SHARED = [
   'listGlobal',
   'createDataset',
   'locate',
+  'replicate',
 ] as const;
 type Shared = (typeof SHARED)[number];
 

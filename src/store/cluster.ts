@@ -12,11 +12,13 @@ import type {
   InstanceInfo,
   InstanceShare,
   Locations,
+  ReplicaSet,
   RpcEndpoint,
   ShardLocation,
 } from '../protocol/records.js';
 import type { IdAllocator } from './ids.js';
 import type { Entry, ObjectTable } from './object-table.js';
+import { Replication, type ReplicationLink } from './replication.js';
 
 export const DATASET_TYPENAME = 'Dataset';
 
@@ -24,7 +26,7 @@ export const DATASET_TYPENAME = 'Dataset';
  * What the cluster needs of migration, which lives with the RPC side
  * (src/store/migrate.ts) and is linked in when the store serves RPC.
  */
-export interface MigrationLink {
+export interface MigrationLink extends ReplicationLink {
   /** Copies a remote object here, one transfer however many ask at once; resolves with the local id. */
   pull(endpoint: RpcEndpoint, remoteId: string): Promise<string>;
   /** The local copy of a remote object migrated here, while it exists. */
@@ -37,17 +39,32 @@ export class Cluster {
   /** Global records this store created (datasets), to publish again after a re-registration. */
   private readonly created = new Map<string, GlobalObject>();
   private link: MigrationLink | null = null;
+  /** Copies of replicated objects: placement, the `replicate` request, deleting every copy. */
+  readonly replication: Replication;
 
   constructor(
     readonly meta: MetaService,
     private readonly table: ObjectTable,
     private readonly ids: IdAllocator,
     readonly instanceId: number,
-  ) {}
+  ) {
+    this.replication = new Replication(meta, table, instanceId);
+    this.replication.attach(null, this.replicationHost());
+  }
+
+  private replicationHost() {
+    return {
+      persist: (ids: string[]) => this.persist(ids),
+      deleteLocal: async (id: string) => {
+        await this.unpublish(this.table.delete([id], true));
+      },
+    };
+  }
 
   /** Links migration in (the RPC side does, when the store serves RPC). */
   setMigration(link: MigrationLink): void {
     this.link = link;
+    this.replication.attach(link, this.replicationHost());
   }
 
   /** How this store migrates objects here, or null when it serves no RPC. */
@@ -68,8 +85,16 @@ export class Cluster {
     };
   }
 
-  /** Publishes local objects and everything under them, in one batch. */
-  async persist(ids: string[]): Promise<void> {
+  /**
+   * Publishes local objects and everything under them, in one batch; with
+   * `replicas`, then has that many copies of each kept on distinct stores.
+   */
+  async persist(ids: string[], replicas?: number): Promise<void> {
+    await this.publish(ids);
+    if (replicas !== undefined) await this.replication.ensure(ids, replicas);
+  }
+
+  private async publish(ids: string[]): Promise<void> {
     const todo: Entry[] = [];
     const local = ids.filter((id) => this.table.has(id));
     const remote = ids.filter((id) => !this.table.has(id));
@@ -116,6 +141,8 @@ export class Cluster {
   async unpublish(deleted: Entry[]): Promise<void> {
     const ids = deleted.filter((e) => e.persisted).map((e) => e.id);
     if (ids.length === 0) return;
+    // First: a replicated object's copies elsewhere are found through its replica set, which goes with its record.
+    await this.replication.deleted(ids);
     await this.meta.deleteObjects(ids);
     for (const [n, id] of this.boundNames) if (ids.includes(id)) this.boundNames.delete(n);
   }
@@ -123,11 +150,16 @@ export class Cluster {
   /** Deletes records that exist only in the metadata service (datasets). */
   async deleteGlobal(ids: string[]): Promise<void> {
     const recs = await this.meta.getObjects(ids);
+    const sets = await this.meta.getReplicaSets(ids);
     recs.forEach((r, i) => {
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${ids[i]} does not exist`);
-      if (!r.global) throw this.notHere(r);
+      if (!r.global && !sets[i]) throw this.notHere(r);
     });
-    await this.meta.deleteObjects(ids);
+    // A replicated object may be deleted from any store: every copy goes, wherever it is.
+    const replicated = ids.filter((_, i) => sets[i] !== undefined);
+    if (replicated.length > 0) await this.replication.deleteEveryCopy(replicated);
+    const global = ids.filter((_, i) => sets[i] === undefined);
+    if (global.length > 0) await this.meta.deleteObjects(global);
     for (const id of ids) this.created.delete(id);
   }
 
@@ -136,7 +168,23 @@ export class Cluster {
     const [rec] = await this.meta.getObjects([id]);
     if (!rec) return new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
     await this.confirmLiveness(rec.instanceId);
-    return this.notHere(rec);
+    const [set] = rec.global ? [undefined] : await this.meta.getReplicaSets([id]);
+    if (!set) return this.notHere(rec);
+    const here = this.replication.localCopy(id);
+    if (here !== undefined) {
+      return new TrellisError(
+        'ERR_OBJECT_REMOTE',
+        `object ${id} has a replica on this store: ${here} (migrate(${id}) returns it)`,
+      );
+    }
+    const live = this.replication.liveness(set).filter((c) => c.alive);
+    if (live.length === 0) {
+      return new TrellisError('ERR_OBJECT_LOST', `object ${id}: every store that held a copy of it is gone`);
+    }
+    return new TrellisError(
+      'ERR_OBJECT_REMOTE',
+      `object ${id} has copies on instances ${live.map((c) => c.instanceId).join(', ')}; migrate it here or read it over RPC`,
+    );
   }
 
   /** Persisted objects cluster-wide, each with whether its store is alive. */
@@ -178,20 +226,30 @@ export class Cluster {
   }
 
   /** A dataset: a global object whose members (shards) may live on any store. */
-  async createDataset(name: string | undefined, members: string[], meta: Record<string, unknown>): Promise<string> {
+  async createDataset(
+    name: string | undefined,
+    members: string[],
+    meta: Record<string, unknown>,
+    replicas?: number,
+  ): Promise<string> {
     if (name !== undefined) await this.checkNameFree(name);
     const local = members.filter((m) => this.table.has(m));
-    await this.persist(local);
+    await this.publish(local);
     const recs = await this.meta.getObjects(members);
     for (const r of recs) if (r && !r.global) await this.confirmLiveness(r.instanceId);
+    const sets = await this.meta.getReplicaSets(members);
     let nbytes = 0;
     recs.forEach((r, i) => {
       if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `shard ${members[i]} does not exist (persist it first)`);
-      if (!r.global && !this.meta.isAlive(r.instanceId)) {
+      const set = sets[i];
+      const alive =
+        this.meta.isAlive(r.instanceId) || (set !== undefined && this.replication.liveness(set).some((c) => c.alive));
+      if (!r.global && !alive) {
         throw new TrellisError('ERR_OBJECT_LOST', `shard ${r.id} lived on instance ${r.instanceId}, which is gone`);
       }
       nbytes += r.nbytes;
     });
+    if (replicas !== undefined) await this.replication.ensure(members, replicas);
     const id = this.ids.allocate();
     const rec: GlobalObject = {
       id,
@@ -226,17 +284,22 @@ export class Cluster {
       throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
     }
     const shardRecs = root.global ? await this.meta.getObjects(root.members) : [root];
+    const sets = await this.meta.getReplicaSets(shardRecs.map((r, i) => r?.id ?? root.members[i]));
     const instances = new Map<number, InstanceInfo>();
     for (const r of shardRecs) if (r && !r.global) await this.confirmLiveness(r.instanceId);
     for (const i of this.meta.cachedInstances()) instances.set(i.instanceId, i);
     const shards: ShardLocation[] = shardRecs.map((r, i) => {
-      if (!r) return { id: root.members[i], typename: 'unknown', nbytes: 0, instanceId: -1, alive: false };
+      if (!r)
+        return { id: root.members[i], typename: 'unknown', nbytes: 0, instanceId: -1, alive: false, replicas: [] };
+      const alive = this.meta.isAlive(r.instanceId);
+      const set = sets[i];
       return {
         id: r.id,
         typename: r.typename,
         nbytes: r.nbytes,
         instanceId: r.instanceId,
-        alive: this.meta.isAlive(r.instanceId),
+        alive,
+        replicas: set ? this.replication.liveness(set) : [{ id: r.id, instanceId: r.instanceId, alive }],
       };
     });
     const shares = new Map<number, InstanceShare>();
@@ -274,10 +337,13 @@ export class Cluster {
    * once), returning the local id.
    */
   async migrate(id: string): Promise<string> {
-    if (this.table.has(id)) return id;
+    const here = this.replication.localCopy(id);
+    if (here !== undefined) return here;
     const [rec] = await this.meta.getObjects([id]);
     if (!rec) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} does not exist`);
     if (rec.global) throw this.notHere(rec);
+    const [set] = await this.meta.getReplicaSets([id]);
+    if (set) return this.migrateReplicated(set);
     if (rec.instanceId === this.instanceId) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} was deleted`);
     await this.confirmLiveness(rec.instanceId);
     if (!this.meta.isAlive(rec.instanceId)) throw this.notHere(rec);
@@ -288,6 +354,38 @@ export class Cluster {
     }
     if (!this.link) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
     return this.link.pull(owner.rpc, id);
+  }
+
+  /**
+   * A replicated object from the nearest live copy: one migrated here
+   * before, else one on this host, else the first live one; the next when
+   * a transfer fails.
+   */
+  private async migrateReplicated(set: ReplicaSet): Promise<string> {
+    if (!this.link) throw new TrellisError('ERR_UNSUPPORTED', 'this store has no RPC client configured (token)');
+    const instances = await this.meta.instances();
+    const byId = new Map(instances.map((i) => [i.instanceId, i]));
+    const live = this.replication.liveness(set).filter((c) => c.alive && byId.get(c.instanceId)?.rpc);
+    for (const c of live) {
+      const copy = this.link.copyOf(c.id);
+      if (copy !== undefined) return copy;
+    }
+    if (live.length === 0) {
+      throw new TrellisError('ERR_OBJECT_LOST', `object ${set.id}: every store that held a copy of it is gone`);
+    }
+    const mine = byId.get(this.instanceId)?.hostname;
+    live.sort(
+      (a, b) => Number(byId.get(b.instanceId)?.hostname === mine) - Number(byId.get(a.instanceId)?.hostname === mine),
+    );
+    let last: unknown;
+    for (const c of live) {
+      try {
+        return await this.link.pull(byId.get(c.instanceId)!.rpc!, c.id);
+      } catch (e) {
+        last = e;
+      }
+    }
+    throw last;
   }
 
   /** Publishes every persisted object and every name this store bound, again. */

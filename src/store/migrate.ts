@@ -21,7 +21,7 @@ import { RpcChannel } from '../client/rpc-channel.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectRecord, RpcEndpoint } from '../protocol/records.js';
-import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer } from '../protocol/rpc-messages.js';
+import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcRequestBody } from '../protocol/rpc-messages.js';
 import type { TlsMaterial } from '../tls-config.js';
 import type { StoreServer } from './store-server.js';
 
@@ -106,6 +106,31 @@ export class Migrator {
   copyOf(remoteId: string): string | undefined {
     const c = this.copies.get(remoteId);
     return c !== undefined && this.store.table.has(c.local) ? c.local : undefined;
+  }
+
+  /**
+   * One request to another store on a connection of its own (replication
+   * asks a store to make a copy, or to delete one); resolves with the answer's
+   * header. The request may run as long as the copy it asks for takes.
+   */
+  async ask(endpoint: RpcEndpoint, token: string, body: RpcRequestBody, opts: MigrateOptions = {}) {
+    if (this.closed) throw new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down');
+    const ch = await RpcChannel.open({
+      host: endpoint.host,
+      port: endpoint.port,
+      token,
+      client: `store ${this.store.storeId}`,
+      localAddress: opts.localAddress,
+      timeoutMs: opts.timeoutMs,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+    });
+    this.channels.add(ch);
+    try {
+      return (await ch.request(body, { waits: true })).header;
+    } finally {
+      ch.close();
+      this.channels.delete(ch);
+    }
   }
 
   /** Stops every transfer (each fails and leaves nothing behind). Safe to call twice. */

@@ -76,6 +76,8 @@ export interface TableCounters {
 export class ObjectTable {
   private readonly entries = new Map<string, Entry>();
   private readonly lru = new Map<string, Entry>();
+  /** Blobs spilled only when nothing else is left to spill (local copies of under-replicated objects). */
+  private spillLast: ReadonlySet<string> = new Set();
   private readonly refs = new Map<number, Map<string, number>>();
   private readonly unsealedBy = new Map<number, Set<string>>();
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
@@ -446,11 +448,25 @@ export class ObjectTable {
     return loc;
   }
 
+  /** Blobs to spill only after every other spillable blob (replication sets them). */
+  setSpillLast(blobIds: ReadonlySet<string>): void {
+    this.spillLast = blobIds;
+  }
+
+  /** The least recently used spillable blob, those in spillLast only when no other is left. */
+  private spillCandidate(): Entry | undefined {
+    let fallback: Entry | undefined;
+    for (const e of this.lru.values()) {
+      if (!this.spillLast.has(e.id)) return e;
+      fallback ??= e;
+    }
+    return fallback;
+  }
+
   private spillOne(): boolean {
     if (!this.spill) return false;
-    const first = this.lru.values().next();
-    if (first.done) return false;
-    const e = first.value;
+    const e = this.spillCandidate();
+    if (e === undefined) return false;
     const loc = e.loc!;
     // Off the queue only once written: a blob whose write failed (disk full) stays spillable.
     e.spillPath = this.spill.write(e.id, this.arena.view(loc));

@@ -324,26 +324,29 @@ export class RpcConnection extends PeerConnection {
       sendError(this.sender, req.rid, e);
       done();
     };
+    // A replicated object this store holds a copy of is read from that copy, under the id asked for.
+    const replication = this.store.cluster.replication;
+    const ids = req.ids.map((id) => replication.localCopy(id) ?? id);
     let out: object | Promise<object>;
     try {
-      out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids: req.ids }, EMPTY, 'rpc');
+      out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids }, EMPTY, 'rpc');
     } catch (e) {
       failed(e);
       return;
     }
     if (out instanceof Promise) {
-      out.then((r) => this.sendObjects(req, r, done), failed);
+      out.then((r) => this.sendObjects(req, ids, r, done), failed);
     } else {
-      this.sendObjects(req, out, done);
+      this.sendObjects(req, ids, out, done);
     }
   }
 
   /** The answer header, then every blob's bytes straight from the arena; the pins go when the last byte has. */
-  private sendObjects(req: Get, fields: object, done: () => void): void {
+  private sendObjects(req: Get, pinned: string[], fields: object, done: () => void): void {
     const release = () => {
       done();
       try {
-        this.store.table.release(req.ids, this.id);
+        this.store.table.release(pinned, this.id);
       } catch {
         // the connection closed and its pins went with it
       }
@@ -371,7 +374,11 @@ export class RpcConnection extends PeerConnection {
     };
     let head: Buffer;
     try {
-      const objects = records.map(strip);
+      const objects = records.map((r, i) => ({ ...strip(r), id: req.ids[i] }));
+      // A Blob read from a replica goes under the id asked for in the list of blobs that follow, too.
+      records.forEach((r, i) => {
+        if (r.typename === BLOB_TYPENAME && r.id !== req.ids[i]) blobs[blobs.indexOf(r.id)] = req.ids[i];
+      });
       head = encodeFrame({ t: 'ok', rid: req.rid, objects, blobs, raw });
     } catch (e) {
       release();

@@ -212,6 +212,7 @@ export const startRpc: RpcStarter = async (store, opts) => {
     pull: (endpoint, remoteId) =>
       migrator.migrate(endpoint, opts.token, remoteId, { localAddress, ...(opts.tls ? { tls: opts.tls } : {}) }),
     copyOf: (remoteId) => migrator.copyOf(remoteId),
+    ask: (endpoint, body) => migrator.ask(endpoint, opts.token, body, { localAddress }),
   });
   // The store closes its RPC server before its arena: transfers into the arena stop first.
   rpc.closeWith(() => migrator.close());

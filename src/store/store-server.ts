@@ -16,7 +16,7 @@ import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { type Logger, silentLogger } from '../observe/logger.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
-import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
+import type { RepairStatus, RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
@@ -25,6 +25,7 @@ import { IdAllocator } from './ids.js';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
+import { noRepairStatus, Repairer } from './repair.js';
 import { SpillDir } from './spill.js';
 import { StoreTraffic, startTimer, type Transport, timed } from './store-traffic.js';
 import { TagTable } from './tags.js';
@@ -78,6 +79,10 @@ export interface StoreOptions {
    * RPC peer to present a certificate signed by `ca` (mutual TLS).
    */
   tls?: TlsFiles;
+  /** Repair copies at most this many bytes per second, cluster-wide (default 128 MiB/s). */
+  repairRate?: number;
+  /** How often each store scans the replica sets for repair (default 1000 ms). */
+  repairIntervalMs?: number;
 }
 
 /** The RPC side plugs in here (src/rpc/), so the store does not depend on it. */
@@ -106,6 +111,7 @@ export class StoreServer implements RequestHandler {
   /** Store-local tags (exchanges between nodes), never published. */
   readonly tags = new TagTable();
   private rpc: RpcAttachment | null = null;
+  private repairer: Repairer | null = null;
   private figuresTimer: NodeJS.Timeout | null = null;
   private readonly server: Server;
   private readonly connections = new Map<number, Connection>();
@@ -214,6 +220,15 @@ export class StoreServer implements RequestHandler {
           store.log.warn({ code: (e as TrellisError).code }, `publishing again failed: ${(e as Error).message}`),
         );
     };
+    // Repair needs other stores to copy from and to: a cluster backend and RPC.
+    if (meta.kind === 'etcd' && store.cluster.migration) {
+      store.repairer = new Repairer(meta, store.cluster.replication, store.table, instanceId, {
+        rateBytesPerSec: opts.repairRate,
+        intervalMs: opts.repairIntervalMs,
+        logger: store.log.child({ component: 'repair' }),
+      });
+      store.repairer.start();
+    }
     store.figuresTimer = setInterval(() => store.publishFigures(), 2000);
     store.figuresTimer.unref();
     return store;
@@ -434,7 +449,9 @@ export class StoreServer implements RequestHandler {
       case 'status':
         return { status: this.status() };
       case 'persist':
-        return this.cluster.persist(req.ids).then(() => ({}));
+        return this.cluster.persist(req.ids, req.replicas).then(() => ({}));
+      case 'replicate':
+        return this.cluster.replication.copyHere(req.id, req.from);
       case 'migrate':
         return this.cluster.migrate(req.id).then((id) => ({ id }));
       case 'instances':
@@ -444,7 +461,7 @@ export class StoreServer implements RequestHandler {
           .listGlobal({ typename: req.typename, instanceId: req.instanceId, limit: req.limit })
           .then((objects) => ({ objects }));
       case 'createDataset':
-        return this.cluster.createDataset(req.name, req.members, req.meta).then((id) => ({ id }));
+        return this.cluster.createDataset(req.name, req.members, req.meta, req.replicas).then((id) => ({ id }));
       case 'locate':
         return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
       case 'endScope':
@@ -535,16 +552,23 @@ export class StoreServer implements RequestHandler {
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
       counters: { ...c },
+      repair: this.repairStatus(),
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
       uptimeMs: Date.now() - this.startedAt,
     };
   }
 
+  /** Replication and repair as this store sees them (status.repair; the metrics read it too). */
+  repairStatus(): RepairStatus {
+    return this.repairer?.status() ?? noRepairStatus(this.cluster.replication.copiesHere);
+  }
+
   /** Stops accepting, drops every connection, frees the arena and removes the socket. Safe to call twice. */
   close(): Promise<void> {
     if (this.closing) return this.closing;
     if (this.figuresTimer) clearInterval(this.figuresTimer);
+    this.repairer?.close();
     this.closing = new Promise<void>((resolve) => {
       this.meta.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
       this.tags.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
@@ -606,6 +630,15 @@ function validateOptions(o: StoreOptions): void {
       'ERR_BAD_REQUEST',
       `socketMode must be 0600 (owner) or 0660 (owner and --socket-group), got 0${(o.socketMode >>> 0).toString(8)}`,
     );
+  }
+  if (o.repairRate !== undefined && (!Number.isSafeInteger(o.repairRate) || o.repairRate < 1)) {
+    throw new TrellisError(
+      'ERR_BAD_REQUEST',
+      `repairRate must be a positive number of bytes per second, got ${o.repairRate}`,
+    );
+  }
+  if (o.repairIntervalMs !== undefined && (!Number.isSafeInteger(o.repairIntervalMs) || o.repairIntervalMs < 10)) {
+    throw new TrellisError('ERR_BAD_REQUEST', `repairIntervalMs must be at least 10, got ${o.repairIntervalMs}`);
   }
   if (o.instanceId !== undefined && (!Number.isInteger(o.instanceId) || o.instanceId < 0 || o.instanceId > 0xffff)) {
     throw new TrellisError('ERR_BAD_REQUEST', `instanceId must be in [0, 65535], got ${o.instanceId}`);

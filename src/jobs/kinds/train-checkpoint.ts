@@ -9,8 +9,13 @@
  * The name moves to a new checkpoint only once that one is sealed and
  * persisted, and the previous one is deleted after: a rank 0 that dies while
  * writing leaves the previous checkpoint whole.
+ *
+ * On a cluster the checkpoint is kept as two copies on distinct stores
+ * (replicas), so the loss of rank 0's whole node, store included, leaves one
+ * to resume from; a single store keeps just its own.
  */
 import type { TrellisClient } from '../../client/client.js';
+import { copyOn } from '../../client/shard-copies.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { isTrellisError, TrellisError } from '../../errors.js';
 
@@ -28,6 +33,9 @@ export interface Position {
 }
 
 export const checkpointName = (jobId: string): string => `${jobId}/checkpoint`;
+
+/** Copies of a checkpoint kept on a cluster: one node's loss leaves one. */
+const CHECKPOINT_COPIES = 2;
 
 /** A state buffer: header, then `params` floats, then `extra` optimizer floats. */
 export function stateBuffer(params: number, extra: number): Float32Array {
@@ -52,6 +60,12 @@ export async function saveCheckpoint(client: TrellisClient, jobId: string, state
   const w = await client.createTensor('float32', [state.length]);
   w.data.set(state);
   const id = await w.seal({ persist: true });
+  try {
+    await client.persist(id, { replicas: CHECKPOINT_COPIES });
+  } catch (e) {
+    // One store (or none other with room): the checkpoint lives where rank 0 does, as before.
+    if (!isTrellisError(e, 'ERR_REPLICAS_UNAVAILABLE')) throw e;
+  }
   let previous: string | undefined;
   try {
     previous = await client.getName(name);
@@ -59,7 +73,7 @@ export async function saveCheckpoint(client: TrellisClient, jobId: string, state
     if (!isTrellisError(e, 'ERR_NAME_NOT_FOUND')) throw e;
   }
   await client.putName(name, id, { overwrite: true });
-  // One on another store (an earlier group's rank 0) is left to that store: deleting is a local operation.
+  // A replicated one goes with every copy, from here; an unreplicated one on another store is left to that store.
   if (previous && previous !== id) await client.delete(previous).catch(() => {});
   return id;
 }
@@ -82,7 +96,10 @@ export async function loadCheckpoint(
     throw e;
   }
   const loc = await client.locate(id);
-  const local = loc.shards[0]?.instanceId === client.instanceId ? id : await client.migrate(id);
+  const shard = loc.shards[0];
+  // A copy here (the primary or a replica) is read in place; anything else is migrated and deleted after.
+  const here = shard ? copyOn(shard, client.instanceId)?.id : undefined;
+  const local = here ?? (await client.migrate(id));
   try {
     const t = (await client.get(local)) as Tensor;
     try {
@@ -98,7 +115,7 @@ export async function loadCheckpoint(
       await client.release(local);
     }
   } finally {
-    if (local !== id) await client.delete(local).catch(() => {});
+    if (here === undefined && local !== id) await client.delete(local).catch(() => {});
   }
   return readPosition(state);
 }

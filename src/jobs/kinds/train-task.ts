@@ -16,6 +16,7 @@
  * 128 with Adam), shuffled with seed 1, so a retry trains the same weights.
  */
 import type { TrellisClient } from '../../client/client.js';
+import { copyOn } from '../../client/shard-copies.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { TrellisError } from '../../errors.js';
 import { type ShardPart, shardParts } from '../../loaders/shard.js';
@@ -97,7 +98,8 @@ async function accuracyOn(
   const ids: string[] = [];
   let moved = 0;
   for (const s of loc.shards) {
-    if (s.instanceId === client.instanceId) ids.push(s.id);
+    const here = copyOn(s, client.instanceId);
+    if (here) ids.push(here.id);
     else {
       ids.push(await client.migrate(s.id));
       moved += s.nbytes;

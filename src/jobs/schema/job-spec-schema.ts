@@ -121,6 +121,14 @@ export const trainSpecSchema = {
   },
 } as const;
 
+/** Copies kept of every shard of a map or infer job's output dataset (the store's MAX_REPLICAS bound). */
+const outputReplicas = {
+  type: 'integer',
+  minimum: 1,
+  maximum: 64,
+  description: 'copies of every output shard, on distinct stores (default 1)',
+} as const;
+
 export const mapSpecSchema = {
   $id: 'MapJobSpec',
   type: 'object',
@@ -133,6 +141,7 @@ export const mapSpecSchema = {
     handler: { type: 'string', pattern: HANDLER_PATTERN, description: "a module name in the agents' --handlers" },
     args: { description: 'any JSON value, handed to the handler as is' },
     output: storeName,
+    replicas: outputReplicas,
   },
 } as const;
 
@@ -147,6 +156,7 @@ export const inferSpecSchema = {
     dataset: storeName,
     model: { ...storeName, description: 'name of a model stored with putModel' },
     output: storeName,
+    replicas: outputReplicas,
   },
 } as const;
 
