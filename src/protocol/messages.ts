@@ -80,7 +80,8 @@ export type Request =
   | { t: 'listGlobal'; rid: number; typename?: string; instanceId?: number; limit: number }
   | { t: 'createDataset'; rid: number; name?: string; members: string[]; meta: Record<string, unknown> }
   | { t: 'locate'; rid: number; id?: string; name?: string }
-  | { t: 'fds'; rid: number; token: string; segments: number[] };
+  | { t: 'unpinned'; rid: number }
+  | { t: 'fds'; rid: number; token: string; segments: number[]; fastpath?: boolean };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -133,7 +134,9 @@ export interface Replies {
   listGlobal: { objects: GlobalObjectInfo[] };
   createDataset: { id: string };
   locate: { locations: Locations };
-  fds: { segments: SegmentInfo[] };
+  unpinned: Record<string, never>;
+  /** `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked). */
+  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number } };
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -436,16 +439,26 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
     reply: (h) => ({ locations: locations(h) }),
   },
+  unpinned: { request: (h) => ({ t: 'unpinned', rid: rid(h) }), reply: empty },
   fds: {
     request: (h) => {
       const segs = h.segments;
-      if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)
-        throw bad('segments', '1 to 64 segment ids', segs);
+      const fastpath = bool(h, 'fastpath', false);
+      // Asking for the fast path alone names no segment.
+      if (!Array.isArray(segs) || segs.length < (fastpath ? 0 : 1) || segs.length > 64)
+        throw bad('segments', fastpath ? '0 to 64 segment ids' : '1 to 64 segment ids', segs);
       for (const s of segs)
         if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
-      return { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+      const out: RequestOf<'fds'> = { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+      if (fastpath) out.fastpath = true;
+      return out;
     },
-    reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
+    reply: (h) => {
+      const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
+      if (h.fastpath === undefined) return { segments };
+      const f = plainObject(h.fastpath, 'fastpath');
+      return { segments, fastpath: { directory: uint(f, 'directory'), pins: uint(f, 'pins') } };
+    },
   },
 };
 
