@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
   childMain,
+  cpuUs,
   fmtOps,
   fmtRatio,
   fmtUs,
@@ -139,7 +140,17 @@ async function redisVsTrellis(client, storePid) {
   const r = {};
   await seqOps(2000, (i) => redis.set(`k${i}`, small)); // warm-up
   await seqOps(2000, (i) => redis.getBuffer(`k${i}`));
-  r.redisSet = await seqOps(SMALL_N, (i) => redis.set(`k${i}`, small));
+  // CPU per operation on each side, to say where a put's time goes (server vs client).
+  const cpu = async (serverPid, fn) => {
+    const s0 = cpuUs(serverPid);
+    const c0 = process.cpuUsage();
+    const rate = await fn();
+    const c1 = process.cpuUsage(c0);
+    return { rate, serverUs: (cpuUs(serverPid) - s0) / SMALL_N, clientUs: (c1.user + c1.system) / SMALL_N };
+  };
+  const setCpu = await cpu(pid, () => seqOps(SMALL_N, (i) => redis.set(`k${i}`, small)));
+  r.redisSet = setCpu.rate;
+  r.redisSetCpu = setCpu;
   r.redisGet = await seqOps(SMALL_N, (i) => redis.getBuffer(`k${i}`));
   r.redisSetMid = await timed(3, () => redis.set('big', mid));
   r.redisGetMid = await timed(3, () => redis.getBuffer('big'));
@@ -149,7 +160,9 @@ async function redisVsTrellis(client, storePid) {
   const midU8 = new Uint8Array(mid.buffer, mid.byteOffset, mid.length);
   const ids = [];
   await seqOps(2000, async () => ids.push(await client.put(smallU8))); // warm-up
-  r.trellisPut = await seqOps(SMALL_N, async () => ids.push(await client.put(smallU8)));
+  const putCpu = await cpu(storePid, () => seqOps(SMALL_N, async () => ids.push(await client.put(smallU8))));
+  r.trellisPut = putCpu.rate;
+  r.trellisPutCpu = putCpu;
   r.trellisGet = await seqOps(SMALL_N, async (i) => {
     await client.get(ids[i]);
     await client.release(ids[i]);
@@ -223,6 +236,7 @@ async function main() {
   const { connect } = await trellis();
   const store = await startStore({ size: '2G', reserve: true, cpus: '0' });
   const client = await connect({ socket: store.socket, name: 'baselines' });
+  await client.fastPath;
   const w = await client.createBlob(BIG);
   w.buffer.fill(7);
   const blob = await w.seal();
@@ -254,6 +268,10 @@ async function main() {
     baseline: baseOps === undefined ? `${label}: n/a` : `${label} ${fmtOps(baseOps)}`,
     ratio: baseOps === undefined ? '' : fmtRatio(trellisOps / baseOps),
   });
+  if (rd) {
+    const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
+    console.log(`CPU per 1 KiB op: Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`);
+  }
   const attach = tr.connectUs + tr.getUs;
   const attachText = `connect ${fmtUs(tr.connectUs)} + first get ${fmtUs(tr.getUs)}`;
   report(
@@ -277,7 +295,7 @@ async function main() {
     [
       `fresh-process figures: median of ${FRESH} processes (Trellis and Python alike); warm get: p50 of 2000 after 1000 warm-up, reader and store on CPU 0`,
       'Trellis attach = connect (handshake) + first get (fd passing + mmap of the 1 GiB segment); Python attach = shm_open + mmap + numpy view',
-      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get counts its release round trip',
+      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get + release of a 1 KiB tensor takes the fast path (no round trip); put is one round trip',
       'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
       `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,
       'Trellis warm get is the reader in another process than the store; the worker and readFile rows stay in one process',

@@ -198,3 +198,31 @@ describe('fast path', () => {
     expect(puts).toBeGreaterThan(50);
   }, 60_000);
 });
+
+describe('fast path wire', () => {
+  it('the directory names every dtype the tensor codec knows, in a fixed order', async () => {
+    const { DTYPES } = await import('../dist/src/codecs/tensor.js');
+    const { DTYPE_CODES } = await import('../dist/src/protocol/fast-directory.js');
+    expect([...DTYPE_CODES].sort()).toEqual(Object.keys(DTYPES).sort());
+  });
+
+  it('fds with fastpath and unpinned decode, and their answers are checked', async () => {
+    const { decodeReply, decodeRequest } = await import('../dist/src/protocol/messages.js');
+    expect(decodeRequest({ t: 'fds', rid: 0, token: 'ab', segments: [], fastpath: true })).toEqual({
+      t: 'fds',
+      rid: 0,
+      token: 'ab',
+      segments: [],
+      fastpath: true,
+    });
+    expect(decodeRequest({ t: 'unpinned', rid: 3, noReply: true })).toEqual({ t: 'unpinned', rid: 3 });
+    expect(decodeReply('fds', { t: 'ok', rid: 0, segments: [], fastpath: { directory: 4, pins: 8 } })).toEqual({
+      segments: [],
+      fastpath: { directory: 4, pins: 8 },
+    });
+    expect(
+      await errCode(() => decodeReply('fds', { t: 'ok', rid: 0, segments: [], fastpath: { directory: -1 } })),
+    ).toBe('ERR_PROTOCOL');
+    expect(await errCode(() => decodeRequest({ t: 'fds', rid: 0, token: 'ab', segments: [] }))).toBe('ERR_BAD_REQUEST');
+  });
+});
