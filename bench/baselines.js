@@ -15,6 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import {
   childMain,
@@ -28,6 +29,7 @@ import {
   median,
   nowUs,
   pin,
+  ROOT,
   report,
   runChild,
   startRedis,
@@ -51,13 +53,32 @@ function touchPages(bytes) {
 }
 
 async function freshReader({ socket, id }) {
-  const { connect } = await trellis();
+  // GC pauses that start inside connect or the first get (entries carry their own start time).
+  const gcs = [];
+  const obs = new PerformanceObserver((l) => gcs.push(...l.getEntries()));
+  obs.observe({ entryTypes: ['gc'] });
   let t = nowUs();
+  // What a reader loads: the package's main entry alone.
+  const { connect } = await import(join(ROOT, 'dist/src/index.js'));
+  const importUs = nowUs() - t;
+  const t0 = performance.now();
+  t = nowUs();
   const client = await connect({ socket, name: 'baselines reader' });
   const connectUs = nowUs() - t;
   t = nowUs();
   const v = await client.get(id);
   const getUs = nowUs() - t;
+  const t1 = performance.now();
+  // Mapping a segment in a fresh process (mmap + external ArrayBuffer), on a memfd of the same size of its own.
+  const { native } = await import(join(ROOT, 'dist/src/native.js'));
+  const fd = native.memfdCreate('baselines-map-probe', 1024 ** 3);
+  t = nowUs();
+  native.map(fd, 1024 ** 3, false);
+  const mapUs = nowUs() - t;
+  native.closeFd(fd);
+  await new Promise((r) => setTimeout(r, 20));
+  obs.disconnect();
+  const gcUs = gcs.filter((e) => e.startTime >= t0 && e.startTime <= t1).reduce((a, e) => a + e.duration * 1000, 0);
   const bytes = new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength);
   t = nowUs();
   touchPages(bytes);
@@ -71,7 +92,7 @@ async function freshReader({ socket, id }) {
     await client.release(id);
   }
   await client.close();
-  return { connectUs, getUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
+  return { importUs, connectUs, getUs, mapUs, gcUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
 }
 
 // ---- Python multiprocessing.shared_memory ----
@@ -268,6 +289,11 @@ async function main() {
     baseline: baseOps === undefined ? `${label}: n/a` : `${label} ${fmtOps(baseOps)}`,
     ratio: baseOps === undefined ? '' : fmtRatio(trellisOps / baseOps),
   });
+  console.log(
+    `cold start, medians of ${FRESH} fresh processes: import of the package ${fmtUs(tr.importUs)} (not in the attach row, as Python's numpy import is not); ` +
+      `connect ${fmtUs(tr.connectUs)}; first get ${fmtUs(tr.getUs)}; GC pauses inside connect + get ${fmtUs(tr.gcUs)}; ` +
+      `mmap + external ArrayBuffer of a 1 GiB segment ${fmtUs(tr.mapUs)}`,
+  );
   if (rd) {
     const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
     console.log(`CPU per 1 KiB op: Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`);
