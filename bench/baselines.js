@@ -289,15 +289,19 @@ async function main() {
     baseline: baseOps === undefined ? `${label}: n/a` : `${label} ${fmtOps(baseOps)}`,
     ratio: baseOps === undefined ? '' : fmtRatio(trellisOps / baseOps),
   });
-  console.log(
-    `cold start, medians of ${FRESH} fresh processes: import of the package ${fmtUs(tr.importUs)} (not in the attach row, as Python's numpy import is not); ` +
-      `connect ${fmtUs(tr.connectUs)}; first get ${fmtUs(tr.getUs)}; GC pauses inside connect + get ${fmtUs(tr.gcUs)}; ` +
+  // Where the time goes, printed and kept in RESULTS.md (issue 12's measured reasons).
+  const why = [
+    `cold start, medians of ${FRESH} fresh processes: import of the package ${fmtUs(tr.importUs)} (in neither attach figure: Python's numpy import is not in its own), ` +
+      `connect ${fmtUs(tr.connectUs)}, first get ${fmtUs(tr.getUs)}, of which GC pauses that start inside connect + get ${fmtUs(tr.gcUs)}; ` +
       `mmap + external ArrayBuffer of a 1 GiB segment ${fmtUs(tr.mapUs)}`,
-  );
+  ];
   if (rd) {
     const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
-    console.log(`CPU per 1 KiB op: Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`);
+    why.push(
+      `CPU per 1 KiB op (/proc, 10 ms ticks): Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`,
+    );
   }
+  for (const w of why) console.log(w);
   const attach = tr.connectUs + tr.getUs;
   const attachText = `connect ${fmtUs(tr.connectUs)} + first get ${fmtUs(tr.getUs)}`;
   report(
@@ -325,6 +329,7 @@ async function main() {
       'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
       `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,
       'Trellis warm get is the reader in another process than the store; the worker and readFile rows stay in one process',
+      ...why,
     ],
   );
 }

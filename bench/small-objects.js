@@ -90,7 +90,8 @@ async function main() {
   }
   report('small objects, 1 KiB, one client', rows, [
     `median of ${ROUNDS} rounds of ${PAR_N} ops with ${WIDTH} in flight, of ${SEQ_N} sequential; store reserved, in another process`,
-    `put = 1 round trip (inline payload); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}`,
+    `put = 1 round trip (inline payload); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}; put + get + release = 1 round trip`,
+    'put stays one round trip through the store event loop; baselines.js prints its CPU per op against redis SET, the reason put trails SET',
     'unpinned rows let the scheduler place store and client; pinned rows use taskset (CPU 0 / CPU 1)',
   ]);
 }
