@@ -308,16 +308,26 @@ export class TrellisClient extends ClientCommon {
           for (const id of list) this.fetching.delete(id);
         });
     }
-    const records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
+    // Fast pins this call took and has not handed out yet: on any failure they go again.
+    const dropPinned = () => {
+      for (const id of pinned) {
+        const h = this.held.get(id);
+        if (h && h.count === 0) this.dropHeld(id, h);
+      }
+    };
+    let records: ObjectRecord[];
+    try {
+      records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
+    } catch (e) {
+      dropPinned();
+      throw e;
+    }
     let values: StoreValue[];
     try {
       values = records.map((rec) => this.decode(rec));
     } catch (e) {
       // Nothing was handed out, so nothing may stay pinned for this call.
-      for (const id of pinned) {
-        const h = this.held.get(id);
-        if (h && h.count === 0) this.dropHeld(id, h);
-      }
+      dropPinned();
       const fresh = [...need].filter((id) => !this.held.has(id));
       if (fresh.length > 0) await this.call({ t: 'release', ids: fresh }).catch(() => {});
       throw e;
