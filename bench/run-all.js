@@ -91,7 +91,7 @@ function partialMarkdown(old, fresh, started, loads) {
   const head = old.split(/^(?=## )/m)[0].trimEnd();
   const note = `- Sections ${[...sectionsOf(fresh).keys()].join(', ')} re-run alone on ${started.toISOString()}, load average at start ${loads[0]}, at end ${loads[1]}`;
   const order = BENCHES.filter((f) => sections.has(f));
-  return `${head.replace(/\n- Sections .*$/gm, '')}\n\n${note}\n\n${order.map((f) => sections.get(f)).join('\n\n')}\n`;
+  return `${head.replace(/\n+- Sections .*$/gm, '')}\n\n${note}\n\n${order.map((f) => sections.get(f)).join('\n\n')}\n`;
 }
 
 function markdown(results, m, started, totalUs, loads) {
