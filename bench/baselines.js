@@ -15,9 +15,11 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import {
   childMain,
+  cpuUs,
   fmtOps,
   fmtRatio,
   fmtUs,
@@ -27,6 +29,7 @@ import {
   median,
   nowUs,
   pin,
+  ROOT,
   report,
   runChild,
   startRedis,
@@ -50,13 +53,32 @@ function touchPages(bytes) {
 }
 
 async function freshReader({ socket, id }) {
-  const { connect } = await trellis();
+  // GC pauses that start inside connect or the first get (entries carry their own start time).
+  const gcs = [];
+  const obs = new PerformanceObserver((l) => gcs.push(...l.getEntries()));
+  obs.observe({ entryTypes: ['gc'] });
   let t = nowUs();
+  // What a reader loads: the package's main entry alone.
+  const { connect } = await import(join(ROOT, 'dist/src/index.js'));
+  const importUs = nowUs() - t;
+  const t0 = performance.now();
+  t = nowUs();
   const client = await connect({ socket, name: 'baselines reader' });
   const connectUs = nowUs() - t;
   t = nowUs();
   const v = await client.get(id);
   const getUs = nowUs() - t;
+  const t1 = performance.now();
+  // Mapping a segment in a fresh process (mmap + external ArrayBuffer), on a memfd of the same size of its own.
+  const { native } = await import(join(ROOT, 'dist/src/native.js'));
+  const fd = native.memfdCreate('baselines-map-probe', 1024 ** 3);
+  t = nowUs();
+  native.map(fd, 1024 ** 3, false);
+  const mapUs = nowUs() - t;
+  native.closeFd(fd);
+  await new Promise((r) => setTimeout(r, 20));
+  obs.disconnect();
+  const gcUs = gcs.filter((e) => e.startTime >= t0 && e.startTime <= t1).reduce((a, e) => a + e.duration * 1000, 0);
   const bytes = new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength);
   t = nowUs();
   touchPages(bytes);
@@ -70,7 +92,7 @@ async function freshReader({ socket, id }) {
     await client.release(id);
   }
   await client.close();
-  return { connectUs, getUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
+  return { importUs, connectUs, getUs, mapUs, gcUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
 }
 
 // ---- Python multiprocessing.shared_memory ----
@@ -139,7 +161,17 @@ async function redisVsTrellis(client, storePid) {
   const r = {};
   await seqOps(2000, (i) => redis.set(`k${i}`, small)); // warm-up
   await seqOps(2000, (i) => redis.getBuffer(`k${i}`));
-  r.redisSet = await seqOps(SMALL_N, (i) => redis.set(`k${i}`, small));
+  // CPU per operation on each side, to say where a put's time goes (server vs client).
+  const cpu = async (serverPid, fn) => {
+    const s0 = cpuUs(serverPid);
+    const c0 = process.cpuUsage();
+    const rate = await fn();
+    const c1 = process.cpuUsage(c0);
+    return { rate, serverUs: (cpuUs(serverPid) - s0) / SMALL_N, clientUs: (c1.user + c1.system) / SMALL_N };
+  };
+  const setCpu = await cpu(pid, () => seqOps(SMALL_N, (i) => redis.set(`k${i}`, small)));
+  r.redisSet = setCpu.rate;
+  r.redisSetCpu = setCpu;
   r.redisGet = await seqOps(SMALL_N, (i) => redis.getBuffer(`k${i}`));
   r.redisSetMid = await timed(3, () => redis.set('big', mid));
   r.redisGetMid = await timed(3, () => redis.getBuffer('big'));
@@ -149,7 +181,9 @@ async function redisVsTrellis(client, storePid) {
   const midU8 = new Uint8Array(mid.buffer, mid.byteOffset, mid.length);
   const ids = [];
   await seqOps(2000, async () => ids.push(await client.put(smallU8))); // warm-up
-  r.trellisPut = await seqOps(SMALL_N, async () => ids.push(await client.put(smallU8)));
+  const putCpu = await cpu(storePid, () => seqOps(SMALL_N, async () => ids.push(await client.put(smallU8))));
+  r.trellisPut = putCpu.rate;
+  r.trellisPutCpu = putCpu;
   r.trellisGet = await seqOps(SMALL_N, async (i) => {
     await client.get(ids[i]);
     await client.release(ids[i]);
@@ -223,6 +257,7 @@ async function main() {
   const { connect } = await trellis();
   const store = await startStore({ size: '2G', reserve: true, cpus: '0' });
   const client = await connect({ socket: store.socket, name: 'baselines' });
+  await client.fastPath;
   const w = await client.createBlob(BIG);
   w.buffer.fill(7);
   const blob = await w.seal();
@@ -254,6 +289,19 @@ async function main() {
     baseline: baseOps === undefined ? `${label}: n/a` : `${label} ${fmtOps(baseOps)}`,
     ratio: baseOps === undefined ? '' : fmtRatio(trellisOps / baseOps),
   });
+  // Where the time goes, printed and kept in RESULTS.md (issue 12's measured reasons).
+  const why = [
+    `cold start, medians of ${FRESH} fresh processes: import of the package ${fmtUs(tr.importUs)} (in neither attach figure: Python's numpy import is not in its own), ` +
+      `connect ${fmtUs(tr.connectUs)}, first get ${fmtUs(tr.getUs)}, of which GC pauses that start inside connect + get ${fmtUs(tr.gcUs)}; ` +
+      `mmap + external ArrayBuffer of a 1 GiB segment ${fmtUs(tr.mapUs)}`,
+  ];
+  if (rd) {
+    const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
+    why.push(
+      `CPU per 1 KiB op (/proc, 10 ms ticks): Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`,
+    );
+  }
+  for (const w of why) console.log(w);
   const attach = tr.connectUs + tr.getUs;
   const attachText = `connect ${fmtUs(tr.connectUs)} + first get ${fmtUs(tr.getUs)}`;
   report(
@@ -277,10 +325,11 @@ async function main() {
     [
       `fresh-process figures: median of ${FRESH} processes (Trellis and Python alike); warm get: p50 of 2000 after 1000 warm-up, reader and store on CPU 0`,
       'Trellis attach = connect (handshake) + first get (fd passing + mmap of the 1 GiB segment); Python attach = shm_open + mmap + numpy view',
-      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get counts its release round trip',
+      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get + release of a 1 KiB tensor takes the fast path (no round trip); put is one round trip',
       'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
       `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,
       'Trellis warm get is the reader in another process than the store; the worker and readFile rows stay in one process',
+      ...why,
     ],
   );
 }

@@ -8,7 +8,7 @@
  */
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,14 @@ export function stats(samples) {
   let sum = 0;
   for (const x of s) sum += x;
   return { n: s.length, p50: at(0.5), p99: at(0.99), mean: sum / s.length, min: s[0], max: s[s.length - 1] };
+}
+
+/** CPU time (user + system) a process has used so far, in microseconds, from /proc (10 ms ticks). */
+export function cpuUs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at state: utime and stime are 14 and 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100;
 }
 
 /** Median of a few samples. */

@@ -2,6 +2,10 @@
  * Runs every benchmark in sequence, each in its own process, prints their
  * output, and writes bench/RESULTS.md with the latest figures and the machine
  * they were measured on. `npm run bench` builds dist/ first.
+ *
+ * `node bench/run-all.js small-objects.js baselines.js` runs only the named
+ * benchmarks and replaces just their sections of RESULTS.md, saying in the
+ * header which sections come from which run (their ratios stay same-run).
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -75,6 +79,24 @@ const load = () =>
     .map((x) => x.toFixed(2))
     .join(' / ');
 
+/** The sections of an existing RESULTS.md, by benchmark file ("## file: ..." up to the next "## "). */
+function sectionsOf(text) {
+  const out = new Map();
+  const parts = text.split(/^(?=## )/m);
+  for (const p of parts.slice(1)) out.set(/^## ([^:]+):/.exec(p)?.[1], p.trimEnd());
+  return out;
+}
+
+/** RESULTS.md with the sections of `results` replaced and a header line for this partial run. */
+function partialMarkdown(old, fresh, started, loads) {
+  const sections = sectionsOf(old);
+  for (const p of sectionsOf(fresh).entries()) sections.set(p[0], p[1]);
+  const head = old.split(/^(?=## )/m)[0].trimEnd();
+  const note = `- Sections ${[...sectionsOf(fresh).keys()].join(', ')} re-run alone on ${started.toISOString()}, load average at start ${loads[0]}, at end ${loads[1]}`;
+  const order = BENCHES.filter((f) => sections.has(f));
+  return `${head.replace(/\n+- Sections .*$/gm, '')}\n\n${note}\n\n${order.map((f) => sections.get(f)).join('\n\n')}\n`;
+}
+
 function markdown(results, m, started, totalUs, loads) {
   const lines = [
     '# Benchmark results',
@@ -111,7 +133,9 @@ async function main() {
   const { dir, cleanup } = tempDir('trellis-bench-results-');
   const results = [];
   let failed = false;
-  for (const file of BENCHES) {
+  const only = process.argv.slice(2);
+  for (const f of only) if (!BENCHES.includes(f)) throw new Error(`no benchmark ${f}; known: ${BENCHES.join(', ')}`);
+  for (const file of only.length > 0 ? only : BENCHES) {
     const out = join(dir, `${file}.json`);
     const t = nowUs();
     const error = await runBench(file, out);
@@ -125,7 +149,12 @@ async function main() {
   }
   cleanup();
   const totalUs = nowUs() - t0;
-  writeFileSync(join(ROOT, 'bench/RESULTS.md'), markdown(results, m, started, totalUs, [loadStart, load()]));
+  const file = join(ROOT, 'bench/RESULTS.md');
+  const text = markdown(results, m, started, totalUs, [loadStart, load()]);
+  writeFileSync(
+    file,
+    only.length > 0 ? partialMarkdown(readFileSync(file, 'utf8'), text, started, [loadStart, load()]) : text,
+  );
   console.log(`\nall benchmarks: ${fmtUs(totalUs)}; wrote bench/RESULTS.md`);
   if (failed) process.exitCode = 1;
 }

@@ -58,8 +58,11 @@ struct Mapping {
   size_t len;
 };
 
-void Unmap(Napi::Env /*env*/, void* /*data*/, Mapping* m) {
+void Unmap(Napi::Env env, void* /*data*/, Mapping* m) {
   munmap(m->addr, m->len);
+  // V8 takes the buffer's length off its external-memory count as it collects
+  // it; give back what Map took off beforehand, so the count stays true.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(m->len));
   delete m;
 }
 
@@ -77,6 +80,12 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = mmap(nullptr, size, prot, flags, fd, 0);
   if (addr == MAP_FAILED) throw ErrnoError(env, "mmap", errno);
   auto* m = new Mapping{addr, static_cast<size_t>(size)};
+  // V8 counts an external ArrayBuffer's whole length as memory this process
+  // allocated, and a new 1 GiB mapping sets off a full GC on the spot (several
+  // ms in a fresh process; issue 12). A mapping of shared pages is not such an
+  // allocation: take its length off the count first, so attaching it changes
+  // nothing. Unmap restores it when V8 collects the buffer.
+  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(size));
   return Napi::ArrayBuffer::New(env, addr, size, Unmap, m);
 }
 

@@ -71,31 +71,38 @@ describe('client lifecycle', () => {
       const memfdFds = () => readdirSync('/proc/self/fd').filter((fd) => {
         try { return readlinkSync('/proc/self/fd/' + fd).includes('memfd:trellis'); } catch { return false; }
       }).length;
-      const memfdMaps = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('/memfd:trellis')).length;
+      const memfdLines = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('/memfd:trellis'));
+      // Arena segments; the fast path's directory and pin pages are counted apart.
+      const memfdMaps = () => memfdLines().filter((l) => !l.includes(':directory') && !l.includes(':pins:')).length;
+      const fastMaps = () => ({ directory: memfdLines().filter((l) => l.includes(':directory')).length, pins: memfdLines().filter((l) => l.includes(':pins:')).length });
       const a = await connect({ socket: ${JSON.stringify(env.socket)} });
       const b = await connect({ socket: ${JSON.stringify(env.socket)} });
+      await a.fastPath;
+      await b.fastPath;
       let t = await a.get(${JSON.stringify(id)});
       await b.get(${JSON.stringify(id)});
       const open = { fds: memfdFds(), maps: memfdMaps() };
+      const fastOpen = fastMaps();
       await a.close();
       const oneClosed = { fds: memfdFds(), maps: memfdMaps() };
       await b.close();
       const closed = { fds: memfdFds(), maps: memfdMaps(), value: t.data[100] };
       t = null;
-      let maps = memfdMaps();
-      for (let i = 0; i < 50 && maps > 0; i++) {
+      for (let i = 0; i < 50 && memfdLines().length > 0; i++) {
         gc();
         await new Promise((r) => setTimeout(r, 20));
-        maps = memfdMaps();
       }
-      send({ open, oneClosed, closed, collected: { fds: memfdFds(), maps } });
+      const maps = memfdMaps();
+      send({ open, oneClosed, closed, fastOpen, collected: { fds: memfdFds(), maps, fast: fastMaps() } });
     `);
     const r = await child.next();
     expect(await child.exited).toEqual({ code: 0, signal: null });
     expect(r.open).toEqual({ fds: 1, maps: 1 });
     expect(r.oneClosed).toEqual({ fds: 1, maps: 1 }); // the other client still uses the segment
     expect(r.closed).toEqual({ fds: 0, maps: 1, value: 0.5 }); // a view outlives close
-    expect(r.collected).toEqual({ fds: 0, maps: 0 });
+    // One directory per process, one pin page per client; all gone once nothing holds them.
+    expect(r.fastOpen).toEqual({ directory: 1, pins: 2 });
+    expect(r.collected).toEqual({ fds: 0, maps: 0, fast: { directory: 0, pins: 0 } });
   });
 
   it('await using closes the client at the end of the block', async () => {

@@ -193,6 +193,18 @@ describe('malformed input from many connections at once', () => {
         after: 'closed',
       },
       {
+        name: 'fds asking for the fast path with a non-boolean fastpath',
+        send: () => encodeFrame({ t: 'fds', rid: 1, token: liveToken, segments: [], fastpath: 'yes' }),
+        codes: ['ERR_BAD_REQUEST'],
+        after: 'closed',
+      },
+      {
+        name: 'fds asking for the fast path with a made-up token',
+        send: () => encodeFrame({ t: 'fds', rid: 1, token: 'f'.repeat(32), segments: [], fastpath: true }),
+        codes: ['ERR_UNAUTHORIZED'],
+        after: 'closed',
+      },
+      {
         name: 'fds with a live token and an unknown segment',
         send: () => encodeFrame({ t: 'fds', rid: 1, token: liveToken, segments: [9999] }),
         codes: ['ERR_BAD_REQUEST'],

@@ -68,6 +68,7 @@ describe('store metrics', () => {
       ipcPuts: read('trellis_store_puts_total', ipc),
       ipcPutBytes: read('trellis_store_put_bytes_total', ipc),
       ipcGets: read('trellis_store_gets_total', ipc),
+      fastGets: read('trellis_store_fast_gets_total'),
       ipcGetBytes: read('trellis_store_get_bytes_total', ipc),
       rpcPuts: read('trellis_store_puts_total', rpc),
       rpcPutBytes: read('trellis_store_put_bytes_total', rpc),
@@ -89,8 +90,10 @@ describe('store metrics', () => {
     }).toEqual({
       ipcPuts: 2,
       ipcPutBytes: 1124 * KiB,
-      ipcGets: 2,
-      ipcGetBytes: 1124 * KiB,
+      // Both tensors are small enough for the fast path: served with no request, counted by the client's pin page.
+      ipcGets: 0,
+      fastGets: 2,
+      ipcGetBytes: 0,
       rpcPuts: 1,
       rpcPutBytes: 300 * KiB,
       rpcGets: 1,
@@ -105,7 +108,7 @@ describe('store metrics', () => {
       rpcConnections: 1,
       putsTimed: 1,
       sealsTimed: 1,
-      getsTimed: 2,
+      getsTimed: undefined,
       rpcPutsTimed: 1,
       rpcGetsTimed: 1,
     });

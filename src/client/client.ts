@@ -15,6 +15,7 @@ import type { Frame } from '../protocol/frame.js';
 import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
+import { type FastPin, FastReader } from './fast-reader.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
   ensureMapped,
@@ -47,6 +48,8 @@ export interface ConnectOptions {
 interface Held {
   record: ObjectRecord;
   count: number;
+  /** Held through the fast path: this pin, not a store reference. */
+  fast: FastPin | null;
 }
 
 /** A blob being written in place; `buffer` is writable until `seal` or `abort`. */
@@ -74,6 +77,14 @@ export class TrellisClient extends ClientCommon {
   private readonly fetching = new Map<string, Promise<ObjectRecord>>();
   /** This client speaks to its store over the UNIX socket (views over shared memory). */
   readonly transport = 'ipc' as const;
+  /** The store's shared directory and this client's pin page, once mapped (null until then, or if the store has none). */
+  private fast: FastReader | null = null;
+  /**
+   * Resolves once gets can take the fast path (true), or when they cannot
+   * (false: the store offers none, or the client closed first). Gets never
+   * wait for it; benchmarks and tests that mean to measure the fast path do.
+   */
+  fastPath: Promise<boolean> = Promise.resolve(false);
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -120,6 +131,18 @@ export class TrellisClient extends ClientCommon {
       throw e;
     }
     const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
+    // The fast path comes up in the background; gets use the socket until it is there.
+    client.fastPath = FastReader.open(socket, hello.token, hello.storeId, hello.instanceId).then(
+      (r) => {
+        if (client.channel.closed) {
+          r.close();
+          return false;
+        }
+        client.fast = r;
+        return true;
+      },
+      () => false,
+    );
     // Map the store's existing segments in the background, so the first get
     // does not wait for the fd exchange (a get waits for it if it comes first).
     const segments = Math.min(hello.segments, PREFETCH_SEGMENTS);
@@ -261,7 +284,15 @@ export class TrellisClient extends ClientCommon {
     for (const id of ids) if (!isObjectId(id)) throw invalidParameter('id', 'an object id', id);
     this.checkOpen();
     const need = new Set<string>();
-    for (const id of ids) if (!this.held.has(id) && !this.fetching.has(id)) need.add(id);
+    const pinned: string[] = [];
+    for (const id of ids) {
+      if (this.held.has(id) || this.fetching.has(id) || need.has(id)) continue;
+      const p = this.fastPin(id);
+      if (p) {
+        this.held.set(id, { record: p.record, count: 0, fast: p });
+        pinned.push(id);
+      } else need.add(id);
+    }
     if (need.size > 0) {
       const list = [...need];
       const req = this.fetch(list);
@@ -277,12 +308,26 @@ export class TrellisClient extends ClientCommon {
           for (const id of list) this.fetching.delete(id);
         });
     }
-    const records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
+    // Fast pins this call took and has not handed out yet: on any failure they go again.
+    const dropPinned = () => {
+      for (const id of pinned) {
+        const h = this.held.get(id);
+        if (h && h.count === 0) this.dropHeld(id, h);
+      }
+    };
+    let records: ObjectRecord[];
+    try {
+      records = await Promise.all(ids.map((id) => this.held.get(id)?.record ?? this.fetching.get(id)!));
+    } catch (e) {
+      dropPinned();
+      throw e;
+    }
     let values: StoreValue[];
     try {
       values = records.map((rec) => this.decode(rec));
     } catch (e) {
       // Nothing was handed out, so nothing may stay pinned for this call.
+      dropPinned();
       const fresh = [...need].filter((id) => !this.held.has(id));
       if (fresh.length > 0) await this.call({ t: 'release', ids: fresh }).catch(() => {});
       throw e;
@@ -290,9 +335,71 @@ export class TrellisClient extends ClientCommon {
     for (const rec of records) {
       const h = this.held.get(rec.id);
       if (h) h.count++;
-      else this.held.set(rec.id, { record: rec, count: 1 });
+      else this.held.set(rec.id, { record: rec, count: 1, fast: null });
     }
     return values;
+  }
+
+  /**
+   * One object. A small sealed Blob or Tensor the store published comes
+   * through the fast path (no request: a directory read and a pin in shared
+   * memory); anything else takes one round trip, as getMany.
+   */
+  override async get(id: string): Promise<StoreValue> {
+    this.checkOpen();
+    const h = this.held.get(id);
+    if (h) {
+      const v = this.decode(h.record);
+      h.count++;
+      return v;
+    }
+    if (!this.fetching.has(id)) {
+      const p = this.fastPin(id);
+      if (p) {
+        const held: Held = { record: p.record, count: 0, fast: p };
+        this.held.set(id, held);
+        try {
+          const v = this.decode(p.record);
+          held.count = 1;
+          return v;
+        } catch (e) {
+          this.dropHeld(id, held);
+          throw e;
+        }
+      }
+    }
+    return (await this.getMany([id]))[0];
+  }
+
+  /** A fast-path pin of `id` whose segment is mapped here, or undefined. */
+  private fastPin(id: string): FastPin | undefined {
+    const f = this.fast;
+    if (f === null) return undefined;
+    const p = f.pin(id);
+    if (p === undefined) return undefined;
+    const loc = p.record.blob ?? p.record.members[0]?.blob;
+    if (loc && mappingOf(this.storeId, loc.seg)) {
+      f.counted();
+      return p;
+    }
+    // Not mapped yet: the socket path maps it.
+    this.unpinFast(p);
+    return undefined;
+  }
+
+  private unpinFast(p: FastPin): void {
+    // The store waits for this pin before it frees a deleted object: say it is gone.
+    if (this.fast?.unpin(p)) this.channel.request({ t: 'unpinned' }, undefined, false).catch(() => {});
+  }
+
+  /** Forgets a held object whose count fell to nothing, giving back its pin or reference. */
+  private dropHeld(id: string, h: Held): void {
+    this.held.delete(id);
+    if (h.fast) this.unpinFast(h.fast);
+    // No answer is awaited: the client already knows the release is valid.
+    // Frames leave in call order (and together within a tick), and the store
+    // handles them in order, so anything sent after this sees it released.
+    else this.channel.request({ t: 'release', ids: [id] }, undefined, false).catch(() => {});
   }
 
   /**
@@ -353,11 +460,7 @@ export class TrellisClient extends ClientCommon {
     const h = this.held.get(id);
     if (!h) throw new TrellisError('ERR_NOT_REFERENCED', `this client holds no reference to ${id}`);
     if (--h.count > 0) return;
-    this.held.delete(id);
-    // No answer is awaited: the client already knows the release is valid.
-    // Frames leave in call order (and together within a tick), and the store
-    // handles them in order, so anything sent after this sees it released.
-    this.channel.request({ t: 'release', ids: [id] }, undefined, false).catch(() => {});
+    this.dropHeld(id, h);
   }
 
   /** Number of objects this client holds references to. */
@@ -368,6 +471,9 @@ export class TrellisClient extends ClientCommon {
   /** The store drops this client's references when the connection goes. */
   protected disconnect(): void {
     this.held.clear();
+    this.fast?.close();
+    // Its mappings go when the last view over them does, as the segments' do.
+    this.fast = null;
     this.channel.close();
     releaseStore(this.storeId);
   }

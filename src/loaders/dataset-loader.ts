@@ -366,7 +366,13 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
    * closes, whatever happens to this process — and hands out its batches.
    */
   private async adopt(id: string, epoch: number, index: number, count: number, sealed?: Promise<unknown>) {
-    const [, bytes] = await Promise.all([sealed, this.client.getBlob(id), this.client.delete(id)]);
+    const [s, got, del] = await Promise.allSettled([sealed, this.client.getBlob(id), this.client.delete(id)]);
+    if (got.status === 'rejected' || s.status === 'rejected' || del.status === 'rejected') {
+      // A get that worked while the rest failed (the worker deleted the group as it shut down) holds a reference: give it back.
+      if (got.status === 'fulfilled') await this.client.release(id).catch(() => {});
+      throw [s, got, del].find((r) => r.status === 'rejected')!.reason;
+    }
+    const bytes = got.value;
     const group: Group = { id, count, live: count, freed: false };
     this.groups.add(group);
     if (this.closing) {

@@ -107,7 +107,8 @@ export type Request =
     }
   | { t: 'replicate'; rid: number; id: string; from: ReplicaCopy }
   | { t: 'locate'; rid: number; id?: string; name?: string }
-  | { t: 'fds'; rid: number; token: string; segments: number[] }
+  | { t: 'unpinned'; rid: number }
+  | { t: 'fds'; rid: number; token: string; segments: number[]; fastpath?: boolean }
   | { t: 'endScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
@@ -163,7 +164,9 @@ export interface Replies {
   locate: { locations: Locations };
   /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
   replicate: { id: string; added: boolean };
-  fds: { segments: SegmentInfo[] };
+  unpinned: Record<string, never>;
+  /** `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked). */
+  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number } };
   endScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
@@ -524,16 +527,26 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
     reply: (h) => ({ locations: locations(h) }),
   },
+  unpinned: { request: (h) => ({ t: 'unpinned', rid: rid(h) }), reply: empty },
   fds: {
     request: (h) => {
       const segs = h.segments;
-      if (!Array.isArray(segs) || segs.length === 0 || segs.length > 64)
-        throw bad('segments', '1 to 64 segment ids', segs);
+      const fastpath = bool(h, 'fastpath', false);
+      // Asking for the fast path alone names no segment.
+      if (!Array.isArray(segs) || segs.length < (fastpath ? 0 : 1) || segs.length > 64)
+        throw bad('segments', fastpath ? '0 to 64 segment ids' : '1 to 64 segment ids', segs);
       for (const s of segs)
         if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
-      return { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+      const out: RequestOf<'fds'> = { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
+      if (fastpath) out.fastpath = true;
+      return out;
     },
-    reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
+    reply: (h) => {
+      const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
+      if (h.fastpath === undefined) return { segments };
+      const f = plainObject(h.fastpath, 'fastpath');
+      return { segments, fastpath: { directory: uint(f, 'directory'), pins: uint(f, 'pins') } };
+    },
   },
   endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };

@@ -18,6 +18,14 @@
  * anything changes when its tree would be deeper than MAX_OBJECT_DEPTH or
  * hold more than MAX_TREE_NODES records: that bounds every walk and answer.
  *
+ * Fast path. Small sealed Blobs and Tensors are also published in the fast
+ * directory (fast-directory.ts), where clients get them with no request and
+ * pin them in their own pin page (pin-board.ts). Those pins are not in `pins`:
+ * an entry is retracted from the directory when it is deleted (or its blob is
+ * about to be spilled), and is freed or spilled only once no pin page holds
+ * its serial; until then it waits in `deferred`, checked again when a client
+ * says it let go (`unpinned`), when a connection goes, and on a timer.
+ *
  * Records. Metadata and member lists live on the store's heap, not in the
  * arena; their bytes are counted (recordsUsed) against a limit of their own,
  * checked before an object is made (ERR_OUT_OF_MEMORY), so no client can
@@ -35,7 +43,9 @@ import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { BlobLocation, ObjectHeader, ObjectRecord, ObjectSpec, ObjectSummary } from '../protocol/records.js';
 import { alignUp } from './allocator.js';
 import type { Arena } from './arena.js';
+import type { FastDirectory } from './fast-directory.js';
 import type { IdAllocator } from './ids.js';
+import type { PinBoard } from './pin-board.js';
 import type { SpillDir } from './spill.js';
 
 export { BLOB_TYPENAME };
@@ -61,6 +71,18 @@ export interface Entry extends Readonly<ObjectHeader> {
   /** Published to the metadata service. */
   persisted: boolean;
   readonly createdAt: number;
+  /** Serial of its fast-directory entry while published or still pinned by it (0: neither). */
+  serial: number;
+  /** Retraction number of its entry (see ObjectTable.fastPinned). */
+  retractedAt: number;
+  /** For a blob: the entries whose fast-directory records hold this blob's location. */
+  fastOwners: Entry[] | null;
+}
+
+/** The fast path's two halves, when the store serves it. */
+export interface FastPath {
+  readonly directory: FastDirectory;
+  readonly pins: PinBoard;
 }
 
 export interface TableCounters {
@@ -71,6 +93,8 @@ export interface TableCounters {
   freed: number;
   spills: number;
   restores: number;
+  /** Frees that had to wait for a client's fast-path pin. */
+  fastDeferrals: number;
 }
 
 export class ObjectTable {
@@ -80,7 +104,16 @@ export class ObjectTable {
   private spillLast: ReadonlySet<string> = new Set();
   private readonly refs = new Map<number, Map<string, number>>();
   private readonly unsealedBy = new Map<number, Set<string>>();
-  readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
+  readonly counters: TableCounters = {
+    created: 0,
+    sealed: 0,
+    aborted: 0,
+    gets: 0,
+    freed: 0,
+    spills: 0,
+    restores: 0,
+    fastDeferrals: 0,
+  };
   /** Bytes of all entries' metadata and member lists. */
   recordsUsed = 0;
   private liveObjects = 0;
@@ -88,6 +121,11 @@ export class ObjectTable {
   /** The one stack of every walk (walks never nest), so a get or release allocates none. */
   private readonly walkStack: Entry[] = [];
   private readonly recordStack: ObjectRecord[] = [];
+  /** Deleted entries that would be free but for a client's fast pin. */
+  private readonly deferred = new Set<Entry>();
+  private retractions = 0;
+  /** Pins seen after retraction number `epoch` (null: read the pages again). */
+  private snapshot: { set: Map<number, number>; epoch: number } | null = null;
 
   constructor(
     private readonly arena: Arena,
@@ -95,7 +133,13 @@ export class ObjectTable {
     private readonly spill: SpillDir | null,
     /** Most bytes recordsUsed may reach. */
     readonly recordsLimit: number = Number.POSITIVE_INFINITY,
+    private readonly fast: FastPath | null = null,
   ) {}
+
+  /** Entries deleted but kept because a client still pins them through the fast path. */
+  get deferredCount(): number {
+    return this.deferred.size;
+  }
 
   /** Live objects (not deleted, blobs not counted). Kept as counts, not walks: status and every metrics scrape read them (a walk of 200k entries took 10-50 ms). */
   get objectCount(): number {
@@ -150,6 +194,12 @@ export class ObjectTable {
 
   /** Seals an unsealed blob; with `spec`, also records an object whose first member is the blob. */
   seal(id: string, conn: number, spec?: ObjectSpec): Entry {
+    const out = this.sealEntry(id, conn, spec);
+    this.publish(out);
+    return out;
+  }
+
+  private sealEntry(id: string, conn: number, spec?: ObjectSpec): Entry {
     const e = this.lookup(id);
     if (!e.isBlob) throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${e.typename}, not a blob`);
     if (e.sealed) throw new TrellisError('ERR_ALREADY_SEALED', `blob ${id} is already sealed`);
@@ -174,7 +224,7 @@ export class ObjectTable {
   sealBlob(id: string, conn: number, meta: Record<string, unknown>): Entry {
     const bytes = metaBytes(meta);
     this.checkRecords(bytes);
-    const e = this.seal(id, conn);
+    const e = this.sealEntry(id, conn);
     e.recordBytes = bytes;
     this.recordsUsed += bytes;
     // The table's own entry, not yet seen by anyone but its writer. Keys are
@@ -182,6 +232,7 @@ export class ObjectTable {
     for (const k of Object.keys(meta)) {
       Object.defineProperty(e.meta, k, { value: meta[k], enumerable: true, writable: true, configurable: true });
     }
+    this.publish(e);
     return e;
   }
 
@@ -219,8 +270,10 @@ export class ObjectTable {
     );
     this.lru.set(blob.id, blob);
     this.counters.sealed++;
-    if (spec.typename === BLOB_TYPENAME) return blob;
-    return this.makeObject({ ...spec, members: [blob.id, ...spec.members] });
+    const out =
+      spec.typename === BLOB_TYPENAME ? blob : this.makeObject({ ...spec, members: [blob.id, ...spec.members] });
+    this.publish(out);
+    return out;
   }
 
   /**
@@ -230,6 +283,13 @@ export class ObjectTable {
   checkObject(spec: ObjectSpec, newBlobs: number): void {
     shapeOf(this.checkMembers(spec.members), newBlobs);
     this.checkRecords(recordCost(spec, newBlobs));
+  }
+
+  /** An object over existing sealed members (a make request): published on the fast path when it fits. */
+  make(spec: ObjectSpec): Entry {
+    const e = this.makeObject(spec);
+    this.publish(e);
+    return e;
   }
 
   /** An object over existing sealed members. */
@@ -273,6 +333,7 @@ export class ObjectTable {
   }
 
   release(ids: string[], conn: number): void {
+    this.snapshot = null;
     const held = this.refs.get(conn);
     for (const id of ids) {
       if (!held?.has(id)) throw new TrellisError('ERR_NOT_REFERENCED', `this connection holds no reference to ${id}`);
@@ -282,6 +343,7 @@ export class ObjectTable {
 
   /** Deletes objects (and, when deep, members no other object uses). Held objects go on the last release. */
   delete(ids: string[], deep: boolean): Entry[] {
+    this.snapshot = null;
     const found = ids.map((id) => this.lookup(id));
     // A set, not a scan per id: a hostile delete may name 100,000 members of one object.
     const listed = new Set<string>();
@@ -323,6 +385,9 @@ export class ObjectTable {
 
   /** Everything a connection held: references dropped, unsealed blobs aborted. */
   dropConnection(conn: number): void {
+    this.snapshot = null;
+    // Its pin page went with it: what it alone kept may go now.
+    if (this.fast?.pins.drop(conn)) this.recheckDeferred();
     const held = this.refs.get(conn);
     if (held) {
       for (const [id] of held) this.dropRef(conn, id, true);
@@ -351,6 +416,8 @@ export class ObjectTable {
     const out: ObjectSummary[] = [];
     let bytes = 0;
     let last: string | undefined;
+    // References held through the fast path count as references too.
+    const fastPins = this.fast?.pins.pinned();
     // Ids grow with creation, and entries are kept in creation order.
     for (const e of this.entries.values()) {
       if (cursor !== undefined && e.id <= cursor) continue;
@@ -366,7 +433,7 @@ export class ObjectTable {
         meta: e.meta,
         members: e.members,
         spilled: e.isBlob && e.loc === null,
-        references: e.pins,
+        references: e.pins + (e.serial !== 0 ? (fastPins?.get(e.serial) ?? 0) : 0),
       });
       bytes += e.recordBytes + 100;
       last = e.id;
@@ -405,6 +472,9 @@ export class ObjectTable {
       spillPath: null,
       persisted: false,
       createdAt: Date.now(),
+      serial: 0,
+      retractedAt: 0,
+      fastOwners: null,
     };
     this.entries.set(e.id, e);
     if (isBlob) this.blobEntries++;
@@ -455,12 +525,20 @@ export class ObjectTable {
 
   /** The least recently used spillable blob, those in spillLast only when no other is left. */
   private spillCandidate(): Entry | undefined {
-    let fallback: Entry | undefined;
+    this.snapshot = null;
+    const last: Entry[] = [];
     for (const e of this.lru.values()) {
-      if (!this.spillLast.has(e.id)) return e;
-      fallback ??= e;
+      if (this.spillLast.has(e.id)) last.push(e);
+      else if (this.unpublishedForSpill(e)) return e;
     }
-    return fallback;
+    return last.find((e) => this.unpublishedForSpill(e));
+  }
+
+  /** A blob a client may be reading through the fast path stays until it lets go. */
+  private unpublishedForSpill(e: Entry): boolean {
+    if (e.fastOwners !== null && !this.unpublishAll(e.fastOwners)) return false;
+    e.fastOwners = null;
+    return true;
   }
 
   private spillOne(): boolean {
@@ -558,6 +636,7 @@ export class ObjectTable {
       if (e.deleted) continue;
       e.deleted = true;
       if (!e.isBlob) this.liveObjects--;
+      this.retract(e);
       marked.push(e);
       if (!deep) continue;
       // A member no other object uses: all its parent links come from e (it may list it twice).
@@ -574,6 +653,18 @@ export class ObjectTable {
     const stack = this.walkFrom(root);
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       if (!e.deleted || e.pins > 0 || e.parents > 0) continue;
+      if (e.serial !== 0) {
+        this.retract(e);
+        if (this.fastPinned(e)) {
+          if (!this.deferred.has(e)) {
+            this.deferred.add(e);
+            this.counters.fastDeferrals++;
+          }
+          continue;
+        }
+        e.serial = 0;
+        this.deferred.delete(e);
+      }
       if (!this.entries.delete(e.id)) continue;
       this.counters.freed++;
       this.recordsUsed -= e.recordBytes;
@@ -590,6 +681,63 @@ export class ObjectTable {
         me.parents--;
         stack.push(me);
       }
+    }
+  }
+
+  // ---- fast path ----------------------------------------------------------
+
+  /** Publishes a new sealed object in the fast directory, when it has one and the object fits it. */
+  private publish(e: Entry): void {
+    if (!this.fast) return;
+    const blob = e.isBlob ? e : e.members.length === 1 ? this.entries.get(e.members[0])! : null;
+    if (blob === null || !blob.isBlob || blob.loc === null) return;
+    const serial = this.fast.directory.publish({
+      id: e.id,
+      typename: e.typename,
+      meta: e.meta,
+      blobId: blob.id,
+      loc: blob.loc,
+    });
+    if (serial === 0) return;
+    e.serial = serial;
+    if (blob.fastOwners === null) blob.fastOwners = [e];
+    else blob.fastOwners.push(e);
+  }
+
+  /** Retracts every owner; true when no client pins any of them any more (their serials are dropped then). */
+  private unpublishAll(owners: Entry[]): boolean {
+    let free = true;
+    for (const o of owners) this.retract(o);
+    for (const o of owners) if (o.serial !== 0 && this.fastPinned(o)) free = false;
+    if (free) for (const o of owners) o.serial = 0;
+    return free;
+  }
+
+  /** Takes an entry out of the fast directory (its serial stays until no pin holds it). */
+  private retract(e: Entry): void {
+    if (e.serial === 0 || !this.fast) return;
+    this.fast.directory.retract(e.id, e.serial);
+    if (e.retractedAt === 0) e.retractedAt = ++this.retractions;
+  }
+
+  /** Whether a retracted entry may still be read by a client; the pages are read at most once per batch of retractions. */
+  private fastPinned(e: Entry): boolean {
+    if (!this.fast) return false;
+    if (this.snapshot === null || this.snapshot.epoch < e.retractedAt) {
+      this.snapshot = { set: this.fast.pins.pinned(), epoch: this.retractions };
+    }
+    return this.snapshot.set.has(e.serial);
+  }
+
+  /** Frees what waited only for fast pins that are gone now. */
+  recheckDeferred(): void {
+    if (this.deferred.size === 0) return;
+    this.snapshot = null;
+    for (const e of [...this.deferred]) {
+      if (!this.deferred.has(e)) continue;
+      if (this.fastPinned(e)) continue;
+      this.deferred.delete(e);
+      this.tryFree(e);
     }
   }
 

@@ -117,6 +117,21 @@ export function storeMetrics(store: StoreServer): Registry {
     'Spilled blobs read back into memory by a get',
     (s) => s.status.counters.restores ?? 0,
   );
+  counter(
+    'trellis_store_fast_gets_total',
+    "Gets served by the fast path (no request: counted in the clients' pin pages); gets_total + this is every get",
+    (s) => s.status.counters.fastGets ?? 0,
+  );
+  counter(
+    'trellis_store_fast_deferrals_total',
+    'Frees that waited for a fast-path pin to go',
+    (s) => s.status.counters.fastDeferrals ?? 0,
+  );
+  gauge(
+    'trellis_store_fast_deferred_objects',
+    'Deleted objects waiting for a fast-path pin to go',
+    (s) => s.status.counters.fastDeferred ?? 0,
+  );
   gauge('trellis_store_names', 'Names bound (in this store’s view of the metadata)', (s) => s.status.names);
   new Gauge({
     name: 'trellis_store_connections',

@@ -14,17 +14,20 @@ import { LocalMeta } from '../meta/local-meta.js';
 import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { type Logger, silentLogger } from '../observe/logger.js';
+import { PIN_BYTES } from '../protocol/fast-directory.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
-import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
+import { okReply, PROTOCOL_VERSION, type ReplyOf, type Request } from '../protocol/messages.js';
 import type { RepairStatus, RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
 import { Arena } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
+import { FastDirectory } from './fast-directory.js';
 import { IdAllocator } from './ids.js';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './input-budget.js';
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
+import { PinBoard } from './pin-board.js';
 import { noRepairStatus, Repairer } from './repair.js';
 import { SpillDir } from './spill.js';
 import { StoreTraffic, startTimer, type Transport, timed } from './store-traffic.js';
@@ -113,6 +116,10 @@ export class StoreServer implements RequestHandler {
   private rpc: RpcAttachment | null = null;
   private repairer: Repairer | null = null;
   private figuresTimer: NodeJS.Timeout | null = null;
+  private deferredTimer: NodeJS.Timeout | null = null;
+  /** The fast path: clients read this directory and pin in their own pages, without requests. */
+  readonly directory: FastDirectory;
+  readonly pins: PinBoard;
   private readonly server: Server;
   private readonly connections = new Map<number, Connection>();
   private readonly tokens = new Map<string, Connection>();
@@ -150,7 +157,13 @@ export class StoreServer implements RequestHandler {
     });
     this.spill = spill;
     this.ids = new IdAllocator(instanceId, spill);
-    this.table = new ObjectTable(this.arena, this.ids, this.spill, opts.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES);
+    const label = `trellis:${opts.name ?? 'store'}`;
+    this.directory = new FastDirectory(label);
+    this.pins = new PinBoard(label);
+    this.table = new ObjectTable(this.arena, this.ids, this.spill, opts.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, {
+      directory: this.directory,
+      pins: this.pins,
+    });
     this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
     this.server = createServer((s) => this.accept(s));
   }
@@ -231,6 +244,10 @@ export class StoreServer implements RequestHandler {
     }
     store.figuresTimer = setInterval(() => store.publishFigures(), 2000);
     store.figuresTimer.unref();
+    // Backstop for deletes that waited on a fast pin: a client that lets go
+    // says so (`unpinned`), but one may die between the two steps.
+    store.deferredTimer = setInterval(() => store.table.recheckDeferred(), 100);
+    store.deferredTimer.unref();
     return store;
   }
 
@@ -323,14 +340,17 @@ export class StoreServer implements RequestHandler {
       // Released: nothing lives there, so there is nothing to map (the client maps what it gets).
       return s.released ? [] : [s];
     });
-    const frame = encodeFrame(okReply<'fds'>(req.rid, { segments: segs.map((s) => s.info()) }));
+    const fds = segs.map((s) => s.fd);
+    const reply: ReplyOf<'fds'> = { segments: segs.map((s) => s.info()) };
+    if (req.fastpath) {
+      // The pin page belongs to the session's request connection, and goes with it.
+      fds.push(this.directory.fd, this.pins.pageFd(owner.id));
+      reply.fastpath = { directory: this.directory.size, pins: PIN_BYTES };
+    }
+    const frame = encodeFrame(okReply<'fds'>(req.rid, reply));
     const fd = socketFd(conn.socket);
     if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
-    native.sendFds(
-      fd,
-      frame,
-      segs.map((s) => s.fd),
-    );
+    native.sendFds(fd, frame, fds);
     conn.socket.end();
   }
 
@@ -418,7 +438,7 @@ export class StoreServer implements RequestHandler {
           req.persist,
         );
       case 'make':
-        return this.created(() => this.counted(transport, t.makeObject(req.object), 0), req.name, req.persist);
+        return this.created(() => this.counted(transport, t.make(req.object), 0), req.name, req.persist);
       case 'get':
         try {
           const objects = t.get(req.ids, connId);
@@ -429,6 +449,9 @@ export class StoreServer implements RequestHandler {
         }
       case 'release':
         t.release(req.ids, connId);
+        return {};
+      case 'unpinned':
+        t.recheckDeferred();
         return {};
       case 'delete':
         return this.deleteObjects(req.ids, req.deep);
@@ -551,7 +574,7 @@ export class StoreServer implements RequestHandler {
       tagWaiters: this.tags.waiting,
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
-      counters: { ...c },
+      counters: { ...c, fastGets: this.pins.fastGets, fastDeferred: this.table.deferredCount },
       repair: this.repairStatus(),
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
@@ -569,6 +592,7 @@ export class StoreServer implements RequestHandler {
     if (this.closing) return this.closing;
     if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.repairer?.close();
+    if (this.deferredTimer) clearInterval(this.deferredTimer);
     this.closing = new Promise<void>((resolve) => {
       this.meta.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
       this.tags.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
@@ -582,6 +606,8 @@ export class StoreServer implements RequestHandler {
       // Deregister: with etcd the lease is revoked, so others see this store gone at once.
       await this.meta.close().catch(() => {});
       this.arena.close();
+      this.pins.close();
+      this.directory.close();
       // The store's objects die with it, so do their spill files.
       this.spill?.close();
       try {
