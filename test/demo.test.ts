@@ -26,7 +26,7 @@ describe('trellis demo', () => {
       expect(r.out).toMatch(/^ {3}job succeeded$/m);
       expect(r.out).toMatch(/read on its own node: 44\.9 MiB; moved between nodes: 0\.0 MiB/);
       expect(r.out).toMatch(
-        /readers' private memory, all 2 together: \+[\d.]+ MiB reading in place, \+[\d.]+ MiB fed by copying \(89\.8 MiB copied to them\)/,
+        /readers' private memory, all 2 together: [+-][\d.]+ MiB reading in place, \+[\d.]+ MiB fed by copying \(89\.8 MiB copied to them\)/,
       );
       const acc = Number(
         /test accuracy ([\d.]+)% on 10000 images \(published logistic regression: 84\.2%\)/.exec(r.out)?.[1],

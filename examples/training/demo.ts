@@ -64,6 +64,8 @@ const SHARDS = 4;
 const READER_BATCH = 5000;
 const fmt = (n: number, d = 1) => n.toFixed(d);
 const mib = (n: number) => `${fmt(n / MiB)} MiB`;
+/** A change in memory, signed: a reader's private memory can shrink while it reads in place (pages given back). */
+const mibDelta = (n: number) => `${n < 0 ? '-' : '+'}${mib(Math.abs(n))}`;
 /** Published test accuracies (Fashion-MNIST benchmark): what the demo's models should reach. */
 const PUBLISHED = { softmax: ['logistic regression', 0.842], mlp: ['MLP 256-128-100', 0.883] } as const;
 /** The MLP `--model mlp` trains (its hyperparameters: trainDefaults('mlp')). */
@@ -207,7 +209,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       const priv = rs.reduce((a, r) => a + r.privateGrowth, 0) / rs.length;
       log(
         `   ${label.padEnd(26)} wall ${fmt(ms, 0).padStart(5)} ms   to reach the data ${fmt(acquire, 1).padStart(6)} ms   ` +
-          `private memory +${mib(priv).padStart(9)}   bytes copied ${mib(moved)}`,
+          `private memory ${mibDelta(priv).padStart(10)}   bytes copied ${mib(moved)}`,
       );
     };
     row('in place (trellis loader)', shared.ms, shared.value, 0);
@@ -267,8 +269,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     log(`   the training task's input, read on its own node: ${mib(local)}; moved between nodes: ${mib(moved)}`);
     const growth = (rs: ReaderResult[]) => rs.reduce((a, r) => a + r.privateGrowth, 0);
     log(
-      `   readers' private memory, all ${o.readers} together: +${mib(growth(shared.value))} reading in place, ` +
-        `+${mib(growth(copied.value))} fed by copying (${mib(trainBytes * o.readers)} copied to them)`,
+      `   readers' private memory, all ${o.readers} together: ${mibDelta(growth(shared.value))} reading in place, ` +
+        `${mibDelta(growth(copied.value))} fed by copying (${mib(trainBytes * o.readers)} copied to them)`,
     );
     log(
       `   store: ${end.objects} objects, ${mib(end.memoryUsed)} used, ${mib(end.memoryResident)} resident, ` +

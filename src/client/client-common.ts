@@ -170,11 +170,14 @@ export abstract class ClientCommon {
 
   /** Closes the connection; calls in flight fail with ERR_CLOSED, references held go. Safe to call twice. */
   close(): Promise<void> {
-    if (!this.closing) {
-      this.disconnect();
-      this.closing = Promise.resolve();
-    }
+    // Calls fail with ERR_CLOSED from now on; the connection goes once what it is setting up has settled.
+    this.closing ??= this.settled().then(() => this.disconnect());
     return this.closing;
+  }
+
+  /** What close() waits for before it disconnects (a side channel still opening); nothing by default. */
+  protected settled(): Promise<unknown> {
+    return Promise.resolve();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -468,6 +468,15 @@ export class TrellisClient extends ClientCommon {
     return this.held.size;
   }
 
+  /**
+   * A fast path still opening is let finish first: its channel presents this
+   * connection's session token, which the store no longer knows once the
+   * connection is gone (it would log a client with an unknown token).
+   */
+  protected override settled(): Promise<unknown> {
+    return this.fastPath;
+  }
+
   /** The store drops this client's references when the connection goes. */
   protected disconnect(): void {
     this.held.clear();

@@ -28,6 +28,7 @@ import { defaultRanks, shardHolders } from './rank-placement.js';
 import { checkNoEviction } from './redis-policy.js';
 import { type EngineLogger, Scheduler, type SchedulerOptions, taskInputs } from './scheduler.js';
 import { checkSpec } from './schema/check-spec.js';
+import { storeLink } from './store-link.js';
 
 export interface JobServiceOptions {
   /** redis://HOST:PORT */
@@ -221,7 +222,8 @@ class Engine implements JobService {
 }
 
 export async function startJobService(opts: JobServiceOptions): Promise<JobService> {
-  const client = await storeClient(opts);
+  // Re-opened after its store went away, so the API outlives store restarts (store-link.ts).
+  const client = await storeLink(() => storeClient(opts));
   let store: JobStore | undefined;
   try {
     store = await JobStore.open(opts.redis, opts.prefix ?? 'trellis:default', 'trellis api');
