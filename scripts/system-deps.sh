@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Trellis needs when they are missing.
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
-#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain
+#                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
+#                         Debian's python3-numpy and python3-torch for /usr/bin/python3 (the Python package's
+#                         tests and its PyTorch example; torch is ~170 MiB to download, ~750 MiB installed)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
 # Needs root (apt-get); without it, says what is missing and fails. For the demo a missing
 # Fashion-MNIST is not fatal (the demo says it uses a generated stand-in), a missing redis-server is.
@@ -18,6 +20,8 @@ else
   command -v clang-format >/dev/null || need+=(clang-format)
   command -v g++ >/dev/null || need+=(g++)
   command -v make >/dev/null || need+=(make)
+  /usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+  /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
