@@ -45,6 +45,10 @@ export const ERROR_CODES = {
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
+  ERR_FILE_FORMAT:
+    'The file is not what its format says: wrong magic, a header that does not parse, or a layout Trellis cannot read (the message says which).',
+  ERR_FILE_TRUNCATED: 'The file ends before the data its header announces.',
+  ERR_FILE_UNREADABLE: "The file could not be opened or read (missing, a directory, no permission); the message carries the system's reason.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

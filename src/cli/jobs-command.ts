@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TrellisError } from '../errors.js';
 import type { ApiClient } from '../jobs/api/api-client.js';
 import type { JobSpec } from '../jobs/job-types.js';
-import { EXIT, exitCodeOf, formatError } from './exit-codes.js';
+import { EXIT, reported } from './exit-codes.js';
 import { formatJob, formatJobList } from './job-format.js';
 import { readToken } from './read-token.js';
 
@@ -43,18 +43,6 @@ async function client(cmd: Command): Promise<ApiClient> {
   const o = cmd.optsWithGlobals<GlobalOptions>();
   const { ApiClient } = await import('../jobs/api/api-client.js');
   return new ApiClient({ url: o.api ?? process.env.TRELLIS_API ?? DEFAULT_API, token: readToken(o.tokenFile) });
-}
-
-/** Runs an action; a failure is printed once and becomes the process's exit code. */
-function reported<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args) => {
-    try {
-      await fn(...args);
-    } catch (e) {
-      process.stderr.write(formatError(e));
-      process.exitCode = exitCodeOf(e);
-    }
-  };
 }
 
 function specFromFile(file: string): JobSpec {
