@@ -17,6 +17,7 @@ import { swapBytes } from '../ingest/ingest-source.js';
 import { npyHeader, readNpyHeader } from '../ingest/npy.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectSummary } from '../protocol/records.js';
+import { DATASET_TYPENAME } from '../store/cluster.js';
 import { reported } from './exit-codes.js';
 import { progressBar } from './progress.js';
 import { formatSize } from './size.js';
@@ -247,31 +248,40 @@ export function objectCommands(): Command[] {
     );
 
   const rm = new Command('rm')
-    .description('delete objects: a name is dropped and its object deleted (with its members no other object uses)')
+    .description(
+      "delete objects: a name is dropped and its object deleted, with the members no other object uses; a dataset's shards on this store go with it",
+    )
     .argument('<name-or-id...>')
+    .option('--keep-shards', "delete a dataset's record only, not its shards")
     .addOption(socketOption())
-    .option('--json', 'print [{ name, id }] of what was removed')
+    .option('--json', 'print [{ name, id, shards }] of what was removed')
     .action(
-      reported(async (what: string[], o: { socket?: string; json?: boolean }) => {
+      reported(async (what: string[], o: { socket?: string; json?: boolean; keepShards?: boolean }) => {
         const removed = await withClient(o.socket, 'trellis rm', async (c) => {
-          const out: { name?: string; id: string }[] = [];
+          const out: { name?: string; id: string; shards: number }[] = [];
           for (const w of what) {
-            if (isObjectId(w)) {
-              await c.delete(w);
-              out.push({ id: w });
-            } else {
-              const id = await c.getName(w);
-              await c.delete(id);
-              await c.dropName(w).catch(() => {});
-              out.push({ name: w, id });
-            }
+            const id = await resolveId(c, w);
+            // A dataset is a cluster-wide record over shards that are objects of their own.
+            const loc = await c.locate(id).catch(() => undefined);
+            const shards =
+              !o.keepShards && loc?.typename === DATASET_TYPENAME
+                ? loc.shards.filter((s) => s.instanceId === c.instanceId).map((s) => s.id)
+                : [];
+            await c.delete([id, ...shards]);
+            if (!isObjectId(w)) await c.dropName(w).catch(() => {});
+            out.push({ ...(isObjectId(w) ? {} : { name: w }), id, shards: shards.length });
           }
           return out;
         });
         process.stdout.write(
           o.json
             ? `${JSON.stringify(removed)}\n`
-            : removed.map((r) => `removed ${r.name ? `${r.name} ` : ''}${r.id}\n`).join(''),
+            : removed
+                .map(
+                  (r) =>
+                    `removed ${r.name ? `${r.name} ` : ''}${r.id}${r.shards ? ` and its ${r.shards} shards` : ''}\n`,
+                )
+                .join(''),
         );
       }),
     );
