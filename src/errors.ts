@@ -48,7 +48,8 @@ export const ERROR_CODES = {
   ERR_FILE_FORMAT:
     'The file is not what its format says: wrong magic, a header that does not parse, or a layout Trellis cannot read (the message says which).',
   ERR_FILE_TRUNCATED: 'The file ends before the data its header announces.',
-  ERR_FILE_UNREADABLE: "The file could not be opened or read (missing, a directory, no permission); the message carries the system's reason.",
+  ERR_FILE_UNREADABLE:
+    "The file could not be opened or read (missing, a directory, no permission); the message carries the system's reason.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -4,6 +4,7 @@
  * first bytes. IDX images find their labels by name (`-images-idx3-` →
  * `-labels-idx1-`) unless `labels` names them; .npy features need `labels`.
  */
+import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { TrellisError } from '../errors.js';
@@ -59,7 +60,11 @@ export function formatOfName(path: string): IngestFormat | undefined {
 export function idxLabelsOf(imagesPath: string): string | undefined {
   const name = basename(imagesPath);
   const labels = name.replace('images-idx3', 'labels-idx1');
-  return labels === name ? undefined : join(dirname(imagesPath), labels);
+  if (labels === name) return undefined;
+  const path = join(dirname(imagesPath), labels);
+  // Gzipped images beside plain labels, or the other way round.
+  const other = path.endsWith('.gz') ? path.slice(0, -3) : `${path}.gz`;
+  return !existsSync(path) && existsSync(other) ? other : path;
 }
 
 export async function openIngestSource(path: string, opts: OpenOptions = {}): Promise<IngestSource> {
