@@ -28,7 +28,9 @@ function idx(type: number, dims: number[], body: Uint8Array): Buffer {
   const head = Buffer.alloc(4 + 4 * dims.length);
   head[2] = type;
   head[3] = dims.length;
-  dims.forEach((d, i) => head.writeUInt32BE(d, 4 + 4 * i));
+  dims.forEach((d, i) => {
+    head.writeUInt32BE(d, 4 + 4 * i);
+  });
   return Buffer.concat([head, body]);
 }
 
@@ -122,7 +124,9 @@ describe('trellis ingest', () => {
 
     const values = Int16Array.from({ length: 20 * 5 }, (_, i) => i * 300 - 15000);
     const be = Buffer.alloc(values.length * 2);
-    values.forEach((v, i) => be.writeInt16BE(v, 2 * i));
+    values.forEach((v, i) => {
+      be.writeInt16BE(v, 2 * i);
+    });
     writeFileSync(at('w.idx.gz'), gzipSync(idx(0x0b, [20, 5], be)));
     writeFileSync(
       at('w-labels.gz'),

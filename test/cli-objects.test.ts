@@ -181,6 +181,11 @@ np.save(sys.argv[3], np.array([True, False, True]))`,
       stdout: '',
       stderr: `trellis: ERR_FILE_FORMAT: ${join(dir, 'bad.npy')} is not a .npy file: it does not start with \\x93NUMPY\n`,
     });
+    expect(await trellis(['ls', '--bogus'], env)).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: "error: unknown option '--bogus'\n",
+    });
     const away = await trellis(['ls'], { TRELLIS_SOCKET: join(dir, 'no.sock') });
     expect(away).toEqual({
       code: 5,

@@ -13,7 +13,7 @@ import { ApiClient } from '../dist/src/jobs/api/api-client.js';
 import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
 import { eventually } from './helpers/child.js';
 import { trellis } from './helpers/cli.js';
-import { type AgentChild, freshPrefix, killAgents, spawnAgent, sumDataset } from './helpers/jobs.js';
+import { freshPrefix, killAgents, spawnAgent, sumDataset } from './helpers/jobs.js';
 import { CLI, startStore, tempDir } from './helpers/store.js';
 
 describe('trellis jobs logs -f', () => {
@@ -21,7 +21,6 @@ describe('trellis jobs logs -f', () => {
   let store: Awaited<ReturnType<typeof startStore>>;
   let client: TrellisClient;
   let api: ChildProcess;
-  let agent: AgentChild;
   let url: string;
   let prefix: string;
   let dir: string;
@@ -44,7 +43,7 @@ describe('trellis jobs logs -f', () => {
     api.stderr!.on('data', (d) => (out += d));
     await eventually(() => /listening url=(\S+)/.test(out), 'the API listening');
     url = /listening url=(\S+)/.exec(out)![1]!;
-    agent = await spawnAgent(store.socket, redis.url, prefix);
+    await spawnAgent(store.socket, redis.url, prefix);
   });
   afterAll(async () => {
     await killAgents();

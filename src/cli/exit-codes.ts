@@ -5,6 +5,7 @@
  * (docs/OPERATIONS.md lists them). The daemons (`store`, `api`, `agent`)
  * exit 1 on any failure.
  */
+import type { CommanderError } from 'commander';
 import { isTrellisError } from '../errors.js';
 
 export const EXIT = {
@@ -72,4 +73,9 @@ export function reported<A extends unknown[]>(fn: (...args: A) => Promise<void>)
       process.exitCode = exitCodeOf(e);
     }
   };
+}
+
+/** For `.exitOverride`: bad flags or arguments exit 2 (EXIT.usage), --help and --version 0. */
+export function usageExit(err: CommanderError): never {
+  process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
 }

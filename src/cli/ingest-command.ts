@@ -1,7 +1,7 @@
 /** `trellis ingest PATH --name DATASET --shards K`: files to a sharded dataset (src/ingest/), with a progress bar on a terminal. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { connect } from '../client/connect.js';
-import { reported } from './exit-codes.js';
+import { reported, usageExit } from './exit-codes.js';
 import { progressBar } from './progress.js';
 import { formatSize } from './size.js';
 
@@ -13,6 +13,7 @@ function positiveInt(v: string): number {
 
 export function ingestCommand(): Command {
   return new Command('ingest')
+    .exitOverride(usageExit)
     .description(
       'build a sharded dataset from Fashion-MNIST IDX files (gzipped or not), .npy files, an Arrow IPC file or a Parquet file',
     )

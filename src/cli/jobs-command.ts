@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TrellisError } from '../errors.js';
 import type { ApiClient } from '../jobs/api/api-client.js';
 import type { JobSpec } from '../jobs/job-types.js';
-import { EXIT, reported } from './exit-codes.js';
+import { reported, usageExit } from './exit-codes.js';
 import { formatJob, formatJobList } from './job-format.js';
 import { readToken } from './read-token.js';
 
@@ -88,7 +88,7 @@ export function jobsCommand(): Command {
     .option('--api <url>', `the API's URL (default: $TRELLIS_API or ${DEFAULT_API})`)
     .option('--token-file <path>', "file holding the API's token (default: $TRELLIS_TOKEN)")
     // Usage errors exit 2, apart from API failures (exit-codes.ts); --help exits 0.
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage));
+    .exitOverride(usageExit);
 
   jobs
     .command('submit')

@@ -18,7 +18,7 @@ import { npyHeader, readNpyHeader } from '../ingest/npy.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectSummary } from '../protocol/records.js';
 import { DATASET_TYPENAME } from '../store/cluster.js';
-import { reported } from './exit-codes.js';
+import { reported, usageExit } from './exit-codes.js';
 import { progressBar } from './progress.js';
 import { formatSize } from './size.js';
 
@@ -135,6 +135,7 @@ async function writeOut(out: string, parts: Uint8Array[]): Promise<void> {
 
 export function objectCommands(): Command[] {
   const put = new Command('put')
+    .exitOverride(usageExit)
     .description('store a file: a .npy as a Tensor (dtype and shape kept), anything else as a Blob of its bytes')
     .argument('<file>')
     .option('--name <name>', 'bind this name to the new object')
@@ -156,6 +157,7 @@ export function objectCommands(): Command[] {
     );
 
   const get = new Command('get')
+    .exitOverride(usageExit)
     .description(
       "write an object's bytes to a file (stdout without --out): a Tensor as .npy (or its raw data with --raw), a Blob as it is",
     )
@@ -191,6 +193,7 @@ export function objectCommands(): Command[] {
     );
 
   const ls = new Command('ls')
+    .exitOverride(usageExit)
     .description("list the store's names (with --objects, every object) with type and size")
     .option('--prefix <prefix>', 'only names starting with this', '')
     .option('--objects', 'list objects (blobs, tensors, shards...) instead of names')
@@ -248,6 +251,7 @@ export function objectCommands(): Command[] {
     );
 
   const rm = new Command('rm')
+    .exitOverride(usageExit)
     .description(
       "delete objects: a name is dropped and its object deleted, with the members no other object uses; a dataset's shards on this store go with it",
     )
