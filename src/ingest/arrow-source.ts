@@ -5,12 +5,12 @@
  * (each batch dropped as soon as it is counted), once to fill the shards.
  */
 import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import * as arrow from 'apache-arrow';
 import { DTYPES, type DType } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
 import { arrowColumnTensor, dtypeOfArrow, recordedSampleShape } from '../loaders/arrow-adapter.js';
-import { unreadable } from './byte-source.js';
+import { fileEnds } from './byte-source.js';
 import type { IngestSource } from './ingest-source.js';
 import { type ColumnChoice, chooseColumns, type RowBatch, TableSource } from './table-source.js';
 
@@ -20,31 +20,17 @@ const CONTINUATION = 0xffffffff;
 type Kind = 'file' | 'stream';
 
 async function kindOf(path: string): Promise<Kind> {
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw unreadable(path, e);
+  const { head, tail } = await fileEnds(path, 8, 6);
+  if (head.toString('latin1', 0, 6) === MAGIC) {
+    if (tail.toString('latin1') !== MAGIC)
+      throw new TrellisError('ERR_FILE_TRUNCATED', `${path} ends before its Arrow footer`);
+    return 'file';
   }
-  try {
-    const { size } = await fh.stat();
-    const head = Buffer.alloc(8);
-    await fh.read(head, 0, 8, 0);
-    if (head.toString('latin1', 0, 6) === MAGIC) {
-      const tail = Buffer.alloc(6);
-      if (size >= 12) await fh.read(tail, 0, 6, size - 6);
-      if (tail.toString('latin1') !== MAGIC)
-        throw new TrellisError('ERR_FILE_TRUNCATED', `${path} ends before its Arrow footer`);
-      return 'file';
-    }
-    if (head.readUInt32LE(0) === CONTINUATION) return 'stream';
-    throw new TrellisError(
-      'ERR_FILE_FORMAT',
-      `${path} is not an Arrow IPC file or stream: it does not start with ARROW1 or an IPC message`,
-    );
-  } finally {
-    await fh.close();
-  }
+  if (head.length >= 4 && head.readUInt32LE(0) === CONTINUATION) return 'stream';
+  throw new TrellisError(
+    'ERR_FILE_FORMAT',
+    `${path} is not an Arrow IPC file or stream: it does not start with ARROW1 or an IPC message`,
+  );
 }
 
 /** Arrow's own errors about the bytes become ERR_FILE_FORMAT; ours pass through. */
@@ -89,11 +75,6 @@ function rowShape(path: string, name: string, type: arrow.DataType): { shape: nu
 }
 
 export async function openArrow(path: string, choice: ColumnChoice = {}): Promise<IngestSource> {
-  try {
-    await stat(path);
-  } catch (e) {
-    throw unreadable(path, e);
-  }
   const kind = await kindOf(path);
   let rows = 0;
   let schema: arrow.Schema | undefined;

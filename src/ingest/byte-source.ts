@@ -39,14 +39,18 @@ export function truncated(path: string, what: string): TrellisError {
   return new TrellisError('ERR_FILE_TRUNCATED', `${path} ends before ${what}`);
 }
 
-/** Opens `path`; a file starting with the gzip magic (1f 8b) is inflated on the fly. */
-export async function openBytes(path: string): Promise<ByteSource> {
-  let fh: FileHandle;
+/** Opens a file for reading; its failures are ERR_FILE_UNREADABLE. */
+async function openFile(path: string): Promise<FileHandle> {
   try {
-    fh = await open(path, 'r');
+    return await open(path, 'r');
   } catch (e) {
     throw unreadable(path, e);
   }
+}
+
+/** Opens `path`; a file starting with the gzip magic (1f 8b) is inflated on the fly. */
+export async function openBytes(path: string): Promise<ByteSource> {
+  const fh = await openFile(path);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new TrellisError('ERR_FILE_UNREADABLE', `cannot read ${path}: not a regular file`);
@@ -165,5 +169,26 @@ class GunzipSource implements ByteSource {
 
   async close(): Promise<void> {
     this.stream.destroy();
+  }
+}
+
+/** The first `head` and last `tail` bytes of a file and its size (magic numbers and footers). */
+export async function fileEnds(
+  path: string,
+  head: number,
+  tail = 0,
+): Promise<{ size: number; head: Buffer; tail: Buffer }> {
+  const fh = await openFile(path);
+  try {
+    const { size } = await fh.stat();
+    const h = Buffer.alloc(Math.min(head, size));
+    await fh.read(h, 0, h.length, 0);
+    const t = Buffer.alloc(size >= head + tail ? tail : 0);
+    if (t.length > 0) await fh.read(t, 0, t.length, size - t.length);
+    return { size, head: h, tail: t };
+  } catch (e) {
+    throw unreadable(path, e);
+  } finally {
+    await fh.close();
   }
 }

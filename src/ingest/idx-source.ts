@@ -6,8 +6,9 @@
  */
 import type { DType } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
-import { type ByteSource, openBytes } from './byte-source.js';
-import { type IngestSource, swapBytes } from './ingest-source.js';
+import type { ByteSource } from './byte-source.js';
+import type { IngestSource } from './ingest-source.js';
+import { openPair, type PairFormat } from './pair-source.js';
 
 const IDX_TYPES: Record<number, DType> = {
   8: 'uint8',
@@ -55,73 +56,18 @@ export async function readIdxHeader(src: ByteSource): Promise<IdxHeader> {
   return { dtype, dims };
 }
 
+const IDX: PairFormat = {
+  name: 'idx',
+  features: 'images',
+  minRank: 2,
+  strictEnd: true,
+  readHeader: async (src) => {
+    const h = await readIdxHeader(src);
+    return { dtype: h.dtype, shape: h.dims, swap: ITEM[h.dtype]! };
+  },
+};
+
 /** The images and labels pair as one source; both headers are checked before anything is stored. */
-export async function openIdx(imagesPath: string, labelsPath: string): Promise<IngestSource> {
-  const images = await openBytes(imagesPath);
-  let labels: ByteSource | undefined;
-  try {
-    labels = await openBytes(labelsPath);
-    const x = await readIdxHeader(images);
-    const y = await readIdxHeader(labels);
-    if (x.dims.length < 2)
-      throw new TrellisError(
-        'ERR_FILE_FORMAT',
-        `${imagesPath}: images need rank 2 or more, the file has rank ${x.dims.length}`,
-      );
-    if (y.dims.length !== 1)
-      throw new TrellisError(
-        'ERR_FILE_FORMAT',
-        `${labelsPath}: labels need rank 1, the file has rank ${y.dims.length}`,
-      );
-    if (x.dims[0] !== y.dims[0]) {
-      throw new TrellisError(
-        'ERR_SIZE_MISMATCH',
-        `${imagesPath} holds ${x.dims[0]} images but ${labelsPath} ${y.dims[0]} labels`,
-      );
-    }
-    return new IdxSource(images, labels, x, y);
-  } catch (e) {
-    await images.close();
-    await labels?.close();
-    throw e;
-  }
-}
-
-class IdxSource implements IngestSource {
-  readonly format = 'idx';
-  readonly rows: number;
-  readonly sampleShape: number[];
-  readonly dtype: DType;
-  readonly labelDtype: DType;
-
-  constructor(
-    private readonly images: ByteSource,
-    private readonly labels: ByteSource,
-    x: IdxHeader,
-    y: IdxHeader,
-  ) {
-    this.rows = x.dims[0]!;
-    this.sampleShape = x.dims.slice(1);
-    this.dtype = x.dtype;
-    this.labelDtype = y.dtype;
-  }
-
-  async fill(x: Uint8Array, y: Uint8Array, _rows: number, onBytes: (n: number) => void): Promise<void> {
-    await this.images.readInto(x, onBytes);
-    swapBytes(x, ITEM[this.dtype]!);
-    await this.labels.readInto(y, onBytes);
-    swapBytes(y, ITEM[this.labelDtype]!);
-  }
-
-  async finish(): Promise<void> {
-    for (const s of [this.images, this.labels]) {
-      if (!(await s.atEnd())) {
-        throw new TrellisError('ERR_FILE_FORMAT', `${s.path} has bytes after the ${s.position} its header announces`);
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([this.images.close(), this.labels.close()]);
-  }
+export function openIdx(imagesPath: string, labelsPath: string): Promise<IngestSource> {
+  return openPair(IDX, imagesPath, labelsPath);
 }

@@ -5,11 +5,10 @@
  * `-labels-idx1-`) unless `labels` names them; .npy features need `labels`.
  */
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { TrellisError } from '../errors.js';
 import { openArrow } from './arrow-source.js';
-import { unreadable } from './byte-source.js';
+import { fileEnds } from './byte-source.js';
 import { openIdx } from './idx-source.js';
 import type { IngestSource } from './ingest-source.js';
 import { openNpy } from './npy-source.js';
@@ -26,19 +25,7 @@ export interface OpenOptions extends ColumnChoice {
 }
 
 async function sniff(path: string): Promise<IngestFormat | undefined> {
-  let head: Buffer;
-  try {
-    const fh = await open(path, 'r');
-    try {
-      head = Buffer.alloc(8);
-      const { bytesRead } = await fh.read(head, 0, 8, 0);
-      head = head.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw unreadable(path, e);
-  }
+  const { head } = await fileEnds(path, 8);
   if (head.toString('latin1', 1, 6) === 'NUMPY' && head[0] === 0x93) return 'npy';
   if (head.toString('latin1', 0, 6) === 'ARROW1' || (head.length >= 4 && head.readUInt32LE(0) === 0xffffffff))
     return 'arrow';

@@ -5,11 +5,10 @@
  * Columns are flat numbers (booleans, integers with their converted or
  * logical width, floats); nested and byte-array columns are refused.
  */
-import { open } from 'node:fs/promises';
 import type { FileMetaData, SchemaElement } from 'hyparquet';
 import { DTYPES, type DType, type TypedArray } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
-import { unreadable } from './byte-source.js';
+import { fileEnds } from './byte-source.js';
 import type { IngestSource } from './ingest-source.js';
 import { type ColumnChoice, chooseColumns, type RowBatch, TableSource } from './table-source.js';
 
@@ -72,25 +71,11 @@ function toTyped(path: string, name: string, dtype: DType, data: ArrayLike<unkno
 }
 
 async function checkMagic(path: string): Promise<void> {
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw unreadable(path, e);
-  }
-  try {
-    const { size } = await fh.stat();
-    const head = Buffer.alloc(4);
-    const tail = Buffer.alloc(4);
-    await fh.read(head, 0, 4, 0);
-    if (head.toString('latin1') !== MAGIC)
-      throw new TrellisError('ERR_FILE_FORMAT', `${path} is not a Parquet file: it does not start with PAR1`);
-    if (size >= 12) await fh.read(tail, 0, 4, size - 4);
-    if (tail.toString('latin1') !== MAGIC)
-      throw new TrellisError('ERR_FILE_TRUNCATED', `${path} ends before its Parquet footer`);
-  } finally {
-    await fh.close();
-  }
+  const { head, tail } = await fileEnds(path, 4, 4);
+  if (head.toString('latin1') !== MAGIC)
+    throw new TrellisError('ERR_FILE_FORMAT', `${path} is not a Parquet file: it does not start with PAR1`);
+  if (tail.toString('latin1') !== MAGIC)
+    throw new TrellisError('ERR_FILE_TRUNCATED', `${path} ends before its Parquet footer`);
 }
 
 export async function openParquet(path: string, choice: ColumnChoice = {}): Promise<IngestSource> {
