@@ -22,6 +22,7 @@ const BENCHES = [
   'job-placement.js',
   'job-overhead.js',
   'job-locality.js',
+  'reach.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

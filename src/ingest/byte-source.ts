@@ -116,7 +116,8 @@ class GunzipSource implements ByteSource {
     readonly path: string,
     readonly fileSize: number,
   ) {
-    const gunzip = createGunzip();
+    // 1 MiB output chunks instead of zlib's 16 KiB: fewer trips through the stream machinery per byte.
+    const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
     const file = createReadStream(path);
     file.on('error', (e) => gunzip.destroy(e));
     this.stream = file.pipe(gunzip);
