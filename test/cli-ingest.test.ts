@@ -477,4 +477,23 @@ np.save(d + '/f.npy', np.zeros((10, 2), dtype='<f4'))`,
     expect(tty).toMatch(/ingest tty\/test \[[=-]+\] 100% 7\.5M\/7\.5M/);
     expect(tty).toMatch(/ingested tty\/test o[0-9a-f]{16}: 10000 rows/);
   });
+
+  describe('trellis ingest into a store too small for it', () => {
+    it('fails with ERR_OUT_OF_MEMORY (exit 8) after some shards, and leaves nothing behind', async () => {
+      const small = await startStore({ size: 4 * 1024 * 1024 });
+      const c = await connect({ socket: small.socket });
+      try {
+        const r = await trellis(
+          ['ingest', join(FMNIST, 't10k-images-idx3-ubyte.gz'), '--name', 'too/big', '--shards', '4'],
+          { TRELLIS_SOCKET: small.socket },
+        );
+        expect([r.code, r.stdout, r.stderr]).toEqual([8, '', expect.stringMatching(/^trellis: ERR_OUT_OF_MEMORY: /)]);
+        expect(await c.list()).toEqual([]);
+        expect(await c.listNames()).toEqual({});
+      } finally {
+        await c.close();
+        await small.stop();
+      }
+    });
+  });
 });

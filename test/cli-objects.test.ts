@@ -197,4 +197,14 @@ np.save(sys.argv[3], np.array([True, False, True]))`,
     await trellis(['rm', 'taken'], env);
     expect(await client.list()).toEqual([]);
   });
+
+  describe('trellis --help', () => {
+    it('shows sizes as 1G and modes as 0600, not as bytes and decimal', async () => {
+      const demo = await trellis(['demo', '--help']);
+      expect(demo.stdout).toMatch(/--size <size> +store memory \(default: 1G\)\n/);
+      const store = await trellis(['store', '--help']);
+      expect(store.stdout).toMatch(/--socket-mode <mode> +file mode of the socket \(default: 0600\)\n/);
+      expect(`${demo.stdout}${store.stdout}`).not.toMatch(/1073741824|\b384\b/);
+    });
+  });
 });
