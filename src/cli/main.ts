@@ -197,7 +197,7 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--size <size>', 'store memory').argParser(sizeArg).default(1024 ** 3, '1G'))
     .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
     .addOption(new Option('--model <kind>', 'model to train').choices(['softmax', 'mlp']).default('softmax'))
-    .option('--epochs <n>', 'training epochs (default 15 softmax, 8 MLP)', intArg)
+    .option('--epochs <n>', 'training epochs (default 15 softmax, 10 MLP)', intArg)
     .action(async (o) => {
       const { runDemo } = await import('../../examples/training/demo.js');
       await runDemo({ readers: o.readers, size: o.size, dataDir: o.dataDir, model: o.model, epochs: o.epochs });

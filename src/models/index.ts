@@ -1,13 +1,24 @@
-/** `trellis/models`: ONNX graphs built in code, the onnxruntime adapter, the trainer and the inference pool. */
+/** `trellis/models`: ONNX graphs built in code, the onnxruntime adapter, the gradient step, optimizers, the trainer and the inference pool. */
+export {
+  GradientStep,
+  type GradientStepOptions,
+  initFlatParams,
+  type ParamLayout,
+  paramLayout,
+  paramTensors,
+  paramViews,
+} from './gradient-step.js';
 export { InferencePool, type InferencePoolOptions } from './inference-pool.js';
+export { effectiveBatchWarning, type LrSchedule, learningRate } from './lr-schedule.js';
 export {
   type BuiltModel,
+  type FullModelSpec,
+  type GradientModel,
+  gradientModel,
   inferenceModel,
   initParams,
   type ModelSpec,
   modelParams,
-  type TrainingStepModel,
-  trainingStepModel,
 } from './models.js';
 export {
   type AttrValue,
@@ -17,6 +28,7 @@ export {
   type GraphOptions,
   type TensorSpec,
 } from './onnx-graph.js';
+export { Optimizer, type OptimizerSpec, type OptimizerState } from './optimizer.js';
 export {
   dtypeOfOrt,
   fromOrtTensor,
@@ -33,7 +45,9 @@ export {
   type EpochReport,
   evaluate,
   type StepReport,
+  type TrainDefaults,
   type TrainOptions,
   type TrainResult,
+  trainDefaults,
   trainLocal,
 } from './trainer.js';

@@ -1,7 +1,7 @@
 /**
  * The body of a train task (one rank), in its task host: trains the job's
- * model on the task's local shards through the sharded loader and the
- * one-graph training step (trainLocal), reports progress, stores the trained
+ * model on the task's local shards through the sharded loader, the
+ * gradient graph and the optimizer (trainLocal), reports progress, stores the trained
  * model and, with spec.evalDataset, measures test accuracy.
  *
  * Ranks: a task is one rank of `payload.rank.count` (1 in this version; the
@@ -10,11 +10,11 @@
  *
  * The model's input and label types follow the stored shards: uint8 features
  * are fed as they are (the graph scales them by 1/255), float32/float64
- * features as floats; labels are uint8, int32 or int64 class indices in
- * [0, 10). Defaults match `trellis demo`: softmax regression 15 epochs of
- * batches of 100 at learning rate 0.3, the MLP 8 epochs of 64 at 0.2, both
- * decayed per epoch (0.85 and 0.8), shuffled with seed 1, so a retry trains
- * the same weights.
+ * features as floats (float64 cast to float32 in the graph); labels are
+ * uint8, int32 or int64 class indices in [0, 10). The MLP takes any number
+ * of hidden layers. Defaults are trainDefaults (those of `trellis demo`:
+ * softmax regression 15 epochs of 100 rows with SGD, the MLP 10 epochs of
+ * 128 with Adam), shuffled with seed 1, so a retry trains the same weights.
  */
 import type { TrellisClient } from '../../client/client.js';
 import type { Tensor } from '../../codecs/tensor.js';
@@ -22,7 +22,7 @@ import { TrellisError } from '../../errors.js';
 import { type ShardPart, shardParts } from '../../loaders/shard.js';
 import { inferenceModel, type ModelSpec } from '../../models/models.js';
 import { putModel } from '../../models/ort-adapter.js';
-import { evaluate, trainLocal } from '../../models/trainer.js';
+import { evaluate, trainDefaults, trainLocal } from '../../models/trainer.js';
 import type { JobProgress, TrainJobSpec } from '../job-types.js';
 import type { TaskOutput, TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
@@ -41,7 +41,7 @@ export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise
   const client = ctx.client;
   const model = await modelSpecFor(client, spec, ctx.localShards);
   const kind = model.kind;
-  const epochs = spec.epochs ?? (kind === 'mlp' ? 8 : 15);
+  const epochs = spec.epochs ?? trainDefaults(kind).epochs;
   // The loader reads a dataset: this rank's shards, as an unnamed one of their own.
   const dataset = await client.createDataset(undefined, ctx.localShards, {
     meta: { job: payload.jobId, rank: rank.index },
@@ -57,7 +57,6 @@ export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise
       epochs,
       batchSize: spec.batchSize,
       lr: spec.learningRate,
-      decay: kind === 'mlp' ? 0.8 : 0.85,
       seed: SEED,
       workers: 1,
       signal: ctx.signal,
@@ -104,9 +103,6 @@ export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise
 async function modelSpecFor(client: TrellisClient, spec: TrainJobSpec, shards: string[]): Promise<ModelSpec> {
   if (shards.length === 0) throw new TrellisError('ERR_BAD_REQUEST', 'a train task needs at least one shard');
   const m = spec.model;
-  if (m.kind === 'mlp' && (!Array.isArray(m.hidden) || m.hidden.length !== 1)) {
-    throw new TrellisError('ERR_UNSUPPORTED', 'the MLP has one hidden layer: model.hidden must have one entry');
-  }
   const shard = await client.get(shards[0]);
   try {
     const [part] = shardParts(shard, shards[0]);
@@ -121,11 +117,11 @@ async function modelSpecFor(client: TrellisClient, spec: TrainJobSpec, shards: s
     }
     return {
       kind: m.kind,
-      ...(m.kind === 'mlp' ? { hidden: m.hidden[0] } : {}),
+      ...(m.kind === 'mlp' ? { hidden: m.hidden.slice() } : {}),
       features: part.x.data.length / part.rows,
       classes: CLASSES,
-      dtype: x === 'float64' ? 'float64' : 'float32',
-      input: x === 'uint8' ? 'uint8' : 'float',
+      dtype: 'float32',
+      input: x,
       labels: y,
     };
   } finally {
