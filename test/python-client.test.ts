@@ -157,6 +157,26 @@ describe('the Python package', () => {
     await client.release(h.id!);
   });
 
+  it('misuse fails with the documented codes; writing into a view is refused by numpy', async () => {
+    await client.put(new Int32Array([1, 2, 3]), { name: 'node/errors' });
+    const before = await client.list();
+    expect(await python(['errors', store.socket, 'node/errors'])).toEqual([
+      {
+        missing: 'ERR_NAME_NOT_FOUND',
+        badId: 'ERR_OBJECT_NOT_FOUND',
+        complex: 'ERR_UNSUPPORTED',
+        notHeld: 'ERR_NOT_REFERENCED',
+        foreignArray: 'ERR_NOT_REFERENCED',
+        write: 'ValueError: assignment destination is read-only',
+        taken: 'ERR_OBJECT_EXISTS',
+        takenBig: 'ERR_OBJECT_EXISTS',
+      },
+      { afterClose: 'ERR_CLOSED' },
+    ]);
+    // The refused puts left nothing behind (the large one's blob was aborted), and no pin is held.
+    expect(await client.list()).toEqual(before);
+  });
+
   it('kill -9 of a Python reader gives its pins back', async () => {
     const id = await client.put(new Float64Array([1, 2, 3]), { name: 'node/held' });
     const refs = async () => (await client.list()).find((s) => s.id === id)?.references;

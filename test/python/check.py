@@ -4,6 +4,7 @@
     check.py memory SOCKET NAME      private memory before and after reading every byte of NAME
     check.py put SOCKET PREFIX       puts one array per dtype (and a large one) under PREFIX/, prints their hashes
     check.py hold SOCKET NAME        gets NAME, says so, and sleeps (to be killed)
+    check.py errors SOCKET NAME      the error of each misuse, NAME being a tensor
 """
 
 import hashlib
@@ -89,6 +90,32 @@ def main():
         a = c.get(sys.argv[3])
         out({"holding": sys.argv[3], "shape": list(a.shape)})
         time.sleep(3600)
+    elif cmd == "errors":
+        def code(f):
+            try:
+                f()
+                return "no error"
+            except trellis.TrellisError as e:
+                return e.code
+            except ValueError as e:
+                return f"ValueError: {e}"
+
+        a = c.get(sys.argv[3])
+        out({
+            "missing": code(lambda: c.get("no/such")),
+            "badId": code(lambda: c.get("o00000000000fffff")),
+            "complex": code(lambda: c.put(np.zeros(3, dtype=np.complex64))),
+            "notHeld": code(lambda: c.release("o00000000000fffff")),
+            "foreignArray": code(lambda: c.release(np.zeros(3))),
+            "write": code(lambda: a.__setitem__(0, 1)),
+            "taken": code(lambda: c.put(np.zeros(3), name=sys.argv[3])),
+            "takenBig": code(lambda: c.put(np.zeros(1 << 20), name=sys.argv[3])),
+        })
+        c.release(a)
+        c.close()
+        c.close()
+        out({"afterClose": code(lambda: c.get(sys.argv[3]))})
+        return
     else:
         raise SystemExit(f"unknown command {cmd}")
     c.close()
