@@ -7,8 +7,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Tensor, type TrellisClient } from '../dist/src/index.js';
 import { trellis } from './helpers/cli.js';
@@ -100,6 +101,21 @@ np.save(sys.argv[3], np.array([True, False, True]))`,
       stderr: '',
     });
     expect(readFileSync(join(dir, 'blob-out.bin')).equals(bytes)).toBe(true);
+    // A gzipped file is a Blob of its own bytes, not inflated.
+    writeFileSync(join(dir, 'x.gz'), gzipSync(bytes.subarray(0, 1000)));
+    const gz = await trellis(['put', join(dir, 'x.gz'), '--json'], env);
+    expect(JSON.parse(gz.stdout)).toEqual({
+      id: expect.any(String),
+      typename: 'Blob',
+      nbytes: statSync(join(dir, 'x.gz')).size,
+    });
+    expect(await trellis(['get', JSON.parse(gz.stdout).id, '--out', join(dir, 'x-out.gz')], env)).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: '',
+    });
+    expect(readFileSync(join(dir, 'x-out.gz'))).toEqual(readFileSync(join(dir, 'x.gz')));
+    await trellis(['rm', JSON.parse(gz.stdout).id], env);
     // Nothing stays pinned by the commands.
     expect((await client.list()).map((s) => s.references)).toEqual([0, 0, 0, 0, 0, 0, 0]);
 

@@ -21,6 +21,7 @@ import { DATASET_TYPENAME } from '../store/cluster.js';
 import { reported, usageExit } from './exit-codes.js';
 import { progressBar } from './progress.js';
 import { formatSize } from './size.js';
+import { textTable } from './text-table.js';
 
 const socketOption = () =>
   new Option('--socket <path>', "the store's UNIX socket (default: $TRELLIS_SOCKET or /tmp/trellis.sock)");
@@ -42,18 +43,6 @@ async function resolveId(c: TrellisClient, nameOrId: string): Promise<string> {
   return isObjectId(nameOrId) ? nameOrId : c.getName(nameOrId);
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return `${rows
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n')}\n`;
-}
-
 async function putFile(
   c: TrellisClient,
   path: string,
@@ -61,10 +50,9 @@ async function putFile(
   name: string | undefined,
   persist: boolean,
 ) {
-  const src = await openBytes(path);
+  // A Blob is the file's bytes as they are; a gzipped .npy is inflated on the way.
+  const src = await openBytes(path, { inflate: as === 'tensor' });
   try {
-    if (src.size === undefined)
-      throw new TrellisError('ERR_UNSUPPORTED', `${path} is gzipped; put stores files as they are: gunzip it first`);
     let w: {
       buffer: Uint8Array;
       seal(o: { name?: string; persist?: boolean }): Promise<string>;
@@ -83,7 +71,7 @@ async function putFile(
       if (h.bigEndian) after = (b) => swapBytes(b, h.itemsize);
       typename = 'Tensor';
     } else {
-      const b = await c.createBlob(src.size);
+      const b = await c.createBlob(src.fileSize);
       w = { buffer: b.buffer, seal: (o) => b.seal(o), abort: () => b.abort() };
       typename = 'Blob';
     }
@@ -216,10 +204,10 @@ export function objectCommands(): Command[] {
                 ? `${JSON.stringify(rows, null, 2)}\n`
                 : rows.length === 0
                   ? 'no objects\n'
-                  : table([
+                  : `${textTable([
                       ['ID', 'TYPE', 'SIZE', 'REFS'],
                       ...rows.map((r) => [r.id, r.typename, formatSize(r.nbytes), String(r.references)]),
-                    ]),
+                    ])}\n`,
             );
             return;
           }
@@ -241,10 +229,10 @@ export function objectCommands(): Command[] {
               ? `${JSON.stringify(rows, null, 2)}\n`
               : rows.length === 0
                 ? 'no names\n'
-                : table([
+                : `${textTable([
                     ['NAME', 'ID', 'TYPE', 'SIZE'],
                     ...rows.map((r) => [r.name, r.id, r.typename, formatSize(r.nbytes)]),
-                  ]),
+                  ])}\n`,
           );
         });
       }),

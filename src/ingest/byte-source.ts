@@ -48,15 +48,15 @@ async function openFile(path: string): Promise<FileHandle> {
   }
 }
 
-/** Opens `path`; a file starting with the gzip magic (1f 8b) is inflated on the fly. */
-export async function openBytes(path: string): Promise<ByteSource> {
+/** Opens `path`; a file starting with the gzip magic (1f 8b) is inflated on the fly, unless `inflate` is false. */
+export async function openBytes(path: string, opts: { inflate?: boolean } = {}): Promise<ByteSource> {
   const fh = await openFile(path);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new TrellisError('ERR_FILE_UNREADABLE', `cannot read ${path}: not a regular file`);
     const magic = new Uint8Array(2);
     const { bytesRead } = await fh.read(magic, 0, 2, 0);
-    if (bytesRead === 2 && magic[0] === 0x1f && magic[1] === 0x8b) {
+    if ((opts.inflate ?? true) && bytesRead === 2 && magic[0] === 0x1f && magic[1] === 0x8b) {
       await fh.close();
       return new GunzipSource(path, st.size);
     }
