@@ -270,6 +270,69 @@ export function childMain(fn) {
 
 export const isChild = process.argv.includes('--child');
 
+/**
+ * Forks benchmark file `file` (an import.meta.url) as a long-lived child with
+ * `--role=ROLE` (env.ROLE) that answers commands: `ask(cmd, args)` resolves
+ * with its answer, `ready` once it has started; stop() sends SIGTERM.
+ */
+export function startRole(file, env, { execArgv = [] } = {}) {
+  const child = track(
+    fork(fileURLToPath(file), [`--role=${env.ROLE}`], {
+      env: { ...process.env, ...env },
+      execArgv,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  let rid = 0;
+  const waiting = new Map();
+  child.on('message', (m) => {
+    const w = waiting.get(m.rid);
+    if (!w) return;
+    waiting.delete(m.rid);
+    if (m.ok) w.resolve(m);
+    else w.reject(new Error(`${env.ROLE}: ${m.error}`));
+  });
+  const ready = new Promise((resolve, reject) => {
+    child.once('message', resolve);
+    child.once('exit', (code) => reject(new Error(`${env.ROLE} exited with ${code}`)));
+  });
+  return {
+    child,
+    ready,
+    ask: (cmd, args = {}) =>
+      new Promise((resolve, reject) => {
+        rid++;
+        waiting.set(rid, { resolve, reject });
+        child.send({ rid, cmd, ...args });
+      }),
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/**
+ * In a child made by startRole: answers the parent's {rid, cmd, ...} messages
+ * with {rid, ok | error, ...}. Each command starts and ends with a collection
+ * when the child runs with --expose-gc, so none pays for another's garbage.
+ */
+export function serveParent(handlers) {
+  process.on('message', async (m) => {
+    try {
+      globalThis.gc?.();
+      const out = await handlers[m.cmd](m);
+      globalThis.gc?.();
+      process.send({ rid: m.rid, ok: true, ...out });
+    } catch (e) {
+      process.send({ rid: m.rid, ok: false, error: `${e?.code ?? ''} ${e?.message ?? e}` });
+    }
+  });
+  process.send({ ready: true });
+}
+
 /** Loads the built package, all three entry points in one namespace (run `npx tsc -p tsconfig.json` first). */
 export async function trellis() {
   try {

@@ -24,11 +24,23 @@
  * receiver, getter): 2 vCPUs here, so sender and receiver each have one.
  * Ratios are Trellis rate / raw TCP rate; the target is >= 0.9x.
  */
-import { fork } from 'node:child_process';
 import { createServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { fmtRate, fmtRatio, GiB, MiB, median, met, nowUs, ROOT, report, tempDir, track, trellis } from './lib.js';
+import {
+  fmtRate,
+  fmtRatio,
+  GiB,
+  MiB,
+  median,
+  met,
+  nowUs,
+  ROOT,
+  report,
+  serveParent,
+  startRole,
+  tempDir,
+  trellis,
+} from './lib.js';
 
 const SIZE = 1 * GiB;
 const ROUNDS = 7;
@@ -40,22 +52,6 @@ const TOKEN = 'bench-rpc-transfer-token-0123456789';
 // ---- children: a store, or a peer (TCP sender / receiver, RPC getter) ---------
 
 const role = process.argv.find((a) => a.startsWith('--role='))?.slice(7);
-
-/** Answers the parent's {rid, cmd, ...} messages with {rid, ok | error, ...}. */
-function serve(handlers) {
-  process.on('message', async (m) => {
-    try {
-      globalThis.gc?.();
-      const out = await handlers[m.cmd](m);
-      // and ends with one, so its garbage is gone before the next case runs anywhere
-      globalThis.gc?.();
-      process.send({ rid: m.rid, ok: true, ...out });
-    } catch (e) {
-      process.send({ rid: m.rid, ok: false, error: `${e?.code ?? ''} ${e?.message ?? e}` });
-    }
-  });
-  process.send({ ready: true });
-}
 
 /** Sample bytes spread over the object, to check a copy without reading all of it twice. */
 function samples(bytes) {
@@ -88,7 +84,7 @@ async function storeMain() {
     cleanup();
     process.exit(0);
   });
-  serve({
+  serveParent({
     address: () => ({ endpoint: store.rpcAddress }),
     fill: async () => {
       const w = await client.createTensor('uint8', [SIZE]);
@@ -118,7 +114,7 @@ async function peerMain() {
   let server = null;
   let value = null;
   let warm = null;
-  serve({
+  serveParent({
     /** Raw TCP sender: each connection gets the same SIZE bytes of one warm buffer, in WRITE-sized writes. */
     listen: () =>
       new Promise((resolve) => {
@@ -226,43 +222,8 @@ async function peerMain() {
 // ---- parent -------------------------------------------------------------------
 
 function start(env) {
-  const child = track(
-    fork(fileURLToPath(import.meta.url), [`--role=${env.ROLE}`], {
-      env: { ...process.env, ...env },
-      // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
-      execArgv: ['--expose-gc'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    }),
-  );
-  let rid = 0;
-  const waiting = new Map();
-  child.on('message', (m) => {
-    const w = waiting.get(m.rid);
-    if (!w) return;
-    waiting.delete(m.rid);
-    if (m.ok) w.resolve(m);
-    else w.reject(new Error(`${env.ROLE}: ${m.error}`));
-  });
-  const ready = new Promise((resolve, reject) => {
-    child.once('message', resolve);
-    child.once('exit', (code) => reject(new Error(`${env.ROLE} exited with ${code}`)));
-  });
-  return {
-    child,
-    ready,
-    ask: (cmd, args = {}) =>
-      new Promise((resolve, reject) => {
-        rid++;
-        waiting.set(rid, { resolve, reject });
-        child.send({ rid, cmd, ...args });
-      }),
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
+  // Each case starts and ends with a collection, so none pays for the garbage (1 GiB buffers) of another.
+  return startRole(import.meta.url, env, { execArgv: ['--expose-gc'] });
 }
 
 async function main() {

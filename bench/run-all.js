@@ -15,6 +15,7 @@ const BENCHES = [
   'small-objects.js',
   'baselines.js',
   'rpc-transfer.js',
+  'gradient-exchange.js',
   'ort-handoff.js',
   'meta-ops.js',
   'training.js',

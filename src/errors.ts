@@ -45,6 +45,8 @@ export const ERROR_CODES = {
   ERR_IDS_EXHAUSTED: 'The metadata service has handed out every instance id (65535) of its prefix; use a new prefix.',
   ERR_REDIS_EVICTS:
     'The Redis server may evict keys (its maxmemory-policy is not noeviction), which would silently lose jobs and queued tasks; set maxmemory-policy noeviction.',
+  ERR_COLLECTIVE_ABORTED:
+    'A collective step (allReduce, broadcast) could not complete: a peer rank or its store failed or closed, the step timed out, or it was aborted; the group cannot go on; open a new one (a new group name).',
   ERR_FILE_FORMAT:
     'The file is not what its format says: wrong magic, a header that does not parse, or a layout Trellis cannot read (the message says which).',
   ERR_FILE_TRUNCATED: 'The file ends before the data its header announces.',

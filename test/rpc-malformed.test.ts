@@ -26,10 +26,10 @@ function fuzzFrame(seed: number): Buffer {
   const pick = <T>(xs: T[]): T => xs[next() % xs.length];
   const values = [null, true, -1, 0, 1.5, 2 ** 53, 'x', '', [], {}, ['o0000000000000001'], { typename: 'Blob' }];
   const header: Record<string, unknown> = {
-    t: pick(['put', 'make', 'get', 'delete', 'putName', 'getName', 'list', 'status', 'hello', 'create', 'zzz']),
+    t: pick(['put', 'make', 'get', 'delete', 'putName', 'getName', 'list', 'status', 'hello', 'create', 'read', 'zzz']),
     rid: pick([1, 2, -1, 'r', 0xffffffff]),
   };
-  for (const f of ['ids', 'id', 'name', 'object', 'deep', 'wait', 'timeoutMs', 'limit', 'members', 'meta']) {
+  for (const f of ['ids', 'id', 'name', 'object', 'deep', 'wait', 'timeoutMs', 'limit', 'members', 'meta', 'tag']) {
     if (next() % 3 === 0) header[f] = pick(values);
   }
   return encodeFrame(header);
@@ -125,7 +125,7 @@ describe('malformed RPC input', () => {
       },
       // after the handshake: a bad field keeps the connection; broken framing closes it
       open('unknown request type', () => rpcFrame({ t: 'explode', rid: 7 }), ['ERR_PROTOCOL']),
-      ...['create', 'seal', 'abort', 'release', 'fds'].map((t) =>
+      ...['create', 'seal', 'abort', 'release', 'fds', 'endScope'].map((t) =>
         open(`IPC-only ${t}`, () => rpcFrame({ t, rid: 7, size: 10, id: 'o0000000000000001', ids: [] }), [
           'ERR_UNSUPPORTED',
         ]),
@@ -166,6 +166,22 @@ describe('malformed RPC input', () => {
         ['ERR_OUT_OF_MEMORY'],
       ),
       open('a second hello', () => helloFrame(TOKEN, 7), ['ERR_PROTOCOL']),
+      open('read without a tag', () => rpcFrame({ t: 'read', rid: 7 }), ['ERR_BAD_REQUEST']),
+      open('read with a negative offset', () => rpcFrame({ t: 'read', rid: 7, tag: 'x', offset: -1 }), [
+        'ERR_BAD_REQUEST',
+      ]),
+      open('read with a 5 GiB length', () => rpcFrame({ t: 'read', rid: 7, tag: 'x', length: 5 * 1024 ** 3 }), [
+        'ERR_BAD_REQUEST',
+      ]),
+      open('read with a wait that is not a boolean', () => rpcFrame({ t: 'read', rid: 7, tag: 'x', wait: 'yes' }), [
+        'ERR_BAD_REQUEST',
+      ]),
+      open('read of a tag nobody bound', () => rpcFrame({ t: 'read', rid: 7, tag: 'nobody' }), ['ERR_NAME_NOT_FOUND']),
+      open(
+        'read with raw bytes (skipped)',
+        () => Buffer.concat([rpcFrame({ t: 'read', rid: 7, tag: 'x', raw: [4] }), Buffer.alloc(4)]),
+        ['ERR_BAD_REQUEST'],
+      ),
       closed('raw with a negative size', true, () => rpcFrame({ t: 'put', rid: 7, object: obj, raw: [-1] })),
       closed('raw with a fractional size', true, () => rpcFrame({ t: 'put', rid: 7, object: obj, raw: [1.5] })),
       closed('raw with a 5 GiB part', true, () => rpcFrame({ t: 'put', rid: 7, object: obj, raw: [5 * 1024 ** 3] })),

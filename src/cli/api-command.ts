@@ -8,6 +8,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { pino } from 'pino';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
+import { untilStopSignal } from './stop-signals.js';
 
 export interface ApiCommandOptions {
   port: number;
@@ -34,17 +35,12 @@ export interface ApiCommandIo {
   startService?: typeof startJobService;
 }
 
-/** SIGTERM or SIGINT, whichever comes first. */
-function signalled(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-}
-
 function processIo(): ApiCommandIo {
   return {
-    stop: signalled(),
+    // Read once the API listens: a signal before that ends the process at once (stop-signals.ts).
+    get stop() {
+      return untilStopSignal();
+    },
     // Logs go to stderr as JSON lines; stdout carries only the `listening` line scripts wait for.
     logger: pino({ name: 'trellis-api' }, pino.destination(2)),
     print: (line) => process.stdout.write(`${line}\n`),
@@ -72,8 +68,9 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
   }
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
+  const stopped = io.stop;
   io.print(`trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}`);
-  const sig = await io.stop;
+  const sig = await stopped;
   logger.info(`${sig}, shutting down`);
   // The server first (no new requests, event streams ended), then the service under it.
   try {

@@ -13,6 +13,7 @@ import { jobsCommand } from './jobs-command.js';
 import { objectCommands } from './object-commands.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
+import { installStopSignals, untilStopSignal } from './stop-signals.js';
 
 function sizeArg(v: string): number {
   try {
@@ -52,6 +53,11 @@ export async function main(argv: string[]): Promise<void> {
   const program = new Command('trellis')
     .description('Zero-copy data plane for ML jobs: shared-memory object stores and the jobs that use them')
     .version(pkg.version);
+
+  // The long-running commands handle SIGTERM from their first line (they may run as PID 1).
+  program.hook('preAction', (_program, action) => {
+    if (['store', 'agent', 'api'].includes(action.name())) installStopSignals();
+  });
 
   program
     .command('store')
@@ -115,17 +121,17 @@ export async function main(argv: string[]): Promise<void> {
       );
       const st = store.status();
       const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
+      // Listening for the stop before saying ready: a script may send SIGTERM the moment it reads it.
+      const stopped = untilStopSignal();
       process.stdout.write(
         `trellis store ready socket=${o.socket} size=${st.memoryLimit} instance=${st.instanceId}${rpc} pid=${process.pid}\n`,
       );
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          process.stderr.write(`trellis store: ${sig}, shutting down\n`);
-          store.close().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      const sig = await stopped;
+      process.stderr.write(`trellis store: ${sig}, shutting down\n`);
+      await store.close().catch(() => {});
+      // Released: exit even if a library left a handle open (seen once in a container: the store
+      // said "store closed" and stayed up until killed).
+      process.exit(0);
     });
 
   program
@@ -177,15 +183,11 @@ export async function main(argv: string[]): Promise<void> {
         drainMs: o.drainMs,
         logger: { info: log, warn: log, error: log },
       });
+      const stopped = untilStopSignal();
       process.stdout.write(`trellis agent ready node=${agent.node} pid=${process.pid}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          log(`${sig}, draining`);
-          agent.close().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      const sig = await stopped;
+      log(`${sig}, draining`);
+      await agent.close().catch(() => {});
       // Drained: exit even if a library left a timer behind.
       process.exit(0);
     });

@@ -15,6 +15,7 @@ import {
   DEFAULT_LIST_LIMIT,
   decodeReply,
   isObjectId,
+  MAX_TAG_READS,
   type ReplyOf,
   type RequestBody,
 } from '../protocol/messages.js';
@@ -25,6 +26,18 @@ export interface PutOptions {
   name?: string;
   /** Publish the object to the metadata service in the same request, so every store can find it. */
   persist?: boolean;
+}
+
+/** What a writer's seal takes beyond PutOptions: a store-local tag (src/store/tags.ts). */
+export interface SealOptions extends PutOptions {
+  /**
+   * Tag the sealed object in this store only (never published): RPC readers
+   * may wait for the tag (RemoteClient.read), and the object is deleted when
+   * this client disconnects.
+   */
+  tag?: string;
+  /** With a tag: the store deletes the object after this many complete RPC reads. */
+  reads?: number;
 }
 
 export interface ObjectSpecInput {
@@ -49,6 +62,25 @@ export function putFields(opts: PutOptions): { name?: string; persist?: boolean 
   if (opts.name !== undefined) {
     checkName(opts.name);
     out.name = opts.name;
+  }
+  return out;
+}
+
+/** The fields of a seal: putFields plus the tag and its reads, checked. */
+export function sealFields(opts: SealOptions): { name?: string; persist?: boolean; tag?: string; reads?: number } {
+  const out: { name?: string; persist?: boolean; tag?: string; reads?: number } = putFields(opts);
+  if (opts.tag !== undefined) {
+    if (typeof opts.tag !== 'string' || opts.tag.length === 0 || opts.tag.length > 1024) {
+      throw invalidParameter('tag', 'a string of 1 to 1024 characters', opts.tag);
+    }
+    out.tag = opts.tag;
+  }
+  if (opts.reads !== undefined) {
+    if (out.tag === undefined) throw invalidParameter('reads', 'given only with a tag', opts.reads);
+    if (!Number.isInteger(opts.reads) || opts.reads < 1 || opts.reads > MAX_TAG_READS) {
+      throw invalidParameter('reads', `an integer in [1, ${MAX_TAG_READS}]`, opts.reads);
+    }
+    out.reads = opts.reads;
   }
   return out;
 }

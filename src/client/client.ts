@@ -14,7 +14,7 @@ import { invalidParameter, TrellisError } from '../errors.js';
 import type { Frame } from '../protocol/frame.js';
 import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
-import { ClientCommon, type PutOptions, putFields } from './client-common.js';
+import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
   ensureMapped,
@@ -28,7 +28,7 @@ import {
 
 export type { PutValue, StoredObject, StoreValue } from '../codecs/value.js';
 export { BLOB_TYPENAME } from '../protocol/messages.js';
-export type { ObjectSpecInput, PutOptions } from './client-common.js';
+export type { ObjectSpecInput, PutOptions, SealOptions } from './client-common.js';
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
@@ -54,7 +54,7 @@ export interface BlobWriter {
   readonly id: string;
   readonly buffer: Uint8Array;
   /** Makes the blob immutable and returns its id (the same as `id`). */
-  seal(opts?: PutOptions): Promise<string>;
+  seal(opts?: SealOptions): Promise<string>;
   /** Frees the blob. */
   abort(): Promise<void>;
 }
@@ -65,7 +65,7 @@ export interface TensorWriter<T extends TypedArray = TypedArray> {
   readonly shape: number[];
   readonly data: T;
   /** Makes the tensor immutable and returns the tensor's id. */
-  seal(opts?: PutOptions): Promise<string>;
+  seal(opts?: SealOptions): Promise<string>;
   abort(): Promise<void>;
 }
 
@@ -188,9 +188,9 @@ export class TrellisClient extends ClientCommon {
       buffer,
       // A seal refused before anything changed (e.g. the name is taken) leaves
       // the blob unsealed: the writer may fix it and seal again, or abort.
-      seal: async (opts: PutOptions = {}) => {
+      seal: async (opts: SealOptions = {}) => {
         check();
-        const r = await this.call({ t: 'seal', id, ...putFields(opts) });
+        const r = await this.call({ t: 'seal', id, ...sealFields(opts) });
         done = true;
         return r.id;
       },
@@ -221,13 +221,13 @@ export class TrellisClient extends ClientCommon {
       dtype,
       shape: shape.slice(),
       data: data as ArrayOf<D>,
-      seal: async (opts: PutOptions = {}) => {
+      seal: async (opts: SealOptions = {}) => {
         if (done) throw new TrellisError('ERR_ALREADY_SEALED', `tensor ${w.id} was already sealed or aborted`);
         const r = await this.call({
           t: 'seal',
           id: w.id,
           object: { typename: TENSOR_TYPENAME, meta: { dtype, shape: shape.slice() }, members: [] },
-          ...putFields(opts),
+          ...sealFields(opts),
         });
         done = true;
         return r.id;
@@ -238,6 +238,19 @@ export class TrellisClient extends ClientCommon {
         done = true;
       },
     };
+  }
+
+  /**
+   * Ends a tag scope of this client (what comes before a tag's last '#'):
+   * deletes this client's objects tagged in it, and RPC reads waiting for
+   * its tags, now or later, fail with ERR_COLLECTIVE_ABORTED. A producer
+   * that gives up calls it so its readers learn at once.
+   */
+  async endScope(scope: string): Promise<void> {
+    if (typeof scope !== 'string' || scope.length === 0 || scope.length > 1024) {
+      throw invalidParameter('scope', 'a string of 1 to 1024 characters', scope);
+    }
+    await this.call({ t: 'endScope', scope });
   }
 
   // ---- get --------------------------------------------------------------

@@ -25,19 +25,33 @@ import type { ArrayOf, DType } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { native } from '../native.js';
+import { MAX_TIMEOUT_MS } from '../protocol/fields.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import {
   decodeGetAnswer,
+  decodeReadAnswer,
   decodeRpcReply,
   MAX_RAW_PART,
   type RpcGetAnswer,
+  type RpcReadReply,
   type RpcRequestBody,
 } from '../protocol/rpc-messages.js';
 import type { BlobWriter, TensorWriter } from './client.js';
 import { ClientCommon, type PutOptions, putFields } from './client-common.js';
 import { type RequestOptions, type RpcAnswer, RpcChannel } from './rpc-channel.js';
 import type { StoreClient } from './store-client.js';
+
+export interface ReadOptions {
+  /** Where in the object's blob the range starts (default 0). */
+  offset?: number;
+  /** Wait for the tag to be bound, instead of ERR_NAME_NOT_FOUND (default false). */
+  wait?: boolean;
+  /** With wait: ERR_TIMEOUT after this long (default 0: no limit). */
+  timeoutMs?: number;
+  /** Called when the answer begins to arrive (its bytes follow): splits waiting from transfer in timings. */
+  onStart?: () => void;
+}
 
 export interface RemoteConnectOptions {
   /** The store's RPC endpoint, 'host:port' ('[v6addr]:port' for IPv6). */
@@ -199,6 +213,49 @@ export class RemoteClient extends ClientCommon implements StoreClient {
     const values = answer.objects.map((tree: ObjectRecord) => decodeRecord(tree, resolve));
     for (const id of ids) this.held.set(id, (this.held.get(id) ?? 0) + 1);
     return values;
+  }
+
+  /**
+   * Reads `into.byteLength` bytes at `opts.offset` of the blob of the object
+   * tagged `tag` in this store (a Blob, or an object of one blob such as a
+   * Tensor; see SealOptions.tag), straight from the socket into `into`: no
+   * staging copy, so `into` may be a writable arena view of the caller's own
+   * store. With `wait`, the answer comes when the tag is bound; the request
+   * then sits in the store and costs nothing until it does. A complete read
+   * counts against the tag's `reads`.
+   *
+   * @example
+   *   const chunk = new Float32Array(1024);
+   *   await peer.read('job1/rank2/step7', new Uint8Array(chunk.buffer), { offset: 4096, wait: true });
+   */
+  async read(tag: string, into: Uint8Array, opts: ReadOptions = {}): Promise<RpcReadReply> {
+    if (typeof tag !== 'string' || tag.length === 0 || tag.length > 1024) {
+      throw invalidParameter('tag', 'a string of 1 to 1024 characters', tag);
+    }
+    if (!(into instanceof Uint8Array)) throw invalidParameter('into', 'a Uint8Array', into);
+    const offset = opts.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw invalidParameter('offset', 'a byte offset', offset);
+    const wait = opts.wait ?? false;
+    if (typeof wait !== 'boolean') throw invalidParameter('wait', 'a boolean', wait);
+    const timeoutMs = opts.timeoutMs ?? 0;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMEOUT_MS) {
+      throw invalidParameter('timeoutMs', `milliseconds in [0, ${MAX_TIMEOUT_MS}]`, timeoutMs);
+    }
+    const length = into.byteLength;
+    let reply: RpcReadReply | null = null;
+    const a = await this.call(
+      { t: 'read', tag, offset, length, wait, timeoutMs },
+      {
+        waits: wait,
+        alloc: (h) => {
+          reply = decodeReadAnswer(h, offset, length);
+          opts.onStart?.();
+          return [into];
+        },
+      },
+    );
+    // An answer without raw bytes never reaches alloc: checking it refuses it.
+    return reply ?? decodeReadAnswer(a.header, offset, length);
   }
 
   /** Not over RPC: there is no shared memory to view without a round trip. */

@@ -99,6 +99,17 @@ export class NameTable {
     }
   }
 
+  /** Fails every waiter whose name `match` accepts (what it waits for will never come). */
+  rejectWhere(match: (name: string) => boolean, error: TrellisError): void {
+    for (const [name, set] of this.waiters) {
+      if (!match(name)) continue;
+      for (const w of set) {
+        this.removeWaiter(name, w);
+        w.reject(error);
+      }
+    }
+  }
+
   private removeWaiter(name: string, w: Waiter): void {
     if (w.timer) clearTimeout(w.timer);
     const set = this.waiters.get(name);

@@ -54,6 +54,9 @@ export const PROTOCOL_VERSION = 1;
 /** The typename of a raw blob: one byte range in the arena. */
 export const BLOB_TYPENAME = 'Blob';
 
+/** Most reads a tagged object may be given before it goes (a group of that many peers). */
+export const MAX_TAG_READS = 65_535;
+
 /** `list` and `listGlobal` answer at most this many objects unless asked otherwise. */
 /** Objects a list answers when it names no limit (the client's list() follows pages up to it too). */
 export const DEFAULT_LIST_LIMIT = 10_000;
@@ -61,7 +64,18 @@ export const DEFAULT_LIST_LIMIT = 10_000;
 export type Request =
   | { t: 'hello'; rid: number; version: number; client?: string }
   | { t: 'create'; rid: number; size: number }
-  | { t: 'seal'; rid: number; id: string; object?: ObjectSpec; name?: string; persist: boolean }
+  | {
+      t: 'seal';
+      rid: number;
+      id: string;
+      object?: ObjectSpec;
+      name?: string;
+      persist: boolean;
+      /** A store-local tag for the sealed object, owned by this connection (src/store/tags.ts). */
+      tag?: string;
+      /** With a tag: delete the object after this many complete RPC reads (absent: no limit). */
+      reads?: number;
+    }
   | { t: 'abort'; rid: number; id: string }
   | { t: 'put'; rid: number; object: ObjectSpec; name?: string; persist: boolean }
   | { t: 'make'; rid: number; object: ObjectSpec; name?: string; persist: boolean }
@@ -80,7 +94,8 @@ export type Request =
   | { t: 'listGlobal'; rid: number; typename?: string; instanceId?: number; limit: number }
   | { t: 'createDataset'; rid: number; name?: string; members: string[]; meta: Record<string, unknown> }
   | { t: 'locate'; rid: number; id?: string; name?: string }
-  | { t: 'fds'; rid: number; token: string; segments: number[] };
+  | { t: 'fds'; rid: number; token: string; segments: number[] }
+  | { t: 'endScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -134,6 +149,7 @@ export interface Replies {
   createDataset: { id: string };
   locate: { locations: Locations };
   fds: { segments: SegmentInfo[] };
+  endScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -293,6 +309,8 @@ function status(h: Header): StoreStatus {
     names: uint(s, 'names'),
     connections: uint(s, 'connections'),
     nameWaiters: uint(s, 'nameWaiters'),
+    tags: uint(s, 'tags'),
+    tagWaiters: uint(s, 'tagWaiters'),
     spill: {
       dir: spill.dir === null ? null : text(spill, 'dir', 4096),
       objects: uint(spill, 'objects'),
@@ -340,14 +358,21 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     reply: (h) => ({ id: id(h), blob: blobLocation(h.blob, 'blob') }),
   },
   seal: {
-    request: (h) => ({
-      t: 'seal',
-      rid: rid(h),
-      id: id(h),
-      object: h.object === undefined ? undefined : objectSpec(h, 'object'),
-      name: optStr(h, 'name'),
-      persist: bool(h, 'persist', false),
-    }),
+    request: (h) => {
+      const tag = optStr(h, 'tag');
+      const reads = h.reads === undefined ? undefined : uint(h, 'reads', MAX_TAG_READS);
+      if (reads !== undefined && tag === undefined) throw bad('reads', 'a tag beside it', undefined);
+      return {
+        t: 'seal',
+        rid: rid(h),
+        id: id(h),
+        object: h.object === undefined ? undefined : objectSpec(h, 'object'),
+        name: optStr(h, 'name'),
+        persist: bool(h, 'persist', false),
+        tag,
+        reads,
+      };
+    },
     reply: idReply,
   },
   abort: { request: (h) => ({ t: 'abort', rid: rid(h), id: id(h) }), reply: empty },
@@ -447,6 +472,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
     reply: (h) => ({ segments: records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') })) }),
   },
+  endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
 
 /** Every IPC message type, for docs/PROTOCOL.md's test. */

@@ -135,6 +135,9 @@ export interface StoreStatus {
   names: number;
   connections: number;
   nameWaiters: number;
+  /** Store-local tags bound now (src/store/tags.ts), and RPC reads waiting for a tag. */
+  tags: number;
+  tagWaiters: number;
   spill: { dir: string | null; objects: number; bytes: number };
   /** Bytes of object records outside the arena (metadata and member lists) and their limit. */
   records: { bytes: number; limit: number };

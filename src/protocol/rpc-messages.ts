@@ -12,7 +12,7 @@
  * Blob bytes travel that way, never inside JSON.
  */
 import { TrellisError } from '../errors.js';
-import { bad, type Header, id, MAX_OBJECT_DEPTH, meta, rid, str, text, uint } from './fields.js';
+import { bad, bool, type Header, id, MAX_OBJECT_DEPTH, MAX_TIMEOUT_MS, meta, rid, str, text, uint } from './fields.js';
 import { encodeJsonFrame } from './frame.js';
 import {
   BLOB_TYPENAME,
@@ -57,11 +57,12 @@ const SHARED = [
 type Shared = (typeof SHARED)[number];
 
 /** IPC requests that need shared memory or a session, refused over RPC with ERR_UNSUPPORTED. */
-const IPC_ONLY = new Set(['create', 'seal', 'abort', 'release', 'fds']);
+const IPC_ONLY = new Set(['create', 'seal', 'abort', 'release', 'fds', 'endScope']);
 
 export type RpcRequest =
   | { t: 'hello'; rid: number; version: number; token: string; client?: string }
   | { t: 'put'; rid: number; object: ObjectSpecOf; name?: string; persist: boolean; raw: number[] }
+  | { t: 'read'; rid: number; tag: string; offset: number; length?: number; wait: boolean; timeoutMs: number }
   | Extract<Request, { t: Shared | 'get' }>;
 type ObjectSpecOf = Extract<Request, { t: 'put' }>['object'];
 
@@ -86,7 +87,13 @@ export interface RpcGetAnswer {
   raw: number[];
 }
 
-export type RpcReplies = Pick<Replies, Shared> & { hello: RpcHelloReply; put: { id: string } };
+/** The read answer: the object's id and its blob's whole size; the range asked for follows as one raw part. */
+export interface RpcReadReply {
+  id: string;
+  nbytes: number;
+}
+
+export type RpcReplies = Pick<Replies, Shared> & { hello: RpcHelloReply; put: { id: string }; read: RpcReadReply };
 
 function protocolError(message: string): TrellisError {
   return new TrellisError('ERR_PROTOCOL', message);
@@ -131,6 +138,32 @@ function decodePut(h: Header): RpcRequest {
   return { t: 'put', rid: r, ...c, raw };
 }
 
+function decodeRead(h: Header): RpcRequest {
+  return {
+    t: 'read',
+    rid: rid(h),
+    tag: str(h, 'tag'),
+    offset: h.offset === undefined ? 0 : uint(h, 'offset', MAX_RAW_PART),
+    length: h.length === undefined ? undefined : uint(h, 'length', MAX_RAW_PART),
+    wait: bool(h, 'wait', false),
+    timeoutMs: h.timeoutMs === undefined ? 0 : uint(h, 'timeoutMs', MAX_TIMEOUT_MS),
+  };
+}
+
+/**
+ * Checks a read answer against what was asked: one raw part of exactly the
+ * length asked for (the rest of the blob when no length was given).
+ */
+export function decodeReadAnswer(h: Header, offset: number, length: number | undefined): RpcReadReply {
+  const r = decodeRpcReply('read', h);
+  const raw = rawSizes(h);
+  const want = length ?? r.nbytes - offset;
+  if (raw === null || raw.length !== 1 || raw[0] !== want || offset + want > r.nbytes) {
+    throw protocolError(`a read answer carries one part of ${want} bytes within the blob's ${r.nbytes}`);
+  }
+  return r;
+}
+
 // ---- the message list ------------------------------------------------------------
 
 /** A shared request: the IPC decoder of its own type (the list below admits only shared types here). */
@@ -151,6 +184,7 @@ const RPC_MESSAGES: RpcMessages = {
     }),
   },
   put: { request: decodePut, reply: (h) => ({ id: id(h) }) },
+  read: { request: decodeRead, reply: (h): RpcReadReply => ({ id: id(h), nbytes: uint(h, 'nbytes', MAX_RAW_PART) }) },
   get: { request: asOverIpc },
   ...(Object.fromEntries(SHARED.map((t) => [t, { request: asOverIpc }])) as Pick<RpcMessages, Shared>),
 };

@@ -48,6 +48,7 @@ export interface RpcHost {
 
 type Put = Extract<RpcRequest, { t: 'put' }>;
 type Get = Extract<RpcRequest, { t: 'get' }>;
+type Read = Extract<RpcRequest, { t: 'read' }>;
 
 function skip(raw: number[] | null): RawTarget | null {
   return raw === null ? null : { parts: raw.map(() => null), done: () => {} };
@@ -144,6 +145,9 @@ export class RpcConnection extends PeerConnection {
         return this.put(req);
       case 'get':
         this.get(req);
+        return null;
+      case 'read':
+        this.read(req);
         return null;
       default:
         respond(this.sender, rid, () =>
@@ -341,14 +345,22 @@ export class RpcConnection extends PeerConnection {
       sendError(this.sender, req.rid, e);
       return;
     }
+    this.stream(head, views, release);
+  }
+
+  /**
+   * Writes an answer header and then `views` (arena memory, as it is);
+   * `sent(ok)` runs once the last byte has left, or the write failed.
+   */
+  private stream(head: Buffer, views: Uint8Array[], sent: (ok: boolean) => void): void {
     let total = 0;
-    for (const n of raw) total += n;
-    const sent = (err?: Error | null) => {
-      release();
+    for (const v of views) total += v.length;
+    const done = (err?: Error | null) => {
       if (!err) this.host.counters.bytesOut += total;
+      sent(!err);
     };
     if (total === 0) {
-      this.socket.write(head, sent);
+      this.socket.write(head, done);
       return;
     }
     this.socket.write(head);
@@ -357,7 +369,67 @@ export class RpcConnection extends PeerConnection {
       for (let off = 0; off < v.length; off += WRITE_SLICE) slices.push(v.subarray(off, off + WRITE_SLICE));
     }
     slices.forEach((s, i) => {
-      this.socket.write(s, i === slices.length - 1 ? sent : undefined);
+      this.socket.write(s, i === slices.length - 1 ? done : undefined);
+    });
+  }
+
+  // ---- read ---------------------------------------------------------------
+
+  /** A byte range of a tagged object's blob; with wait, answered when the tag is bound. */
+  private read(req: Read): void {
+    const id = this.store.tags.get(req.tag);
+    if (id !== undefined) {
+      this.sendRange(req, id);
+      return;
+    }
+    if (!req.wait) {
+      sendError(this.sender, req.rid, new TrellisError('ERR_NAME_NOT_FOUND', `no object is tagged ${req.tag}`));
+      return;
+    }
+    this.store.tags.wait(req.tag, req.timeoutMs, this.id).then(
+      (found) => this.sendRange(req, found),
+      (e) => sendError(this.sender, req.rid, e),
+    );
+  }
+
+  /** Pins the object, sends the range straight from the arena, unpins; a completed read counts against its tag. */
+  private sendRange(req: Read, id: string): void {
+    if (this.state === 'closed' || this.socket.destroyed) return;
+    const t = this.store.table;
+    let view: Uint8Array;
+    let nbytes: number;
+    try {
+      const [rec] = t.get([id], this.id);
+      try {
+        const blob = rec.typename === BLOB_TYPENAME ? rec : rec.members.length === 1 ? rec.members[0] : null;
+        if (blob?.typename !== BLOB_TYPENAME || !blob.blob) {
+          throw new TrellisError('ERR_BAD_REQUEST', `${id} is a ${rec.typename}; read takes an object of one blob`);
+        }
+        nbytes = blob.blob.size;
+        const length = req.length ?? nbytes - req.offset;
+        if (req.offset > nbytes || length < 0 || req.offset + length > nbytes) {
+          throw new TrellisError(
+            'ERR_BAD_REQUEST',
+            `bytes [${req.offset}, ${req.offset + (req.length ?? 0)}) are outside ${id}'s ${nbytes} bytes`,
+          );
+        }
+        view = this.store.arena.view(blob.blob).subarray(req.offset, req.offset + length);
+      } catch (e) {
+        t.release([id], this.id);
+        throw e;
+      }
+    } catch (e) {
+      sendError(this.sender, req.rid, e);
+      return;
+    }
+    const head = encodeFrame({ t: 'ok', rid: req.rid, id, nbytes, raw: [view.length] });
+    this.stream(head, [view], (ok) => {
+      try {
+        t.release([id], this.id);
+      } catch {
+        // the connection closed and its pins went with it
+      }
+      if (ok) this.store.consumeTag(req.tag, id);
     });
   }
 

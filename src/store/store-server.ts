@@ -24,6 +24,7 @@ import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './i
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
+import { TagTable } from './tags.js';
 
 export interface StoreOptions {
   /** Path of the UNIX socket to listen on. */
@@ -92,6 +93,8 @@ export class StoreServer implements RequestHandler {
   readonly table: ObjectTable;
   readonly ids: IdAllocator;
   readonly cluster: Cluster;
+  /** Store-local tags (exchanges between nodes), never published. */
+  readonly tags = new TagTable();
   private rpc: RpcAttachment | null = null;
   private figuresTimer: NodeJS.Timeout | null = null;
   private readonly server: Server;
@@ -300,7 +303,32 @@ export class StoreServer implements RequestHandler {
   /** Everything a connection held goes: pins, unsealed blobs, name waits. */
   connectionClosed(connId: number): void {
     this.meta.cancelWaiters(connId, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
+    this.tags.cancelWaiters(connId, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
     this.table.dropConnection(connId);
+    // Tagged objects die with the connection that made them (a crashed rank leaves nothing).
+    this.deleteQuietly(this.tags.ownerClosed(connId));
+  }
+
+  /**
+   * One complete RPC read of a tagged object: the object goes when that was
+   * the last read its tag allowed.
+   */
+  consumeTag(tag: string, id: string): void {
+    const done = this.tags.consumed(tag, id);
+    if (done !== undefined) this.deleteQuietly([done]);
+  }
+
+  /** Deletes objects the store itself retires; one already gone (or in use by another object) is left. */
+  private deleteQuietly(ids: string[]): void {
+    for (const id of ids) {
+      if (!this.table.has(id)) continue;
+      try {
+        const out = this.deleteObjects([id], true);
+        if (out instanceof Promise) out.catch((e) => this.log(`deleting ${id} failed: ${(e as Error).message}`));
+      } catch (e) {
+        this.log(`deleting ${id} failed: ${(e as Error).message}`);
+      }
+    }
   }
 
   handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object> {
@@ -319,8 +347,18 @@ export class StoreServer implements RequestHandler {
         const e = t.createBlob(req.size, connId);
         return { id: e.id, blob: e.loc };
       }
-      case 'seal':
-        return this.created(() => t.seal(req.id, connId, req.object), req.name, req.persist);
+      case 'seal': {
+        const tag = req.tag;
+        if (tag === undefined) return this.created(() => t.seal(req.id, connId, req.object), req.name, req.persist);
+        // Checked before the seal, so a taken tag leaves the blob unsealed (the writer may retry or abort).
+        this.tags.checkBind(tag, connId);
+        const make = () => {
+          const e = t.seal(req.id, connId, req.object);
+          this.tags.bind(tag, e.id, connId, req.reads ?? 0);
+          return e;
+        };
+        return this.created(make, req.name, req.persist);
+      }
       case 'abort':
         t.abort(req.id, connId);
         return {};
@@ -369,6 +407,9 @@ export class StoreServer implements RequestHandler {
         return this.cluster.createDataset(req.name, req.members, req.meta).then((id) => ({ id }));
       case 'locate':
         return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
+      case 'endScope':
+        this.deleteQuietly(this.tags.endScope(req.scope, connId));
+        return {};
       default:
         throw new TrellisError('ERR_PROTOCOL', `unexpected request ${(req as Request).t}`);
     }
@@ -401,6 +442,7 @@ export class StoreServer implements RequestHandler {
     const local = ids.filter((id) => this.table.has(id));
     const global = ids.filter((id) => !this.table.has(id));
     const deleted = local.length > 0 ? this.table.delete(local, deep) : [];
+    if (this.tags.size > 0) this.tags.forget(deleted.map((e) => e.id));
     const persisted = deleted.some((e) => e.persisted);
     if (!persisted && global.length === 0) return {};
     return (async () => {
@@ -442,6 +484,8 @@ export class StoreServer implements RequestHandler {
       names: Number(meta.names ?? 0),
       connections: clients,
       nameWaiters: Number(meta.nameWaiters ?? 0),
+      tags: this.tags.size,
+      tagWaiters: this.tags.waiting,
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
       counters: { ...c },
@@ -457,6 +501,7 @@ export class StoreServer implements RequestHandler {
     if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.closing = new Promise<void>((resolve) => {
       this.meta.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
+      this.tags.cancelWaiters(null, new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down'));
       this.server.close(() => resolve());
       for (const conn of this.connections.values()) {
         conn.socket.destroy();
