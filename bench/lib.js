@@ -159,13 +159,17 @@ export function tempDir(prefix = 'trellis-bench-') {
   };
 }
 
-/** Waits until a child prints `marker` on stdout or stderr. */
+/**
+ * Waits until a child prints `marker` on stdout or stderr; a function marker
+ * is asked of everything printed so far (readyLine for `trellis` daemons).
+ */
 export function waitForOutput(child, marker, what, timeoutMs = 60_000) {
+  const found = typeof marker === 'function' ? marker : (out) => out.includes(marker);
   return new Promise((resolve, reject) => {
     let out = '';
     const onData = (d) => {
       out += d;
-      if (out.includes(marker)) {
+      if (found(out)) {
         clearTimeout(timer);
         resolve(out);
       }
@@ -193,6 +197,12 @@ export function stopChild(child) {
   });
 }
 
+/** Whether a `trellis store` or `agent` has logged its JSON ready line (docs/OPERATIONS.md, "Logs"). */
+async function readyLine() {
+  const { findLogLine } = await import(join(ROOT, 'dist/src/observe/log-lines.js'));
+  return (out) => findLogLine(out, 'ready') !== undefined;
+}
+
 /**
  * Runs `trellis store` in a child process (so every client we measure talks to
  * another process). size as the CLI takes it (e.g. '2G'); reserve pre-faults.
@@ -206,7 +216,7 @@ export async function startStore({ size, reserve = false, segmentSize, cpus, ext
   args.push(...extraArgs);
   const started = nowUs();
   const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  await waitForOutput(child, 'ready', 'trellis store');
+  await waitForOutput(child, await readyLine(), 'trellis store');
   const startUs = nowUs() - started;
   if (cpus) pin(child.pid, cpus);
   return {
@@ -229,7 +239,7 @@ export async function startAgent({ socket, redis, prefix, concurrency }) {
   args.push('--handlers', join(ROOT, 'bench/handlers'));
   if (concurrency !== undefined) args.push('--concurrency', String(concurrency));
   const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  await waitForOutput(child, 'ready', 'trellis agent');
+  await waitForOutput(child, await readyLine(), 'trellis agent');
   return child;
 }
 

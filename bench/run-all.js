@@ -23,6 +23,7 @@ const BENCHES = [
   'job-placement.js',
   'job-overhead.js',
   'job-locality.js',
+  'metrics-overhead.js',
   'reach.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;

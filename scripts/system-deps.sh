@@ -2,7 +2,7 @@
 # Installs the Debian packages Trellis needs when they are missing.
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
 #                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
-#                         unzip (the chart test's helm),
+#                         unzip (the chart test's helm), prometheus (promtool checks every process's /metrics text),
 #                         Debian's python3-numpy and python3-torch for /usr/bin/python3 (the Python package's
 #                         tests and its PyTorch example; torch is ~170 MiB to download, ~750 MiB installed)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
@@ -30,6 +30,7 @@ else
   command -v make >/dev/null || need+=(make)
   # scripts/fetch-helm.sh takes helm out of a zip (test/helm-chart.test.ts).
   command -v unzip >/dev/null || need+=(unzip)
+  command -v promtool >/dev/null || need+=(prometheus)
   /usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
   /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 fi

@@ -44,6 +44,8 @@ export {
   writeShard,
 } from './loaders/shard-writer.js';
 export type { MetaService } from './meta/meta-service.js';
+export { findLogLine, type LogLine } from './observe/log-lines.js';
+export { type LogFn, type Logger, silentLogger } from './observe/logger.js';
 export type {
   GlobalObject,
   GlobalObjectInfo,

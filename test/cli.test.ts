@@ -7,7 +7,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { connect } from 'trellis';
+import { connect, findLogLine } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { errCode } from './helpers/child.js';
 import { CLI, spawnStore, tempDir } from './helpers/store.js';
@@ -55,7 +55,7 @@ describe('trellis CLI', () => {
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, 'a-token-of-more-than-16-chars');
     const s = await store(['--size', '64M', '--name', 'node-r', '--rpc-port', '0', '--token-file', tokenFile]);
-    const rpc = /rpc=([\d.]+:\d+)/.exec(s.output())?.[1];
+    const rpc = s.ready.rpc as string;
     expect(rpc).toMatch(/^127\.0\.0\.1:\d+$/);
     const { stdout } = await run(process.execPath, [CLI, 'status', '--rpc', rpc!, '--token-file', tokenFile]);
     expect(JSON.parse(stdout)).toMatchObject({ name: 'node-r', rpc: { host: '127.0.0.1' } });
@@ -101,7 +101,7 @@ describe('trellis CLI', () => {
     const exit = await exitOf(second);
     expect(exit.code).toBe(1);
     expect(out).toMatch(/ERR_OBJECT_EXISTS/);
-    expect(out).not.toMatch(/store ready/);
+    expect(findLogLine(out, 'ready')).toBeUndefined();
 
     expect(existsSync(s.socket)).toBe(true);
     await using c = await connect({ socket: s.socket });
@@ -126,7 +126,7 @@ describe('trellis CLI', () => {
     await new Promise<void>((resolve, reject) => {
       again.stdout!.on('data', (d) => {
         out += d;
-        if (out.includes('ready')) resolve();
+        if (findLogLine(out, 'ready')) resolve();
       });
       again.once('exit', (code) => reject(new Error(`store exited ${code}: ${out}`)));
     });

@@ -1,25 +1,34 @@
 /**
  * `trellis api`'s command body (runApi) with the engine factory passed in as
  * one returning the in-memory service: it builds the service through startJobService with
- * its options, prints the listening line with a URL that answers, and on the
+ * its options, logs the listening line with a URL that answers, and on the
  * stop signal closes the server (open streams included) and then the service.
  * The real process (signals, exit status) is covered by jobs-cli.test.ts.
  */
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { runApi } from '../dist/src/cli/api-command.js';
+import { findLogLine } from '../dist/src/index.js';
 import { ApiClient } from '../dist/src/jobs/api/api-client.js';
 import { errCode, eventually } from './helpers/child.js';
 import { TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { MemoryJobService } from './helpers/memory-job-service.js';
 
+/** A pino logger whose JSON lines land in `lines`, as `trellis api` writes them to stdout. */
+function capturingLogger() {
+  const lines: string[] = [];
+  const logger = pino({ name: 'trellis-api' }, { write: (l: string) => void lines.push(l) });
+  return { logger, lines };
+}
+
+const listening = (lines: string[]) => findLogLine(lines.join(''), 'listening');
+
 describe('trellis api (runApi)', () => {
   it('serves the service from startJobService, prints its URL, and closes server then service on stop', async () => {
     const memory = new MemoryJobService();
     const startService = vi.fn(async () => memory);
-    const lines: string[] = [];
+    const { logger, lines } = capturingLogger();
     let stop!: (sig: string) => void;
-    const logger = pino({ level: 'silent' });
     const running = runApi(
       {
         port: 0,
@@ -29,15 +38,17 @@ describe('trellis api (runApi)', () => {
         socket: '/tmp/s.sock',
         token: TOKEN,
       },
-      { stop: new Promise((r) => (stop = r)), logger, print: (l) => lines.push(l), startService },
+      { stop: new Promise((r) => (stop = r)), logger, startService },
     );
-    await eventually(() => lines.length === 1, 'the listening line');
-    const m = /^trellis api listening url=(http:\/\/127\.0\.0\.1:\d+) auth=token pid=(\d+)$/.exec(lines[0]!);
-    expect(m?.[2]).toBe(String(process.pid));
+    await eventually(() => listening(lines) !== undefined, 'the listening line');
+    const line = listening(lines)!;
+    expect(line).toMatchObject({ level: 30, name: 'trellis-api', pid: process.pid, auth: 'token' });
+    const url = line.url as string;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(startService.mock.calls).toEqual([
       [{ redis: 'redis://127.0.0.1:6379', meta: 'local', socket: '/tmp/s.sock', token: TOKEN, logger }],
     ]);
-    const api = new ApiClient({ url: m![1]!, token: TOKEN });
+    const api = new ApiClient({ url, token: TOKEN });
     expect(await api.submit(TRAIN)).toEqual({ id: 'train-1', state: 'queued', created: true });
     const stream = (async () => {
       for await (const _ of api.events('train-1', { reconnect: false }));
@@ -54,9 +65,8 @@ describe('trellis api (runApi)', () => {
   it("gives the engine the stores' own RPC token and etcd prefix when told, the API keeping its own token", async () => {
     const memory = new MemoryJobService();
     const startService = vi.fn(async () => memory);
-    const lines: string[] = [];
+    const { logger, lines } = capturingLogger();
     let stop!: (sig: string) => void;
-    const logger = pino({ level: 'silent' });
     const storeToken = 's'.repeat(32);
     const running = runApi(
       {
@@ -68,9 +78,9 @@ describe('trellis api (runApi)', () => {
         token: TOKEN,
         storeToken,
       },
-      { stop: new Promise((r) => (stop = r)), logger, print: (l) => lines.push(l), startService },
+      { stop: new Promise((r) => (stop = r)), logger, startService },
     );
-    await eventually(() => lines.length === 1, 'the listening line');
+    await eventually(() => listening(lines) !== undefined, 'the listening line');
     expect(startService.mock.calls).toEqual([
       [
         {
@@ -83,7 +93,7 @@ describe('trellis api (runApi)', () => {
         },
       ],
     ]);
-    const url = /url=(\S+)/.exec(lines[0]!)![1]!;
+    const url = listening(lines)!.url as string;
     expect(await new ApiClient({ url, token: TOKEN }).list()).toEqual([]); // the API's own token still opens it
     expect(await errCode(new ApiClient({ url, token: storeToken }).list())).toBe('ERR_UNAUTHORIZED');
     stop('SIGTERM');

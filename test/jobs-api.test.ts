@@ -502,6 +502,8 @@ describe('OpenAPI document', () => {
         'POST /v1/jobs/{id}/cancel',
         'GET /v1/nodes',
         'GET /v1/datasets/{name}',
+        'GET /metrics',
+        'GET /healthz',
       ].sort(),
     );
     const post = doc.paths['/v1/jobs'].post;

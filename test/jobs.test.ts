@@ -6,7 +6,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type TrellisClient } from '../dist/src/index.js';
+import { connect, findLogLine, type TrellisClient } from '../dist/src/index.js';
 import { startJobService } from '../dist/src/jobs/engine.js';
 import type { JobEvent, JobService } from '../dist/src/jobs/job-types.js';
 import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
@@ -81,7 +81,7 @@ describe('jobs on one node', () => {
     const states = events.filter((e) => e.type === 'state').map((e) => (e.data as { state: string }).state);
     expect(states).toEqual(['queued', 'running', 'succeeded']);
     expect(await jobs.logs(submitted.id)).toMatch(/node-a task 0: summed 8 rows/);
-    expect(agent.output()).toMatch(/ready node=node-a/);
+    expect(findLogLine(agent.output(), 'ready')).toMatchObject({ name: 'trellis-agent', node: 'node-a' });
   });
 
   const taskState = async (id: string, index = 0) => (await jobs.get(id)).tasks[index]?.state;

@@ -43,7 +43,7 @@ describe('malformed RPC input', () => {
   beforeAll(async () => {
     process.env.TRELLIS_TOKEN = TOKEN;
     store = await spawnStore(['--size', '64M', '--rpc-port', '0', '--rpc-host', '127.0.0.1']);
-    const m = /rpc=([\d.]+):(\d+)/.exec(store.output());
+    const m = /^([\d.]+):(\d+)$/.exec(String(store.ready.rpc));
     if (!m) throw new Error(`no rpc endpoint in: ${store.output()}`);
     endpoint = { host: m[1], port: Number(m[2]) };
   });

@@ -34,6 +34,7 @@ import { startJobService } from '../../src/jobs/engine.js';
 import type { Job, TrainJobSpec } from '../../src/jobs/job-types.js';
 import { startRedisServer } from '../../src/jobs/redis-server.js';
 import { writeDataset } from '../../src/loaders/shard-writer.js';
+import { processLogger } from '../../src/observe/process-logger.js';
 import { StoreServer } from '../../src/store/store-server.js';
 import { CLASSES, loadFashionMnist } from './fashion-mnist.js';
 
@@ -131,11 +132,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), 'trellis-demo-'));
   const socket = join(dir, 'store.sock');
-  const quiet = {
-    info: () => {},
-    warn: (m: string) => process.stderr.write(`trellis demo: ${m}\n`),
-    error: (m: string) => process.stderr.write(`trellis demo: ${m}\n`),
-  };
+  // The demo's stdout is its report; warnings and errors of its parts go to stderr.
+  const quiet = await processLogger({ name: 'trellis-demo', level: 'warn', destination: 2 });
   const stops: (() => Promise<unknown>)[] = [];
   try {
     const store = await StoreServer.start({ socket, size: o.size, name: 'demo' });

@@ -5,9 +5,9 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
-import { pino } from 'pino';
 import { buildApi } from '../jobs/api/build-api.js';
 import { startJobService } from '../jobs/engine.js';
+import { type LogLevel, processLogger } from '../observe/process-logger.js';
 import { untilStopSignal } from './stop-signals.js';
 
 export interface ApiCommandOptions {
@@ -23,31 +23,34 @@ export interface ApiCommandOptions {
   metaPrefix?: string;
   /** The stores' RPC token (default: `token`, the API's own). */
   storeToken?: string;
+  /** Default: $TRELLIS_LOG_LEVEL, else info. */
+  logLevel?: LogLevel;
 }
 
 /** Where the command meets its process; tests pass their own. */
 export interface ApiCommandIo {
   /** Resolves with a signal's name when the command should stop. */
   stop: Promise<string>;
+  /** Every line goes here, the `listening` line scripts wait for too (msg 'listening', field url). */
   logger: FastifyBaseLogger;
-  print: (line: string) => void;
   /** The engine factory (startJobService; a test passes its own service). */
   startService?: typeof startJobService;
 }
 
-function processIo(): ApiCommandIo {
+async function processIo(level: LogLevel | undefined): Promise<ApiCommandIo> {
+  // pino JSON lines on stdout (pretty on a terminal), as the store and the agent log.
+  const logger = (await processLogger({ name: 'trellis-api', level })) as FastifyBaseLogger;
   return {
     // Read once the API listens: a signal before that ends the process at once (stop-signals.ts).
     get stop() {
       return untilStopSignal();
     },
-    // Logs go to stderr as JSON lines; stdout carries only the `listening` line scripts wait for.
-    logger: pino({ name: 'trellis-api' }, pino.destination(2)),
-    print: (line) => process.stdout.write(`${line}\n`),
+    logger,
   };
 }
 
-export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo()): Promise<void> {
+export async function runApi(o: ApiCommandOptions, given?: ApiCommandIo): Promise<void> {
+  const io = given ?? (await processIo(o.logLevel));
   const { logger } = io;
   const service = await (io.startService ?? startJobService)({
     redis: o.redis,
@@ -58,7 +61,7 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
     ...(o.metaPrefix === undefined ? {} : { metaPrefix: o.metaPrefix }),
     logger,
   });
-  const app = buildApi({ service, token: o.token, logger });
+  const app = buildApi({ service, token: o.token, logger, processMetrics: given === undefined });
   try {
     await app.listen({ port: o.port, host: o.host });
   } catch (e) {
@@ -69,9 +72,12 @@ export async function runApi(o: ApiCommandOptions, io: ApiCommandIo = processIo(
   const { port } = app.server.address() as AddressInfo;
   const host = o.host.includes(':') ? `[${o.host}]` : o.host;
   const stopped = io.stop;
-  io.print(`trellis api listening url=http://${host}:${port} auth=${o.token ? 'token' : 'none'} pid=${process.pid}`);
-  const sig = await stopped;
-  logger.info(`${sig}, shutting down`);
+  // At info whatever the level: scripts wait for this line.
+  logger
+    .child({}, { level: 'info' })
+    .info({ url: `http://${host}:${port}`, auth: o.token ? 'token' : 'none' }, 'listening');
+  const signal = await stopped;
+  logger.info({ signal }, 'shutting down');
   // The server first (no new requests, event streams ended), then the service under it.
   try {
     await app.close();

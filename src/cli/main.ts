@@ -11,6 +11,14 @@ import { type RpcStarter, StoreServer } from '../store/store-server.js';
 import { ingestCommand } from './ingest-command.js';
 import { jobsCommand } from './jobs-command.js';
 import { objectCommands } from './object-commands.js';
+import {
+  announce,
+  commandLogger,
+  logLevelOption,
+  metricsHostOption,
+  metricsPortOption,
+  startMetrics,
+} from './process-observe.js';
 import { readToken } from './read-token.js';
 import { parseSize } from './size.js';
 import { installStopSignals, untilStopSignal } from './stop-signals.js';
@@ -92,8 +100,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--meta <backend>', 'metadata backend: local or etcd://HOST:PORT', 'local')
     .option('--meta-prefix <prefix>', 'key prefix in etcd, so deployments can share one etcd', '/trellis/default')
     .option('--lease-ttl <seconds>', 'etcd lease TTL of this store', intArg, 10)
+    .addOption(logLevelOption())
+    .addOption(metricsPortOption())
+    .addOption(metricsHostOption())
     .action(async (o) => {
       const token = readToken(o.tokenFile);
+      const logger = await commandLogger('trellis-store', o.logLevel);
       const store = await StoreServer.start(
         {
           socket: o.socket,
@@ -115,20 +127,37 @@ export async function main(argv: string[]): Promise<void> {
           rpcPort: o.rpcPort,
           rpcHost: o.rpcHost,
           token,
-          log: (m) => process.stderr.write(`trellis store: ${m}\n`),
+          logger,
         },
         o.rpcPort === undefined ? undefined : await rpcStarter(),
       );
+      let closing = false;
+      let metrics: Awaited<ReturnType<typeof startMetrics>>;
+      try {
+        metrics = await startMetrics(
+          o,
+          async () => (await import('../store/store-metrics.js')).storeMetrics(store),
+          () => (closing ? { ok: false, reason: 'shutting down' } : { ok: true }),
+        );
+      } catch (e) {
+        await store.close();
+        throw e;
+      }
       const st = store.status();
-      const rpc = store.rpcAddress ? ` rpc=${store.rpcAddress.host}:${store.rpcAddress.port}` : '';
+      const rpc = store.rpcAddress ? `${store.rpcAddress.host}:${store.rpcAddress.port}` : undefined;
       // Listening for the stop before saying ready: a script may send SIGTERM the moment it reads it.
       const stopped = untilStopSignal();
-      process.stdout.write(
-        `trellis store ready socket=${o.socket} size=${st.memoryLimit} instance=${st.instanceId}${rpc} pid=${process.pid}\n`,
+      // The one line scripts wait for (docs/OPERATIONS.md, "Logs"): msg 'ready' and where to reach the store.
+      announce(
+        logger,
+        { socket: o.socket, size: st.memoryLimit, instance: st.instanceId, rpc, metrics: metrics?.url },
+        'ready',
       );
-      const sig = await stopped;
-      process.stderr.write(`trellis store: ${sig}, shutting down\n`);
+      const signal = await stopped;
+      logger.info({ signal }, 'shutting down');
+      closing = true;
       await store.close().catch(() => {});
+      await metrics?.close().catch(() => {});
       // Released: exit even if a library left a handle open (seen once in a container: the store
       // said "store closed" and stayed up until killed).
       process.exit(0);
@@ -168,10 +197,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
     .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
     .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
+    .addOption(logLevelOption())
+    .addOption(metricsPortOption())
+    .addOption(metricsHostOption())
     .action(async (o) => {
       // Loaded here so `trellis store` never loads bullmq.
       const { Agent } = await import('../jobs/agent.js');
-      const log = (m: string) => process.stderr.write(`trellis agent: ${m}\n`);
+      const logger = await commandLogger('trellis-agent', o.logLevel);
       const agent = await Agent.start({
         socket: o.socket,
         redis: o.redis,
@@ -181,13 +213,26 @@ export async function main(argv: string[]): Promise<void> {
         prefix: o.prefix,
         lockMs: o.lockMs,
         drainMs: o.drainMs,
-        logger: { info: log, warn: log, error: log },
+        logger,
       });
+      let metrics: Awaited<ReturnType<typeof startMetrics>>;
+      try {
+        metrics = await startMetrics(
+          o,
+          async () => agent.metrics.registry,
+          () => agent.health(),
+        );
+      } catch (e) {
+        await agent.close();
+        throw e;
+      }
       const stopped = untilStopSignal();
-      process.stdout.write(`trellis agent ready node=${agent.node} pid=${process.pid}\n`);
-      const sig = await stopped;
-      log(`${sig}, draining`);
+      // The line scripts wait for (docs/OPERATIONS.md, "Logs").
+      announce(logger, { node: agent.node, metrics: metrics?.url }, 'ready');
+      const signal = await stopped;
+      logger.info({ signal }, 'draining');
       await agent.close().catch(() => {});
+      await metrics?.close().catch(() => {});
       // Drained: exit even if a library left a timer behind.
       process.exit(0);
     });
@@ -224,6 +269,8 @@ export async function main(argv: string[]): Promise<void> {
       '--store-token-file <path>',
       "the stores' RPC token, when reaching them over RPC (default: the API's token)",
     )
+    // Its /metrics and /healthz are on the API's own port.
+    .addOption(logLevelOption())
     .action(async (o) => {
       const token = readToken(o.tokenFile);
       const storeToken = o.storeTokenFile === undefined ? token : readToken(o.storeTokenFile);
@@ -238,6 +285,7 @@ export async function main(argv: string[]): Promise<void> {
         token,
         storeToken,
         prefix: o.prefix,
+        logLevel: o.logLevel,
       });
     });
 

@@ -18,12 +18,13 @@ import { type Job as BullJob, DelayedError, UnrecoverableError, Worker } from 'b
 import { connect } from '../client/connect.js';
 import type { StoreClient } from '../client/store-client.js';
 import { ERROR_CODES, type ErrorPayload, isTrellisError, TrellisError } from '../errors.js';
+import { type Logger, silentLogger } from '../observe/logger.js';
+import { AgentMetrics, type TaskOutcome } from './agent-metrics.js';
 import { isFinal, JobStore } from './job-store.js';
 import type { JobProgress } from './job-types.js';
 import { closeSpareHosts, keepSpareHosts, listHandlers, runners } from './kinds/index.js';
 import { bullConnection, checkNodeName, queueName } from './node-queue.js';
 import { checkNoEviction } from './redis-policy.js';
-import type { EngineLogger } from './scheduler.js';
 import type { TaskContext, TaskPayload } from './task-types.js';
 
 export interface AgentOptions {
@@ -42,7 +43,8 @@ export interface AgentOptions {
   beatMs?: number;
   /** close(): how long running tasks may finish before they are stopped and handed back (default 10000). */
   drainMs?: number;
-  logger?: EngineLogger;
+  /** Where the agent logs (default: nowhere); each task's lines carry its jobId and task index. */
+  logger?: Logger;
 }
 
 /** Codes that no retry can fix: the task fails at once. */
@@ -72,9 +74,11 @@ export class Agent {
   private redisDown = false;
   private closed = false;
   private closing?: Promise<void>;
-  private readonly log: EngineLogger;
+  private readonly log: Logger;
   /** Workers made so far (1 + reconnect replacements), for status and tests. */
   workersStarted = 0;
+  /** This agent's Prometheus metrics (`trellis agent --metrics-port` serves them). */
+  readonly metrics: AgentMetrics;
 
   private constructor(
     private readonly opts: AgentOptions,
@@ -83,7 +87,19 @@ export class Agent {
     readonly node: string,
     private readonly handlers: string[],
   ) {
-    this.log = opts.logger ?? { info: () => {}, warn: () => {}, error: () => {} };
+    this.log = (opts.logger ?? silentLogger).child({ node });
+    this.metrics = new AgentMetrics(
+      () => this.running.size,
+      () => !this.redisDown,
+    );
+  }
+
+  /** Healthy while it has a running worker and Redis (what /healthz answers). */
+  health(): { ok: boolean; reason?: string } {
+    if (this.closed) return { ok: false, reason: 'shutting down' };
+    if (this.redisDown) return { ok: false, reason: 'Redis is unreachable' };
+    if (!this.worker?.isRunning()) return { ok: false, reason: 'no worker is consuming the queue' };
+    return { ok: true };
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
@@ -113,12 +129,13 @@ export class Agent {
     this.pollTimer = setInterval(() => void this.pollStops(), POLL_MS);
     const r = this.store.redis;
     r.on('close', () => {
+      if (!this.redisDown && !this.closed) this.log.warn('Redis connection lost');
       this.redisDown = true;
     });
     r.on('ready', () => {
       if (!this.redisDown || this.closed) return;
       this.redisDown = false;
-      this.log.warn(`agent ${this.node}: Redis is back; starting a new worker`);
+      this.log.warn('Redis is back; starting a new worker');
       this.replaceWorker();
     });
     this.worker = this.makeWorker();
@@ -134,15 +151,16 @@ export class Agent {
       stalledInterval: Math.max(500, Math.floor(lockMs / 2)),
       maxStalledCount: 3,
     });
-    w.on('error', (e) => this.log.warn(`agent ${this.node}: worker: ${e.message}`));
+    w.on('error', (e) => this.log.warn({ code: (e as { code?: unknown }).code }, `worker: ${e.message}`));
     w.on('stalled', (id) =>
-      this.log.warn(`agent ${this.node}: task ${id} stalled (its agent stopped renewing the lock); it runs again`),
+      this.log.warn({ bullJob: id }, 'a task stalled (its agent stopped renewing the lock); it runs again'),
     );
     w.on('failed', (job, err) => {
       // BullMQ fails a job that stalled too often without calling us: record it, or the job would wait forever.
       if (job && /stalled/i.test(err.message)) void this.settleLost(job.data, err.message);
     });
     this.workersStarted++;
+    this.metrics.workerStarted();
     return w;
   }
 
@@ -201,6 +219,10 @@ export class Agent {
     const key = `${p.jobId}.${p.index}`;
     const ac = new AbortController();
     this.running.set(key, { jobId: p.jobId, ac });
+    const log = this.log.child({ jobId: p.jobId, task: p.index, attempt: claimed });
+    const t0 = performance.now();
+    let outcome: TaskOutcome = 'failed';
+    log.info({ kind: p.spec.kind }, 'task started');
     let latest: JobProgress | undefined;
     let sent = 0;
     let flush: NodeJS.Timeout | undefined;
@@ -211,6 +233,7 @@ export class Agent {
     };
     try {
       const { localShards, bytesLocal, bytesMoved } = await this.inputs(p.shards, ac.signal);
+      this.metrics.inputs(bytesLocal, bytesMoved);
       const ctx: TaskContext = {
         client: this.client,
         node: this.node,
@@ -238,6 +261,7 @@ export class Agent {
         result: out.result ? JSON.stringify(out.result) : undefined,
         error: '',
       });
+      outcome = ok === 1 ? 'succeeded' : 'discarded';
       if (ok !== 1) {
         // Another attempt holds the lease or committed first: this output is a duplicate.
         await this.dropOutput(p, out.outputId);
@@ -245,13 +269,18 @@ export class Agent {
       }
       return null;
     } catch (e) {
-      return await this.failed(job, token, p, lease, claimed, ac.signal, e);
+      return await this.failed(job, token, p, lease, claimed, ac.signal, e, (o) => {
+        outcome = o;
+      });
     } finally {
       if (flush) {
         clearTimeout(flush);
         sendProgress();
       }
       this.running.delete(key);
+      const seconds = (performance.now() - t0) / 1000;
+      this.metrics.taskEnded(p.spec.kind, outcome, seconds);
+      log.info({ outcome, ms: Math.round(seconds * 1000) }, 'task ended');
     }
   }
 
@@ -275,8 +304,11 @@ export class Agent {
     attempt: number,
     signal: AbortSignal,
     e: unknown,
+    ended: (o: TaskOutcome) => void,
   ): Promise<never> {
+    const log = this.log.child({ jobId: p.jobId, task: p.index, attempt });
     if (signal.aborted && signal.reason === 'shutdown') {
+      ended('handed_back');
       // Handed back without spending an attempt: another agent (or this one restarted) runs it.
       await this.store.task(p.jobId, p.index, 'retry', lease, { state: 'placed' }).catch(() => {});
       await job.moveToDelayed(Date.now(), token);
@@ -289,6 +321,7 @@ export class Agent {
       const state = signal.reason === 'failed' ? 'failed' : 'cancelled';
       const error =
         state === 'failed' ? (h?.error ?? JSON.stringify({ code: 'ERR_INTERNAL', message: 'job ended' })) : '';
+      ended('cancelled');
       const ok = await this.store.task(p.jobId, p.index, 'commit', lease, { state, error });
       if (ok !== 1) await this.discarded(p, attempt);
       throw new UnrecoverableError(`job ${p.jobId} is ${signal.reason}`);
@@ -296,6 +329,10 @@ export class Agent {
     const err = taskError(e);
     const attempts = job.opts.attempts ?? 1;
     const last = job.attemptsMade + 1 >= attempts || PERMANENT.includes(err.code);
+    // A task's failure is its handler's or its data's: a code and a message, not a stack (ERR_WORKER_FAILED keeps it).
+    if (err.code === 'ERR_WORKER_FAILED') log.error({ err: e, code: err.code, last }, 'task attempt failed');
+    else log.warn({ code: err.code, last }, `task attempt failed: ${err.message}`);
+    ended(last ? 'failed' : 'retried');
     if (last) {
       await this.store.task(p.jobId, p.index, 'commit', lease, { state: 'failed', error: JSON.stringify(err) });
       void this.store.log(p.jobId, `${this.node} task ${p.index}: failed: ${err.code}: ${err.message}`).catch(() => {});

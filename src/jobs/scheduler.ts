@@ -21,6 +21,7 @@
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { asTrellisError, isTrellisError } from '../errors.js';
+import type { Logger } from '../observe/logger.js';
 import type { ClusterView, ShardPlace } from './cluster-view.js';
 import { isFinal, type JobStore, type NodeBeat, type TaskFields } from './job-store.js';
 import type { JobResult, JobSpec } from './job-types.js';
@@ -66,11 +67,8 @@ export const SCHEDULER_DEFAULTS: SchedulerOptions = {
   placement: 'locality',
 };
 
-export interface EngineLogger {
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
-}
+/** What the engine logs through: a pino logger (or any with these methods); lines carry jobId and task as fields. */
+export type EngineLogger = Pick<Logger, 'info' | 'warn' | 'error'>;
 
 const LEADER_TTL_MS = 3000;
 /** How often tasks on nodes whose agent is gone are looked for. */
@@ -162,7 +160,9 @@ export class Scheduler {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.ticking = this.tick()
-        .catch((e) => this.log.warn(`scheduler tick failed: ${(e as Error).message}`))
+        .catch((e) =>
+          this.log.warn({ code: (e as { code?: unknown }).code }, `scheduler tick failed: ${(e as Error).message}`),
+        )
         .finally(() => {
           this.ticking = undefined;
           const now = this.again;
@@ -196,7 +196,10 @@ export class Scheduler {
       try {
         await this.step(id, nodes, load, elapsed);
       } catch (e) {
-        this.log.warn(`scheduler: job ${id}: ${(e as Error).message}`);
+        this.log.warn(
+          { jobId: id, code: (e as { code?: unknown }).code },
+          `scheduling failed: ${(e as Error).message}`,
+        );
       }
     }
   }
@@ -228,7 +231,7 @@ export class Scheduler {
           placement: `${t.node}'s agent is gone; placed again`,
         });
         if (ok === 1) rj.waiting.add(t.index);
-        this.log.warn(`scheduler: job ${id} task ${t.index}: ${t.node}'s agent is gone; placing it again`);
+        this.log.warn({ jobId: id, task: t.index, node: t.node }, "the node's agent is gone; placing the task again");
       }
     }
     for (const n of dead) if (!stuck.has(n)) await this.store.forgetNode(n);

@@ -7,6 +7,7 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import type { Logger } from '../observe/logger.js';
 import { respond } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder, MAX_HELLO_FRAME } from '../protocol/frame.js';
 import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
@@ -14,8 +15,8 @@ import type { InputBudget } from './input-budget.js';
 import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
-  /** Returns the response fields, or a promise of them; throws TrellisError. */
-  handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object>;
+  /** Returns the response fields, or a promise of them; throws TrellisError. `noReply`: nobody waits for the answer. */
+  handle(conn: Connection, req: Request, payload: Buffer, noReply?: boolean): object | Promise<object>;
   hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): object;
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void;
   closed(conn: Connection): void;
@@ -34,8 +35,9 @@ export class Connection extends PeerConnection {
     private readonly handler: RequestHandler,
     private readonly maxFrame: number,
     budget: InputBudget,
+    log: Logger,
   ) {
-    super(budget);
+    super(budget, log.child({ conn: id, transport: 'ipc' }));
     // Until hello, as over RPC: strangers get no big buffers.
     this.decoder = new FrameDecoder(MAX_HELLO_FRAME);
     this.armHandshake();
@@ -73,6 +75,7 @@ export class Connection extends PeerConnection {
   }
 
   protected released(): void {
+    if (this.token !== null) this.log.debug('client gone');
     this.handler.closed(this);
   }
 
@@ -134,6 +137,7 @@ export class Connection extends PeerConnection {
         this.handshakeOver();
         this.state = 'ready';
         this.decoder.maxFrame = this.maxFrame;
+        this.log.debug({ client: req.client }, 'client connected');
         respond(this.sender, rid, () => this.handler.hello(this, req));
         return;
       }
@@ -160,7 +164,7 @@ export class Connection extends PeerConnection {
     if (f.header.noReply === true) {
       // Fire-and-forget (batched releases): nothing is sent back, not even errors.
       try {
-        const out = this.handler.handle(this, req, f.payload);
+        const out = this.handler.handle(this, req, f.payload, true);
         if (out instanceof Promise) out.catch(() => {});
       } catch {
         // the client checked what it could before sending; nothing to answer

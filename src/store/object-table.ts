@@ -81,6 +81,8 @@ export class ObjectTable {
   readonly counters: TableCounters = { created: 0, sealed: 0, aborted: 0, gets: 0, freed: 0, spills: 0, restores: 0 };
   /** Bytes of all entries' metadata and member lists. */
   recordsUsed = 0;
+  private liveObjects = 0;
+  private blobEntries = 0;
   /** The one stack of every walk (walks never nest), so a get or release allocates none. */
   private readonly walkStack: Entry[] = [];
   private readonly recordStack: ObjectRecord[] = [];
@@ -93,16 +95,14 @@ export class ObjectTable {
     readonly recordsLimit: number = Number.POSITIVE_INFINITY,
   ) {}
 
+  /** Live objects (not deleted, blobs not counted). Kept as counts, not walks: status and every metrics scrape read them (a walk of 200k entries took 10-50 ms). */
   get objectCount(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (!e.deleted && !e.isBlob) n++;
-    return n;
+    return this.liveObjects;
   }
 
+  /** Blobs in the table, deleted ones still held included. */
   get blobCount(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.isBlob) n++;
-    return n;
+    return this.blobEntries;
   }
 
   get size(): number {
@@ -405,6 +405,8 @@ export class ObjectTable {
       createdAt: Date.now(),
     };
     this.entries.set(e.id, e);
+    if (isBlob) this.blobEntries++;
+    else this.liveObjects++;
     this.recordsUsed += recordBytes;
     this.counters.created++;
     return e;
@@ -539,6 +541,7 @@ export class ObjectTable {
     for (let e = stack.pop(); e !== undefined; e = stack.pop()) {
       if (e.deleted) continue;
       e.deleted = true;
+      if (!e.isBlob) this.liveObjects--;
       marked.push(e);
       if (!deep) continue;
       // A member no other object uses: all its parent links come from e (it may list it twice).
@@ -559,6 +562,7 @@ export class ObjectTable {
       this.counters.freed++;
       this.recordsUsed -= e.recordBytes;
       if (e.isBlob) {
+        this.blobEntries--;
         this.lru.delete(e.id);
         if (e.loc) this.arena.free(e.loc);
         if (e.spillPath) this.spill?.discard(e.spillPath, e.nbytes);

@@ -6,6 +6,7 @@
  */
 import type { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import type { Logger } from '../observe/logger.js';
 import type { FrameReader } from '../protocol/frame.js';
 import type { InputBudget } from './input-budget.js';
 
@@ -22,7 +23,11 @@ export abstract class PeerConnection {
   private partialSince = -1;
   private frameTimer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly budget: InputBudget) {}
+  /** `log` carries the connection's id and transport on every line. */
+  constructor(
+    private readonly budget: InputBudget,
+    protected readonly log: Logger,
+  ) {}
 
   abstract readonly socket: Socket;
 
@@ -112,6 +117,8 @@ export abstract class PeerConnection {
   /** Answers with an error and closes: the peer broke the protocol, or failed the handshake. */
   fail(err: TrellisError, rid = 0): void {
     if (this.state === 'closed') return;
+    // The peer's doing (a bad frame, a wrong token, a stall): a warning with the code, no stack.
+    this.log.warn({ code: err.code }, `connection dropped: ${err.message}`);
     this.stopInput();
     this.sendError(err, rid);
     if (this.queuedBytesOutlive || this.socket.writableLength === 0) {

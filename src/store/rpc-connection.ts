@@ -29,10 +29,12 @@ import { adoptWithOnread } from './net-handle.js';
 import type { Entry } from './object-table.js';
 import { PeerConnection } from './peer-connection.js';
 import type { StoreServer } from './store-server.js';
+import { startTimer, timed } from './store-traffic.js';
 
 /** Blob bytes go to the socket in slices this large: few syscalls, no copies. */
 const WRITE_SLICE = 64 * 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+const NO_TIMER = (): void => {};
 /** Where reads land between blobs (frames are parsed from here). */
 const SCRATCH = 64 * 1024;
 
@@ -70,8 +72,12 @@ export class RpcConnection extends PeerConnection {
     accepted: Socket,
     private readonly host: RpcHost,
   ) {
-    super(host.store.inputBudget);
-    this.id = host.store.newConnectionId();
+    const id = host.store.newConnectionId();
+    super(
+      host.store.inputBudget,
+      host.store.log.child({ conn: id, transport: 'rpc', peer: `${accepted.remoteAddress}:${accepted.remotePort}` }),
+    );
+    this.id = id;
     // Put bytes are read straight into their arena blobs when net allows it.
     const direct = adoptWithOnread(accepted, {
       buffer: () => this.reader.nextBuffer() ?? this.scratch,
@@ -151,7 +157,9 @@ export class RpcConnection extends PeerConnection {
         return null;
       default:
         respond(this.sender, rid, () =>
-          this.store.execute(this.id, req as Parameters<StoreServer['execute']>[1], EMPTY),
+          timed(startTimer(this.store.traffic, req.t, 'rpc'), () =>
+            this.store.execute(this.id, req as Parameters<StoreServer['execute']>[1], EMPTY, 'rpc'),
+          ),
         );
         return null;
     }
@@ -186,6 +194,7 @@ export class RpcConnection extends PeerConnection {
     this.handshakeOver();
     this.state = 'ready';
     this.reader.maxFrame = this.store.maxFrame;
+    this.log.debug('peer connected');
     const o = this.store.opts;
     const hello: RpcHelloReply = {
       version: RPC_VERSION,
@@ -203,6 +212,8 @@ export class RpcConnection extends PeerConnection {
   private put(req: Put): RawTarget {
     const t = this.store.table;
     const ids: string[] = [];
+    // From the header to the answer: the bytes' transfer included, as the peer sees it.
+    const done = startTimer(this.store.traffic, 'put', 'rpc') ?? NO_TIMER;
     try {
       // Members and shape are checked before any blob is allocated for the bytes to come.
       if (req.object.typename !== BLOB_TYPENAME) t.checkObject(req.object, req.raw.length);
@@ -211,11 +222,12 @@ export class RpcConnection extends PeerConnection {
         ids.push(e.id);
         return this.store.arena.view(e.loc!);
       });
-      return { parts, done: () => this.finishPut(req, ids) };
+      return { parts, done: () => this.finishPut(req, ids, done) };
     } catch (e) {
       this.discard(ids);
       // Answered now; the bytes still coming are skipped so the stream stays in step.
       sendError(this.sender, req.rid, e);
+      done();
       return skip(req.raw)!;
     }
   }
@@ -224,15 +236,22 @@ export class RpcConnection extends PeerConnection {
    * Every byte is in: seal the blobs and record the object; with a name or
    * persist, as IPC does it (name checked first, then persisted, then bound).
    */
-  private finishPut(req: Put, ids: string[]): void {
+  private finishPut(req: Put, ids: string[], done: () => void): void {
     if (this.state === 'closed') return;
-    for (const n of req.raw) this.host.counters.bytesIn += n;
+    let bytes = 0;
+    for (const n of req.raw) bytes += n;
+    this.host.counters.bytesIn += bytes;
     const make = (): Entry => {
       const t = this.store.table;
       // A Blob put is the blob itself, with the put's metadata.
-      if (req.object.typename === BLOB_TYPENAME) return t.sealBlob(ids[0], this.id, req.object.meta);
-      for (const id of ids) t.seal(id, this.id);
-      return t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
+      let e: Entry;
+      if (req.object.typename === BLOB_TYPENAME) e = t.sealBlob(ids[0], this.id, req.object.meta);
+      else {
+        for (const id of ids) t.seal(id, this.id);
+        e = t.makeObject({ ...req.object, members: [...ids, ...req.object.members] });
+      }
+      this.store.traffic.put('rpc', e.typename, bytes);
+      return e;
     };
     if (req.name === undefined && !req.persist) {
       try {
@@ -241,6 +260,7 @@ export class RpcConnection extends PeerConnection {
         this.discard(ids);
         sendError(this.sender, req.rid, e);
       }
+      done();
       return;
     }
     const cluster = this.store.cluster;
@@ -252,11 +272,15 @@ export class RpcConnection extends PeerConnection {
       if (req.name !== undefined) await cluster.putName(req.name, root, false);
       return root;
     })().then(
-      (id) => this.send(okReply<'put'>(req.rid, { id })),
+      (id) => {
+        this.send(okReply<'put'>(req.rid, { id }));
+        done();
+      },
       (e) => {
         if (root === null) this.discard(ids);
         else this.deleteRoot(root);
         sendError(this.sender, req.rid, e);
+        done();
       },
     );
   }
@@ -264,7 +288,7 @@ export class RpcConnection extends PeerConnection {
   /** Deletes an object made by a put whose naming or persisting failed (unpublishing it too). */
   private deleteRoot(id: string): void {
     try {
-      const out = this.store.execute(this.id, { t: 'delete', rid: 0, ids: [id], deep: true }, EMPTY);
+      const out = this.store.execute(this.id, { t: 'delete', rid: 0, ids: [id], deep: true }, EMPTY, 'rpc');
       if (out instanceof Promise) out.catch(() => {});
     } catch {
       // already gone
@@ -289,26 +313,30 @@ export class RpcConnection extends PeerConnection {
   // ---- get ----------------------------------------------------------------
 
   private get(req: Get): void {
+    // From the request to the last byte handed to the socket, as the peer sees it.
+    const done = startTimer(this.store.traffic, 'get', 'rpc') ?? NO_TIMER;
+    const failed = (e: unknown) => {
+      sendError(this.sender, req.rid, e);
+      done();
+    };
     let out: object | Promise<object>;
     try {
-      out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids: req.ids }, EMPTY);
+      out = this.store.execute(this.id, { t: 'get', rid: req.rid, ids: req.ids }, EMPTY, 'rpc');
     } catch (e) {
-      sendError(this.sender, req.rid, e);
+      failed(e);
       return;
     }
     if (out instanceof Promise) {
-      out.then(
-        (r) => this.sendObjects(req, r),
-        (e) => sendError(this.sender, req.rid, e),
-      );
+      out.then((r) => this.sendObjects(req, r, done), failed);
     } else {
-      this.sendObjects(req, out);
+      this.sendObjects(req, out, done);
     }
   }
 
   /** The answer header, then every blob's bytes straight from the arena; the pins go when the last byte has. */
-  private sendObjects(req: Get, fields: object): void {
+  private sendObjects(req: Get, fields: object, done: () => void): void {
     const release = () => {
+      done();
       try {
         this.store.table.release(req.ids, this.id);
       } catch {

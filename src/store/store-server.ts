@@ -13,6 +13,7 @@ import { EtcdMeta } from '../meta/etcd-meta.js';
 import { LocalMeta } from '../meta/local-meta.js';
 import type { MetaService } from '../meta/meta-service.js';
 import { MAX_SEGMENT_SIZE, native } from '../native.js';
+import { type Logger, silentLogger } from '../observe/logger.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type Request } from '../protocol/messages.js';
 import type { RpcEndpoint, StoreStatus } from '../protocol/records.js';
@@ -24,6 +25,7 @@ import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './i
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { SpillDir } from './spill.js';
+import { StoreTraffic, startTimer, type Transport, timed } from './store-traffic.js';
 import { TagTable } from './tags.js';
 
 export interface StoreOptions {
@@ -67,7 +69,8 @@ export interface StoreOptions {
   rpcHost?: string;
   /** Shared secret for RPC, between clients and stores alike. */
   token?: string;
-  log?: (msg: string) => void;
+  /** Where the store logs (default: nowhere); `trellis store` passes a pino logger. */
+  logger?: Logger;
 }
 
 /** The RPC side plugs in here (src/rpc/), so the store does not depend on it. */
@@ -104,7 +107,9 @@ export class StoreServer implements RequestHandler {
   private readonly startedAt = Date.now();
   private closing: Promise<void> | null = null;
   private readonly spill: SpillDir | null;
-  private readonly log: (msg: string) => void;
+  readonly log: Logger;
+  /** Gets and puts by transport and kind, and the request timer of the metrics (store-metrics.ts). */
+  readonly traffic = new StoreTraffic();
   readonly maxFrame: number;
   /** Request buffering shared by every connection, IPC and RPC. */
   readonly inputBudget: InputBudget;
@@ -116,7 +121,7 @@ export class StoreServer implements RequestHandler {
     readonly storeId: string,
     spill: SpillDir | null,
   ) {
-    this.log = opts.log ?? (() => {});
+    this.log = opts.logger ?? silentLogger;
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     this.inputBudget = new InputBudget(
       opts.maxBuffered ?? DEFAULT_MAX_BUFFERED,
@@ -148,7 +153,10 @@ export class StoreServer implements RequestHandler {
     // First, so a directory another live store holds refuses the start before anything registers.
     const spill = opts.spillDir ? new SpillDir(opts.spillDir) : null;
     if (spill && spill.staleRemoved > 0) {
-      opts.log?.(`removed ${spill.staleRemoved} spill file(s) a previous run left in ${opts.spillDir}`);
+      opts.logger?.info(
+        { spillDir: opts.spillDir, files: spill.staleRemoved },
+        'removed spill files a previous run left behind',
+      );
     }
     const meta = createMeta(opts);
     const storeId = randomUUID();
@@ -187,7 +195,11 @@ export class StoreServer implements RequestHandler {
       throw e;
     }
     meta.onReregistered = () => {
-      store.cluster.republish().catch((e) => store.log(`publishing again failed: ${(e as Error).message}`));
+      store.cluster
+        .republish()
+        .catch((e) =>
+          store.log.warn({ code: (e as TrellisError).code }, `publishing again failed: ${(e as Error).message}`),
+        );
     };
     store.figuresTimer = setInterval(() => store.publishFigures(), 2000);
     store.figuresTimer.unref();
@@ -251,7 +263,7 @@ export class StoreServer implements RequestHandler {
       socket.destroy();
       return;
     }
-    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget);
+    const conn = new Connection(this.nextConn++, socket, this, this.maxFrame, this.inputBudget, this.log);
     this.connections.set(conn.id, conn);
   }
 
@@ -324,22 +336,27 @@ export class StoreServer implements RequestHandler {
       if (!this.table.has(id)) continue;
       try {
         const out = this.deleteObjects([id], true);
-        if (out instanceof Promise) out.catch((e) => this.log(`deleting ${id} failed: ${(e as Error).message}`));
+        if (out instanceof Promise)
+          out.catch((e) => this.log.warn({ id, err: (e as Error).message }, 'deleting a retired object failed'));
       } catch (e) {
-        this.log(`deleting ${id} failed: ${(e as Error).message}`);
+        this.log.warn({ id, err: (e as Error).message }, 'deleting a retired object failed');
       }
     }
   }
 
-  handle(conn: Connection, req: Request, payload: Buffer): object | Promise<object> {
-    return this.execute(conn.id, req, payload);
+  handle(conn: Connection, req: Request, payload: Buffer, noReply = false): object | Promise<object> {
+    // Fire-and-forget requests (the releases a client batches, 100 after a getMany of 100) are not
+    // timed: nobody waits for them, and an observe (~1 µs) would cost more than the release.
+    if (noReply) return this.execute(conn.id, req, payload, 'ipc');
+    // The store's service time: from the decoded request to its answer (sync) or its settling (async).
+    return timed(startTimer(this.traffic, req.t, 'ipc'), () => this.execute(conn.id, req, payload, 'ipc'));
   }
 
   /**
    * Runs one validated request for a connection (IPC or RPC). Local work
    * answers synchronously; what needs the metadata service returns a promise.
    */
-  execute(connId: number, req: Request, payload: Buffer): object | Promise<object> {
+  execute(connId: number, req: Request, payload: Buffer, transport: Transport): object | Promise<object> {
     if (this.closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down');
     const t = this.table;
     switch (req.t) {
@@ -349,11 +366,15 @@ export class StoreServer implements RequestHandler {
       }
       case 'seal': {
         const tag = req.tag;
-        if (tag === undefined) return this.created(() => t.seal(req.id, connId, req.object), req.name, req.persist);
+        const seal = () => {
+          const bytes = t.lookup(req.id).nbytes;
+          return this.counted(transport, t.seal(req.id, connId, req.object), bytes);
+        };
+        if (tag === undefined) return this.created(seal, req.name, req.persist);
         // Checked before the seal, so a taken tag leaves the blob unsealed (the writer may retry or abort).
         this.tags.checkBind(tag, connId);
         const make = () => {
-          const e = t.seal(req.id, connId, req.object);
+          const e = seal();
           this.tags.bind(tag, e.id, connId, req.reads ?? 0);
           return e;
         };
@@ -363,12 +384,18 @@ export class StoreServer implements RequestHandler {
         t.abort(req.id, connId);
         return {};
       case 'put':
-        return this.created(() => t.putInline(req.object, payload), req.name, req.persist);
+        return this.created(
+          () => this.counted(transport, t.putInline(req.object, payload), payload.byteLength),
+          req.name,
+          req.persist,
+        );
       case 'make':
-        return this.created(() => t.makeObject(req.object), req.name, req.persist);
+        return this.created(() => this.counted(transport, t.makeObject(req.object), 0), req.name, req.persist);
       case 'get':
         try {
-          return { objects: t.get(req.ids, connId) };
+          const objects = t.get(req.ids, connId);
+          this.traffic.got(transport, objects);
+          return { objects };
         } catch (e) {
           return this.explainMissing(e, req.ids);
         }
@@ -413,6 +440,12 @@ export class StoreServer implements RequestHandler {
       default:
         throw new TrellisError('ERR_PROTOCOL', `unexpected request ${(req as Request).t}`);
     }
+  }
+
+  /** Counts a client's new object (the blob bytes it brought) in the traffic figures. */
+  private counted(transport: Transport, e: Entry, bytes: number): Entry {
+    this.traffic.put(transport, e.typename, bytes);
+    return e;
   }
 
   /**
@@ -519,7 +552,7 @@ export class StoreServer implements RequestHandler {
       } catch {
         // already removed
       }
-      this.log('store closed');
+      this.log.info('store closed');
     });
     return this.closing;
   }
@@ -568,7 +601,13 @@ function createMeta(o: StoreOptions): MetaService {
       'ERR_BAD_REQUEST',
       `meta must be "local" or "etcd://HOST:PORT", got ${JSON.stringify(spec)}`,
     );
-  return new EtcdMeta({ endpoint: m[1], prefix: o.metaPrefix, leaseTtl: o.leaseTtl, log: o.log });
+  const log = o.logger?.child({ component: 'etcd' });
+  return new EtcdMeta({
+    endpoint: m[1],
+    prefix: o.metaPrefix,
+    leaseTtl: o.leaseTtl,
+    log: log && ((msg) => log.warn(msg)),
+  });
 }
 
 /** Removes a socket file left by a dead store; refuses if a live store answers on it. */

@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import type { TrellisClient } from '../../dist/src/client/client.js';
 import type { Job, JobEvent, JobService } from '../../dist/src/jobs/job-types.js';
 import { writeShard } from '../../dist/src/loaders/shard-writer.js';
+import { silentLogger } from '../../dist/src/observe/logger.js';
 import { CLI, ROOT, untilReady } from './store.js';
 
 export const HANDLERS = join(ROOT, 'test/fixtures/handlers');
-export const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+/** A logger that says nothing, for in-process agents and services. */
+export const quiet = silentLogger;
 
 export const freshPrefix = (): string => `trellis-test:${randomUUID().slice(0, 8)}`;
 

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findLogLine, type LogLine } from 'trellis';
 import { type StoreOptions, StoreServer } from 'trellis/store';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
@@ -43,6 +44,8 @@ export async function spawnStore(args: string[]): Promise<{
   socket: string;
   dir: string;
   output: () => string;
+  /** The fields of its ready line: socket, size, instance, rpc ('host:port' when serving RPC), metrics (a URL). */
+  ready: LogLine;
   stop: () => Promise<number | null>;
 }> {
   const { dir, cleanup } = tempDir();
@@ -56,6 +59,7 @@ export async function spawnStore(args: string[]): Promise<{
     socket,
     dir,
     output,
+    ready: findLogLine(output(), 'ready')!,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         // Already gone (exited, or killed by a test): exitCode is null after a signal.
@@ -73,17 +77,22 @@ export async function spawnStore(args: string[]): Promise<{
 }
 
 /**
- * Collects a `trellis` child's stdout and stderr and waits for its line
- * containing `ready`; resolves with a reader of everything it printed.
+ * Collects a `trellis` child's stdout and stderr and waits for its JSON log
+ * line with msg `ready` (or `msg`) on stdout; resolves with a reader of
+ * everything it printed.
  */
-export async function untilReady(child: ChildProcess, what: string): Promise<() => string> {
+export async function untilReady(child: ChildProcess, what: string, msg = 'ready'): Promise<() => string> {
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
+  let stdout = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
   child.stderr!.on('data', (d) => (out += d));
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 20_000);
     child.stdout!.on('data', () => {
-      if (out.includes('ready')) {
+      if (findLogLine(stdout, msg)) {
         clearTimeout(t);
         resolve();
       }

@@ -16,6 +16,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { TrellisError } from '../../errors.js';
 import type { JobService } from '../job-types.js';
 import { createAjv, SHARED_SCHEMAS } from '../schema/schema-set.js';
+import { apiMetrics, OPERATIONS_ROUTES } from './api-metrics.js';
 import { bearerCheck } from './bearer-auth.js';
 import { clusterRoutes } from './cluster-routes.js';
 import { errorReply } from './error-reply.js';
@@ -30,12 +31,14 @@ export interface ApiOptions {
   logger?: FastifyBaseLogger;
   /** Largest request body in bytes (default 1 MiB: a JobSpec is a few hundred bytes, `args` included). */
   bodyLimit?: number;
+  /** Serve Node's process metrics (nodejs_*, process_*) on /metrics beside the API's own (`trellis api` does). */
+  processMetrics?: boolean;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
-/** Routes that answer without a token: the API's description is not a secret. */
-const OPEN_ROUTES = new Set(['/openapi.json']);
+/** Routes that answer without a token: the API's description, and what probes and scrapers read. */
+const OPEN_ROUTES = new Set<string>(['/openapi.json', ...OPERATIONS_ROUTES]);
 
 /** A client's x-request-id is kept when it is a plain token, so logs of both sides line up. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -92,8 +95,11 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
 
   app.setErrorHandler((err, request, reply) => {
     const r = errorReply(err, bodyLimit);
-    if (r.expected) request.log.info({ code: r.payload.code, status: r.status }, r.payload.message);
-    else request.log.error({ err }, 'request failed');
+    // A client's mistake is a warning with its code, not a stack; only a failure of ours carries one.
+    const fields = { code: r.payload.code, status: r.status };
+    if (!r.expected) request.log.error({ ...fields, err }, 'request failed');
+    else if (r.status >= 500) request.log.error(fields, r.payload.message);
+    else request.log.warn(fields, r.payload.message);
     if (r.payload.code === 'ERR_UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
     return reply.code(r.status).send(r.payload);
   });
@@ -116,6 +122,9 @@ export function buildApi(opts: ApiOptions): FastifyInstance {
     for (const ac of live) ac.abort();
     for (const socket of unused) socket.destroy();
   });
+
+  // A root hook (before the routes' plugin): every request is timed, unmatched ones too.
+  apiMetrics(app, opts.service, { processMetrics: opts.processMetrics });
 
   app.register(async (routes) => {
     jobRoutes(routes, opts.service);
