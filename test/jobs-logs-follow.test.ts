@@ -8,13 +8,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TrellisClient } from '../dist/src/index.js';
+import { connect, findLogLine, type TrellisClient } from '../dist/src/index.js';
 import { ApiClient } from '../dist/src/jobs/api/api-client.js';
 import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
 import { eventually } from './helpers/child.js';
 import { trellis } from './helpers/cli.js';
 import { freshPrefix, killAgents, spawnAgent, sumDataset } from './helpers/jobs.js';
-import { CLI, startStore, tempDir } from './helpers/store.js';
+import { CLI, startStore, tempDir, untilReady } from './helpers/store.js';
 
 describe('trellis jobs logs -f', () => {
   let redis: RedisServerHandle;
@@ -38,11 +38,8 @@ describe('trellis jobs logs -f', () => {
       [CLI, 'api', '--port', '0', '--redis', redis.url, '--socket', store.socket, '--prefix', prefix],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
     );
-    let out = '';
-    api.stdout!.on('data', (d) => (out += d));
-    api.stderr!.on('data', (d) => (out += d));
-    await eventually(() => /listening url=(\S+)/.test(out), 'the API listening');
-    url = /listening url=(\S+)/.exec(out)![1]!;
+    const out = await untilReady(api, 'api', 'listening');
+    url = String(findLogLine(out(), 'listening')!.url);
     await spawnAgent(store.socket, redis.url, prefix);
   });
   afterAll(async () => {
