@@ -30,6 +30,7 @@ const BENCHES = [
   'metrics-overhead.js',
   'epoch-time.js',
   'replication.js',
+  'reach.js',
 ];
 const TIMEOUT_MS = 4 * 60_000;
 

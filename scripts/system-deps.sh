@@ -3,7 +3,9 @@
 #   system-deps.sh        the test suite and benchmarks: etcd (cluster tests), redis-server (jobs),
 #                         Fashion-MNIST (real-data tests), clang-format (native lint), a C++ toolchain,
 #                         unzip (the chart test's helm), prometheus (promtool checks every process's /metrics text),
-#                         openssl (TLS tests' certificates), chromium (the dashboard's browser test)
+#                         openssl (TLS tests' certificates), chromium (the dashboard's browser test),
+#                         Debian's python3-numpy and python3-torch for /usr/bin/python3 (the Python package's
+#                         tests and its PyTorch example; torch is ~170 MiB to download, ~750 MiB installed)
 #   system-deps.sh demo   the main job (`npm run demo`): redis-server and Fashion-MNIST
 #   system-deps.sh container  the container smoke test (scripts/container-smoke.sh): podman with
 #                         runc (crun fails on this cgroup v1 hybrid), podman-compose, debootstrap
@@ -32,6 +34,8 @@ else
   command -v promtool >/dev/null || need+=(prometheus)
   command -v openssl >/dev/null || need+=(openssl)  # TLS tests make their certificates with it
   command -v chromium >/dev/null || need+=(chromium)  # the dashboard test drives it (playwright-core)
+  /usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+  /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -55,6 +55,11 @@ export const ERROR_CODES = {
     'A rank of a data-parallel train job was lost (its agent or node died, or it stopped answering) more often than the job restarts its group (maxRestarts).',
   ERR_REPLICAS_UNAVAILABLE:
     'Too few live stores with room (and an RPC endpoint) to keep the number of copies asked for, each on a distinct store.',
+  ERR_FILE_FORMAT:
+    'The file is not what its format says: wrong magic, a header that does not parse, or a layout Trellis cannot read (the message says which).',
+  ERR_FILE_TRUNCATED: 'The file ends before the data its header announces.',
+  ERR_FILE_UNREADABLE:
+    "The file could not be opened or read (missing, a directory, no permission); the message carries the system's reason.",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,8 +1,11 @@
 /**
  * How a failed command reports: one line `trellis: CODE: message` on stderr,
- * and for `trellis jobs` an exit code a script can branch on
- * (docs/OPERATIONS.md lists them). Other commands exit 1 on any failure.
+ * and, for the commands people and scripts run (`put`, `get`, `ls`, `rm`,
+ * `ingest`, `jobs ...`), an exit code a script can branch on
+ * (docs/OPERATIONS.md lists them). The daemons (`store`, `api`, `agent`)
+ * exit 1 on any failure.
  */
+import type { CommanderError } from 'commander';
 import { isTrellisError } from '../errors.js';
 
 export const EXIT = {
@@ -14,8 +17,14 @@ export const EXIT = {
   notFound: 3,
   /** The token was missing or wrong (ERR_UNAUTHORIZED). */
   unauthorized: 4,
-  /** The API could not be reached, did not answer in time, or its TLS certificate was not trusted. */
+  /** The API or the store could not be reached, did not answer in time, or a TLS certificate was not trusted. */
   unreachable: 5,
+  /** An input file is unreadable, truncated, malformed or of a dtype Trellis lacks. */
+  badFile: 6,
+  /** The name is taken already (ERR_OBJECT_EXISTS). */
+  exists: 7,
+  /** The store has no room for it (ERR_OUT_OF_MEMORY). */
+  noSpace: 8,
 } as const;
 
 export function exitCodeOf(e: unknown): number {
@@ -35,6 +44,16 @@ export function exitCodeOf(e: unknown): number {
     case 'ERR_TIMEOUT':
     case 'ERR_TLS_HANDSHAKE':
       return EXIT.unreachable;
+    case 'ERR_FILE_FORMAT':
+    case 'ERR_FILE_TRUNCATED':
+    case 'ERR_FILE_UNREADABLE':
+    case 'ERR_SIZE_MISMATCH':
+    case 'ERR_UNSUPPORTED':
+      return EXIT.badFile;
+    case 'ERR_OBJECT_EXISTS':
+      return EXIT.exists;
+    case 'ERR_OUT_OF_MEMORY':
+      return EXIT.noSpace;
     default:
       return EXIT.general;
   }
@@ -44,4 +63,21 @@ export function exitCodeOf(e: unknown): number {
 export function formatError(e: unknown): string {
   const err = e as { code?: unknown; message?: unknown } | undefined;
   return `trellis: ${err?.code ? `${err.code}: ` : ''}${err?.message ?? e}\n`;
+}
+
+/** Runs an action; a failure is printed once and becomes the process's exit code. */
+export function reported<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      process.stderr.write(formatError(e));
+      process.exitCode = exitCodeOf(e);
+    }
+  };
+}
+
+/** For `.exitOverride`: bad flags or arguments exit 2 (EXIT.usage), --help and --version 0. */
+export function usageExit(err: CommanderError): never {
+  process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
 }

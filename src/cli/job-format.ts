@@ -3,18 +3,7 @@
  * or one field per line. Scripts use --json, which prints the API's records.
  */
 import type { Job } from '../jobs/job-types.js';
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
+import { textTable } from './text-table.js';
 
 /** What a job is doing, in a few words: its progress while it runs, else why it waits or failed. */
 function detail(j: Job): string {
@@ -38,7 +27,7 @@ export function formatJobList(jobs: Job[]): string {
     ['ID', 'KIND', 'STATE', 'CREATED', 'DETAIL'],
     ...jobs.map((j) => [j.id, j.kind, j.state, j.createdAt, detail(j)]),
   ];
-  return `${table(rows)}\n`;
+  return `${textTable(rows)}\n`;
 }
 
 export function formatJob(j: Job): string {
@@ -59,7 +48,7 @@ export function formatJob(j: Job): string {
     ['restarts', j.restarts ? String(j.restarts) : undefined],
     ...(j.warnings ?? []).map((w): [string, string] => ['warning', w]),
   ];
-  let out = table(
+  let out = textTable(
     lines.filter((l): l is [string, string] => l[1] !== undefined && l[1] !== '').map(([k, v]) => [`${k}:`, v]),
   );
   out += '\n';
@@ -76,7 +65,7 @@ export function formatJob(j: Job): string {
         t.placement?.reason ?? '',
       ]),
     ];
-    out += `\n${table(rows)}\n`;
+    out += `\n${textTable(rows)}\n`;
   }
   const ranks = j.result?.ranks ?? [];
   if (ranks.length > 0) {
@@ -94,7 +83,7 @@ export function formatJob(j: Job): string {
         r.paramsSha256.slice(0, 16),
       ]),
     ];
-    out += `\n${table(rows)}\n`;
+    out += `\n${textTable(rows)}\n`;
   }
   return out;
 }

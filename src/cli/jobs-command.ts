@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TrellisError } from '../errors.js';
 import type { ApiClient } from '../jobs/api/api-client.js';
 import type { JobSpec } from '../jobs/job-types.js';
-import { EXIT, exitCodeOf, formatError } from './exit-codes.js';
+import { reported, usageExit } from './exit-codes.js';
 import { formatJob, formatJobList } from './job-format.js';
 import { readToken } from './read-token.js';
 import { tlsFilesOf, tlsFlag } from './tls-flags.js';
@@ -51,18 +51,6 @@ async function client(cmd: Command): Promise<ApiClient> {
     token: readToken(o.tokenFile),
     tls: tlsFilesOf(o, 'TRELLIS_TLS_CA'),
   });
-}
-
-/** Runs an action; a failure is printed once and becomes the process's exit code. */
-function reported<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args) => {
-    try {
-      await fn(...args);
-    } catch (e) {
-      process.stderr.write(formatError(e));
-      process.exitCode = exitCodeOf(e);
-    }
-  };
 }
 
 function specFromFile(file: string): JobSpec {
@@ -115,7 +103,7 @@ export function jobsCommand(): Command {
     .addOption(tlsFlag.cert('to present to an API that requires client certificates'))
     .addOption(tlsFlag.key())
     // Usage errors exit 2, apart from API failures (exit-codes.ts); --help exits 0.
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage));
+    .exitOverride(usageExit);
 
   jobs
     .command('submit')

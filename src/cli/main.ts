@@ -8,7 +8,9 @@ import { connect } from '../client/connect.js';
 import { TrellisError } from '../errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { type RpcStarter, StoreServer } from '../store/store-server.js';
+import { ingestCommand } from './ingest-command.js';
 import { jobsCommand } from './jobs-command.js';
+import { objectCommands } from './object-commands.js';
 import {
   announce,
   commandLogger,
@@ -76,11 +78,10 @@ export async function main(argv: string[]): Promise<void> {
     .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
     .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
     .option('--punch-delay <ms>', 'how long freed memory stays warm before it goes back to the OS', intArg, 1000)
-    .option(
-      '--socket-mode <mode>',
-      'file mode of the socket: 0600 (owner) or 0660 (with --socket-group)',
-      modeArg,
-      0o600,
+    .addOption(
+      new Option('--socket-mode <mode>', 'file mode of the socket: 0600 (owner) or 0660 (with --socket-group)')
+        .argParser(modeArg)
+        .default(0o600, '0600'),
     )
     .option('--socket-group <group>', 'group owning the socket (name or gid)', gidArg)
     .addOption(new Option('--max-frame <size>', 'largest request frame accepted').argParser(sizeArg))
@@ -269,7 +270,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('demo')
     .description('run the main job on an embedded single-node deployment')
     .option('--readers <n>', 'reader processes', intArg, 3)
-    .option('--size <size>', 'store memory', sizeArg, 1024 ** 3)
+    .addOption(new Option('--size <size>', 'store memory').argParser(sizeArg).default(1024 ** 3, '1G'))
     .option('--data-dir <dir>', 'Fashion-MNIST IDX files', '/usr/share/datasets/fashion-mnist')
     .addOption(new Option('--model <kind>', 'model to train').choices(['softmax', 'mlp']).default('softmax'))
     .option('--epochs <n>', 'training epochs (default 15 softmax, 10 MLP; 10 with --cluster)', intArg)
@@ -334,6 +335,8 @@ export async function main(argv: string[]): Promise<void> {
       });
     });
 
+  for (const c of objectCommands()) program.addCommand(c);
+  program.addCommand(ingestCommand());
   program.addCommand(jobsCommand());
 
   await program.parseAsync(argv);

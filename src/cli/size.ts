@@ -18,3 +18,17 @@ export function parseSize(text: string | number): number {
   if (!Number.isSafeInteger(n)) throw new TrellisError('ERR_BAD_REQUEST', `size ${text} is too large`);
   return n;
 }
+
+/** A byte count for people, in the units parseSize reads: 0, 512, 1.5K, 64M, 1G. */
+export function formatSize(bytes: number): string {
+  const units = ['', 'K', 'M', 'G', 'T'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  const text =
+    u === 0 || Number.isInteger(v) ? String(v) : v < 10 ? v.toFixed(1).replace(/\.0$/, '') : String(Math.round(v));
+  return `${text}${units[u]}`;
+}

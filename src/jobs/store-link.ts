@@ -10,8 +10,9 @@
  * nothing; writes are not (a createDataset may have reached the store before
  * the connection broke), so their caller sees ERR_DISCONNECTED once, as before.
  */
-import { TrellisError } from '../errors.js';
+
 import type { StoreClient } from '../client/store-client.js';
+import { TrellisError } from '../errors.js';
 
 /** Calls that only read: safe to repeat on a new connection. */
 const READS = new Set<string>([
@@ -56,7 +57,8 @@ export async function storeLink(open: () => Promise<StoreClient>): Promise<Store
   };
 
   const call = async (name: string, args: unknown[]): Promise<unknown> => {
-    const run = (c: StoreClient) => (c as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!(...args);
+    const run = (c: StoreClient) =>
+      (c as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!(...args);
     const c = await live();
     try {
       return await run(c);
