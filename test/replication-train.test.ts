@@ -11,14 +11,13 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadFashionMnist } from '../dist/examples/training/fashion-mnist.js';
 import { connect, type TrellisClient } from '../dist/src/index.js';
 import { startJobService } from '../dist/src/jobs/engine.js';
 import type { JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
 import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
-import { writeShard } from '../dist/src/loaders/shard-writer.js';
 import { eventually } from './helpers/child.js';
 import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
+import { writeFmnistShards } from './helpers/fmnist-shards.js';
 import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
 import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
 
@@ -77,26 +76,13 @@ beforeAll(async () => {
   for (let i = 0; i < 3; i++) {
     agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, ['--concurrency', '3', '--lock-ms', '3000']);
   }
-  const data = loadFashionMnist();
-  const ids: string[] = [];
-  for (let s = 0; s < 3 * SHARDS_PER_NODE; s++) {
-    const c = clients[s % 3];
-    const id = await writeShard(
-      c,
-      { dtype: 'uint8', shape: [ROWS, 784], data: data.train.images.subarray(s * ROWS * 784, (s + 1) * ROWS * 784) },
-      { dtype: 'uint8', shape: [ROWS], data: data.train.labels.subarray(s * ROWS, (s + 1) * ROWS) },
-    );
-    await c.persist(id);
-    ids.push(id);
-  }
-  await clients[0].createDataset('fm/train', ids, { replicas: 2 });
-  const test = await writeShard(
-    clients[0],
-    { dtype: 'uint8', shape: [TEST_ROWS, 784], data: data.test.images.subarray(0, TEST_ROWS * 784) },
-    { dtype: 'uint8', shape: [TEST_ROWS], data: data.test.labels.subarray(0, TEST_ROWS) },
-  );
-  await clients[0].persist(test);
-  await clients[0].createDataset('fm/test', [test], { replicas: 2 });
+  // The first three stores hold the data (the fourth is the API's); 2 copies each.
+  await writeFmnistShards(clients.slice(0, 3), {
+    shardsPerNode: SHARDS_PER_NODE,
+    rows: ROWS,
+    testRows: TEST_ROWS,
+    replicas: 2,
+  });
 }, 180_000);
 
 afterAll(async () => {
