@@ -17,6 +17,7 @@ import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
 import { type FastPin, FastReader } from './fast-reader.js';
 import { IpcChannel } from './ipc-channel.js';
+import { PutRing, type RingCall } from './put-ring.js';
 import {
   ensureMapped,
   isReadOnlyMapping,
@@ -43,6 +44,12 @@ export interface ConnectOptions {
   name?: string;
   /** Connect and handshake timeout (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Put small unnamed Blobs and Tensors through the put ring, with no round
+   * trip, once the store offers it (default true). The ring holds one slab of
+   * the store's arena (at most 1 MiB) for this client while it is open.
+   */
+  putRing?: boolean;
 }
 
 interface Held {
@@ -85,6 +92,11 @@ export class TrellisClient extends ClientCommon {
    * wait for it; benchmarks and tests that mean to measure the fast path do.
    */
   fastPath: Promise<boolean> = Promise.resolve(false);
+  /** The put ring, once leased (null until then, or when the store offers none). */
+  private ring: PutRing | null = null;
+  /** Opening the ring, started by the first small put (null: not yet; resolves either way). */
+  private ringOpening: Promise<void> | null = null;
+  private readonly ringWanted: boolean;
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -94,8 +106,10 @@ export class TrellisClient extends ClientCommon {
     readonly storeId: string,
     readonly instanceId: number,
     private readonly inlineLimit: number,
+    putRing: boolean,
   ) {
     super();
+    this.ringWanted = putRing;
     retainStore(storeId);
   }
 
@@ -130,7 +144,15 @@ export class TrellisClient extends ClientCommon {
       channel.close();
       throw e;
     }
-    const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
+    const client = new TrellisClient(
+      channel,
+      socket,
+      hello.token,
+      hello.storeId,
+      hello.instanceId,
+      hello.inlineLimit,
+      opts.putRing ?? true,
+    );
     // The fast path comes up in the background; gets use the socket until it is there.
     client.fastPath = FastReader.open(socket, hello.token, hello.storeId, hello.instanceId).then(
       (r) => {
@@ -160,6 +182,11 @@ export class TrellisClient extends ClientCommon {
   // ---- put --------------------------------------------------------------
 
   protected async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+    // Unnamed small puts go by ring (named or persisted ones keep their round trip: the name is checked first).
+    if (opts.name === undefined && opts.persist !== true && PutRing.accepts(enc)) {
+      const id = await this.ringPut(enc);
+      if (id !== undefined) return id;
+    }
     const object = { typename: enc.typename, meta: enc.meta, members: [] };
     if (enc.size <= this.inlineLimit) {
       let payload = enc.contiguous;
@@ -179,6 +206,41 @@ export class TrellisClient extends ClientCommon {
     }
     const f = await this.call({ t: 'seal', id: w.id, object, ...putFields(opts) });
     return f.id;
+  }
+
+  /**
+   * A put through the ring, or undefined when it must go by the socket (no
+   * ring yet: the first small put starts opening one; no room even after a
+   * refill; the refill failed, e.g. the store has no room for a slab).
+   */
+  private ringPut(enc: EncodedValue): string | undefined | Promise<string | undefined> {
+    this.checkOpen();
+    if (this.channel.error) throw this.channel.error;
+    const r = this.ring;
+    if (r === null) {
+      if (this.ringOpening === null && this.ringWanted) this.openRing();
+      return undefined;
+    }
+    const id = r.put(enc);
+    if (id !== undefined || !r.fits(enc.size)) return id;
+    return r.refill(enc.size).then(
+      () => {
+        this.checkOpen();
+        if (this.channel.error) throw this.channel.error;
+        return r.put(enc);
+      },
+      () => undefined,
+    );
+  }
+
+  private openRing(): void {
+    const call: RingCall = (body, payload, answered) => this.channel.request(body, payload, answered);
+    this.ringOpening = PutRing.open(this.socketPath, this.token, this.storeId, this.instanceId, call).then(
+      (r) => {
+        if (!this.channel.closed) this.ring = r;
+      },
+      () => {},
+    );
   }
 
   /**
@@ -474,7 +536,7 @@ export class TrellisClient extends ClientCommon {
    * connection is gone (it would log a client with an unknown token).
    */
   protected override settled(): Promise<unknown> {
-    return this.fastPath;
+    return Promise.all([this.fastPath, this.ringOpening]);
   }
 
   /** The store drops this client's references when the connection goes. */
@@ -483,6 +545,7 @@ export class TrellisClient extends ClientCommon {
     this.fast?.close();
     // Its mappings go when the last view over them does, as the segments' do.
     this.fast = null;
+    this.ring = null;
     this.channel.close();
     releaseStore(this.storeId);
   }
