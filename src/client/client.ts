@@ -34,6 +34,13 @@ export type { ObjectSpecInput, PutOptions, SealOptions } from './client-common.j
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
+/**
+ * Small puts by the socket before the put ring opens: a slab holds up to 1 MiB
+ * of the store's memory for as long as the client is open, so a client that
+ * puts a few objects never takes one; one that keeps putting pays ~32 round
+ * trips before its puts take none.
+ */
+const RING_AFTER = 32;
 /** Segments mapped in the background at connect. */
 const PREFETCH_SEGMENTS = 8;
 
@@ -46,8 +53,9 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /**
    * Put small unnamed Blobs and Tensors through the put ring, with no round
-   * trip, once the store offers it (default true). The ring holds one slab of
-   * the store's arena (at most 1 MiB) for this client while it is open.
+   * trip, once the store offers it (default true): from the 33rd such put on.
+   * The ring then holds one slab of the store's arena (at most 1 MiB) for
+   * this client while it is open.
    */
   putRing?: boolean;
 }
@@ -97,6 +105,7 @@ export class TrellisClient extends ClientCommon {
   /** Opening the ring, started by the first small put (null: not yet; resolves either way). */
   private ringOpening: Promise<void> | null = null;
   private readonly ringWanted: boolean;
+  private smallPuts = 0;
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -218,7 +227,7 @@ export class TrellisClient extends ClientCommon {
     if (this.channel.error) throw this.channel.error;
     const r = this.ring;
     if (r === null) {
-      if (this.ringOpening === null && this.ringWanted) this.openRing();
+      if (this.ringOpening === null && this.ringWanted && ++this.smallPuts >= RING_AFTER) this.openRing();
       return undefined;
     }
     const id = r.put(enc);

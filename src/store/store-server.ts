@@ -578,7 +578,9 @@ export class StoreServer implements RequestHandler {
       pid: process.pid,
       socket: this.opts.socket,
       protocolVersion: PROTOCOL_VERSION,
-      memoryUsed: this.arena.memoryUsed,
+      // Object bytes: slab bytes leased to put rings and not yet holding objects are counters.ringLeased
+      // (they count against memoryLimit all the same).
+      memoryUsed: this.arena.memoryUsed - this.rings.leasedBytes,
       memoryLimit: this.opts.size,
       memoryMapped: this.arena.mappedBytes(),
       memoryResident: this.arena.residentBytes(),
