@@ -192,6 +192,8 @@ export class PutRing {
       decodeReply('ring', (await this.call({ t: 'ring' }, undefined, true)).header);
     }
     if (this.lease !== null && this.hasRoom(this.lease, size)) return;
+    // A lease request ends the lease before, whether or not a new one is granted.
+    this.lease = null;
     const r = decodeReply('lease', (await this.call({ t: 'lease' }, undefined, true)).header);
     if (r.ids > LEASE_IDS || r.slab.size < ALIGN) throw new TrellisError('ERR_PROTOCOL', 'the store leased no room');
     await ensureMapped(this.storeId, this.socketPath, this.token, [r.slab.seg]);
