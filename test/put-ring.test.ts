@@ -228,33 +228,32 @@ describe('put ring', () => {
   });
 
   describe('malformed records fail their client with ERR_RING_RECORD and keep the records before', () => {
-    const cases: [string, (l: { first: number; lease: number; slab: { size: number } }) => Record<string, number>][] =
+    const cases: [string, (l: { first: number; lease: number; slab: { size: number } }) => Record<string, number>][] = [
+      ['not at the cursor', (l) => ({ LEASE: l.lease, OFF: 128, COUNTER_LO: l.first + 1 })],
+      ['past the end of the slab', (l) => ({ LEASE: l.lease, OFF: 64, SIZE: l.slab.size, COUNTER_LO: l.first + 1 })],
+      ['larger than a ring object', (l) => ({ LEASE: l.lease, OFF: 64, SIZE: 64 * 1024 + 1, COUNTER_LO: l.first + 1 })],
+      ['an id outside the lease', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 5000 })],
+      ['an id used again', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first })],
+      ['another lease', (l) => ({ LEASE: l.lease + 7, OFF: 64, COUNTER_LO: l.first + 1 })],
+      ['an unknown kind', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 9 })],
       [
-        ['not at the cursor', (l) => ({ LEASE: l.lease, OFF: 128, COUNTER_LO: l.first + 1 })],
-        ['past the end of the slab', (l) => ({ LEASE: l.lease, OFF: 64, SIZE: l.slab.size, COUNTER_LO: l.first + 1 })],
-        ['larger than a ring object', (l) => ({ LEASE: l.lease, OFF: 64, SIZE: 64 * 1024 + 1, COUNTER_LO: l.first + 1 })],
-        ['an id outside the lease', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 5000 })],
-        ['an id used again', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first })],
-        ['another lease', (l) => ({ LEASE: l.lease + 7, OFF: 64, COUNTER_LO: l.first + 1 })],
-        ['an unknown kind', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 9 })],
-        [
-          'an unknown dtype',
-          (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 12, NDIM: 1, DIMS: 64 }),
-        ],
-        [
-          'a tensor whose shape is not its size',
-          (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 10, NDIM: 1, DIMS: 17 }),
-        ],
-        [
-          'more than four dimensions',
-          (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 5, NDIM: 5, DIMS: 64 }),
-        ],
-        [
-          'a negative dimension',
-          (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 5, NDIM: 1, DIMS: -64 }),
-        ],
-        ['a Blob with a shape', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, NDIM: 1 })],
-      ];
+        'an unknown dtype',
+        (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 12, NDIM: 1, DIMS: 64 }),
+      ],
+      [
+        'a tensor whose shape is not its size',
+        (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 10, NDIM: 1, DIMS: 17 }),
+      ],
+      [
+        'more than four dimensions',
+        (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 5, NDIM: 5, DIMS: 64 }),
+      ],
+      [
+        'a negative dimension',
+        (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, KIND: 2, DTYPE: 5, NDIM: 1, DIMS: -64 }),
+      ],
+      ['a Blob with a shape', (l) => ({ LEASE: l.lease, OFF: 64, COUNTER_LO: l.first + 1, NDIM: 1 })],
+    ];
     for (const [what, fields] of cases) {
       it(what, async () => {
         const env = await store({ punchDelayMs: 0 });
@@ -270,7 +269,9 @@ describe('put ring', () => {
         expect(raw.ch.error?.code).toBe('ERR_RING_RECORD');
         // The store lives on, the good record is an object, the lease's tail went back.
         const good = raw.idOf(l.first);
-        expect(Array.from(((await bystander.get(good)) as Uint8Array).subarray(0, 4))).toEqual([0x42, 0x42, 0x42, 0x42]);
+        expect(Array.from(((await bystander.get(good)) as Uint8Array).subarray(0, 4))).toEqual([
+          0x42, 0x42, 0x42, 0x42,
+        ]);
         await bystander.release(good);
         await eventually(async () => (await bystander.status()).connections === 1, 'the store drops the bad client');
         const after = await bystander.status();
@@ -419,12 +420,20 @@ describe('put ring', () => {
     await killChildren();
     await using c = await connect({ socket: env.socket, putRing: false });
     await eventually(async () => (await c.status()).connections === 1, 'the store drops the children');
-    await c.delete((await c.list({ limit: 100_000 })).map((o) => o.id));
+    for (let page = await c.list({ limit: 50_000 }); page.length > 0; page = await c.list({ limit: 50_000 })) {
+      await c.delete(page.map((o) => o.id));
+    }
     const st = await c.status();
-    expect({ used: st.memoryUsed, leased: st.counters.ringLeased, objects: st.objects }).toEqual({
+    expect({
+      used: st.memoryUsed,
+      leased: st.counters.ringLeased,
+      blobs: st.blobs,
+      arena: env.store.arena.memoryUsed,
+    }).toEqual({
       used: 0,
       leased: 0,
-      objects: 0,
+      blobs: 0,
+      arena: 0,
     });
   }, 90_000);
 });
