@@ -114,6 +114,38 @@ describe('put ring', () => {
     await other.release(b);
   });
 
+  it('tensors of every dtype and up to four dimensions go by ring; five dimensions, names and Arrow go by the socket', async () => {
+    const env = await store();
+    const { c } = await ringClient(env.socket);
+    await using other = await connect({ socket: env.socket });
+    const { DTYPES } = await import('../dist/src/codecs/tensor.js');
+    const before = env.store.status().counters.ringPuts;
+    const made: [string, string, number[], number[]][] = [];
+    for (const [i, dtype] of (Object.keys(DTYPES) as (keyof typeof DTYPES)[]).entries()) {
+      const shape = [[3], [2, 3], [1, 2, 3], [2, 1, 3, 1]][i % 4];
+      const n = shape.reduce((a, b) => a * b, 1);
+      const ctor = DTYPES[dtype] as unknown as new (n: number) => ArrayLike<number | bigint> & { [k: number]: unknown };
+      const data = new ctor(n);
+      for (let k = 0; k < n; k++) data[k] = typeof data[0] === 'bigint' ? BigInt(k + i) : (k + i) % 2;
+      const id = await c.put({ dtype, shape, data: data as never });
+      made.push([id, dtype, shape, Array.from(data as ArrayLike<number>, Number)]);
+    }
+    const ringPuts = (await c.status()).counters.ringPuts - before;
+    const five = await c.put({ dtype: 'uint8', shape: [1, 1, 1, 1, 2], data: new Uint8Array([5, 6]) });
+    const named = await c.putBlob(new Uint8Array([1]), { name: 'ring/named' });
+    expect((await c.status()).counters.ringPuts - before).toBe(ringPuts);
+    expect(ringPuts).toBe(made.length);
+    const back = [];
+    for (const [id] of made) {
+      const t = (await other.get(id)) as Tensor;
+      back.push([id, t.dtype, t.shape, Array.from(t.data as ArrayLike<number>, Number)]);
+      await other.release(id);
+    }
+    expect(back).toEqual(made);
+    expect(Array.from(((await other.get(five)) as Tensor).data as Uint8Array)).toEqual([5, 6]);
+    expect(await other.getName('ring/named')).toBe(named);
+  });
+
   it('a delete or list by another client right after the puts sees every object', async () => {
     const env = await store();
     const { c } = await ringClient(env.socket);
@@ -281,6 +313,39 @@ describe('put ring', () => {
         });
       });
     }
+  });
+
+  it('a lease needs a ring first, and the ring needs the session token', async () => {
+    const env = await store();
+    const ch = await IpcChannel.open(env.socket, 5000);
+    stops.push(async () => ch.close());
+    const hello = decodeReply('hello', (await ch.request({ t: 'hello', version: PROTOCOL_VERSION })).header);
+    expect(await errCode(ch.request({ t: 'lease' }))).toBe('ERR_BAD_REQUEST');
+    const wrong = native.requestFds(
+      env.socket,
+      encodeRequest(0, { t: 'fds', token: 'f'.repeat(32), segments: [], ring: true }),
+      5000,
+    );
+    const { data } = await wrong;
+    expect(decodeBody(data).header).toMatchObject({ t: 'err', code: 'ERR_UNAUTHORIZED' });
+    expect(hello.token.length).toBe(32);
+  });
+
+  it('a store started with putRing false offers none: puts go by the socket', async () => {
+    const env = await store({ putRing: false });
+    await using c = await connect({ socket: env.socket });
+    for (let i = 0; i < 40; i++) await c.putBlob(new Uint8Array([i]));
+    await c.status();
+    const id = await c.putBlob(new Uint8Array([99]));
+    expect(Array.from((await c.get(id)) as Uint8Array)).toEqual([99]);
+    expect((await c.status()).counters).toMatchObject({ ringPuts: 0, ringLeased: 0 });
+  });
+
+  it('the ring element sizes follow the tensor codec', async () => {
+    const { DTYPES } = await import('../dist/src/codecs/tensor.js');
+    const { DTYPE_CODES } = await import('../dist/src/protocol/fast-directory.js');
+    const { DTYPE_BYTES } = await import('../dist/src/protocol/put-ring.js');
+    expect(DTYPE_CODES.map((d: keyof typeof DTYPES) => DTYPES[d].BYTES_PER_ELEMENT)).toEqual([...DTYPE_BYTES]);
   });
 
   it('a reserved word that is not zero is a bad record too', async () => {
