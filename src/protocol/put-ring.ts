@@ -10,7 +10,7 @@
  * store); the put is done once the record's COMMIT word holds the record's
  * sequence number (written last, with Atomics.store). The store drains every
  * ring before it answers any request, on a doorbell, and on a short timer
- * while clients keep putting.
+ * (every 4 ms) while clients keep putting.
  *
  * Ring: HEADER_WORDS int32 words, then RING_RECORDS records of RECORD_WORDS.
  * Record n (1, 2, ...) lives in slot (n - 1) % RING_RECORDS; its COMMIT word
@@ -21,7 +21,7 @@
  */
 
 export const HEADER_WORDS = 16;
-export const RING_RECORDS = 1024;
+export const RING_RECORDS = 4096;
 export const RECORD_WORDS = 16;
 export const RING_BYTES = (HEADER_WORDS + RING_RECORDS * RECORD_WORDS) * 4;
 
