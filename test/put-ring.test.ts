@@ -159,6 +159,28 @@ describe('put ring', () => {
     expect(await errCode(c.get(ids[299]))).toBe('ERR_OBJECT_NOT_FOUND');
   });
 
+  it('list pages neither skip nor repeat when several clients put by ring (leased ids arrive out of order)', async () => {
+    const env = await store();
+    const { c: a } = await ringClient(env.socket);
+    const { c: b } = await ringClient(env.socket);
+    await using plain = await connect({ socket: env.socket, putRing: false });
+    // a's lease holds ids below b's, below plain's: interleaved, they arrive out of id order.
+    for (let i = 0; i < 60; i++) {
+      await a.putBlob(new Uint8Array([i]));
+      await b.putBlob(new Uint8Array([i]));
+      if (i % 10 === 0) await plain.putBlob(new Uint8Array([i]));
+    }
+    const all = (await plain.list({ limit: 100_000 })).map((o) => o.id);
+    const paged: string[] = [];
+    for (let p = await plain.listPage({ limit: 7 }); ; p = await plain.listPage({ limit: 7, cursor: p.next })) {
+      paged.push(...p.objects.map((o) => o.id));
+      if (p.next === undefined) break;
+    }
+    expect(paged).toEqual(all);
+    expect(all).toEqual([...all].sort());
+    expect(new Set(all).size).toBe(env.store.status().blobs);
+  });
+
   it('the store metrics count puts that arrive by ring', async () => {
     const { freePort } = await import('trellis/jobs');
     const port = await freePort();

@@ -272,7 +272,7 @@ export class StoreServer implements RequestHandler {
 
   private lastFigures = '';
   private publishFigures(): void {
-    const figures = { memoryUsed: this.arena.memoryUsed, memoryLimit: this.opts.size };
+    const figures = { memoryUsed: this.arena.memoryUsed - this.rings.leasedBytes, memoryLimit: this.opts.size };
     const key = JSON.stringify(figures);
     if (key === this.lastFigures) return;
     this.lastFigures = key;
