@@ -114,6 +114,23 @@ describe('put ring', () => {
     await other.release(b);
   });
 
+  it('a get of what this client just put by ring asks for a drain and then takes the fast path', async () => {
+    const env = await store();
+    const { c } = await ringClient(env.socket);
+    expect(await c.fastPath).toBe(true);
+    const before = (await c.status()).counters;
+    const id = await c.put(new Int32Array([4, 5, 6]));
+    const t = (await c.get(id)) as Tensor;
+    expect(Array.from(t.data as Int32Array)).toEqual([4, 5, 6]);
+    const after = (await c.status()).counters;
+    expect({
+      ringPuts: after.ringPuts - before.ringPuts,
+      gets: after.gets - before.gets,
+      fastGets: after.fastGets - before.fastGets,
+    }).toEqual({ ringPuts: 1, gets: 0, fastGets: 1 });
+    await c.release(id);
+  });
+
   it('tensors of every dtype and up to four dimensions go by ring; five dimensions, names and Arrow go by the socket', async () => {
     const env = await store();
     const { c } = await ringClient(env.socket);

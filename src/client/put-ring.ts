@@ -43,6 +43,8 @@ interface Lease {
   /** Writable view of the slab. */
   readonly bytes: Uint8Array;
   readonly seg: number;
+  /** The first id counter of the lease. */
+  readonly first: number;
   cursor: number;
   next: number;
   readonly end: number;
@@ -161,6 +163,24 @@ export class PutRing {
     return this.prefix + (counter + ids - 1).toString(16).padStart(12, '0');
   }
 
+  /**
+   * Whether `id` came from this ring's current lease while some record of it
+   * is not taken in yet (the store took in every record of a lease before it
+   * granted the next).
+   */
+  undrained(id: string): boolean {
+    const L = this.lease;
+    if (L === null || ((this.seq - 1 - Atomics.load(this.words, H.TAIL)) | 0) <= 0) return false;
+    if (id.length !== 17 || !id.startsWith(this.prefix)) return false;
+    const counter = Number.parseInt(id.slice(5), 16);
+    return counter >= L.first && counter < L.next;
+  }
+
+  /** Resolves once the store took in every record committed so far (a `ring` request it answers after its drain). */
+  async flush(): Promise<void> {
+    decodeReply('ring', (await this.call({ t: 'ring' }, undefined, true)).header);
+  }
+
   /** Whether an object of `size` bytes fits a slab at all (else it goes by the socket). */
   fits(size: number): boolean {
     return Math.ceil(Math.max(size, 1) / ALIGN) * ALIGN <= this.slabSize;
@@ -188,8 +208,7 @@ export class PutRing {
 
   private async doRefill(size: number): Promise<void> {
     if (((this.seq - 1 - Atomics.load(this.words, H.TAIL)) | 0) >= RING_RECORDS) {
-      // Answered only once the store drained every ring.
-      decodeReply('ring', (await this.call({ t: 'ring' }, undefined, true)).header);
+      await this.flush();
     }
     if (this.lease !== null && this.hasRoom(this.lease, size)) return;
     // A lease request ends the lease before, whether or not a new one is granted.
@@ -207,6 +226,7 @@ export class PutRing {
       size: r.slab.size,
       bytes: new Uint8Array(writableMapping(m), r.slab.off, r.slab.size),
       seg: r.slab.seg,
+      first: r.first,
       cursor: 0,
       next: r.first,
       end: r.first + r.ids,
