@@ -354,6 +354,16 @@ describe('put ring', () => {
     }
   });
 
+  it('a session's slabs start at 64 KiB and double with each lease up to 1 MiB', async () => {
+    const env = await store();
+    const raw = await rawRing(env.socket);
+    stops.push(async () => raw.ch.close());
+    const sizes: number[] = [];
+    for (let i = 0; i < 6; i++) sizes.push((await raw.lease()).slab.size);
+    const KIB = 1024;
+    expect(sizes).toEqual([64 * KIB, 128 * KIB, 256 * KIB, 512 * KIB, MIB, MIB]);
+  });
+
   it('a lease needs a ring first, and the ring needs the session token', async () => {
     const env = await store();
     const ch = await IpcChannel.open(env.socket, 5000);

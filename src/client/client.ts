@@ -35,8 +35,8 @@ export type { ObjectSpecInput, PutOptions, SealOptions } from './client-common.j
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
 /**
- * Small puts by the socket before the put ring opens: a slab holds up to 1 MiB
- * of the store's memory for as long as the client is open, so a client that
+ * Small puts by the socket before the put ring opens: a slab holds 64 KiB to
+ * 1 MiB of the store's memory for as long as the client is open, so a client that
  * puts a few objects never takes one; one that keeps putting pays ~32 round
  * trips before its puts take none.
  */
@@ -54,7 +54,7 @@ export interface ConnectOptions {
   /**
    * Put small unnamed Blobs and Tensors through the put ring, with no round
    * trip, once the store offers it (default true): from the 33rd such put on.
-   * The ring then holds one slab of the store's arena (at most 1 MiB) for
+   * The ring then holds one slab of the store's arena (64 KiB to 1 MiB) for
    * this client while it is open.
    */
   putRing?: boolean;

@@ -58,6 +58,12 @@ import type { Entry, ObjectTable } from './object-table.js';
 const POLL_MS = 4;
 /** Largest slab: ~1000 puts of 1 KiB per lease round trip. */
 const MAX_SLAB = 1024 * 1024;
+/**
+ * A client's first slab; each next one doubles, up to the largest. A client
+ * that puts little holds little (64 KiB), one that keeps putting reaches 1 MiB
+ * after four more leases. At least the largest ring object, so any fits.
+ */
+const FIRST_SLAB = 64 * 1024;
 
 interface Lease {
   readonly number: number;
@@ -76,6 +82,8 @@ interface Ring {
   /** The sequence number of the next record to take in. */
   seq: number;
   lease: Lease | null;
+  /** Leases granted so far: the next slab's size grows with them. */
+  leases: number;
   failed: boolean;
 }
 
@@ -98,6 +106,7 @@ export class PutRings {
   puts = 0;
   /** Bytes of slabs leased and not yet taken by records. */
   private unused = 0;
+  /** The largest slab this store leases (a multiple of 64). */
   readonly slabBytes: number;
 
   constructor(
@@ -126,7 +135,7 @@ export class PutRings {
       const words = new Int32Array(native.map(fd, RING_BYTES, true));
       // Not polled until the first doorbell.
       words[H.SLEEP] = 1;
-      r = { conn, fd, words, seq: 1, lease: null, failed: false };
+      r = { conn, fd, words, seq: 1, lease: null, leases: 0, failed: false };
       this.rings.set(conn, r);
     }
     return r.fd;
@@ -144,7 +153,8 @@ export class PutRings {
     if (r.failed) throw new TrellisError('ERR_RING_RECORD', 'this connection broke its put ring');
     // The request was preceded by a drain: every record of the lease before is in.
     this.endLease(r);
-    const slab = this.table.allocateSlab(this.slabBytes);
+    const slab = this.table.allocateSlab(Math.min(this.slabBytes, FIRST_SLAB * 2 ** Math.min(r.leases, 8)));
+    r.leases++;
     const first = this.ids.allocateBlock(LEASE_IDS);
     this.leases = this.leases >= 0x7fff_ffff ? 1 : this.leases + 1;
     const number = this.leases;
