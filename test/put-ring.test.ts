@@ -354,7 +354,7 @@ describe('put ring', () => {
     }
   });
 
-  it('a session's slabs start at 64 KiB and double with each lease up to 1 MiB', async () => {
+  it("a session's slabs start at 64 KiB and double with each lease up to 1 MiB", async () => {
     const env = await store();
     const raw = await rawRing(env.socket);
     stops.push(async () => raw.ch.close());
