@@ -98,9 +98,14 @@ async function main() {
     result: `${fmtOps(seqSocket.put)} (${fmtUs(1e6 / seqSocket.put)}/op)`,
     target: `ring / socket ${(seqSame.put / seqSocket.put).toFixed(2)}x`,
   });
+  rows.push({
+    case: '1 KiB put + get + release, sequential, same CPU, ring off (socket)',
+    result: `${fmtOps(seqSocket.cycle)} (${fmtUs(1e6 / seqSocket.cycle)}/op)`,
+    target: `ring / socket ${(seqSame.cycle / seqSocket.cycle).toFixed(2)}x`,
+  });
   report('small objects, 1 KiB, one client', rows, [
     `median of ${ROUNDS} rounds of ${PAR_N} ops with ${WIDTH} in flight, of ${SEQ_N} sequential; store reserved, in another process`,
-    `put = no round trip (put ring: copy into a leased slab + a record in shared memory; a lease round trip per ~1000 puts); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}; put + get + release = 1 round trip`,
+    `put = no round trip (put ring: copy into a leased slab + a record in shared memory; a lease round trip per ~1000 puts); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}; put + get + release = 1 round trip (by ring: a drain request, then the fast path)`,
     'baselines.js prints put CPU per op (ring and socket) against redis SET',
     'unpinned rows let the scheduler place store and client; pinned rows use taskset (CPU 0 / CPU 1)',
   ]);
