@@ -15,7 +15,8 @@ export interface RowGather {
 
 export interface NativeAddon {
   RowGather: new (xParts: Uint8Array[], yParts: Uint8Array[], rowBytes: number, labelBytes: number) => RowGather;
-  memfdCreate(name: string, size: number): number;
+  /** hugePages: on hugetlbfs (2 MiB pages from vm.nr_hugepages); reserve() them all before mapping. */
+  memfdCreate(name: string, size: number, hugePages?: boolean): number;
   map(fd: number, size: number, writable: boolean, populate?: boolean): ArrayBuffer;
   punchHole(fd: number, offset: number, length: number): void;
   reserve(fd: number, offset: number, length: number): void;

@@ -351,6 +351,7 @@ function status(h: Header): StoreStatus {
       size: uint(g, 'size'),
       used: uint(g, 'used'),
       freeBlocks: uint(g, 'freeBlocks'),
+      hugePages: bool(g, 'hugePages'),
     })),
     fragmentation: num(s, 'fragmentation'),
     largestBlock: uint(s, 'largestBlock'),
