@@ -17,7 +17,8 @@
  *
  *   node bench/loader.js            (after `npx tsc -p tsconfig.json`)
  */
-import { closeSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fmtRatio, fmtUs, GiB, met, nowUs, ROOT, report, startRedis, startStore, tempDir, trellis } from './lib.js';
 
@@ -253,6 +254,63 @@ async function trellisCase(T, client, name, { shuffle, workers }) {
   return { ...r, openUs, workers: loader.workerPids.length, groupSize: loader.groupSize, prefetch: loader.prefetch };
 }
 
+// ---- the same shuffled case on a huge-page arena ------------------------------------------
+
+const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
+const HUGE_STORE = '2600M';
+
+function hugePagesFree() {
+  const m = /HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * The shuffled 2 GiB case again, on a second store whose arena is on 2 MiB
+ * huge pages (--reserve --huge-pages), against the same-run file loader. The
+ * machine has no huge-page pool by default: this reserves one for the
+ * duration of the rows (vm.nr_hugepages, needs root) and puts the old value
+ * back after, and says so in the rows. TRELLIS_BENCH_HUGE=0 skips them.
+ */
+async function hugePageRows(T, ds, file) {
+  const label = `${ds.label}, shuffled: Trellis loader`;
+  if (process.env.TRELLIS_BENCH_HUGE === '0') return [];
+  let before;
+  try {
+    before = Number(readFileSync(NR_HUGEPAGES, 'utf8'));
+    const need = Math.ceil(2600 / 2);
+    writeFileSync(NR_HUGEPAGES, String(before + need));
+    if (hugePagesFree() < need) throw new Error(`the kernel gave ${hugePagesFree()} of ${need} huge pages`);
+  } catch (e) {
+    if (before !== undefined) writeFileSync(NR_HUGEPAGES, String(before));
+    return [{ case: `${label}, huge-page arena`, result: `n/a (no huge-page pool: ${e.message})` }];
+  }
+  const store = await startStore({ size: HUGE_STORE, reserve: true, extraArgs: ['--huge-pages'] });
+  const out = [];
+  try {
+    const client = await T.connect({ socket: store.socket });
+    const onHuge = (await client.status()).segments.every((g) => g.hugePages);
+    const gen = await generated(T, client);
+    for (const workers of [1, 2]) {
+      const r = await trellisCase(T, client, gen.name, { shuffle: true, workers });
+      const x = rate(r, ds.rowBytes);
+      const ratio = x.sps / file.sps;
+      out.push({
+        case: `${label}, ${workers} worker${workers > 1 ? 's' : ''}, huge-page arena (pool reserved by the bench)`,
+        result: `${fmtRate(x)} (open ${fmtUs(r.openUs)}, groups of ${r.groupSize}${onHuge ? '' : '; NOT all segments on huge pages'})`,
+        baseline: `file: ${fmtRate(file)}`,
+        ratio: fmtRatio(ratio),
+        target: `>= ${TARGET_SHUF}x file`,
+        met: met(ratio >= TARGET_SHUF),
+      });
+    }
+    await client.close();
+  } finally {
+    await store.stop();
+    writeFileSync(NR_HUGEPAGES, String(before));
+  }
+  return out;
+}
+
 // ---- datasets ------------------------------------------------------------------------
 
 async function fashionMnist(T, client) {
@@ -296,7 +354,7 @@ async function generated(T, client) {
     ids.push(await w.seal());
   }
   await client.createDataset('bench/gen', ids);
-  return { name: 'bench/gen', label: `generated 2 GiB (${rows} x 3x32x32)`, rowBytes, ids };
+  return { name: 'bench/gen', label: `generated 2 GiB (${rows} x 3x32x32)`, rowBytes, ids, huge: true };
 }
 
 /** The shards' features and labels as views (for writing files and Redis). */
@@ -379,6 +437,7 @@ async function main() {
             met: met(ratio >= target),
           });
         }
+        if (shuffle && ds.huge) rows.push(...(await hugePageRows(T, ds, base.file)));
         if (!shuffle && ds.unaligned) {
           const r = await trellisCase(T, client, ds.unaligned, { shuffle, workers: 2 });
           const x = rate(r, ds.rowBytes);
@@ -400,7 +459,9 @@ async function main() {
   notes.push(
     `batches of ${BATCH}; each case runs ${CAP_MS / 1000} s after its first batch, epoch after epoch; the consumer reads one byte per 4 KiB page and one label per batch`,
     'Trellis sequential: batches inside a shard are views of it (no copy), so no worker is started when shards hold a multiple of the batch size; with unaligned shards the few batches spanning two shards are gathered by the workers',
-    'Trellis shuffled: one permutation over all rows per epoch; each worker process gathers a group of consecutive batches (about 2 MiB) into one arena blob, handed over as views; default prefetch',
+    'Trellis shuffled: one permutation over all rows per epoch; each worker process gathers a group of consecutive batches (about 8 MiB, at most 16) into one arena blob with one native call per batch, handed over as views; default prefetch (two groups per worker and two on the consumer side)',
+    'huge-page rows: the bench reserves a pool of 2 MiB pages for them (vm.nr_hugepages += 1300, put back after; needs root) and runs the shuffled 2 GiB case on a second store started with --reserve --huge-pages, against the same file-loader figure; the machine has no pool otherwise, so the rows above are on 4 KiB pages',
+    `load average at the end: ${loadavg()[0].toFixed(2)} (2 vCPUs, shared machine: compare ratios)`,
     'file loader: synchronous pread into one reused buffer (one per batch sequential, one per row shuffled), labels read once; files freshly written, so reads come from the page cache',
     'Redis loader: shards as strings, one pipelined round trip per batch (one GETRANGE per batch sequential, per row shuffled), labels read once',
     `GB/s counts features and labels delivered; whole run ${fmtUs(nowUs() - t0)}`,
