@@ -6,8 +6,8 @@
 #include "segment.h"
 
 #include <fcntl.h>
-#include <linux/memfd.h>
 #include <linux/falloc.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
