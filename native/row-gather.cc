@@ -18,11 +18,15 @@
 namespace trellis {
 namespace {
 
-// Rows ahead to prefetch: random rows come from DRAM; with a few in flight
-// the copy does not wait for each one (about 2x on 3 KiB rows of a 2 GiB
-// memfd in a standalone test here, on a loaded machine; more rows ahead
-// measured no better, as the fill buffers are full by then).
-constexpr uint32_t kPrefetchAhead = 4;
+// Random rows come from DRAM and miss the TLB (4 KiB pages). Touching the
+// row 8 ahead early — its first line and the first line of each further
+// page it crosses — starts those misses and page walks while this row is
+// copied, and the hardware prefetcher streams the rest. CPU time per batch of
+// 256 rows in a standalone test here (2 GiB memfd): 3 KiB rows 88 µs without,
+// 71 µs with this, 75 µs prefetching the whole row 4 ahead; 784-byte rows
+// 33 / 21.5 / 27 µs.
+constexpr uint32_t kPrefetchAhead = 8;
+constexpr uintptr_t kPage = 4096;
 
 // A RangeError whose `code` src/native.ts keeps as the TrellisError code.
 Napi::Error CodedError(Napi::Env env, const char* code, const std::string& msg) {
@@ -150,7 +154,10 @@ class RowGather : public Napi::ObjectWrap<RowGather> {
         uint64_t ahead = order[start + i + kPrefetchAhead];
         uint32_t q = PartOf(ahead, p);
         const uint8_t* src = parts_[q].x + (ahead - starts_[q]) * rb;
-        for (uint64_t off = 0; off < rb; off += 64) __builtin_prefetch(src + off);
+        __builtin_prefetch(src);
+        const uintptr_t end = reinterpret_cast<uintptr_t>(src) + rb;
+        for (uintptr_t a = (reinterpret_cast<uintptr_t>(src) | (kPage - 1)) + 1; a < end; a += kPage)
+          __builtin_prefetch(reinterpret_cast<const void*>(a));
       }
       p = PartOf(r, p);
       const Part& part = parts_[p];
