@@ -499,7 +499,12 @@ export class DatasetLoader implements AsyncIterableIterator<Batch>, AsyncDisposa
     // connection's requests are answered in order, so whatever this client asks next sees the
     // memory freed; the next group is issued once it is (the store never holds more than
     // `prefetch` batches); a failure ends the loader like a worker's.
-    this.track(this.freeGroup(g, true).then(() => this.pump(), (e) => this.fail(e)));
+    this.track(
+      this.freeGroup(g, true).then(
+        () => this.pump(),
+        (e) => this.fail(e),
+      ),
+    );
   }
 
   /** Drops our reference to a group's blob, which frees it (it was deleted on arrival), and its slots. */
