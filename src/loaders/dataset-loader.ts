@@ -93,7 +93,7 @@ export interface Batch {
   /**
    * Frees the batch (its slot; its memory with the last batch of its group). Its views are invalid
    * afterwards. Resolves without waiting for the store: later requests on the loader's client see the
-   * memory freed. Safe to call twice.
+   * memory freed, and a failure to free ends the loader (its next call throws it). Safe to call twice.
    */
   release(): Promise<void>;
 }
