@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "trellis_native",
-      "sources": ["native/addon.cc", "native/segment.cc", "native/fd-passing.cc"],
+      "sources": ["native/addon.cc", "native/segment.cc", "native/fd-passing.cc", "native/row-gather.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

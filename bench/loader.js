@@ -17,9 +17,23 @@
  *
  *   node bench/loader.js            (after `npx tsc -p tsconfig.json`)
  */
-import { closeSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fmtRatio, fmtUs, GiB, met, nowUs, ROOT, report, startRedis, startStore, tempDir, trellis } from './lib.js';
+import {
+  cpuUs,
+  fmtRatio,
+  fmtUs,
+  GiB,
+  met,
+  nowUs,
+  ROOT,
+  report,
+  startRedis,
+  startStore,
+  tempDir,
+  trellis,
+} from './lib.js';
 
 const BATCH = 256;
 const CAP_MS = Number(process.env.TRELLIS_LOADER_CAP_MS ?? 3000);
@@ -38,14 +52,25 @@ function consume(x, y) {
   sink ^= s;
 }
 
-/** Calls `next` (returns the batch's sample count) for CAP_MS, epoch after epoch; the first batch is not timed. */
-async function timeLoop(next) {
+/**
+ * Calls `next` (returns the batch's sample count) for CAP_MS, epoch after
+ * epoch; the first batch is not timed. Also counts the CPU time spent meanwhile
+ * by this process and by `pids` (a loader's workers and store): on a shared
+ * machine a loader of several processes gets several shares of the CPUs, so
+ * CPU per batch says what wall-clock rates under load cannot.
+ */
+async function timeLoop(next, pids = []) {
   let samples = 0;
   await next(); // includes filling the pipeline
+  const cpu0 = process.cpuUsage();
+  const others0 = pids.map(cpuUs);
   const t0 = nowUs();
   const deadline = t0 + CAP_MS * 1000;
   while (nowUs() < deadline) samples += await next();
-  return { samples, us: nowUs() - t0 };
+  const us = nowUs() - t0;
+  const own = process.cpuUsage(cpu0);
+  const cpu = own.user + own.system + pids.reduce((sum, pid, i) => sum + cpuUs(pid) - others0[i], 0);
+  return { samples, us, cpuUs: cpu };
 }
 
 // ---- what the baselines share: epochs of batches, shuffled with the loader's algorithm ----
@@ -239,7 +264,7 @@ class RedisLoader {
 
 // ---- Trellis loader ---------------------------------------------------------------
 
-async function trellisCase(T, client, name, { shuffle, workers }) {
+async function trellisCase(T, client, name, { shuffle, workers, storePid }) {
   const t = nowUs();
   const loader = await T.openLoader(client, name, { batchSize: BATCH, shuffle, seed: 1, workers, epochs: Infinity });
   const openUs = nowUs() - t;
@@ -248,9 +273,71 @@ async function trellisCase(T, client, name, { shuffle, workers }) {
     const { value: b } = await it.next();
     consume(b.x.data, b.y.data);
     return b.y.data.length;
-  });
+  }, [...loader.workerPids, storePid]);
   await loader.close();
   return { ...r, openUs, workers: loader.workerPids.length, groupSize: loader.groupSize, prefetch: loader.prefetch };
+}
+
+// ---- the same shuffled case on a huge-page arena ------------------------------------------
+
+const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
+const HUGE_STORE = '2600M';
+
+function hugePagesFree() {
+  const m = /HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * The shuffled 2 GiB case again, on a second store whose arena is on 2 MiB
+ * huge pages (--reserve --huge-pages), against the same-run file loader. The
+ * machine has no huge-page pool by default: this reserves one for the
+ * duration of the rows (vm.nr_hugepages, needs root) and puts the old value
+ * back after, and says so in the rows. TRELLIS_BENCH_HUGE=0 skips them.
+ */
+async function hugePageRows(T, ds, file) {
+  const label = `${ds.label}, shuffled: Trellis loader`;
+  if (process.env.TRELLIS_BENCH_HUGE === '0') return [];
+  let before;
+  try {
+    before = Number(readFileSync(NR_HUGEPAGES, 'utf8'));
+    const need = Math.ceil(2600 / 2);
+    writeFileSync(NR_HUGEPAGES, String(before + need));
+    if (hugePagesFree() < need) {
+      // free memory is in pieces smaller than 2 MiB: compact it once and ask again
+      writeFileSync('/proc/sys/vm/compact_memory', '1');
+      writeFileSync(NR_HUGEPAGES, String(before + need));
+    }
+    if (hugePagesFree() < need) throw new Error(`the kernel gave ${hugePagesFree()} of ${need} huge pages`);
+  } catch (e) {
+    if (before !== undefined) writeFileSync(NR_HUGEPAGES, String(before));
+    return [{ case: `${label}, huge-page arena`, result: `n/a (no huge-page pool: ${e.message})` }];
+  }
+  const store = await startStore({ size: HUGE_STORE, reserve: true, extraArgs: ['--huge-pages'] });
+  const out = [];
+  try {
+    const client = await T.connect({ socket: store.socket });
+    const onHuge = (await client.status()).segments.every((g) => g.hugePages);
+    const gen = await generated(T, client);
+    for (const workers of [1, 2]) {
+      const r = await trellisCase(T, client, gen.name, { shuffle: true, workers, storePid: store.pid });
+      const x = rate(r, ds.rowBytes);
+      const ratio = x.sps / file.sps;
+      out.push({
+        case: `${label}, ${workers} worker${workers > 1 ? 's' : ''}, huge-page arena (pool reserved by the bench)`,
+        result: `${fmtRate(x)} (${cpuVsFile(x, file)}; open ${fmtUs(r.openUs)}, groups of ${r.groupSize}${onHuge ? '' : '; NOT all segments on huge pages'})`,
+        baseline: `file: ${fmtRate(file)}`,
+        ratio: fmtRatio(ratio),
+        target: `>= ${TARGET_SHUF}x file`,
+        met: met(ratio >= TARGET_SHUF),
+      });
+    }
+    await client.close();
+  } finally {
+    await store.stop();
+    writeFileSync(NR_HUGEPAGES, String(before));
+  }
+  return out;
 }
 
 // ---- datasets ------------------------------------------------------------------------
@@ -296,7 +383,7 @@ async function generated(T, client) {
     ids.push(await w.seal());
   }
   await client.createDataset('bench/gen', ids);
-  return { name: 'bench/gen', label: `generated 2 GiB (${rows} x 3x32x32)`, rowBytes, ids };
+  return { name: 'bench/gen', label: `generated 2 GiB (${rows} x 3x32x32)`, rowBytes, ids, huge: true };
 }
 
 /** The shards' features and labels as views (for writing files and Redis). */
@@ -312,10 +399,12 @@ async function shardArrays(client, ids) {
 
 const rate = (r, rowBytes) => {
   const sps = r.samples / (r.us / 1e6);
-  return { sps, gbps: (sps * (rowBytes + 1)) / 1e9 };
+  return { sps, gbps: (sps * (rowBytes + 1)) / 1e9, cpuPerBatch: r.cpuUs / (r.samples / BATCH) };
 };
+/** The file loader's CPU per batch over this loader's: the comparison load skews least. */
+const cpuVsFile = (x, file) => `the file loader spends ${fmtRatio(file.cpuPerBatch / x.cpuPerBatch)} its CPU per batch`;
 const fmtRate = (x) =>
-  `${x.sps >= 1e6 ? `${(x.sps / 1e6).toFixed(2)}M` : `${(x.sps / 1e3).toFixed(0)}k`} samples/s, ${x.gbps.toFixed(2)} GB/s`;
+  `${x.sps >= 1e6 ? `${(x.sps / 1e6).toFixed(2)}M` : `${(x.sps / 1e3).toFixed(0)}k`} samples/s, ${x.gbps.toFixed(2)} GB/s, CPU ${fmtUs(x.cpuPerBatch)}/batch`;
 
 async function main() {
   const T = await trellis();
@@ -366,21 +455,22 @@ async function main() {
           result: base.redis ? fmtRate(base.redis) : 'n/a (no redis-server)',
         });
         for (const workers of [1, 2]) {
-          const r = await trellisCase(T, client, ds.name, { shuffle, workers });
+          const r = await trellisCase(T, client, ds.name, { shuffle, workers, storePid: store.pid });
           const x = rate(r, ds.rowBytes);
           const ratio = x.sps / base.file.sps;
           const target = shuffle ? TARGET_SHUF : TARGET_SEQ;
           rows.push({
             case: `${ds.label}, ${mode}: Trellis loader, ${workers} worker${workers > 1 ? 's' : ''}`,
-            result: `${fmtRate(x)} (${base.redis ? fmtRatio(x.sps / base.redis.sps) : 'n/a'} Redis; open ${fmtUs(r.openUs)}, ${r.workers} started${shuffle ? `, groups of ${r.groupSize}` : ''})`,
+            result: `${fmtRate(x)} (${cpuVsFile(x, base.file)}; ${base.redis ? fmtRatio(x.sps / base.redis.sps) : 'n/a'} Redis; open ${fmtUs(r.openUs)}, ${r.workers} started${shuffle ? `, groups of ${r.groupSize}` : ''})`,
             baseline: `file: ${fmtRate(base.file)}`,
             ratio: fmtRatio(ratio),
             target: `>= ${target}x file`,
             met: met(ratio >= target),
           });
         }
+        if (shuffle && ds.huge) rows.push(...(await hugePageRows(T, ds, base.file)));
         if (!shuffle && ds.unaligned) {
-          const r = await trellisCase(T, client, ds.unaligned, { shuffle, workers: 2 });
+          const r = await trellisCase(T, client, ds.unaligned, { shuffle, workers: 2, storePid: store.pid });
           const x = rate(r, ds.rowBytes);
           rows.push({
             case: `${ds.label}, sequential, shards not aligned to the batch: Trellis loader, 2 workers`,
@@ -400,7 +490,10 @@ async function main() {
   notes.push(
     `batches of ${BATCH}; each case runs ${CAP_MS / 1000} s after its first batch, epoch after epoch; the consumer reads one byte per 4 KiB page and one label per batch`,
     'Trellis sequential: batches inside a shard are views of it (no copy), so no worker is started when shards hold a multiple of the batch size; with unaligned shards the few batches spanning two shards are gathered by the workers',
-    'Trellis shuffled: one permutation over all rows per epoch; each worker process gathers a group of consecutive batches (about 2 MiB) into one arena blob, handed over as views; default prefetch',
+    'Trellis shuffled: one permutation over all rows per epoch; each worker process gathers a group of consecutive batches (about 8 MiB, at most 16) into one arena blob with one native call per batch, handed over as views; default prefetch (two groups per worker and two on the consumer side)',
+    'huge-page rows: the bench reserves a pool of 2 MiB pages for them (vm.nr_hugepages += 1300, after compacting memory if the kernel gives fewer; put back after; needs root) and runs the shuffled 2 GiB case on a second store started with --reserve --huge-pages, against the same file-loader figure; the machine has no pool otherwise, so the rows above are on 4 KiB pages',
+    `load average at the end: ${loadavg()[0].toFixed(2)} (2 vCPUs, shared machine: compare ratios; under load a loader of several processes gets several shares of the CPUs, so compare CPU per batch too)`,
+    "CPU per batch: user + system time of the consuming process, plus the Trellis loader's workers and store, during the timed run (/proc, 10 ms ticks)",
     'file loader: synchronous pread into one reused buffer (one per batch sequential, one per row shuffled), labels read once; files freshly written, so reads come from the page cache',
     'Redis loader: shards as strings, one pipelined round trip per batch (one GETRANGE per batch sequential, per row shuffled), labels read once',
     `GB/s counts features and labels delivered; whole run ${fmtUs(nowUs() - t0)}`,

@@ -8,6 +8,7 @@
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   trellis::InitSegment(env, exports);
   trellis::InitFdPassing(env, exports);
+  trellis::InitRowGather(env, exports);
   return exports;
 }
 

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,19 +27,27 @@ namespace trellis {
 namespace {
 
 constexpr uint64_t kMaxSegment = 4ull << 30;
+constexpr uint64_t kHugePage = 2ull << 20;
 
 uint64_t ToU64(const Napi::Value& v) {
   double d = v.As<Napi::Number>().DoubleValue();
   return d < 0 ? 0 : static_cast<uint64_t>(d);
 }
 
-// memfdCreate(name, size) -> fd
+// memfdCreate(name, size, hugePages = false) -> fd. With hugePages the memfd
+// lives on hugetlbfs (2 MiB pages from the pool the machine reserved,
+// vm.nr_hugepages): size must be a multiple of 2 MiB, and pages the pool
+// cannot give fault as SIGBUS, so the caller allocates them all at once
+// (reserve) before anyone maps it.
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
   uint64_t size = ToU64(info[1]);
+  bool huge = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   if (size == 0 || size > kMaxSegment) throw Napi::RangeError::New(env, "segment size out of range");
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (huge && size % kHugePage != 0) throw Napi::RangeError::New(env, "a huge-page segment is a multiple of 2 MiB");
+  unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0u);
+  int fd = memfd_create(name.c_str(), flags);
   if (fd < 0) throw ErrnoError(env, "memfd_create", errno);
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int err = errno;

@@ -5,4 +5,5 @@
 namespace trellis {
 void InitSegment(Napi::Env env, Napi::Object exports);
 void InitFdPassing(Napi::Env env, Napi::Object exports);
+void InitRowGather(Napi::Env env, Napi::Object exports);
 }  // namespace trellis

@@ -4,11 +4,19 @@
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { TrellisError } from './errors.js';
+import { ERROR_CODES, type ErrorCode, TrellisError } from './errors.js';
 import { PACKAGE_ROOT } from './package-root.js';
 
+/** Copies batches of rows out of a dataset's parts (native/row-gather.cc); see LocalRows.gather. */
+export interface RowGather {
+  /** Rows order[start..end) (start..end when order is null) into dst: features from 0, labels from yOffset. */
+  gather(order: Uint32Array | null, start: number, end: number, dst: Uint8Array, yOffset: number): void;
+}
+
 export interface NativeAddon {
-  memfdCreate(name: string, size: number): number;
+  RowGather: new (xParts: Uint8Array[], yParts: Uint8Array[], rowBytes: number, labelBytes: number) => RowGather;
+  /** hugePages: on hugetlbfs (2 MiB pages from vm.nr_hugepages); reserve() them all before mapping. */
+  memfdCreate(name: string, size: number, hugePages?: boolean): number;
   map(fd: number, size: number, writable: boolean, populate?: boolean): ArrayBuffer;
   punchHole(fd: number, offset: number, length: number): void;
   reserve(fd: number, offset: number, length: number): void;
@@ -40,7 +48,10 @@ function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R 
 
 export function nativeError(e: unknown): TrellisError {
   if (e instanceof TrellisError) return e;
-  const err = e as { message?: string; errno?: number; syscall?: string };
+  const err = e as { message?: string; errno?: number; syscall?: string; code?: unknown };
+  // a guard in C++ that names its code (native/row-gather.cc)
+  if (err && typeof err.code === 'string' && err.code in ERROR_CODES)
+    return new TrellisError(err.code as ErrorCode, String(err.message), { cause: e });
   if (err && err.errno === 28 /* ENOSPC */) {
     return new TrellisError('ERR_OUT_OF_MEMORY', `The system has no memory left for the arena: ${err.message}`, {
       cause: e,
@@ -49,7 +60,27 @@ export function nativeError(e: unknown): TrellisError {
   return new TrellisError('ERR_NATIVE', String(err?.message ?? e), { cause: e });
 }
 
+/** A RowGather whose guards throw TrellisErrors. */
+class CheckedRowGather implements RowGather {
+  private readonly inner: RowGather;
+  constructor(xParts: Uint8Array[], yParts: Uint8Array[], rowBytes: number, labelBytes: number) {
+    try {
+      this.inner = new raw.RowGather(xParts, yParts, rowBytes, labelBytes);
+    } catch (e) {
+      throw nativeError(e);
+    }
+  }
+  gather(order: Uint32Array | null, start: number, end: number, dst: Uint8Array, yOffset: number): void {
+    try {
+      this.inner.gather(order, start, end, dst, yOffset);
+    } catch (e) {
+      throw nativeError(e);
+    }
+  }
+}
+
 export const native: NativeAddon = {
+  RowGather: CheckedRowGather,
   memfdCreate: wrap(raw.memfdCreate),
   map: wrap(raw.map),
   punchHole: wrap(raw.punchHole),

@@ -1,9 +1,16 @@
-import { connect } from 'trellis';
+import { readFileSync } from 'node:fs';
+import { connect, type Tensor } from 'trellis';
 import { describe, expect, it } from 'vitest';
 import { eventually } from './helpers/child.js';
 import { startStore } from './helpers/store.js';
 
 const MiB = 1024 * 1024;
+
+/** Bytes the machine's huge-page pool has free now (vm.nr_hugepages; 0 on machines that reserved none). */
+function hugePagesFree(): number {
+  const m = /HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 2 * MiB : 0;
+}
 
 describe('--reserve', () => {
   it('faults the whole arena in at start and keeps freed pages for reuse', async () => {
@@ -55,5 +62,31 @@ describe('--reserve', () => {
     } finally {
       await env.stop();
     }
+  });
+
+  it('--huge-pages puts each segment on huge pages the pool can give, and on normal pages otherwise', async () => {
+    // This test does not change the pool (a machine setting): where none is reserved it checks the
+    // fallback; bench/loader.js reserves one to measure the huge-page path.
+    let avail = hugePagesFree();
+    const env = await startStore({ size: 32 * MiB, segmentSize: 16 * MiB, reserve: true, hugePages: true });
+    try {
+      const expected = [16 * MiB, 16 * MiB].map((size) => {
+        const huge = avail >= size;
+        if (huge) avail -= size;
+        return { size, hugePages: huge };
+      });
+      await using c = await connect({ socket: env.socket });
+      const st = await c.status();
+      expect(st.segments.map((g) => ({ size: g.size, hugePages: g.hugePages }))).toEqual(expected);
+      const id = await c.put(new Uint8Array(12 * MiB).fill(9));
+      const t = (await c.get(id)) as Tensor;
+      expect([t.data.length, t.data[0], t.data[12 * MiB - 1]]).toEqual([12 * MiB, 9, 9]);
+    } finally {
+      await env.stop();
+    }
+  });
+
+  it('--huge-pages without --reserve is refused: ERR_BAD_REQUEST', async () => {
+    await expect(startStore({ size: 32 * MiB, hugePages: true })).rejects.toMatchObject({ code: 'ERR_BAD_REQUEST' });
   });
 });

@@ -76,6 +76,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--name <node>', 'node name shown in status')
     .option('--segment-size <size>', 'size of each shared-memory segment (max 4G)', sizeArg)
     .option('--reserve', 'allocate and fault in the whole arena at start (keeps freed memory warm)')
+    .option('--huge-pages', 'with --reserve: 2 MiB huge pages for the arena where vm.nr_hugepages has them')
     .option('--spill-dir <dir>', 'spill unreferenced objects here when memory runs out')
     .option('--punch-delay <ms>', 'how long freed memory stays warm before it goes back to the OS', intArg, 1000)
     .addOption(
@@ -129,6 +130,7 @@ export async function main(argv: string[]): Promise<void> {
           name: o.name,
           segmentSize: o.segmentSize,
           reserve: Boolean(o.reserve),
+          hugePages: Boolean(o.hugePages),
           spillDir: o.spillDir,
           punchDelayMs: o.punchDelay,
           socketMode: o.socketMode,

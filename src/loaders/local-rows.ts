@@ -10,7 +10,8 @@
  * (`groupLayout`), so that one round trip serves several batches.
  */
 import { DTYPES, type DType, elementCount, type Tensor, type TypedArray } from '../codecs/tensor.js';
-import { TrellisError } from '../errors.js';
+import { invalidParameter, TrellisError } from '../errors.js';
+import { native, type RowGather } from '../native.js';
 import { batchRange } from './sampler.js';
 import type { ShardPart } from './shard.js';
 
@@ -44,6 +45,7 @@ export class LocalRows {
   private readonly xBytes: Uint8Array[];
   private readonly yBytes: Uint8Array[];
   private last = 0;
+  private readonly gatherer: RowGather;
 
   constructor(readonly parts: ShardPart[]) {
     if (parts.length === 0) throw new TrellisError('ERR_BAD_REQUEST', 'the dataset has no local rows');
@@ -73,6 +75,12 @@ export class LocalRows {
     const bytes = (t: Tensor) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     this.xBytes = parts.map((p) => bytes(p.x));
     this.yBytes = parts.map((p) => bytes(p.y));
+    this.gatherer = new native.RowGather(
+      parts.map((p, i) => this.xBytes[i].subarray(0, p.rows * this.rowBytes)),
+      parts.map((p, i) => this.yBytes[i].subarray(0, p.rows * this.labelBytes)),
+      this.rowBytes,
+      this.labelBytes,
+    );
   }
 
   /** The part holding row r. */
@@ -132,42 +140,18 @@ export class LocalRows {
 
   /**
    * Copies the rows at positions [start, end) of `order` (the natural order
-   * when null) into `dst`, laid out as `layout(end - start)`. Runs of
-   * consecutive rows in one part are copied in one piece.
+   * when null) into `dst`, laid out as `layout(end - start)`: one native call
+   * per batch (native/row-gather.cc), which copies runs of consecutive rows in
+   * one piece and checks every row index before it writes.
    */
   gather(dst: Uint8Array, order: Uint32Array | null, start: number, end: number): void {
-    const n = end - start;
-    const L = this.layout(n);
+    const limit = order ? order.length : this.rows;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > limit)
+      throw invalidParameter('[start, end)', `positions within 0..${limit}`, `[${start}, ${end})`);
+    const L = this.layout(end - start);
     if (dst.byteLength < L.size)
       throw new TrellisError('ERR_SIZE_MISMATCH', `batch buffer of ${dst.byteLength} bytes, needs ${L.size}`);
-    const rb = this.rowBytes;
-    const lb = this.labelBytes;
-    const yDst = dst.subarray(L.yOffset, L.yOffset + L.yBytes);
-    const lab1 = lb === 1;
-    let i = 0;
-    while (i < n) {
-      const r = order ? order[start + i] : start + i;
-      const p = this.partOf(r);
-      const local = r - this.starts[p];
-      const partEnd = this.starts[p + 1];
-      // extend a run of consecutive rows in this part
-      let k = 1;
-      if (order) {
-        while (i + k < n && order[start + i + k] === r + k && r + k < partEnd) k++;
-      } else {
-        k = Math.min(n - i, partEnd - r);
-      }
-      const xs = this.xBytes[p];
-      if (k === 1) {
-        dst.set(xs.subarray(local * rb, local * rb + rb), i * rb);
-        if (lab1) yDst[i] = this.yBytes[p][local];
-        else yDst.set(this.yBytes[p].subarray(local * lb, local * lb + lb), i * lb);
-      } else {
-        dst.set(xs.subarray(local * rb, (local + k) * rb), i * rb);
-        yDst.set(this.yBytes[p].subarray(local * lb, (local + k) * lb), i * lb);
-      }
-      i += k;
-    }
+    this.gatherer.gather(order, start, end, dst, L.yOffset);
   }
 
   /** Tensor views of a gathered batch in `bytes` (laid out as `layout(rows)`). */

@@ -365,6 +365,8 @@ function status(h: Header): StoreStatus {
       size: uint(g, 'size'),
       used: uint(g, 'used'),
       freeBlocks: uint(g, 'freeBlocks'),
+      // stores from before --huge-pages leave it out
+      hugePages: bool(g, 'hugePages', false),
     })),
     fragmentation: num(s, 'fragmentation'),
     largestBlock: uint(s, 'largestBlock'),

@@ -174,7 +174,8 @@ export interface StoreStatus {
   memoryMapped: number;
   memoryResident: number;
   reserved: boolean;
-  segments: { id: number; size: number; used: number; freeBlocks: number }[];
+  /** hugePages: the segment is on 2 MiB huge pages (a store started with --reserve --huge-pages). */
+  segments: { id: number; size: number; used: number; freeBlocks: number; hugePages: boolean }[];
   fragmentation: number;
   /** The largest blob a create could get now (in a segment, or a new one). */
   largestBlock: number;

@@ -46,6 +46,8 @@ export interface StoreOptions {
   segmentSize?: number;
   /** Allocate and fault in the whole arena at start. */
   reserve?: boolean;
+  /** With reserve: put the arena on 2 MiB huge pages where the machine's pool (vm.nr_hugepages) has them. */
+  hugePages?: boolean;
   /** Milliseconds freed memory stays warm before it goes back to the OS (default 1000; 0: at once). */
   punchDelayMs?: number;
   /** Spill unreferenced sealed blobs here when memory runs out. */
@@ -158,6 +160,7 @@ export class StoreServer implements RequestHandler {
       limit: opts.size,
       segmentSize,
       reserve: opts.reserve ?? false,
+      hugePages: opts.hugePages ?? false,
       punchDelayMs: opts.punchDelayMs ?? 1000,
       label: `trellis:${opts.name ?? 'store'}`,
     });
@@ -590,6 +593,7 @@ export class StoreServer implements RequestHandler {
         size: s.size,
         used: s.allocator.usedBytes,
         freeBlocks: s.allocator.freeBlockCount(),
+        hugePages: s.hugePages,
       })),
       fragmentation: this.arena.fragmentation(),
       largestBlock: this.arena.largestAllocatable(),
