@@ -37,8 +37,14 @@ export interface ReplicationHost {
   deleteLocal(id: string): Promise<void>;
 }
 
-/** Copies made at once by one `ensure` (each is one transfer between two stores). */
-const PARALLEL_COPIES = 4;
+/**
+ * Copies asked for at once by one `ensure`. Enough that a dataset's copies
+ * overlap their fixed costs (etcd round trips, the target's persist and
+ * transaction) with each other's bytes; the bytes themselves queue on one
+ * connection per pair of stores (peer-channels.ts), so this does not
+ * multiply the transfers on the wire.
+ */
+const PARALLEL_COPIES = 16;
 
 export class Replication {
   /** Object id → this store's copy of it, for copies made here. */
@@ -137,8 +143,9 @@ export class Replication {
       const live = this.liveness(set).filter((c) => c.alive);
       if (live.length === 0) throw new TrellisError('ERR_OBJECT_LOST', `object ${set.id}: no copy of it is left`);
       for (let k = live.length; k < factor; k++) {
+        // The set as just written: no need to read it again before the first copy.
         work.push(async () => {
-          await this.addCopy(set.id, plan);
+          await this.addCopy(set.id, plan, k === live.length ? set : undefined);
         });
       }
     }
@@ -161,10 +168,12 @@ export class Replication {
   /**
    * Has one more copy of `id` made on the store with the most room that
    * holds none yet, trying the next one when a store fails. Resolves with
-   * the bytes copied (0 when the set needed no copy by then).
+   * the bytes copied (0 when the set needed no copy by then). `known` is
+   * the set as its caller just read or wrote it (else it is read here); the
+   * target's transaction refuses a copy the set no longer needs either way.
    */
-  async addCopy(id: string, plan: Placement): Promise<number> {
-    const [set] = await this.meta.getReplicaSets([id]);
+  async addCopy(id: string, plan: Placement, known?: ReplicaSet): Promise<number> {
+    const set = known ?? (await this.meta.getReplicaSets([id]))[0];
     if (!set) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} is not replicated`);
     const live = this.liveness(set).filter((c) => c.alive);
     if (live.length >= set.factor) return 0;
