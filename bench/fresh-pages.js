@@ -24,7 +24,7 @@
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { fmtRate, fmtRatio, GiB, MiB, median, nowUs, ROOT, report } from './lib.js';
+import { fmtRate, fmtRatio, GiB, MiB, median, meminfo, nowUs, ROOT, report, vmstat } from './lib.js';
 
 const GROUP = 2 * MiB;
 const PAGE = 4096;
@@ -32,35 +32,6 @@ const DELAYS = (process.env.FRESH_DELAYS ?? '0,0.5,1,2,3,5,8').split(',').map(Nu
 const REPEATS = Number(process.env.FRESH_REPEATS ?? 2);
 
 const { native } = await import(join(ROOT, 'dist/src/native.js'));
-
-const VMSTAT = [
-  'allocstall_normal',
-  'allocstall_movable',
-  'pgscan_direct',
-  'pgsteal_direct',
-  'compact_stall',
-  'thp_fault_alloc',
-];
-
-function vmstat() {
-  const out = {};
-  for (const line of readFileSync('/proc/vmstat', 'utf8').split('\n')) {
-    const [k, v] = line.split(' ');
-    if (VMSTAT.includes(k)) out[k] = Number(v);
-  }
-  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
-  out.steal = Number(cpu[8]);
-  return out;
-}
-
-function meminfo() {
-  const out = {};
-  for (const line of readFileSync('/proc/meminfo', 'utf8').split('\n')) {
-    const m = /^(MemFree|Shmem|Cached):\s+(\d+)/.exec(line);
-    if (m) out[m[1]] = Math.round(Number(m[2]) / 1024);
-  }
-  return out;
-}
 
 const read = (p) => (existsSync(p) ? readFileSync(p, 'utf8').trim() : 'n/a');
 
@@ -149,7 +120,8 @@ function classRow(name, result, recycled, other, slowBytes) {
 }
 
 async function main() {
-  if (process.getuid?.() !== 0) console.log('(not root: pagemap shows no frame numbers, so every page counts as other)');
+  if (process.getuid?.() !== 0)
+    console.log('(not root: pagemap shows no frame numbers, so every page counts as other)');
   const rounds = [];
   const order = [];
   for (let i = 0; i < REPEATS; i++) order.push(...DELAYS);
@@ -192,17 +164,13 @@ async function main() {
     Object.entries(r.d)
       .map(([k, v]) => `${k} +${v}`)
       .join(', ');
-  report(
-    'fresh-pages: the first write into new shared memory, by where its pages come from',
-    rows,
-    [
-      `THP for shmem: ${read('/sys/kernel/mm/transparent_hugepage/shmem_enabled')}; memory cgroup limit: ${read('/sys/fs/cgroup/memory/memory.limit_in_bytes')}; free page reporting order: ${read('/sys/module/page_reporting/parameters/page_reporting_order')}`,
-      'recycled: 2 MiB groups whose physical pages are mostly ones the 1 GiB freed just before held; other: the rest; ratio: other pages\' write rate / recycled pages\' (rounds of a delay pooled). result: the whole fill (median of rounds)',
-      ...rounds.map(counters),
-      `3 GiB: ${counters(long)}`,
-      `load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
-    ],
-  );
+  report('fresh-pages: the first write into new shared memory, by where its pages come from', rows, [
+    `THP for shmem: ${read('/sys/kernel/mm/transparent_hugepage/shmem_enabled')}; memory cgroup limit: ${read('/sys/fs/cgroup/memory/memory.limit_in_bytes')}; free page reporting order: ${read('/sys/module/page_reporting/parameters/page_reporting_order')}`,
+    "recycled: 2 MiB groups whose physical pages are mostly ones the 1 GiB freed just before held; other: the rest; ratio: other pages' write rate / recycled pages' (rounds of a delay pooled). result: the whole fill (median of rounds)",
+    ...rounds.map(counters),
+    `3 GiB: ${counters(long)}`,
+    `load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+  ]);
 }
 
 await main();

@@ -25,6 +25,7 @@ import type { ObjectRecord, RpcEndpoint } from '../protocol/records.js';
 import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcRequestBody } from '../protocol/rpc-messages.js';
 import type { TlsMaterial } from '../tls-config.js';
 import { type PeerChannelStats, PeerChannels } from './peer-channels.js';
+import { prefault, worthPrefault } from './prefault.js';
 import type { StoreServer } from './store-server.js';
 
 export interface MigrateOptions {
@@ -172,19 +173,27 @@ export class Migrator {
       }
       let answer: RpcGetAnswer | null = null;
       const blobs: string[] = [];
-      const a = await ch.request(
-        { t: 'get', ids: [remoteId] },
-        {
-          alloc: (h, sizes) => {
-            answer = decodeGetAnswer(h, [remoteId]);
-            return sizes.map((size) => {
-              const e = store.table.createBlob(size, conn);
-              blobs.push(e.id);
-              return store.arena.view(e.loc!);
-            });
+      let receiving = true;
+      const a = await ch
+        .request(
+          { t: 'get', ids: [remoteId] },
+          {
+            alloc: (h, sizes) => {
+              answer = decodeGetAnswer(h, [remoteId]);
+              const views = sizes.map((size) => {
+                const e = store.table.createBlob(size, conn);
+                blobs.push(e.id);
+                return store.arena.view(e.loc!);
+              });
+              // Pages the host took back cost a hypervisor fault each: a libuv thread takes them ahead of the socket.
+              if (worthPrefault(store.opts, sizes)) void prefault(views, () => receiving);
+              return views;
+            },
           },
-        },
-      );
+        )
+        .finally(() => {
+          receiving = false;
+        });
       answer ??= decodeGetAnswer(a.header, [remoteId]);
       const root = this.rebuild(answer, blobs, conn);
       this.copies.set(remoteId, { storeId: source, local: root });
