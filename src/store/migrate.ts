@@ -67,7 +67,7 @@ export class Migrator {
   /** Remote id → the source store run it came from and the local copy made of it. */
   private readonly copies = new Map<string, { storeId: string; local: string }>();
   private readonly peers = new PeerChannels();
-  /** Bytes received by transfers running now, as of their channel's count when each started. */
+  /** Transfer's connection id → the blob bytes it has received so far. */
   private readonly inFlight = new Map<number, () => number>();
   private readonly counters = {
     migrations: 0,
@@ -159,8 +159,10 @@ export class Migrator {
     const store = this.store;
     // The migration's blobs belong to a connection id of its own until sealed.
     const conn = store.newConnectionId();
-    const start = ch.bytesReceived;
-    this.inFlight.set(conn, () => ch.bytesReceived - start);
+    // Raw answers on a channel arrive one after another: from our header on, the next bytes are ours.
+    let base = -1;
+    let total = 0;
+    this.inFlight.set(conn, () => (base < 0 ? 0 : Math.min(ch.bytesReceived - base, total)));
     let done = false;
     try {
       const source = String(ch.hello.storeId);
@@ -180,6 +182,8 @@ export class Migrator {
           {
             alloc: (h, sizes) => {
               answer = decodeGetAnswer(h, [remoteId]);
+              base = ch.bytesReceived;
+              for (const n of sizes) total += n;
               const views = sizes.map((size) => {
                 const e = store.table.createBlob(size, conn);
                 blobs.push(e.id);
