@@ -256,6 +256,9 @@ async function peerMain() {
           });
         s.on('end', () => {
           const us = nowUs() - t;
+          // The pages go back now: the mapping itself lives until a GC collects it, and until
+          // then the next new store could not recycle them (it got pages the host had taken back).
+          if (memfd >= 0) native.punchHole(memfd, 0, SIZE);
           if (memfd >= 0) native.closeFd(memfd);
           resolve({ us, bytes: got });
         });
@@ -474,7 +477,7 @@ async function main() {
       [
         `median of ${ROUNDS} rounds, cases interleaved; ratio = median of the per-round ratios; each Trellis copy checked at 64 sample offsets`,
         'raw TCP: a Node sender writes the same 1 GiB buffer in 64 MiB writes each round; each Trellis ratio compares with the raw receive into the same kind of memory (warm: pages faulted in; fresh: new pages the kernel must find), run just before it',
-        "fresh-page figures swing with the state of the VM's memory (a first touch the hypervisor must back costs more than the wire); compare them only within a pair. Open: a migration into the first new store of a round runs ~0.4-0.5 GB/s where a second new store started right after runs ~1.5 GB/s (= raw), and an isolated loop of new stores gets ~1.5 GB/s",
+        "fresh-page figures swing with the state of the VM's memory; compare them only within a pair. Cause of the old \"first new store\" anomaly (bench/fresh-pages.js): a page the guest left free for more than ~2 s has been handed back to the host (virtio-balloon free page reporting), and its first write is a hypervisor fault, ~5x slower than a write into a page freed a moment ago; no reclaim or compaction counter moves, THP for shmem is off, the memory cgroup has no limit. The first new store of a round got such pages because the raw receiver's memfd stayed mapped (so unfreed) until a later GC; the second store recycled the first one's pages. The receiver now punches its memfd when done, and stores fault fresh blobs in ahead of the socket (store/prefault.ts)",
         `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
