@@ -19,8 +19,8 @@
  *   RPC put: the same client puts 1 GiB into a store on 127.0.0.2 started for
  *     the round (the store reads the bytes straight into the new blob)
  *   fresh pages twice per round: the migrate and the put into new stores with
- *     the store's prefault on (a libuv thread faults the blobs in ahead of the
- *     socket, store/prefault.ts) and with it off (STORE_PREFAULT=0), each pair
+ *     the store's prefault off (the default) and on (STORE_PREFAULT=1: a libuv
+ *     thread faults the blobs in ahead of the socket, store/prefault.ts), each pair
  *     right after its own raw copy into a new memfd, the pair order
  *     alternating by round; beside each case the notes print MemFree and
  *     Shmem before it and the reclaim counters that moved over it
@@ -102,7 +102,7 @@ async function storeMain() {
       socket,
       size: SIZE + 256 * MiB,
       reserve: process.env.STORE_RESERVE === '1',
-      prefault: process.env.STORE_PREFAULT !== '0',
+      prefault: process.env.STORE_PREFAULT === '1',
       segmentSize: SIZE + 256 * MiB,
       rpcPort: 0,
       rpcHost: host,
@@ -348,8 +348,8 @@ async function main() {
       tlsGet: [],
       tlsRaw: [],
       tcpShm2: [],
-      coldOff: [],
-      putOff: [],
+      coldOn: [],
+      putOn: [],
       firstMigrate: 0,
     };
     /** Per fresh-page case: memory before it and the reclaim counters over it (the "first new store" question). */
@@ -415,8 +415,8 @@ async function main() {
         }, env);
         putList.push(put.us);
       };
-      const on = () => pair({}, times.tcpShm, times.cold, times.put, 'prefault on');
-      const off = () => pair({ STORE_PREFAULT: '0' }, times.tcpShm2, times.coldOff, times.putOff, 'prefault off');
+      const off = () => pair({}, times.tcpShm, times.cold, times.put, 'prefault off');
+      const on = () => pair({ STORE_PREFAULT: '1' }, times.tcpShm2, times.coldOn, times.putOn, 'prefault on');
       if (r % 2 === 0) {
         await on();
         await off();
@@ -458,10 +458,10 @@ async function main() {
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
         row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', true),
-        row('migrate into a new store, prefault off', times.coldOff, times.tcpShm2, 'raw fresh shm', false),
-        row('RPC put into a new store, prefault off', times.putOff, times.tcpShm2, 'raw fresh shm', false),
-        row('migrate into a new store: prefault on against off', times.cold, times.coldOff, 'prefault off', false),
-        row('RPC put into a new store: prefault on against off', times.put, times.putOff, 'prefault off', false),
+        row('migrate into a new store, prefault on', times.coldOn, times.tcpShm2, 'raw fresh shm', false),
+        row('RPC put into a new store, prefault on', times.putOn, times.tcpShm2, 'raw fresh shm', false),
+        row('migrate into a new store: prefault on against off', times.coldOn, times.cold, 'prefault off', false),
+        row('RPC put into a new store: prefault on against off', times.putOn, times.put, 'prefault off', false),
         row('raw TLS -> data events copied into warm memory', times.tlsRaw, times.tcp, 'raw warm', false),
         row('migrate over TLS into the reserved store (warm pages)', times.tlsWarm, times.tlsRaw, 'raw TLS', false),
         row('migrate over TLS, against migrate over TCP', times.tlsWarm, times.warm, 'migrate over TCP', false),
@@ -477,11 +477,11 @@ async function main() {
       [
         `median of ${ROUNDS} rounds, cases interleaved; ratio = median of the per-round ratios; each Trellis copy checked at 64 sample offsets`,
         'raw TCP: a Node sender writes the same 1 GiB buffer in 64 MiB writes each round; each Trellis ratio compares with the raw receive into the same kind of memory (warm: pages faulted in; fresh: new pages the kernel must find), run just before it',
-        "fresh-page figures swing with the state of the VM's memory; compare them only within a pair. Cause of the old \"first new store\" anomaly (bench/fresh-pages.js): a page the guest left free for more than ~2 s has been handed back to the host (virtio-balloon free page reporting), and its first write is a hypervisor fault, ~5x slower than a write into a page freed a moment ago; no reclaim or compaction counter moves, THP for shmem is off, the memory cgroup has no limit. The first new store of a round got such pages because the raw receiver's memfd stayed mapped (so unfreed) until a later GC; the second store recycled the first one's pages. The receiver now punches its memfd when done, and stores fault fresh blobs in ahead of the socket (store/prefault.ts)",
+        "fresh-page figures swing with the state of the VM's memory; compare them only within a pair. Cause of the old \"first new store\" anomaly (bench/fresh-pages.js): a page the guest left free for more than ~2 s has been handed back to the host (virtio-balloon free page reporting), and its first write is a hypervisor fault, ~5x slower than a write into a page freed a moment ago; no reclaim or compaction counter moves, THP for shmem is off, the memory cgroup has no limit. The first new store of a round got such pages because the raw receiver's memfd stayed mapped (so unfreed) until a later GC; the second store recycled the first one's pages. The receiver now punches its memfd when done. A store may fault fresh blobs in ahead of the socket (StoreOptions.prefault, store/prefault.ts): measured against off in the rows above",
         `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
-        `prefault off: raw fresh shm rounds ${rounds(times.tcpShm2)}; migrate rounds ${rounds(times.coldOff)}; RPC put rounds ${rounds(times.putOff)}`,
+        `prefault on: raw fresh shm rounds ${rounds(times.tcpShm2)}; migrate rounds ${rounds(times.coldOn)}; RPC put rounds ${rounds(times.putOn)}`,
         ...counters,
         `load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
         `raw TLS rounds: ${rounds(times.tlsRaw)}; TLS migrate rounds: ${rounds(times.tlsWarm)}; TLS get rounds: ${rounds(times.tlsGet)}`,

@@ -46,14 +46,15 @@ describe('prefault', () => {
     }
   });
 
-  it('is only for unreserved arenas, unless turned off, and transfers of at least 8 MiB', () => {
+  it('is only when asked for, into unreserved arenas, for transfers of at least 8 MiB', () => {
     expect(PREFAULT_MIN_BYTES).toBe(8 * MIB);
     expect([
-      worthPrefault({}, [8 * MIB]),
+      worthPrefault({ prefault: true }, [8 * MIB]),
       worthPrefault({ reserve: false, prefault: true }, [4 * MIB, 4 * MIB]),
-      worthPrefault({}, [8 * MIB - 1]),
-      worthPrefault({ reserve: true }, [1024 * MIB]),
+      worthPrefault({ prefault: true }, [8 * MIB - 1]),
+      worthPrefault({ reserve: true, prefault: true }, [1024 * MIB]),
+      worthPrefault({}, [1024 * MIB]),
       worthPrefault({ prefault: false }, [1024 * MIB]),
-    ]).toEqual([true, true, false, false, false]);
+    ]).toEqual([true, true, false, false, false, false]);
   });
 });

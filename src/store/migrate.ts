@@ -189,7 +189,7 @@ export class Migrator {
                 blobs.push(e.id);
                 return store.arena.view(e.loc!);
               });
-              // Pages the host took back cost a hypervisor fault each: a libuv thread takes them ahead of the socket.
+              // When asked for: a libuv thread takes the pages' faults (hypervisor faults on a VM) ahead of the socket.
               if (worthPrefault(store.opts, sizes)) void prefault(views, () => receiving);
               return views;
             },

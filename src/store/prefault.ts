@@ -45,9 +45,16 @@ export async function prefault(views: Uint8Array[], wanted: () => boolean): Prom
   }
 }
 
-/** Whether blobs of these sizes are worth faulting in ahead (an unreserved arena, not turned off, enough bytes). */
+/**
+ * Whether blobs of these sizes are faulted in ahead: only when asked for
+ * (StoreOptions.prefault), into an unreserved arena, for enough bytes. Off
+ * by default because on 2 vCPUs the extra thread competes with the sender
+ * and the receiver: bench/rpc-transfer.js measured prefault on against off
+ * at 0.78x (migrate) and 0.83x (put) at load 4-17, and 3.15x and 1.53x only
+ * at load 22, where any extra thread wins CPU share.
+ */
 export function worthPrefault(store: { reserve?: boolean; prefault?: boolean }, sizes: number[]): boolean {
-  if (store.reserve || store.prefault === false) return false;
+  if (store.reserve || store.prefault !== true) return false;
   let n = 0;
   for (const s of sizes) n += s;
   return n >= PREFAULT_MIN_BYTES;

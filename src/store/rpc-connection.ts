@@ -229,7 +229,7 @@ export class RpcConnection extends PeerConnection {
         return this.store.arena.view(e.loc!);
       });
       let receiving = true;
-      // Pages the host took back cost a hypervisor fault each: a libuv thread takes them ahead of the socket.
+      // When asked for: a libuv thread takes the pages' faults (hypervisor faults on a VM) ahead of the socket.
       if (worthPrefault(this.store.opts, req.raw)) void prefault(parts, () => receiving && this.state !== 'closed');
       return {
         parts,

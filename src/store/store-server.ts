@@ -44,7 +44,7 @@ export interface StoreOptions {
   segmentSize?: number;
   /** Allocate and fault in the whole arena at start. */
   reserve?: boolean;
-  /** Fault a migration's or RPC put's blobs in on a libuv thread ahead of the socket (default true; store/prefault.ts). */
+  /** Fault a migration's or RPC put's blobs in on a libuv thread ahead of the socket (default false; store/prefault.ts). */
   prefault?: boolean;
   /** Milliseconds freed memory stays warm before it goes back to the OS (default 1000; 0: at once). */
   punchDelayMs?: number;
