@@ -120,6 +120,50 @@ export function report(bench, rows, notes = []) {
   if (out) writeFileSync(out, JSON.stringify({ bench, rows, notes }));
 }
 
+// ---- the kernel's memory counters ----------------------------------------------
+
+const VMSTAT = [
+  'allocstall_normal',
+  'allocstall_movable',
+  'pgscan_direct',
+  'pgsteal_direct',
+  'compact_stall',
+  'thp_fault_alloc',
+];
+
+/**
+ * The /proc/vmstat counters that move when allocations must reclaim or
+ * compact (page cache squeezed out, direct reclaim), THP faults, and the
+ * CPUs' steal ticks (/proc/stat); diff two calls around a case.
+ */
+export function vmstat() {
+  const out = {};
+  for (const line of readFileSync('/proc/vmstat', 'utf8').split('\n')) {
+    const [k, v] = line.split(' ');
+    if (VMSTAT.includes(k)) out[k] = Number(v);
+  }
+  out.steal = Number(readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/)[8]);
+  return out;
+}
+
+/** MemFree, Shmem and Cached from /proc/meminfo, in MiB. */
+export function meminfo() {
+  const out = {};
+  for (const line of readFileSync('/proc/meminfo', 'utf8').split('\n')) {
+    const m = /^(MemFree|Shmem|Cached):\s+(\d+)/.exec(line);
+    if (m) out[m[1]] = Math.round(Number(m[2]) / 1024);
+  }
+  return out;
+}
+
+/** `after - before` of two vmstat() readings, as 'k +n' for the counters that moved (or 'none moved'). */
+export function vmstatDelta(before, after) {
+  const moved = Object.keys(before)
+    .filter((k) => after[k] !== before[k])
+    .map((k) => `${k} +${after[k] - before[k]}`);
+  return moved.length ? moved.join(', ') : 'none moved';
+}
+
 // ---- processes and files ------------------------------------------------------
 
 const children = new Set();

@@ -18,6 +18,13 @@
  *   RPC get: a RemoteClient on 127.0.0.2 gets the tensor into a fresh buffer
  *   RPC put: the same client puts 1 GiB into a store on 127.0.0.2 started for
  *     the round (the store reads the bytes straight into the new blob)
+ *   fresh pages twice per round: the migrate and the put into new stores with
+ *     the store's prefault off (the default) and on (STORE_PREFAULT=1: a libuv
+ *     thread faults the blobs in ahead of the socket, store/prefault.ts), each pair
+ *     right after its own raw copy into a new memfd, the pair order
+ *     alternating by round; beside each case the notes print MemFree and
+ *     Shmem before it and the reclaim counters that moved over it
+ *     (/proc/vmstat allocstall, pgscan/pgsteal_direct, compact_stall)
  *   over TLS: a second source store on 127.0.0.1 serves RPC over TLS (a
  *     certificate made with openssl for the run) and holds the same bytes;
  *     B migrates from it and the RemoteClient gets from it, each right after
@@ -41,6 +48,7 @@ import {
   GiB,
   MiB,
   median,
+  meminfo,
   met,
   nowUs,
   ROOT,
@@ -50,6 +58,8 @@ import {
   tempDir,
   track,
   trellis,
+  vmstat,
+  vmstatDelta,
 } from './lib.js';
 
 const SIZE = 1 * GiB;
@@ -92,6 +102,7 @@ async function storeMain() {
       socket,
       size: SIZE + 256 * MiB,
       reserve: process.env.STORE_RESERVE === '1',
+      prefault: process.env.STORE_PREFAULT === '1',
       segmentSize: SIZE + 256 * MiB,
       rpcPort: 0,
       rpcHost: host,
@@ -208,10 +219,17 @@ async function peerMain() {
         if (into === 'warm') dst = warm ??= new Uint8Array(SIZE).fill(1);
         if (into === 'fresh') dst = new Uint8Array(SIZE);
         let memfd = -1;
-        if (into === 'shm') {
+        if (into === 'shm' || into === 'shm-prefault') {
           // A new memfd mapping, as a store's arena is: shared-memory pages cost the kernel more to find.
           memfd = native.memfdCreate('bench-raw', SIZE);
           dst = new Uint8Array(native.map(memfd, SIZE, true));
+        }
+        if (into === 'shm-prefault') {
+          // Pages faulted in by a libuv thread, WRITE bytes at a time ahead of the socket.
+          const buf = dst.buffer;
+          (async () => {
+            for (let off = 0; off < SIZE; off += WRITE) await native.populateAsync(buf, off, WRITE);
+          })();
         }
         const spare = new Uint8Array(64 * 1024);
         const s = netConnect(
@@ -238,6 +256,9 @@ async function peerMain() {
           });
         s.on('end', () => {
           const us = nowUs() - t;
+          // The pages go back now: the mapping itself lives until a GC collects it, and until
+          // then the next new store could not recycle them (it got pages the host had taken back).
+          if (memfd >= 0) native.punchHole(memfd, 0, SIZE);
           if (memfd >= 0) native.closeFd(memfd);
           resolve({ us, bytes: got });
         });
@@ -295,8 +316,8 @@ async function main() {
   const receiver = start({ ROLE: 'peer', PEER_HOST: HOST_B, TLS_CA: certs.ca });
   const all = [a, aTls, bWarm, sender, receiver];
   /** A store started for one case of one round: its arena pages have never been touched. */
-  const fresh = async (fn) => {
-    const store = start({ ROLE: 'store', STORE_HOST: HOST_B });
+  const fresh = async (fn, env = {}) => {
+    const store = start({ ROLE: 'store', STORE_HOST: HOST_B, ...env });
     try {
       await store.ready;
       return await fn(store);
@@ -326,7 +347,21 @@ async function main() {
       tlsWarm: [],
       tlsGet: [],
       tlsRaw: [],
+      tcpShm2: [],
+      coldOn: [],
+      putOn: [],
       firstMigrate: 0,
+    };
+    /** Per fresh-page case: memory before it and the reclaim counters over it (the "first new store" question). */
+    const counters = [];
+    const counted = async (name, fn) => {
+      const mem = meminfo();
+      const v0 = vmstat();
+      const out = await fn();
+      counters.push(
+        `${name}: ${fmtRate(SIZE, out.us)}, MemFree ${mem.MemFree} MiB, Shmem ${mem.Shmem} MiB before; ${vmstatDelta(v0, vmstat())}`,
+      );
+      return out;
     };
     const check = (what, r) => {
       if (r.bytes !== SIZE || r.samples !== want) throw new Error(`${what} did not copy the bytes exactly`);
@@ -364,12 +399,31 @@ async function main() {
       const tlsGet = await receiver.ask('rpcGet', { endpoint: tlsEndpoint, id: tlsId, tls: true });
       check('RPC get over TLS', tlsGet);
       times.tlsGet.push(tlsGet.us);
-      await raw('shm', times.tcpShm);
-      const cold = await fresh((c) => c.ask('migrate', { endpoint, id }));
-      check('migrate', cold);
-      times.cold.push(cold.us);
-      const put = await fresh(async (c) => receiver.ask('rpcPut', { endpoint: (await c.ask('address')).endpoint }));
-      times.put.push(put.us);
+      // Fresh pages, with the store's prefault (store/prefault.ts) on and off, each pair after its own raw
+      // copy into a new memfd; which pair goes first alternates by round.
+      const pair = async (env, shm, coldList, putList, tag) => {
+        await raw('shm', shm);
+        const cold = await fresh(
+          (c) => counted(`round ${r} migrate ${tag}`, () => c.ask('migrate', { endpoint, id })),
+          env,
+        );
+        check('migrate', cold);
+        coldList.push(cold.us);
+        const put = await fresh(async (c) => {
+          const to = (await c.ask('address')).endpoint;
+          return counted(`round ${r} put ${tag}`, () => receiver.ask('rpcPut', { endpoint: to }));
+        }, env);
+        putList.push(put.us);
+      };
+      const off = () => pair({}, times.tcpShm, times.cold, times.put, 'prefault off');
+      const on = () => pair({ STORE_PREFAULT: '1' }, times.tcpShm2, times.coldOn, times.putOn, 'prefault on');
+      if (r % 2 === 0) {
+        await on();
+        await off();
+      } else {
+        await off();
+        await on();
+      }
     }
 
     const rate = (us) => fmtRate(SIZE, us);
@@ -403,7 +457,11 @@ async function main() {
         row('migrate into a new store without reserve (fresh pages)', times.cold, times.tcpShm, 'raw fresh shm', true),
         row('RPC get by a RemoteClient (into a fresh buffer)', times.get, times.tcpFresh, 'raw fresh', true),
         row('RPC get, against raw TCP into warm memory', times.get, times.tcp, 'raw warm', false),
-        row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', false),
+        row('RPC put by a RemoteClient (new store, fresh pages)', times.put, times.tcpShm, 'raw fresh shm', true),
+        row('migrate into a new store, prefault on', times.coldOn, times.tcpShm2, 'raw fresh shm', false),
+        row('RPC put into a new store, prefault on', times.putOn, times.tcpShm2, 'raw fresh shm', false),
+        row('migrate into a new store: prefault on against off', times.coldOn, times.cold, 'prefault off', false),
+        row('RPC put into a new store: prefault on against off', times.putOn, times.put, 'prefault off', false),
         row('raw TLS -> data events copied into warm memory', times.tlsRaw, times.tcp, 'raw warm', false),
         row('migrate over TLS into the reserved store (warm pages)', times.tlsWarm, times.tlsRaw, 'raw TLS', false),
         row('migrate over TLS, against migrate over TCP', times.tlsWarm, times.warm, 'migrate over TCP', false),
@@ -419,10 +477,13 @@ async function main() {
       [
         `median of ${ROUNDS} rounds, cases interleaved; ratio = median of the per-round ratios; each Trellis copy checked at 64 sample offsets`,
         'raw TCP: a Node sender writes the same 1 GiB buffer in 64 MiB writes each round; each Trellis ratio compares with the raw receive into the same kind of memory (warm: pages faulted in; fresh: new pages the kernel must find), run just before it',
-        "fresh-page figures swing with the state of the VM's memory (a first touch the hypervisor must back costs more than the wire); compare them only within a pair. Open: a migration into the first new store of a round runs ~0.4-0.5 GB/s where a second new store started right after runs ~1.5 GB/s (= raw), and an isolated loop of new stores gets ~1.5 GB/s",
+        "fresh-page figures swing with the state of the VM's memory; compare them only within a pair. Cause of the old \"first new store\" anomaly (bench/fresh-pages.js): a page the guest left free for more than ~2 s has been handed back to the host (virtio-balloon free page reporting), and its first write is a hypervisor fault, ~5x slower than a write into a page freed a moment ago; no reclaim or compaction counter moves, THP for shmem is off, the memory cgroup has no limit. The first new store of a round got such pages because the raw receiver's memfd stayed mapped (so unfreed) until a later GC; the second store recycled the first one's pages. The receiver now punches its memfd when done. A store may fault fresh blobs in ahead of the socket (StoreOptions.prefault, store/prefault.ts): measured against off in the rows above",
         `raw warm rounds: ${rounds(times.tcp)}; raw fresh rounds: ${rounds(times.tcpFresh)}; raw fresh shm rounds: ${rounds(times.tcpShm)}; raw 'data' rounds: ${rounds(times.tcpData)}`,
         `migrate (warm) rounds: ${rounds(times.warm)}; migrate (fresh) rounds: ${rounds(times.cold)}`,
         `RPC get rounds: ${rounds(times.get)}; RPC put rounds: ${rounds(times.put)}`,
+        `prefault on: raw fresh shm rounds ${rounds(times.tcpShm2)}; migrate rounds ${rounds(times.coldOn)}; RPC put rounds ${rounds(times.putOn)}`,
+        ...counters,
+        `load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
         `raw TLS rounds: ${rounds(times.tlsRaw)}; TLS migrate rounds: ${rounds(times.tlsWarm)}; TLS get rounds: ${rounds(times.tlsGet)}`,
         'TLS: node:tls (OpenSSL; TLS 1.3, AES-GCM on this CPU), server certificate only; its rows compare with the same copy over plain TCP in the same round. Under TLS the receiver cannot read straight into the destination (tls has no onread): decrypted chunks are copied once',
         'Trellis times include the TCP connect and token handshake; the raw copies have none',

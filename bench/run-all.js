@@ -19,6 +19,7 @@ const BENCHES = [
   'small-objects.js',
   'baselines.js',
   'rpc-transfer.js',
+  'fresh-pages.js',
   'gradient-exchange.js',
   'ort-handoff.js',
   'meta-ops.js',

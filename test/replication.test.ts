@@ -131,6 +131,12 @@ describe('replicated datasets (3 stores, etcd)', () => {
     expect(counts.reduce((a, b) => a + b)).toBe(12);
     const st = await Promise.all(clients.map((c) => c.status()));
     expect(st.reduce((a, s) => a + s.repair.replicasHere, 0)).toBe(6);
+    // Each copy's record went out with its entry in the set (one transaction): every store sees it, on its holder.
+    const copies = loc.shards.map((s) => s.replicas[1]);
+    const published = await clients[0].listGlobal({ typename: 'Shard', limit: 1000 });
+    expect(copies.map((c) => published.find((o) => o.id === c.id)?.instanceId)).toEqual(
+      copies.map((c) => c.instanceId),
+    );
     // The least loaded store by memory takes the copy: store 1 is nearly full, so store 2 gets it.
     const filler = await clients[1].createTensor('float32', [50 * 1024 * 1024]);
     await filler.seal();

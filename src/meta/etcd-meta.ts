@@ -500,8 +500,17 @@ export class EtcdMeta implements MetaService {
     return out;
   }
 
-  async updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined> {
+  async updateReplicaSet(
+    id: string,
+    change: ReplicaSetChange,
+    records: GlobalObject[] = [],
+  ): Promise<ReplicaSet | undefined> {
     const key = this.key(`replicas/${id}`);
+    // The records ride in the set's transaction (one fsync less per copy) while they fit in one.
+    if (records.length > MAX_TXN_OPS - 1) {
+      await this.putObjects(records);
+      records = [];
+    }
     for (let attempt = 0; attempt < 100; attempt++) {
       const res = await this.call('get replica set', () => this.client.kv.range({ key }));
       const kv = res.kvs[0];
@@ -512,11 +521,16 @@ export class EtcdMeta implements MetaService {
       const compare = kv
         ? [{ key, target: 'Version', result: 'Equal', version: kv.version }]
         : [{ key, target: 'Create', result: 'Equal', create_revision: 0 }];
-      const op: RequestOp =
+      const ops: RequestOp[] =
         next === null
-          ? { request_delete_range: { key } }
-          : { request_put: { key, value: Buffer.from(JSON.stringify(next)) } };
-      const r = await this.txn(compare, [op]);
+          ? [{ request_delete_range: { key } }]
+          : [
+              { request_put: { key, value: Buffer.from(JSON.stringify(next)) } },
+              ...records.map((o) => ({
+                request_put: { key: this.key(`objects/${o.id}`), value: Buffer.from(JSON.stringify(o)) },
+              })),
+            ];
+      const r = await this.txn(compare, ops);
       if (r.succeeded) return next ?? undefined;
     }
     throw new TrellisError('ERR_META_UNAVAILABLE', `could not update the replica set of ${id} (too much contention)`);

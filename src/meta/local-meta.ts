@@ -66,10 +66,17 @@ export class LocalMeta implements MetaService {
     return [...this.replicaSets.values()];
   }
 
-  async updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined> {
+  async updateReplicaSet(
+    id: string,
+    change: ReplicaSetChange,
+    records: GlobalObject[] = [],
+  ): Promise<ReplicaSet | undefined> {
     const next = change(this.replicaSets.get(id));
     if (next === null) this.replicaSets.delete(id);
-    else if (next !== undefined) this.replicaSets.set(id, next);
+    else if (next !== undefined) {
+      this.replicaSets.set(id, next);
+      for (const o of records) this.objects.set(o.id, o);
+    }
     return this.replicaSets.get(id);
   }
 

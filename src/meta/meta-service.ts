@@ -39,9 +39,11 @@ export interface MetaService {
    * Changes one replica set atomically: `change` sees the set as stored and
    * says what it becomes; when another writer got in between, it runs again
    * on the newer set (etcd: a transaction comparing the key's version).
-   * Resolves with the set as written (undefined: none).
+   * Resolves with the set as written (undefined: none). `records` are
+   * published in the same transaction when the change writes the set, and
+   * only then (a new copy's records go with its entry in the set).
    */
-  updateReplicaSet(id: string, change: ReplicaSetChange): Promise<ReplicaSet | undefined>;
+  updateReplicaSet(id: string, change: ReplicaSetChange, records?: GlobalObject[]): Promise<ReplicaSet | undefined>;
   /**
    * Takes, or keeps, the lock `name`, held by this store's registration (it
    * goes when the store's lease does). Resolves with the instance holding it

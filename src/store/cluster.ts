@@ -55,6 +55,7 @@ export class Cluster {
   private replicationHost() {
     return {
       persist: (ids: string[]) => this.persist(ids),
+      unpublished: (ids: string[]) => this.unpublished(ids),
       deleteLocal: async (id: string) => {
         await this.unpublish(this.table.delete([id], true));
       },
@@ -95,7 +96,6 @@ export class Cluster {
   }
 
   private async publish(ids: string[]): Promise<void> {
-    const todo: Entry[] = [];
     const local = ids.filter((id) => this.table.has(id));
     const remote = ids.filter((id) => !this.table.has(id));
     if (remote.length > 0) {
@@ -105,10 +105,25 @@ export class Cluster {
         if (!r) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${remote[i]} does not exist`);
       });
     }
-    for (const id of local) for (const e of this.table.tree(id)) if (!e.persisted) todo.push(e);
-    if (todo.length === 0) return;
-    await this.meta.putObjects(todo.map((e) => this.record(e)));
-    for (const e of todo) e.persisted = true;
+    const { records, written } = this.unpublished(local);
+    if (records.length === 0) return;
+    await this.meta.putObjects(records);
+    written();
+  }
+
+  /**
+   * The records publishing these local objects would write (everything under
+   * them not published yet), and what marks them published once written.
+   */
+  private unpublished(ids: string[]): { records: GlobalObject[]; written: () => void } {
+    const todo: Entry[] = [];
+    for (const id of ids) for (const e of this.table.tree(id)) if (!e.persisted) todo.push(e);
+    return {
+      records: todo.map((e) => this.record(e)),
+      written: () => {
+        for (const e of todo) e.persisted = true;
+      },
+    };
   }
 
   /** Binds a name cluster-wide; a local object is persisted first so every node can resolve it. */

@@ -3,7 +3,8 @@
  * server over RPC, and recreates it locally (same typename, metadata and
  * member structure, new local ids).
  *
- * The transfer is one `get` on a connection of its own. When the answer
+ * The transfer is one `get` on the store's connection to the source (kept
+ * open between requests, src/store/peer-channels.ts). When the answer
  * header arrives, every blob of the object is allocated in the local arena,
  * unsealed and owned by the migration, and the bytes that follow are read
  * from the socket straight into those blobs. Only when the last byte is in
@@ -17,12 +18,14 @@
  *   const localId = await migrateFrom(store, { host: '127.0.0.2', port: 7000 }, token, remoteId);
  */
 
-import { RpcChannel } from '../client/rpc-channel.js';
+import type { RpcChannel } from '../client/rpc-channel.js';
 import { invalidParameter, TrellisError } from '../errors.js';
 import { isObjectId } from '../protocol/messages.js';
 import type { ObjectRecord, RpcEndpoint } from '../protocol/records.js';
 import { BLOB_TYPENAME, decodeGetAnswer, type RpcGetAnswer, type RpcRequestBody } from '../protocol/rpc-messages.js';
 import type { TlsMaterial } from '../tls-config.js';
+import { type PeerChannelStats, PeerChannels } from './peer-channels.js';
+import { prefault, worthPrefault } from './prefault.js';
 import type { StoreServer } from './store-server.js';
 
 export interface MigrateOptions {
@@ -55,13 +58,17 @@ export interface MigrationStats {
   active: number;
   /** Blob bytes the running transfers have received so far. */
   receiving: number;
+  /** This store's connections to other stores (opened, reused, retried after a peer restart). */
+  peers: PeerChannelStats;
 }
 
 export class Migrator {
   private readonly running = new Map<string, Promise<string>>();
   /** Remote id → the source store run it came from and the local copy made of it. */
   private readonly copies = new Map<string, { storeId: string; local: string }>();
-  private readonly channels = new Set<RpcChannel>();
+  private readonly peers = new PeerChannels();
+  /** Transfer's connection id → the blob bytes it has received so far. */
+  private readonly inFlight = new Map<number, () => number>();
   private readonly counters = {
     migrations: 0,
     objectsIn: 0,
@@ -77,8 +84,8 @@ export class Migrator {
 
   stats(): MigrationStats {
     let receiving = 0;
-    for (const ch of this.channels) receiving += ch.bytesReceived;
-    return { ...this.counters, active: this.running.size, receiving };
+    for (const got of this.inFlight.values()) receiving += got();
+    return { ...this.counters, active: this.running.size, receiving, peers: this.peers.stats() };
   }
 
   /** Copies `remoteId` from the store at `endpoint` into this store; resolves with the local id. */
@@ -109,94 +116,101 @@ export class Migrator {
   }
 
   /**
-   * One request to another store on a connection of its own (replication
-   * asks a store to make a copy, or to delete one); resolves with the answer's
-   * header. The request may run as long as the copy it asks for takes.
+   * One request to another store (replication asks a store to make a copy,
+   * or to delete one); resolves with the answer's header. The request may
+   * run as long as the copy it asks for takes.
    */
   async ask(endpoint: RpcEndpoint, token: string, body: RpcRequestBody, opts: MigrateOptions = {}) {
     if (this.closed) throw new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down');
-    const ch = await RpcChannel.open({
-      host: endpoint.host,
-      port: endpoint.port,
+    return this.peers.use(endpoint.host, endpoint.port, this.channelOptions(token, opts), async (ch) => {
+      return (await ch.request(body, { waits: true })).header;
+    });
+  }
+
+  private channelOptions(token: string, opts: MigrateOptions) {
+    return {
       token,
       client: `store ${this.store.storeId}`,
       localAddress: opts.localAddress,
       timeoutMs: opts.timeoutMs,
-      idleTimeoutMs: opts.idleTimeoutMs ?? 0,
-    });
-    this.channels.add(ch);
-    try {
-      return (await ch.request(body, { waits: true })).header;
-    } finally {
-      ch.close();
-      this.channels.delete(ch);
-    }
+      idleTimeoutMs: opts.idleTimeoutMs,
+      tls: opts.tls,
+    };
   }
 
   /** Stops every transfer (each fails and leaves nothing behind). Safe to call twice. */
   close(): void {
     this.closed = true;
-    for (const ch of this.channels) ch.close();
+    this.peers.close();
   }
 
   private async transfer(endpoint: RpcEndpoint, token: string, remoteId: string, opts: MigrateOptions) {
-    const store = this.store;
-    let ch: RpcChannel;
     try {
-      ch = await RpcChannel.open({
-        host: endpoint.host,
-        port: endpoint.port,
-        token,
-        client: `migration to store ${store.storeId}`,
-        localAddress: opts.localAddress,
-        timeoutMs: opts.timeoutMs,
-        idleTimeoutMs: opts.idleTimeoutMs,
-        tls: opts.tls,
-      });
+      return await this.peers.use(endpoint.host, endpoint.port, this.channelOptions(token, opts), (ch, retire) =>
+        this.transferOn(ch, retire, remoteId),
+      );
     } catch (e) {
       this.counters.failed++;
       throw e;
     }
-    this.channels.add(ch);
+  }
+
+  private async transferOn(ch: RpcChannel, retire: () => void, remoteId: string): Promise<string> {
+    const store = this.store;
     // The migration's blobs belong to a connection id of its own until sealed.
     const conn = store.newConnectionId();
+    // Raw answers on a channel arrive one after another: from our header on, the next bytes are ours.
+    let base = -1;
+    let total = 0;
+    this.inFlight.set(conn, () => (base < 0 ? 0 : Math.min(ch.bytesReceived - base, total)));
+    let done = false;
     try {
       const source = String(ch.hello.storeId);
       const copy = this.copies.get(remoteId);
       // The same id from another run of the source store is another object.
       if (copy !== undefined && copy.storeId === source && store.table.has(copy.local)) {
         this.counters.reused++;
+        done = true;
         return copy.local;
       }
       let answer: RpcGetAnswer | null = null;
       const blobs: string[] = [];
-      const a = await ch.request(
-        { t: 'get', ids: [remoteId] },
-        {
-          alloc: (h, sizes) => {
-            answer = decodeGetAnswer(h, [remoteId]);
-            return sizes.map((size) => {
-              const e = store.table.createBlob(size, conn);
-              blobs.push(e.id);
-              return store.arena.view(e.loc!);
-            });
+      let receiving = true;
+      const a = await ch
+        .request(
+          { t: 'get', ids: [remoteId] },
+          {
+            alloc: (h, sizes) => {
+              answer = decodeGetAnswer(h, [remoteId]);
+              base = ch.bytesReceived;
+              for (const n of sizes) total += n;
+              const views = sizes.map((size) => {
+                const e = store.table.createBlob(size, conn);
+                blobs.push(e.id);
+                return store.arena.view(e.loc!);
+              });
+              // When asked for: a libuv thread takes the pages' faults (hypervisor faults on a VM) ahead of the socket.
+              if (worthPrefault(store.opts, sizes)) void prefault(views, () => receiving);
+              return views;
+            },
           },
-        },
-      );
+        )
+        .finally(() => {
+          receiving = false;
+        });
       answer ??= decodeGetAnswer(a.header, [remoteId]);
       const root = this.rebuild(answer, blobs, conn);
       this.copies.set(remoteId, { storeId: source, local: root });
       this.counters.migrations++;
       this.counters.blobsIn += blobs.length;
       for (const n of answer.raw) this.counters.bytesIn += n;
+      done = true;
       return root;
-    } catch (e) {
-      this.counters.failed++;
-      throw e;
     } finally {
-      // The socket closes before the blobs go, so no read can land in freed memory.
-      ch.close();
-      this.channels.delete(ch);
+      this.inFlight.delete(conn);
+      // A failed transfer's channel takes no new request and closes once the others on it are done,
+      // so no read can land in its blobs after they go, and the source drops what it pinned for it.
+      if (!done) retire();
       store.connectionClosed(conn);
     }
   }

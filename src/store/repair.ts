@@ -5,10 +5,13 @@
  * Every store with the etcd backend runs a Repairer; once per interval each
  * tries to take the `repair` lock, which is held by the store's own lease,
  * so exactly one store repairs at a time and a dead repairer's lock goes
- * with its lease. The holder scans the replica sets and has one copy made
- * at a time (Replication.addCopy: the store that makes a copy adds it to the
- * set in a transaction that refuses a copy the set no longer needs, so a
- * second repairer after a lock hand-over never leaves an extra copy).
+ * with its lease. The holder scans the replica sets and repairs up to
+ * PARALLEL_REPAIRS sets at once (Replication.addCopy: the store that makes a
+ * copy adds it to the set in a transaction that refuses a copy the set no
+ * longer needs, so a second repairer after a lock hand-over never leaves an
+ * extra copy). One set at a time left the wire idle during each copy's
+ * fixed costs (etcd reads and transactions, the target's persist): 1 GiB
+ * in 8 shards took 1.10 s against 0.70 s for the bytes alone.
  *
  * Rate limit: before a copy of n bytes starts, n tokens are taken from a
  * token bucket that fills at `rateBytesPerSec` and holds one second's worth,
@@ -53,6 +56,12 @@ export const DEFAULT_REPAIR_RATE = 128 * 1024 * 1024;
  */
 const FILLING_MS = 10_000;
 const RECENT = 64;
+/**
+ * Sets repaired at once. Each still takes its bytes from the rate limiter
+ * before it starts, so this overlaps fixed costs without raising the rate;
+ * the bytes queue on one connection per pair of stores.
+ */
+export const PARALLEL_REPAIRS = 4;
 
 function idleFigures() {
   return { leader: false, underReplicated: 0, lost: 0, bytesRepairing: 0, bytesRepaired: 0, copiesMade: 0 };
@@ -73,7 +82,8 @@ export class Repairer {
   private readonly figures = idleFigures();
   /** The latest copies this repairer started, oldest first. */
   readonly recent: RepairRecord[] = [];
-  private wake: (() => void) | null = null;
+  /** Wakes the repairs waiting for tokens (at close). */
+  private readonly wake = new Set<() => void>();
 
   constructor(
     private readonly meta: MetaService,
@@ -134,12 +144,17 @@ export class Repairer {
     this.protect(under);
     if (!this.figures.leader) return;
     const now = Date.now();
-    for (const set of under) {
-      if (this.closed) return;
-      const lostCopy = this.replication.liveness(set).some((c) => !c.alive);
-      if (!lostCopy && now - set.updatedAt < FILLING_MS) continue;
-      await this.repair(set);
-    }
+    const todo = under.filter(
+      (set) => this.replication.liveness(set).some((c) => !c.alive) || now - set.updatedAt >= FILLING_MS,
+    );
+    if (todo.length === 0) return;
+    // One placement for the pass, so sets repaired at once spread over the stores with room.
+    const plan = new Placement(await this.meta.instances());
+    let next = 0;
+    const worker = async () => {
+      while (next < todo.length && !this.closed) await this.repair(todo[next++], plan);
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL_REPAIRS, todo.length) }, worker));
   }
 
   /** Local copies of under-replicated objects are the last thing spilled. */
@@ -153,9 +168,8 @@ export class Repairer {
     this.table.setSpillLast(blobs);
   }
 
-  private async repair(set: ReplicaSet): Promise<void> {
+  private async repair(set: ReplicaSet, plan: Placement): Promise<void> {
     const live = this.replication.liveness(set).filter((c) => c.alive).length;
-    const plan = new Placement(await this.meta.instances());
     for (let k = live; k < set.factor && !this.closed; k++) {
       await this.take(set.nbytes);
       if (this.closed) return;
@@ -163,7 +177,8 @@ export class Repairer {
       if (this.recent.length > RECENT) this.recent.shift();
       this.figures.bytesRepairing += set.nbytes;
       try {
-        const copied = await this.replication.addCopy(set.id, plan);
+        // The set as the scan read it, for its first copy: the target's transaction checks it again.
+        const copied = await this.replication.addCopy(set.id, plan, k === live ? set : undefined);
         if (copied > 0) {
           this.figures.bytesRepaired += copied;
           this.figures.copiesMade++;
@@ -183,12 +198,15 @@ export class Repairer {
   private async take(n: number): Promise<void> {
     for (let left = n; left > 0 && !this.closed; ) {
       const part = Math.min(left, this.rate);
+      let wake = () => {};
       await Promise.race([
         this.bucket.removeTokens(part),
         new Promise<void>((r) => {
-          this.wake = r;
+          wake = r;
+          this.wake.add(r);
         }),
       ]);
+      this.wake.delete(wake);
       left -= part;
     }
   }
@@ -197,6 +215,6 @@ export class Repairer {
   close(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    this.wake?.();
+    for (const w of this.wake) w();
   }
 }

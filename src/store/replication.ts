@@ -18,7 +18,14 @@
 import { TrellisError } from '../errors.js';
 import type { MetaService } from '../meta/meta-service.js';
 import { decodeReply, type RequestBody } from '../protocol/messages.js';
-import type { InstanceInfo, LiveCopy, ReplicaCopy, ReplicaSet, RpcEndpoint } from '../protocol/records.js';
+import type {
+  GlobalObject,
+  InstanceInfo,
+  LiveCopy,
+  ReplicaCopy,
+  ReplicaSet,
+  RpcEndpoint,
+} from '../protocol/records.js';
 import type { ObjectTable } from './object-table.js';
 import { Placement } from './replica-placement.js';
 
@@ -33,18 +40,28 @@ export interface ReplicationLink {
 /** What replication needs of the cluster: publishing and withdrawing local objects. */
 export interface ReplicationHost {
   persist(ids: string[]): Promise<void>;
+  /** The records publishing these local objects would write, and what marks them published once written. */
+  unpublished(ids: string[]): { records: GlobalObject[]; written: () => void };
   /** Deletes a local object (deep) and withdraws its record. */
   deleteLocal(id: string): Promise<void>;
 }
 
-/** Copies made at once by one `ensure` (each is one transfer between two stores). */
-const PARALLEL_COPIES = 4;
+/**
+ * Copies asked for at once by one `ensure`. Enough that a dataset's copies
+ * overlap their fixed costs (etcd round trips, the target's persist and
+ * transaction) with each other's bytes; the bytes themselves queue on one
+ * connection per pair of stores (peer-channels.ts), so this does not
+ * multiply the transfers on the wire.
+ */
+const PARALLEL_COPIES = 16;
 
 export class Replication {
   /** Object id → this store's copy of it, for copies made here. */
   private readonly here = new Map<string, string>();
   /** This store's copy → the object it is a copy of. */
   private readonly rootOf = new Map<string, string>();
+  /** Object id → the `replicate` request making a copy of it here now (a second one waits for it). */
+  private readonly making = new Map<string, Promise<{ id: string; added: boolean }>>();
   private link: ReplicationLink | null = null;
   private host: ReplicationHost | null = null;
 
@@ -82,12 +99,6 @@ export class Replication {
   /** The copies of a set with their liveness. */
   liveness(set: ReplicaSet): LiveCopy[] {
     return set.copies.map((c) => ({ ...c, alive: this.meta.isAlive(c.instanceId) }));
-  }
-
-  private liveCount(set: ReplicaSet): number {
-    let n = 0;
-    for (const c of set.copies) if (this.meta.isAlive(c.instanceId)) n++;
-    return n;
   }
 
   /**
@@ -137,8 +148,9 @@ export class Replication {
       const live = this.liveness(set).filter((c) => c.alive);
       if (live.length === 0) throw new TrellisError('ERR_OBJECT_LOST', `object ${set.id}: no copy of it is left`);
       for (let k = live.length; k < factor; k++) {
+        // The set as just written: no need to read it again before the first copy.
         work.push(async () => {
-          await this.addCopy(set.id, plan);
+          await this.addCopy(set.id, plan, k === live.length ? set : undefined);
         });
       }
     }
@@ -161,10 +173,12 @@ export class Replication {
   /**
    * Has one more copy of `id` made on the store with the most room that
    * holds none yet, trying the next one when a store fails. Resolves with
-   * the bytes copied (0 when the set needed no copy by then).
+   * the bytes copied (0 when the set needed no copy by then). `known` is
+   * the set as its caller just read or wrote it (else it is read here); the
+   * target's transaction refuses a copy the set no longer needs either way.
    */
-  async addCopy(id: string, plan: Placement): Promise<number> {
-    const [set] = await this.meta.getReplicaSets([id]);
+  async addCopy(id: string, plan: Placement, known?: ReplicaSet): Promise<number> {
+    const set = known ?? (await this.meta.getReplicaSets([id]))[0];
     if (!set) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} is not replicated`);
     const live = this.liveness(set).filter((c) => c.alive);
     if (live.length >= set.factor) return 0;
@@ -204,13 +218,24 @@ export class Replication {
    * The `replicate` request: makes this store's copy of object `id` from the
    * live copy `from` and adds it to the object's replica set, unless the set
    * has all its copies by then (the copy is deleted again: `added` false).
+   *
+   * The set is not read before the pull: the one transaction that adds the
+   * copy reads it and refuses a copy it does not need, and publishes the
+   * copy's records with it (before, a read, a persist and the transaction
+   * were three etcd round trips after the bytes and one before them).
    */
-  async copyHere(id: string, from: ReplicaCopy): Promise<{ id: string; added: boolean }> {
-    const [set] = await this.meta.getReplicaSets([id]);
-    if (!set) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} is not replicated`);
-    const mine = set.copies.find((c) => c.instanceId === this.instanceId && this.table.has(c.id));
-    if (mine) return { id: mine.id, added: true };
-    if (this.liveCount(set) >= set.factor) return { id: from.id, added: false };
+  copyHere(id: string, from: ReplicaCopy): Promise<{ id: string; added: boolean }> {
+    const running = this.making.get(id);
+    if (running) return running;
+    const job = this.makeCopy(id, from).finally(() => this.making.delete(id));
+    this.making.set(id, job);
+    return job;
+  }
+
+  private async makeCopy(id: string, from: ReplicaCopy): Promise<{ id: string; added: boolean }> {
+    const made = this.here.get(id);
+    // Asked again for a copy made here before (a retried request): the set lists it already.
+    if (made !== undefined && this.table.has(made)) return { id: made, added: true };
     if (!this.meta.isAlive(from.instanceId)) {
       throw new TrellisError(
         'ERR_OBJECT_LOST',
@@ -220,21 +245,31 @@ export class Replication {
     const local = await this.pull(from);
     this.here.set(id, local);
     this.rootOf.set(local, id);
+    let known = true;
     try {
-      await this.host!.persist([local]);
-      const after = await this.meta.updateReplicaSet(id, (cur) => {
-        if (!cur || cur.copies.some((c) => c.id === local)) return undefined;
-        const alive = cur.copies.filter((c) => this.meta.isAlive(c.instanceId));
-        if (alive.length >= cur.factor) return undefined;
-        // Copies on stores that are gone are dropped as the new one comes in.
-        return { ...cur, copies: [...alive, { id: local, instanceId: this.instanceId }], updatedAt: Date.now() };
-      });
-      if (after?.copies.some((c) => c.id === local)) return { id: local, added: true };
+      const publish = this.host!.unpublished([local]);
+      const after = await this.meta.updateReplicaSet(
+        id,
+        (cur) => {
+          known = cur !== undefined;
+          if (!cur || cur.copies.some((c) => c.id === local)) return undefined;
+          const alive = cur.copies.filter((c) => this.meta.isAlive(c.instanceId));
+          if (alive.length >= cur.factor) return undefined;
+          // Copies on stores that are gone are dropped as the new one comes in.
+          return { ...cur, copies: [...alive, { id: local, instanceId: this.instanceId }], updatedAt: Date.now() };
+        },
+        publish.records,
+      );
+      if (after?.copies.some((c) => c.id === local)) {
+        publish.written();
+        return { id: local, added: true };
+      }
     } catch (e) {
       await this.dropCopy(local);
       throw e;
     }
     await this.dropCopy(local);
+    if (!known) throw new TrellisError('ERR_OBJECT_NOT_FOUND', `object ${id} is not replicated`);
     return { id: from.id, added: false };
   }
 

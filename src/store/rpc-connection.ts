@@ -29,6 +29,7 @@ import { type RawTarget, RpcReader } from '../protocol/rpc-reader.js';
 import { adoptWithOnread } from './net-handle.js';
 import type { Entry } from './object-table.js';
 import { PeerConnection } from './peer-connection.js';
+import { prefault, worthPrefault } from './prefault.js';
 import type { StoreServer } from './store-server.js';
 import { startTimer, timed } from './store-traffic.js';
 
@@ -227,7 +228,16 @@ export class RpcConnection extends PeerConnection {
         ids.push(e.id);
         return this.store.arena.view(e.loc!);
       });
-      return { parts, done: () => this.finishPut(req, ids, done) };
+      let receiving = true;
+      // When asked for: a libuv thread takes the pages' faults (hypervisor faults on a VM) ahead of the socket.
+      if (worthPrefault(this.store.opts, req.raw)) void prefault(parts, () => receiving && this.state !== 'closed');
+      return {
+        parts,
+        done: () => {
+          receiving = false;
+          this.finishPut(req, ids, done);
+        },
+      };
     } catch (e) {
       this.discard(ids);
       // Answered now; the bytes still coming are skipped so the stream stays in step.

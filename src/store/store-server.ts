@@ -48,6 +48,8 @@ export interface StoreOptions {
   reserve?: boolean;
   /** With reserve: put the arena on 2 MiB huge pages where the machine's pool (vm.nr_hugepages) has them. */
   hugePages?: boolean;
+  /** Fault a migration's or RPC put's blobs in on a libuv thread ahead of the socket (default false; store/prefault.ts). */
+  prefault?: boolean;
   /** Milliseconds freed memory stays warm before it goes back to the OS (default 1000; 0: at once). */
   punchDelayMs?: number;
   /** Spill unreferenced sealed blobs here when memory runs out. */
