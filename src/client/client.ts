@@ -11,13 +11,16 @@ import {
 } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
+import { native } from '../native.js';
 import type { Frame } from '../protocol/frame.js';
-import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import { decodeReply, isObjectId, type ReplyOf, type RequestBody } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
 import { type FastPin, FastReader } from './fast-reader.js';
+import { handshake } from './handshake.js';
 import { IpcChannel } from './ipc-channel.js';
 import {
+  adoptSegments,
   ensureMapped,
   isReadOnlyMapping,
   mappingOf,
@@ -117,21 +120,41 @@ export class TrellisClient extends ClientCommon {
     const socket = opts.socket ?? process.env.TRELLIS_SOCKET ?? '/tmp/trellis.sock';
     if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const channel = await IpcChannel.open(socket, timeoutMs);
-    let hello: ReplyOf<'hello'>;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > 0x7fff_ffff) {
+      throw invalidParameter('timeoutMs', 'a positive integer of milliseconds', timeoutMs);
+    }
+    const a = await handshake(socket, opts.name ?? `pid ${process.pid}`, timeoutMs);
+    const { hello } = a;
+    const client = new TrellisClient(
+      IpcChannel.adopt(a.socket),
+      socket,
+      hello.token,
+      hello.storeId,
+      hello.instanceId,
+      hello.inlineLimit,
+    );
     try {
-      const f = await withTimeout(
-        channel.request({ t: 'hello', version: PROTOCOL_VERSION, client: opts.name ?? `pid ${process.pid}` }),
-        timeoutMs,
-        'handshake',
-      );
-      hello = decodeReply('hello', f.header);
+      adoptSegments(hello.storeId, hello.attached?.segments ?? [], a.segmentFds);
     } catch (e) {
-      channel.close();
+      for (const fd of a.segmentFds) native.closeFd(fd);
+      if (a.fastFds) for (const fd of a.fastFds) native.closeFd(fd);
+      await client.close();
       throw e;
     }
-    const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
-    // The fast path comes up in the background; gets use the socket until it is there.
+    if (a.fastFds && hello.attached?.fastpath) {
+      // Mapped now: the first get of a published object needs nothing more.
+      try {
+        client.fast = FastReader.map(...a.fastFds, hello.attached.fastpath, hello.storeId, hello.instanceId);
+        client.fastPath = Promise.resolve(true);
+      } catch {
+        // a layout this client does not know: gets use the socket
+      } finally {
+        for (const fd of a.fastFds) native.closeFd(fd);
+      }
+      return client;
+    }
+    // A store that sent no fds (its socket has none to send on): the fd
+    // channel serves them, in the background; gets use the socket meanwhile.
     client.fastPath = FastReader.open(socket, hello.token, hello.storeId, hello.instanceId).then(
       (r) => {
         if (client.channel.closed) {
@@ -143,8 +166,6 @@ export class TrellisClient extends ClientCommon {
       },
       () => false,
     );
-    // Map the store's existing segments in the background, so the first get
-    // does not wait for the fd exchange (a get waits for it if it comes first).
     const segments = Math.min(hello.segments, PREFETCH_SEGMENTS);
     if (segments > 0) {
       ensureMapped(
@@ -497,22 +518,6 @@ export class TrellisClient extends ClientCommon {
   protected send(body: RequestBody): Promise<Frame> {
     return this.channel.request(body);
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new TrellisError('ERR_TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 export { ARROW_TYPENAME };

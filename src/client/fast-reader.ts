@@ -76,25 +76,39 @@ export class FastReader {
       if (header.t === 'err') throw decodeError(header);
       const sizes = decodeReply('fds', header).fastpath;
       if (!sizes || fds.length !== 2) throw new TrellisError('ERR_PROTOCOL', 'the store sent no fast path');
-      if (
-        sizes.directory !== DIRECTORY_BYTES ||
-        sizes.pins !== PIN_BYTES ||
-        native.fdSize(fds[0]) !== DIRECTORY_BYTES ||
-        native.fdSize(fds[1]) !== PIN_BYTES
-      ) {
-        throw new TrellisError('ERR_PROTOCOL', 'the fast path has another layout than this client knows');
-      }
-      const prefix = `o${instanceId.toString(16).padStart(4, '0')}`;
-      let dir = directories.get(storeId)?.deref();
-      if (!dir) {
-        dir = native.map(fds[0], DIRECTORY_BYTES, false);
-        directories.set(storeId, new WeakRef(dir));
-      }
-      return new FastReader(dir, native.map(fds[1], PIN_BYTES, true), prefix);
+      return FastReader.map(fds[0], fds[1], sizes, storeId, instanceId);
     } finally {
-      // The mappings outlive their fds.
       for (const fd of fds) native.closeFd(fd);
     }
+  }
+
+  /**
+   * Maps the directory and pin page from their fds (the fd channel's or the
+   * hello's), checked against the layout this client knows. The caller keeps
+   * and closes the fds: the mappings outlive them.
+   */
+  static map(
+    directoryFd: number,
+    pinsFd: number,
+    sizes: { directory: number; pins: number },
+    storeId: string,
+    instanceId: number,
+  ): FastReader {
+    if (
+      sizes.directory !== DIRECTORY_BYTES ||
+      sizes.pins !== PIN_BYTES ||
+      native.fdSize(directoryFd) !== DIRECTORY_BYTES ||
+      native.fdSize(pinsFd) !== PIN_BYTES
+    ) {
+      throw new TrellisError('ERR_PROTOCOL', 'the fast path has another layout than this client knows');
+    }
+    const prefix = `o${instanceId.toString(16).padStart(4, '0')}`;
+    let dir = directories.get(storeId)?.deref();
+    if (!dir) {
+      dir = native.map(directoryFd, DIRECTORY_BYTES, false);
+      directories.set(storeId, new WeakRef(dir));
+    }
+    return new FastReader(dir, native.map(pinsFd, PIN_BYTES, true), prefix);
   }
 
   /** Pins and describes a published object, or undefined when the socket must serve it. */

@@ -67,7 +67,7 @@ export const DEFAULT_LIST_LIMIT = 10_000;
 export const MAX_REPLICAS = 64;
 
 export type Request =
-  | { t: 'hello'; rid: number; version: number; client?: string }
+  | { t: 'hello'; rid: number; version: number; client?: string; attach?: boolean }
   | { t: 'create'; rid: number; size: number }
   | {
       t: 'seal';
@@ -136,7 +136,23 @@ export interface HelloReply {
   session: number;
   /** Segments the arena has now (the client maps them ahead). */
   segments: number;
+  /**
+   * Answer to a hello with `attach`: the fds that came with this answer
+   * (SCM_RIGHTS), in this order: the listed segments', then the fast path's
+   * directory and pin page. Absent: none came (the fd channel serves them).
+   */
+  attached?: FdsReply;
 }
+
+/** The fds a store sends, described (the fd channel's answer and the attached hello's). */
+export interface FdsReply {
+  segments: SegmentInfo[];
+  /** The byte sizes of the directory and pin page whose fds follow the segments'. */
+  fastpath?: { directory: number; pins: number };
+}
+
+/** Most fds one answer carries (native/fd-passing.cc receives at most 64). */
+export const MAX_FDS = 64;
 
 /** The fields of each request's `ok` answer. */
 export interface Replies {
@@ -165,8 +181,8 @@ export interface Replies {
   /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
   replicate: { id: string; added: boolean };
   unpinned: Record<string, never>;
-  /** `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked). */
-  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number } };
+  /** `fastpath` when asked. */
+  fds: FdsReply;
   endScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
@@ -192,6 +208,16 @@ export function creating(h: Header): { object: ObjectSpec; name?: string; persis
 /** The hello fields IPC and RPC share. */
 export function helloFields(h: Header): { rid: number; version: number; client?: string } {
   return { rid: rid(h), version: uint(h, 'version', 0xffff), client: optStr(h, 'client', 256) };
+}
+
+/** The description of the fds an answer carries: segments, then the fast path's two; MAX_FDS in all. */
+function fdsReply(h: Header): FdsReply {
+  const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
+  const extra = h.fastpath === undefined ? 0 : 2;
+  if (segments.length + extra > MAX_FDS) throw bad('segments', `at most ${MAX_FDS - extra} segments`, segments.length);
+  if (h.fastpath === undefined) return { segments };
+  const f = plainObject(h.fastpath, 'fastpath');
+  return { segments, fastpath: { directory: uint(f, 'directory'), pins: uint(f, 'pins') } };
 }
 
 const listLimit = (h: Header) => (h.limit === undefined ? DEFAULT_LIST_LIMIT : uint(h, 'limit', MAX_IDS));
@@ -392,7 +418,11 @@ interface Message<T extends RequestType> {
 
 const MESSAGES: { [T in RequestType]: Message<T> } = {
   hello: {
-    request: (h) => ({ t: 'hello', ...helloFields(h) }),
+    request: (h) => {
+      const r: RequestOf<'hello'> = { t: 'hello', ...helloFields(h) };
+      if (bool(h, 'attach', false)) r.attach = true;
+      return r;
+    },
     reply: (h) => ({
       version: uint(h, 'version', 0xffff),
       instanceId: uint(h, 'instanceId', 0xffff),
@@ -403,6 +433,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
       inlineLimit: uint(h, 'inlineLimit'),
       session: uint(h, 'session'),
       segments: uint(h, 'segments'),
+      ...(h.attached === undefined ? {} : { attached: fdsReply(plainObject(h.attached, 'attached')) }),
     }),
   },
   create: {
@@ -541,12 +572,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
       if (fastpath) out.fastpath = true;
       return out;
     },
-    reply: (h) => {
-      const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
-      if (h.fastpath === undefined) return { segments };
-      const f = plainObject(h.fastpath, 'fastpath');
-      return { segments, fastpath: { directory: uint(f, 'directory'), pins: uint(f, 'pins') } };
-    },
+    reply: fdsReply,
   },
   endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
