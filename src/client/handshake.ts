@@ -7,7 +7,7 @@
  * would spend milliseconds in net's cold code for the same round trip.
  * docs/PROTOCOL.md ("Handshake") describes the exchange.
  */
-import { getSystemErrorName } from 'node:util';
+import { constants } from 'node:os';
 import { TrellisError } from '../errors.js';
 import { errnoOf, type Handshake, native } from '../native.js';
 import { decodeError, decodeReply, type HelloReply, PROTOCOL_VERSION, type RequestOf } from '../protocol/messages.js';
@@ -83,28 +83,25 @@ export function checkAttached(raw: Handshake): Attached {
   };
 }
 
+/** A failed handshake call as a typed error: the errno says which. */
 function handshakeError(e: unknown, path: string, timeoutMs: number): TrellisError {
   const errno = errnoOf(e);
   if (errno === undefined) return e instanceof TrellisError ? e : new TrellisError('ERR_INTERNAL', String(e));
-  const name = getSystemErrorName(-errno);
   const cause = e instanceof TrellisError ? e.cause : e;
   const syscall = (cause as { syscall?: string } | undefined)?.syscall ?? '';
-  if (name === 'ETIMEDOUT') {
-    return new TrellisError('ERR_TIMEOUT', `the handshake with the store at ${path} took longer than ${timeoutMs} ms`, {
+  const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
+  if (errno === constants.errno.ETIMEDOUT) {
+    const what = syscall === 'connect' ? 'connecting to' : 'the handshake with';
+    return new TrellisError('ERR_TIMEOUT', `${what} the store at ${path} took longer than ${timeoutMs} ms`, {
       cause: e,
     });
   }
   if (syscall === 'connect' || syscall === 'socket') {
     return new TrellisError('ERR_DISCONNECTED', `cannot connect to the store at ${path}: ${name}`, { cause: e });
   }
-  if (name === 'EMSGSIZE' || name === 'EBADMSG') {
+  if (errno === constants.errno.EMSGSIZE || errno === constants.errno.EBADMSG) {
     return new TrellisError('ERR_PROTOCOL', `the store's hello answer is malformed (${syscall})`, { cause: e });
   }
-  return new TrellisError(
-    'ERR_DISCONNECTED',
-    `the store at ${path} closed the connection during the handshake: ${name}`,
-    {
-      cause: e,
-    },
-  );
+  const why = `the store at ${path} closed the connection during the handshake: ${name}`;
+  return new TrellisError('ERR_DISCONNECTED', why, { cause: e });
 }
