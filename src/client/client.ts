@@ -1,5 +1,5 @@
-import { ARROW_TYPENAME } from '../codecs/arrow.js';
-import type { EncodedValue } from '../codecs/codec.js';
+import { decodeNeedsArrow, loadArrowCodec } from '../codecs/arrow-loader.js';
+import { ARROW_TYPENAME, type EncodedValue } from '../codecs/codec.js';
 import {
   type ArrayOf,
   DTYPES,
@@ -448,6 +448,15 @@ export class TrellisClient extends ClientCommon {
     if (unmapped.length > 0) {
       try {
         await ensureMapped(this.storeId, this.socketPath, this.token, unmapped);
+      } catch (e) {
+        await this.call({ t: 'release', ids }).catch(() => {});
+        throw e;
+      }
+    }
+    // Inside the fetch, so a get of the same id meanwhile waits for it too.
+    if (decodeNeedsArrow(recs)) {
+      try {
+        await loadArrowCodec();
       } catch (e) {
         await this.call({ t: 'release', ids }).catch(() => {});
         throw e;

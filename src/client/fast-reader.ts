@@ -51,6 +51,7 @@ export interface FastPin {
 export class FastReader {
   private readonly dir: Int32Array;
   private readonly pins: Int32Array;
+  /** Slots let go of, reused first; `high` is one past the highest slot ever used. */
   private readonly free: number[] = [];
   private high = PIN_FIRST_SLOT;
   private gets = 0;
@@ -64,7 +65,6 @@ export class FastReader {
   ) {
     this.dir = new Int32Array(dir);
     this.pins = new Int32Array(pins);
-    for (let i = PIN_WORDS - 1; i >= PIN_FIRST_SLOT; i--) this.free.push(i);
   }
 
   /** Asks the store for its directory and a pin page over the fd channel, and maps both. */
@@ -122,10 +122,10 @@ export class FastReader {
     if (serial === 0) return undefined;
     const [hi, lo] = counterWords(counter);
     if (d[base + E.COUNTER_HI] !== hi || d[base + E.COUNTER_LO] !== lo) return undefined;
-    const slot = this.free.pop();
-    if (slot === undefined) return undefined;
-    if (slot >= this.high) {
-      this.high = slot + 1;
+    let slot = this.free.pop();
+    if (slot === undefined) {
+      if (this.high >= PIN_WORDS) return undefined;
+      slot = this.high++;
       Atomics.store(this.pins, PIN_HIGH, this.high);
     }
     Atomics.exchange(this.pins, slot, serial);
