@@ -38,7 +38,7 @@ export async function handshake(path: string, client: string, timeoutMs: number)
   let raw: Handshake;
   try {
     // A store of this thread could not answer while the thread waits: then at once off it.
-    raw = await native.handshake(path, req, timeoutMs, storeInThread() ? 0 : BLOCKING_WAIT_MS);
+    raw = await native.handshake(path, req, timeoutMs, storeInThread() ? 0 : Math.min(BLOCKING_WAIT_MS, timeoutMs));
   } catch (e) {
     throw handshakeError(e, path, timeoutMs);
   }

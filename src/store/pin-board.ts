@@ -46,7 +46,8 @@ export class PinBoard {
   }
 
   private newPage(): Page {
-    const fd = native.memfdCreate(`${this.label}:pins`, PIN_BYTES);
+    // Made before its connection is known, so the name says only what it is.
+    const fd = native.memfdCreate(`${this.label}:pins:page`, PIN_BYTES);
     try {
       return { fd, words: new Int32Array(native.map(fd, PIN_BYTES, true)) };
     } catch (e) {
