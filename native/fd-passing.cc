@@ -297,9 +297,7 @@ Napi::Value Queue(Napi::Env env, Exchange x, bool started) {
 
 // requestFds(socketPath, request, timeoutMs) -> Promise<{ data: Buffer, fds: number[] }>
 // The fd channel: on a worker thread, so a store in this thread keeps serving.
-Napi::Value RequestFds(const Napi::CallbackInfo& info) {
-  return Queue(info.Env(), ExchangeFrom(info, false), false);
-}
+Napi::Value RequestFds(const Napi::CallbackInfo& info) { return Queue(info.Env(), ExchangeFrom(info, false), false); }
 
 // handshake(socketPath, headerJson, timeoutMs, waitMs) -> { header, fds, socket }
 // or a Promise of it: the hello of a request connection. It connects and

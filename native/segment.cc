@@ -5,13 +5,12 @@
 // process: read-only for readers, so a stray write to a sealed object faults.
 #include "segment.h"
 
-#include <v8.h>
-
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <v8.h>
 
 #include <cstdint>
 #include <memory>
@@ -71,9 +70,7 @@ void Unmap(napi_env /*env*/, void* data, void* /*hint*/) {
 // converts between them this way); N-API offers no call that makes the
 // ArrayBuffer Map needs, so this one conversion goes through V8's API.
 static_assert(sizeof(napi_value) == sizeof(v8::Local<v8::Value>), "napi_value is not a v8::Local");
-napi_value ToNapi(v8::Local<v8::Value> local) {
-  return reinterpret_cast<napi_value>(*local);
-}
+napi_value ToNapi(v8::Local<v8::Value> local) { return reinterpret_cast<napi_value>(*local); }
 
 // map(fd, size, writable, populate) -> ArrayBuffer over the whole segment.
 // The mapping lives until the ArrayBuffer is collected.
