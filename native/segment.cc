@@ -60,9 +60,19 @@ struct Mapping {
   size_t len;
 };
 
-void Unmap(napi_env /*env*/, void* data, void* /*hint*/) {
+// A read-only mapping's finalizer (on the ArrayBuffer object).
+void UnmapObject(napi_env /*env*/, void* data, void* /*hint*/) {
   auto* m = static_cast<Mapping*>(data);
   munmap(m->addr, m->len);
+  delete m;
+}
+
+// A writable mapping's deleter (on its backing store, wherever it moved).
+void UnmapStore(Napi::Env env, void* /*data*/, Mapping* m) {
+  munmap(m->addr, m->len);
+  // V8 takes the buffer's length off its external-memory count as it collects
+  // it; give back what Map took off beforehand, so the count stays true.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(m->len));
   delete m;
 }
 
@@ -81,10 +91,14 @@ napi_value ToNapi(v8::Local<v8::Value> local) { return reinterpret_cast<napi_val
 // count first: the count's low mark moves down with it, and the limit with the
 // mark. A mapping of shared pages is no such allocation. V8 leaves out of the
 // count exactly the backing stores whose deleter is BackingStore::EmptyDeleter,
-// so the buffer gets that one, and the munmap rides on a finalizer of the
-// ArrayBuffer object instead. Since the memory must not outlive that object,
-// the buffer cannot be detached (no transfer to a worker): its detach key is
-// a value only this function has.
+// so a read-only mapping (what a reader's first get makes) gets that one, and
+// its munmap rides on a finalizer of the ArrayBuffer object instead. That
+// memory must then never move to another ArrayBuffer: src/native.ts marks it
+// untransferable (postMessage and structuredClone copy it), and its detach key
+// refuses the rest (Node aborts on a BYOB stream read into it, which would
+// fault on the read-only pages anyway). A writable mapping (a producer's, the
+// store's arena) can be handed to anything that moves buffers, so it keeps a
+// deleter on its backing store, and the GC a producer pays once per segment.
 Napi::Value Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -97,13 +111,17 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = mmap(nullptr, size, prot, flags, fd, 0);
   if (addr == MAP_FAILED) throw ErrnoError(env, "mmap", errno);
   auto* m = new Mapping{addr, static_cast<size_t>(size)};
+  if (writable) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(size));
+    return Napi::ArrayBuffer::New(env, addr, size, UnmapStore, m);
+  }
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   std::shared_ptr<v8::BackingStore> store =
       v8::ArrayBuffer::NewBackingStore(addr, m->len, v8::BackingStore::EmptyDeleter, nullptr);
   v8::Local<v8::ArrayBuffer> ab = v8::ArrayBuffer::New(isolate, std::move(store));
   ab->SetDetachKey(v8::Object::New(isolate));
   napi_value value = ToNapi(ab);
-  if (napi_add_finalizer(env, value, m, Unmap, nullptr, nullptr) != napi_ok) {
+  if (napi_add_finalizer(env, value, m, UnmapObject, nullptr, nullptr) != napi_ok) {
     munmap(addr, m->len);
     delete m;
     throw Napi::Error::New(env, "cannot attach the mapping's finalizer");

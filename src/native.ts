@@ -73,11 +73,12 @@ export function nativeError(e: unknown): TrellisError {
 
 export const native: NativeAddon = {
   memfdCreate: wrap(raw.memfdCreate),
-  // The addon unmaps when the ArrayBuffer object is collected (native/segment.cc):
-  // a transfer to another thread must copy it instead of moving its memory away.
+  // A read-only mapping is unmapped when its ArrayBuffer object is collected
+  // (native/segment.cc): a transfer to another thread must copy it instead
+  // of moving its memory away. A writable one moves safely.
   map: wrap((fd, size, writable, populate) => {
     const ab = raw.map(fd, size, writable, populate ?? false);
-    markAsUntransferable(ab);
+    if (!writable) markAsUntransferable(ab);
     return ab;
   }),
   punchHole: wrap(raw.punchHole),

@@ -1,9 +1,11 @@
 /**
- * How the addon maps a segment (native/segment.cc, issue 12): the mapping is
- * kept out of V8's external-memory count, so attaching 1 GiB sets off no GC;
- * it is unmapped once its ArrayBuffer is collected; and it cannot be moved
- * to another thread, only copied, so its memory never outlives the object
- * that unmaps it. Each case runs in a fresh process, as a reader would.
+ * How the addon maps a segment (native/segment.cc, issue 12): a read-only
+ * mapping (what a reader's gets view) is kept out of V8's external-memory
+ * count, so attaching 1 GiB sets off no GC; it is unmapped once its
+ * ArrayBuffer is collected; and it cannot be moved to another thread, only
+ * copied, so its memory never outlives the object that unmaps it (Node
+ * copies a writable one too, as it does any external buffer). Each case runs
+ * in a fresh process, as a reader would.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -74,20 +76,33 @@ describe('segment mappings', () => {
     expect(out).toEqual({ before: 51, after: 1, kept: 42 });
   });
 
-  it('a transfer to another thread copies the mapping and leaves it in place', async () => {
+  it('a transfer to another thread copies a mapping and leaves it in place', async () => {
     const out = await inFreshProcess(`
       import { MessageChannel } from 'node:worker_threads';
       const fd = native.memfdCreate('transfer-probe', 1 << 20);
-      const ab = native.map(fd, 1 << 20, true);
-      new Uint8Array(ab)[5] = 9;
+      const rw = native.map(fd, 1 << 20, true);
+      new Uint8Array(rw)[5] = 9;
+      const ro = native.map(fd, 1 << 20, false);
       const { port1, port2 } = new MessageChannel();
-      const got = new Promise((r) => port2.once('message', r));
-      port1.postMessage(ab, [ab]);
-      const copy = await got;
-      new Uint8Array(copy)[5] = 1;
+      const send = (ab) => {
+        const got = new Promise((r) => port2.once('message', r));
+        port1.postMessage(ab, [ab]);
+        return got;
+      };
+      const roCopy = await send(ro);
+      const rwCopy = await send(rw);
+      // Written through the shared memory after the transfers: the mappings see it, the copies do not.
+      new Uint8Array(rw)[6] = 4;
       port1.close();
-      console.log(JSON.stringify({ left: ab.byteLength, original: new Uint8Array(ab)[5], copy: new Uint8Array(copy)[5], same: copy === ab }));
+      const at = (ab, i) => new Uint8Array(ab)[i];
+      console.log(JSON.stringify({
+        ro: { left: ro.byteLength, same: roCopy === ro, copied: at(roCopy, 5), later: [at(ro, 6), at(roCopy, 6)] },
+        rw: { left: rw.byteLength, same: rwCopy === rw, copied: at(rwCopy, 5), later: [at(rw, 6), at(rwCopy, 6)] },
+      }));
     `);
-    expect(out).toEqual({ left: 1 << 20, original: 9, copy: 1, same: false });
+    expect(out).toEqual({
+      ro: { left: 1 << 20, same: false, copied: 9, later: [4, 0] },
+      rw: { left: 1 << 20, same: false, copied: 9, later: [4, 0] },
+    });
   });
 });
