@@ -42,7 +42,7 @@ import {
 const BIG = 256 * MiB;
 const MID = 64 * MiB;
 const SMALL_N = 10_000;
-const FRESH = 3;
+const FRESH = 5;
 
 // ---- Trellis in a fresh process: connect, first get, first read of every page ----
 
@@ -52,23 +52,36 @@ function touchPages(bytes) {
   return s;
 }
 
-async function freshReader({ socket, id }) {
+async function freshReader({ socket, id, mode }) {
+  if (mode === 'handshake') return freshHandshake(socket);
+  if (mode === 'import') {
+    // The package's main entry (loaders, apache-arrow), for the figure beside the reader's entry.
+    const t = nowUs();
+    await import(join(ROOT, 'dist/src/index.js'));
+    return { mainImportUs: nowUs() - t };
+  }
   // GC pauses that start inside connect or the first get (entries carry their own start time).
   const gcs = [];
   const obs = new PerformanceObserver((l) => gcs.push(...l.getEntries()));
   obs.observe({ entryTypes: ['gc'] });
   let t = nowUs();
-  // What a reader loads: the package's main entry alone.
-  const { connect } = await import(join(ROOT, 'dist/src/index.js'));
+  // What a reader loads: trellis/client alone.
+  const { connect } = await import(join(ROOT, 'dist/src/client/index.js'));
   const importUs = nowUs() - t;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   t = nowUs();
   const client = await connect({ socket, name: 'baselines reader' });
   const connectUs = nowUs() - t;
   t = nowUs();
   const v = await client.get(id);
   const getUs = nowUs() - t;
+  const cpu = process.cpuUsage(cpu0);
   const t1 = performance.now();
+  // What connect left for later: the request socket is made on the next turn of the event loop.
+  t = nowUs();
+  await new Promise((r) => setImmediate(r));
+  const laterUs = nowUs() - t;
   // Mapping a segment in a fresh process (mmap + external ArrayBuffer), on a memfd of the same size of its own.
   const { native } = await import(join(ROOT, 'dist/src/native.js'));
   const fd = native.memfdCreate('baselines-map-probe', 1024 ** 3);
@@ -92,7 +105,29 @@ async function freshReader({ socket, id }) {
     await client.release(id);
   }
   await client.close();
-  return { importUs, connectUs, getUs, mapUs, gcUs, touchUs, warmGetUs: stats(warm.slice(1000)).p50 };
+  return {
+    importUs,
+    connectUs,
+    getUs,
+    cpuUs: cpu.user + cpu.system,
+    laterUs,
+    mapUs,
+    gcUs,
+    touchUs,
+    warmGetUs: stats(warm.slice(1000)).p50,
+  };
+}
+
+/** The hello round trip alone in a fresh process (the store's answer, with its fds): what connect waits for. */
+async function freshHandshake(socket) {
+  const { native } = await import(join(ROOT, 'dist/src/native.js'));
+  const hello = JSON.stringify({ rid: 1, t: 'hello', version: 1, client: 'baselines probe', attach: true });
+  const t = nowUs();
+  const raw = await native.handshake(socket, hello, 10_000, 10_000);
+  const handshakeUs = nowUs() - t;
+  native.closeFd(raw.socket);
+  for (const fd of raw.fds) native.closeFd(fd);
+  return { handshakeUs };
 }
 
 // ---- Python multiprocessing.shared_memory ----
@@ -276,12 +311,24 @@ async function main() {
   w.buffer.fill(7);
   const blob = await w.seal();
   const id = await client.putObject({ typename: 'Tensor', meta: { dtype: 'uint8', shape: [BIG] }, members: [blob] });
+  // Fresh readers, interleaved with the diagnostics so load drifts hit them alike: a plain one,
+  // one with every function compiled at load (--no-lazy: how much of the first calls is
+  // lazy compilation), and the bare hello round trip.
   const readers = [];
+  const eager = [];
+  const hellos = [];
+  const imports = [];
   for (let i = 0; i < FRESH; i++) {
+    imports.push(await runChild(import.meta.url, { mode: 'import' }, { cpus: '0' }));
     readers.push(await runChild(import.meta.url, { socket: store.socket, id }, { cpus: '0' }));
+    eager.push(await runChild(import.meta.url, { socket: store.socket, id }, { cpus: '0', execArgv: ['--no-lazy'] }));
+    hellos.push(await runChild(import.meta.url, { socket: store.socket, mode: 'handshake' }, { cpus: '0' }));
   }
   const tr = {};
   for (const k of Object.keys(readers[0])) tr[k] = median(readers.map((r) => r[k]));
+  const eagerUs = median(eager.map((r) => r.connectUs + r.getUs));
+  const handshakeUs = median(hellos.map((r) => r.handshakeUs));
+  const mainImportUs = median(imports.map((r) => r.mainImportUs));
 
   const py = await attempt('python shared_memory', pythonSharedMemory);
   const socketClient = await connect({ socket: store.socket, name: 'baselines-socket', putRing: false });
@@ -307,9 +354,11 @@ async function main() {
   });
   // Where the time goes, printed and kept in RESULTS.md (issue 12's measured reasons).
   const why = [
-    `cold start, medians of ${FRESH} fresh processes: import of the package ${fmtUs(tr.importUs)} (in neither attach figure: Python's numpy import is not in its own), ` +
-      `connect ${fmtUs(tr.connectUs)}, first get ${fmtUs(tr.getUs)}, of which GC pauses that start inside connect + get ${fmtUs(tr.gcUs)}; ` +
-      `mmap + external ArrayBuffer of a 1 GiB segment ${fmtUs(tr.mapUs)}`,
+    `cold start, medians of ${FRESH} fresh processes: import of trellis/client ${fmtUs(tr.importUs)}, of the main entry ${fmtUs(mainImportUs)} (in neither attach figure: Python's numpy import is not in its own), ` +
+      `connect ${fmtUs(tr.connectUs)}, first get ${fmtUs(tr.getUs)}; this process's CPU in them ${fmtUs(tr.cpuUs)}, ` +
+      `GC pauses that start inside them ${fmtUs(tr.gcUs)}; the hello round trip alone (store answer with fds, fresh process) ${fmtUs(handshakeUs)}; ` +
+      `connect + first get with every function compiled at load (--no-lazy) ${fmtUs(eagerUs)}; ` +
+      `left for the next event-loop turn (the request socket) ${fmtUs(tr.laterUs)}; mmap + external ArrayBuffer of a 1 GiB segment ${fmtUs(tr.mapUs)}`,
   ];
   if (rd) {
     const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
@@ -342,7 +391,7 @@ async function main() {
     ],
     [
       `fresh-process figures: median of ${FRESH} processes (Trellis and Python alike); warm get: p50 of 2000 after 1000 warm-up, reader and store on CPU 0`,
-      'Trellis attach = connect (handshake) + first get (fd passing + mmap of the 1 GiB segment); Python attach = shm_open + mmap + numpy view',
+      'Trellis attach = connect (one hello round trip to the store, whose answer carries the segment, directory and pin-page fds; mmap of directory and pin page) + first get (directory read and pin, mmap of the 1 GiB segment, tensor view); Python attach = shm_open + mmap + numpy view of the named segment (no server involved); both exclude interpreter start and imports',
       'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get + release of a 1 KiB tensor takes the fast path (no round trip); put takes the put ring (no round trip; the store drains it), or with the ring off one round trip',
       'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
       `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,

@@ -228,7 +228,7 @@ async function main() {
     `async get: ${ASYNC_N} gets per size after 300 warm-up; getSync: ${SYNC_N}; getMany: ${BATCH_N} batches of ${BATCH}`,
     'same CPU: store (and echo server) and reader pinned to CPU 0; cross-CPU: store on CPU 0, reader on CPU 1 (taskset)',
     '256 MiB and 1 GiB batches: 100 Tensor objects over one shared blob (100 distinct objects would not fit in RAM)',
-    'cold rows: the 1 KiB and 1 GiB gets each map a 1 GiB segment (fd passing + mmap); V8 answers the new external memory with a GC that also lands on the next get (1 MiB row)',
+    'cold rows: the first get of each object in this reader; the segment fds came with the hello, so a first get into a segment not mapped here yet maps it (mmap, no fd passing), and V8 is not told of the mapping as memory of its own, so no GC follows (bench/baselines.js has the fresh-process figures)',
   ]);
 }
 

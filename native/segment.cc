@@ -11,8 +11,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <v8.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "errno-error.h"
 
@@ -67,7 +69,15 @@ struct Mapping {
   size_t len;
 };
 
-void Unmap(Napi::Env env, void* /*data*/, Mapping* m) {
+// A read-only mapping's finalizer (on the ArrayBuffer object).
+void UnmapObject(napi_env /*env*/, void* data, void* /*hint*/) {
+  auto* m = static_cast<Mapping*>(data);
+  munmap(m->addr, m->len);
+  delete m;
+}
+
+// A writable mapping's deleter (on its backing store, wherever it moved).
+void UnmapStore(Napi::Env env, void* /*data*/, Mapping* m) {
   munmap(m->addr, m->len);
   // V8 takes the buffer's length off its external-memory count as it collects
   // it; give back what Map took off beforehand, so the count stays true.
@@ -75,8 +85,29 @@ void Unmap(Napi::Env env, void* /*data*/, Mapping* m) {
   delete m;
 }
 
+// napi_value is a v8::Local under the hood (node's js_native_api_v8.h
+// converts between them this way); N-API offers no call that makes the
+// ArrayBuffer Map needs, so this one conversion goes through V8's API.
+static_assert(sizeof(napi_value) == sizeof(v8::Local<v8::Value>), "napi_value is not a v8::Local");
+napi_value ToNapi(v8::Local<v8::Value> local) { return reinterpret_cast<napi_value>(*local); }
+
 // map(fd, size, writable, populate) -> ArrayBuffer over the whole segment.
 // The mapping lives until the ArrayBuffer is collected.
+//
+// V8 counts an external ArrayBuffer's length as memory this process
+// allocated, and a new mapping of 256 MiB or more starts a GC on the spot
+// (2-3 ms in a fresh process; issue 12), even after taking the length off the
+// count first: the count's low mark moves down with it, and the limit with the
+// mark. A mapping of shared pages is no such allocation. V8 leaves out of the
+// count exactly the backing stores whose deleter is BackingStore::EmptyDeleter,
+// so a read-only mapping (what a reader's first get makes) gets that one, and
+// its munmap rides on a finalizer of the ArrayBuffer object instead. That
+// memory must then never move to another ArrayBuffer: src/native.ts marks it
+// untransferable (postMessage and structuredClone copy it), and its detach key
+// refuses the rest (Node aborts on a BYOB stream read into it, which would
+// fault on the read-only pages anyway). A writable mapping (a producer's, the
+// store's arena) can be handed to anything that moves buffers, so it keeps a
+// deleter on its backing store, and the GC a producer pays once per segment.
 Napi::Value Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -89,13 +120,22 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = mmap(nullptr, size, prot, flags, fd, 0);
   if (addr == MAP_FAILED) throw ErrnoError(env, "mmap", errno);
   auto* m = new Mapping{addr, static_cast<size_t>(size)};
-  // V8 counts an external ArrayBuffer's whole length as memory this process
-  // allocated, and a new 1 GiB mapping sets off a full GC on the spot (several
-  // ms in a fresh process; issue 12). A mapping of shared pages is not such an
-  // allocation: take its length off the count first, so attaching it changes
-  // nothing. Unmap restores it when V8 collects the buffer.
-  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(size));
-  return Napi::ArrayBuffer::New(env, addr, size, Unmap, m);
+  if (writable) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(size));
+    return Napi::ArrayBuffer::New(env, addr, size, UnmapStore, m);
+  }
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  std::shared_ptr<v8::BackingStore> store =
+      v8::ArrayBuffer::NewBackingStore(addr, m->len, v8::BackingStore::EmptyDeleter, nullptr);
+  v8::Local<v8::ArrayBuffer> ab = v8::ArrayBuffer::New(isolate, std::move(store));
+  ab->SetDetachKey(v8::Object::New(isolate));
+  napi_value value = ToNapi(ab);
+  if (napi_add_finalizer(env, value, m, UnmapObject, nullptr, nullptr) != napi_ok) {
+    munmap(addr, m->len);
+    delete m;
+    throw Napi::Error::New(env, "cannot attach the mapping's finalizer");
+  }
+  return Napi::Value(env, value);
 }
 
 // punchHole(fd, offset, length): give the pages of a freed range back to the OS.

@@ -1,25 +1,13 @@
 /**
  * `trellis`: the client (IPC zero-copy, RPC copying), codecs, loaders and
  * errors. It loads neither onnxruntime (`trellis/models`) nor the store
- * daemon (`trellis/store`).
+ * daemon (`trellis/store`); `trellis/client` is the client alone, without
+ * the loaders and apache-arrow.
  */
 export { parseSize } from './cli/size.js';
-export {
-  type BlobWriter,
-  type ConnectOptions,
-  type PutOptions,
-  type PutValue,
-  type StoredObject,
-  type StoreValue,
-  type TensorWriter,
-  TrellisClient,
-} from './client/client.js';
-export { connect } from './client/connect.js';
-export { RemoteClient, type RemoteConnectOptions } from './client/remote-client.js';
+// Everything of trellis/client (connect, the clients, tensors, errors).
+export * from './client/index.js';
 export { copyOn, servingCopy } from './client/shard-copies.js';
-export type { StoreClient } from './client/store-client.js';
-export { DTYPES, type DType, type Tensor, type TypedArray, tensor } from './codecs/tensor.js';
-export { ERROR_CODES, type ErrorCode, isTrellisError, TrellisError } from './errors.js';
 export {
   type ArrowTensorOptions,
   arrowColumnTensor,

@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 import { ERROR_CODES, type ErrorCode, TrellisError } from './errors.js';
 import { PACKAGE_ROOT } from './package-root.js';
 
@@ -28,6 +29,20 @@ export interface NativeAddon {
   address(buffer: ArrayBuffer): bigint;
   sendFds(socketFd: number, payload: Uint8Array, fds: number[]): void;
   requestFds(socketPath: string, request: Uint8Array, timeoutMs: number): Promise<{ data: Buffer; fds: number[] }>;
+  /**
+   * Connects, sends one frame with the JSON header `header` and receives one
+   * answer frame (a header, no payload) with its fds; the socket stays open.
+   * Blocks this thread up to `waitMs` for the answer, then goes on waiting on
+   * a worker thread (a promise).
+   */
+  handshake(socketPath: string, header: string, timeoutMs: number, waitMs: number): Handshake | Promise<Handshake>;
+}
+
+/** A handshake's result: the connected socket's fd, the answer's JSON header text and the fds it carried. */
+export interface Handshake {
+  socket: number;
+  header: string;
+  fds: number[];
 }
 
 const require = createRequire(import.meta.url);
@@ -44,6 +59,13 @@ function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R 
       throw nativeError(e);
     }
   };
+}
+
+/** The errno of a failed system call behind a native error (undefined for other errors). */
+export function errnoOf(e: unknown): number | undefined {
+  const cause = e instanceof TrellisError ? e.cause : e;
+  const n = (cause as { errno?: unknown } | null | undefined)?.errno;
+  return typeof n === 'number' ? n : undefined;
 }
 
 export function nativeError(e: unknown): TrellisError {
@@ -82,7 +104,14 @@ class CheckedRowGather implements RowGather {
 export const native: NativeAddon = {
   RowGather: CheckedRowGather,
   memfdCreate: wrap(raw.memfdCreate),
-  map: wrap(raw.map),
+  // A read-only mapping is unmapped when its ArrayBuffer object is collected
+  // (native/segment.cc): a transfer to another thread must copy it instead
+  // of moving its memory away. A writable one moves safely.
+  map: wrap((fd, size, writable, populate) => {
+    const ab = raw.map(fd, size, writable, populate ?? false);
+    if (!writable) markAsUntransferable(ab);
+    return ab;
+  }),
   punchHole: wrap(raw.punchHole),
   reserve: wrap(raw.reserve),
   populate: wrap(raw.populate),
@@ -95,6 +124,14 @@ export const native: NativeAddon = {
   closeFd: wrap(raw.closeFd),
   address: wrap(raw.address),
   sendFds: wrap(raw.sendFds),
+  handshake: wrap((path, request, timeoutMs, waitMs) => {
+    const out = raw.handshake(path, request, timeoutMs, waitMs);
+    return out instanceof Promise
+      ? out.catch((e: unknown) => {
+          throw nativeError(e);
+        })
+      : out;
+  }),
   requestFds: (path, request, timeoutMs) =>
     raw.requestFds(path, request, timeoutMs).catch((e: unknown) => {
       throw nativeError(e);

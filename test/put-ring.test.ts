@@ -8,10 +8,11 @@
  */
 import { connect, type Tensor } from 'trellis';
 import { afterEach, describe, expect, it } from 'vitest';
+import { handshake } from '../dist/src/client/handshake.js';
 import { IpcChannel } from '../dist/src/client/ipc-channel.js';
 import { native } from '../dist/src/native.js';
 import { decodeBody } from '../dist/src/protocol/frame.js';
-import { decodeReply, encodeRequest, PROTOCOL_VERSION } from '../dist/src/protocol/messages.js';
+import { decodeReply, encodeRequest } from '../dist/src/protocol/messages.js';
 import { R, RING_BYTES, recordBase } from '../dist/src/protocol/put-ring.js';
 import { errCode, eventually, killChildren, startChild } from './helpers/child.js';
 import { sample, scrape } from './helpers/metrics.js';
@@ -19,10 +20,16 @@ import { spawnStore, startStore, tempDir } from './helpers/store.js';
 
 const MIB = 1024 * 1024;
 
+/** A request channel past its hello (the attaching one every client makes), with none of the fds it brought kept. */
+async function channelTo(socket: string) {
+  const a = await handshake(socket, 'raw ring', 5000);
+  for (const fd of [...a.segmentFds, ...(a.fastFds ?? [])]) native.closeFd(fd);
+  return { ch: IpcChannel.adopt(a.socket), hello: a.hello };
+}
+
 /** A client that speaks the ring by hand, to write records no honest client would. */
 async function rawRing(socket: string) {
-  const ch = await IpcChannel.open(socket, 5000);
-  const hello = decodeReply('hello', (await ch.request({ t: 'hello', version: PROTOCOL_VERSION })).header);
+  const { ch, hello } = await channelTo(socket);
   const fdsOf = async (body: Parameters<typeof encodeRequest>[1]) => {
     const { data, fds } = await native.requestFds(socket, encodeRequest(0, body), 5000);
     return { reply: decodeReply('fds', decodeBody(data).header), fds };
@@ -366,9 +373,8 @@ describe('put ring', () => {
 
   it('a lease needs a ring first, and the ring needs the session token', async () => {
     const env = await store();
-    const ch = await IpcChannel.open(env.socket, 5000);
+    const { ch, hello } = await channelTo(env.socket);
     stops.push(async () => ch.close());
-    const hello = decodeReply('hello', (await ch.request({ t: 'hello', version: PROTOCOL_VERSION })).header);
     expect(await errCode(ch.request({ t: 'lease' }))).toBe('ERR_BAD_REQUEST');
     const wrong = native.requestFds(
       env.socket,

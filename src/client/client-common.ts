@@ -7,6 +7,7 @@
  * sent, and every answer goes through its reply decoder (protocol/messages.ts).
  */
 
+import { encodeNeedsArrow, loadArrowCodec } from '../codecs/arrow-loader.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import { encodeValue, type PutValue, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
@@ -189,6 +190,7 @@ export abstract class ClientCommon {
 
   /** Stores a tensor, TypedArray (as a 1-d tensor) or Arrow table and returns its id. */
   async put(value: PutValue, opts: PutOptions = {}): Promise<string> {
+    if (encodeNeedsArrow(value)) await loadArrowCodec();
     return this.putEncoded(encodeValue(value), opts);
   }
 

@@ -1,5 +1,5 @@
-import { ARROW_TYPENAME } from '../codecs/arrow.js';
-import type { EncodedValue } from '../codecs/codec.js';
+import { decodeNeedsArrow, loadArrowCodec } from '../codecs/arrow-loader.js';
+import { ARROW_TYPENAME, type EncodedValue } from '../codecs/codec.js';
 import {
   type ArrayOf,
   DTYPES,
@@ -11,14 +11,17 @@ import {
 } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
 import { invalidParameter, TrellisError } from '../errors.js';
+import { native } from '../native.js';
 import type { Frame } from '../protocol/frame.js';
-import { decodeReply, isObjectId, PROTOCOL_VERSION, type ReplyOf, type RequestBody } from '../protocol/messages.js';
+import { decodeReply, isObjectId, type ReplyOf, type RequestBody } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
 import { type FastPin, FastReader } from './fast-reader.js';
+import { handshake } from './handshake.js';
 import { IpcChannel } from './ipc-channel.js';
 import { PutRing, type RingCall } from './put-ring.js';
 import {
+  adoptSegments,
   ensureMapped,
   isReadOnlyMapping,
   mappingOf,
@@ -140,21 +143,13 @@ export class TrellisClient extends ClientCommon {
     const socket = opts.socket ?? process.env.TRELLIS_SOCKET ?? '/tmp/trellis.sock';
     if (typeof socket !== 'string' || socket.length === 0) throw invalidParameter('socket', 'a socket path', socket);
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const channel = await IpcChannel.open(socket, timeoutMs);
-    let hello: ReplyOf<'hello'>;
-    try {
-      const f = await withTimeout(
-        channel.request({ t: 'hello', version: PROTOCOL_VERSION, client: opts.name ?? `pid ${process.pid}` }),
-        timeoutMs,
-        'handshake',
-      );
-      hello = decodeReply('hello', f.header);
-    } catch (e) {
-      channel.close();
-      throw e;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > 0x7fff_ffff) {
+      throw invalidParameter('timeoutMs', 'a positive integer of milliseconds', timeoutMs);
     }
+    const a = await handshake(socket, opts.name ?? `pid ${process.pid}`, timeoutMs);
+    const { hello } = a;
     const client = new TrellisClient(
-      channel,
+      IpcChannel.adopt(a.socket),
       socket,
       hello.token,
       hello.storeId,
@@ -162,7 +157,28 @@ export class TrellisClient extends ClientCommon {
       hello.inlineLimit,
       opts.putRing ?? true,
     );
-    // The fast path comes up in the background; gets use the socket until it is there.
+    try {
+      adoptSegments(hello.storeId, hello.attached?.segments ?? [], a.segmentFds);
+    } catch (e) {
+      for (const fd of a.segmentFds) native.closeFd(fd);
+      if (a.fastFds) for (const fd of a.fastFds) native.closeFd(fd);
+      await client.close();
+      throw e;
+    }
+    if (a.fastFds && hello.attached?.fastpath) {
+      // Mapped now: the first get of a published object needs nothing more.
+      try {
+        client.fast = FastReader.map(...a.fastFds, hello.attached.fastpath, hello.storeId, hello.instanceId);
+        client.fastPath = Promise.resolve(true);
+      } catch {
+        // a layout this client does not know: gets use the socket
+      } finally {
+        for (const fd of a.fastFds) native.closeFd(fd);
+      }
+      return client;
+    }
+    // A store that sent no fds (its socket has none to send on): the fd
+    // channel serves them, in the background; gets use the socket meanwhile.
     client.fastPath = FastReader.open(socket, hello.token, hello.storeId, hello.instanceId).then(
       (r) => {
         if (client.channel.closed) {
@@ -174,8 +190,6 @@ export class TrellisClient extends ClientCommon {
       },
       () => false,
     );
-    // Map the store's existing segments in the background, so the first get
-    // does not wait for the fd exchange (a get waits for it if it comes first).
     const segments = Math.min(hello.segments, PREFETCH_SEGMENTS);
     if (segments > 0) {
       ensureMapped(
@@ -509,6 +523,15 @@ export class TrellisClient extends ClientCommon {
         throw e;
       }
     }
+    // Inside the fetch, so a get of the same id meanwhile waits for it too.
+    if (decodeNeedsArrow(recs)) {
+      try {
+        await loadArrowCodec();
+      } catch (e) {
+        await this.call({ t: 'release', ids }).catch(() => {});
+        throw e;
+      }
+    }
     return recs;
   }
 
@@ -575,22 +598,6 @@ export class TrellisClient extends ClientCommon {
   protected send(body: RequestBody): Promise<Frame> {
     return this.channel.request(body);
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new TrellisError('ERR_TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 export { ARROW_TYPENAME };

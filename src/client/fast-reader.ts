@@ -51,6 +51,7 @@ export interface FastPin {
 export class FastReader {
   private readonly dir: Int32Array;
   private readonly pins: Int32Array;
+  /** Slots let go of, reused first; `high` is one past the highest slot ever used. */
   private readonly free: number[] = [];
   private high = PIN_FIRST_SLOT;
   private gets = 0;
@@ -64,7 +65,6 @@ export class FastReader {
   ) {
     this.dir = new Int32Array(dir);
     this.pins = new Int32Array(pins);
-    for (let i = PIN_WORDS - 1; i >= PIN_FIRST_SLOT; i--) this.free.push(i);
   }
 
   /** Asks the store for its directory and a pin page over the fd channel, and maps both. */
@@ -76,25 +76,39 @@ export class FastReader {
       if (header.t === 'err') throw decodeError(header);
       const sizes = decodeReply('fds', header).fastpath;
       if (!sizes || fds.length !== 2) throw new TrellisError('ERR_PROTOCOL', 'the store sent no fast path');
-      if (
-        sizes.directory !== DIRECTORY_BYTES ||
-        sizes.pins !== PIN_BYTES ||
-        native.fdSize(fds[0]) !== DIRECTORY_BYTES ||
-        native.fdSize(fds[1]) !== PIN_BYTES
-      ) {
-        throw new TrellisError('ERR_PROTOCOL', 'the fast path has another layout than this client knows');
-      }
-      const prefix = `o${instanceId.toString(16).padStart(4, '0')}`;
-      let dir = directories.get(storeId)?.deref();
-      if (!dir) {
-        dir = native.map(fds[0], DIRECTORY_BYTES, false);
-        directories.set(storeId, new WeakRef(dir));
-      }
-      return new FastReader(dir, native.map(fds[1], PIN_BYTES, true), prefix);
+      return FastReader.map(fds[0], fds[1], sizes, storeId, instanceId);
     } finally {
-      // The mappings outlive their fds.
       for (const fd of fds) native.closeFd(fd);
     }
+  }
+
+  /**
+   * Maps the directory and pin page from their fds (the fd channel's or the
+   * hello's), checked against the layout this client knows. The caller keeps
+   * and closes the fds: the mappings outlive them.
+   */
+  static map(
+    directoryFd: number,
+    pinsFd: number,
+    sizes: { directory: number; pins: number },
+    storeId: string,
+    instanceId: number,
+  ): FastReader {
+    if (
+      sizes.directory !== DIRECTORY_BYTES ||
+      sizes.pins !== PIN_BYTES ||
+      native.fdSize(directoryFd) !== DIRECTORY_BYTES ||
+      native.fdSize(pinsFd) !== PIN_BYTES
+    ) {
+      throw new TrellisError('ERR_PROTOCOL', 'the fast path has another layout than this client knows');
+    }
+    const prefix = `o${instanceId.toString(16).padStart(4, '0')}`;
+    let dir = directories.get(storeId)?.deref();
+    if (!dir) {
+      dir = native.map(directoryFd, DIRECTORY_BYTES, false);
+      directories.set(storeId, new WeakRef(dir));
+    }
+    return new FastReader(dir, native.map(pinsFd, PIN_BYTES, true), prefix);
   }
 
   /** Pins and describes a published object, or undefined when the socket must serve it. */
@@ -108,10 +122,10 @@ export class FastReader {
     if (serial === 0) return undefined;
     const [hi, lo] = counterWords(counter);
     if (d[base + E.COUNTER_HI] !== hi || d[base + E.COUNTER_LO] !== lo) return undefined;
-    const slot = this.free.pop();
-    if (slot === undefined) return undefined;
-    if (slot >= this.high) {
-      this.high = slot + 1;
+    let slot = this.free.pop();
+    if (slot === undefined) {
+      if (this.high >= PIN_WORDS) return undefined;
+      slot = this.high++;
       Atomics.store(this.pins, PIN_HIGH, this.high);
     }
     Atomics.exchange(this.pins, slot, serial);

@@ -3,8 +3,9 @@
  * requests matched to answers by `rid`. Any number of requests may be in
  * flight; writes made in one tick leave in one syscall.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { TrellisError } from '../errors.js';
+import { native } from '../native.js';
 import { type Frame, FrameDecoder } from '../protocol/frame.js';
 import { decodeError, encodeRequest, type RequestBody } from '../protocol/messages.js';
 import { WriteBatch } from './write-batch.js';
@@ -19,36 +20,53 @@ export class IpcChannel {
   private nextRid = 1;
   private readonly decoder: FrameDecoder;
   private failure: TrellisError | null = null;
-  private readonly out: WriteBatch;
+  private socket: Socket | null = null;
+  private out: WriteBatch | null = null;
 
   private constructor(
-    private readonly socket: Socket,
+    private fd: number,
     maxFrame: number,
   ) {
     this.decoder = new FrameDecoder(maxFrame);
-    this.out = new WriteBatch(socket);
+    // The first net.Socket of a process costs ~0.9 ms of cold code, and a
+    // reader's first get needs no request: the socket is made on the first
+    // request or the next turn of the event loop, whichever comes first.
+    setImmediate(() => {
+      if (this.failure) return;
+      try {
+        this.writer();
+      } catch {
+        // failed the channel: the next request says why
+      }
+    });
+  }
+
+  /**
+   * The channel over a UNIX socket already connected and past its hello
+   * (handshake.ts): libuv takes the descriptor over from here.
+   */
+  static adopt(fd: number): IpcChannel {
+    return new IpcChannel(fd, 1 << 30);
+  }
+
+  /** The socket's write batch, the socket made first if it is not yet. */
+  private writer(): WriteBatch {
+    if (this.out) return this.out;
+    if (this.failure) throw this.failure;
+    let socket: Socket;
+    try {
+      socket = new Socket({ fd: this.fd, readable: true, writable: true });
+    } catch (e) {
+      this.fail(new TrellisError('ERR_DISCONNECTED', `the store connection cannot be used: ${(e as Error).message}`));
+      throw this.failure;
+    }
+    this.fd = -1;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e) => this.fail(new TrellisError('ERR_DISCONNECTED', `store connection failed: ${e.message}`)));
     socket.on('close', () => this.fail(new TrellisError('ERR_DISCONNECTED', 'the store closed the connection')));
-  }
-
-  static open(path: string, timeoutMs: number): Promise<IpcChannel> {
-    return new Promise((resolve, reject) => {
-      const socket = netConnect(path);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new TrellisError('ERR_TIMEOUT', `could not connect to ${path} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.removeAllListeners('error');
-        resolve(new IpcChannel(socket, 1 << 30));
-      });
-      socket.once('error', (e: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(new TrellisError('ERR_DISCONNECTED', `cannot connect to the store at ${path}: ${e.code ?? e.message}`));
-      });
-    });
+    this.socket = socket;
+    this.out = new WriteBatch(socket);
+    return this.out;
   }
 
   get closed(): boolean {
@@ -81,7 +99,7 @@ export class IpcChannel {
     return new Promise<Frame>((resolve, reject) => {
       if (expectAnswer) this.pending.set(rid, { resolve, reject });
       else resolve({ header: {}, payload: Buffer.alloc(0) });
-      this.out.write(frame);
+      this.writer().write(frame);
     });
   }
 
@@ -114,7 +132,9 @@ export class IpcChannel {
   private fail(err: TrellisError): void {
     if (this.failure) return;
     this.failure = err;
-    this.socket.destroy();
+    if (this.socket) this.socket.destroy();
+    else if (this.fd >= 0) native.closeFd(this.fd);
+    this.fd = -1;
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }

@@ -20,6 +20,7 @@
  *   const t = (await client.get(id)) as Tensor; // t.data is a copy
  */
 
+import { decodeNeedsArrow, loadArrowCodec } from '../codecs/arrow-loader.js';
 import type { EncodedValue } from '../codecs/codec.js';
 import type { ArrayOf, DType } from '../codecs/tensor.js';
 import { decodeRecord, type StoreValue } from '../codecs/value.js';
@@ -219,6 +220,7 @@ export class RemoteClient extends ClientCommon implements StoreClient {
       if (!b) throw new TrellisError('ERR_PROTOCOL', `blob ${rec.id} came without its bytes`);
       return b;
     };
+    if (decodeNeedsArrow(answer.objects)) await loadArrowCodec();
     const values = answer.objects.map((tree: ObjectRecord) => decodeRecord(tree, resolve));
     for (const id of ids) this.held.set(id, (this.held.get(id) ?? 0) + 1);
     return values;

@@ -12,15 +12,34 @@ import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import { decodeBody } from '../protocol/frame.js';
 import { decodeError, decodeReply, encodeRequest } from '../protocol/messages.js';
+import type { SegmentInfo } from '../protocol/records.js';
 
-export interface SegmentMapping {
-  readonly id: number;
-  readonly size: number;
-  readonly fd: number;
-  readonly ro: ArrayBuffer;
-  rw: ArrayBuffer | null;
+/**
+ * One segment of a store known to this process: its fd, and its mappings,
+ * each made on first use (a reader that never writes has no read-write one).
+ */
+export class SegmentMapping {
+  private roBuffer: ArrayBuffer | null = null;
+  rw: ArrayBuffer | null = null;
   /** Per 2 MiB chunk of `rw`: already faulted into this process (see populateWritable). */
-  populated: Uint8Array | null;
+  populated: Uint8Array | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly size: number,
+    readonly fd: number,
+  ) {}
+
+  /** The read-only mapping that gets hand out views of. */
+  get ro(): ArrayBuffer {
+    this.roBuffer ??= native.map(this.fd, this.size, false);
+    return this.roBuffer;
+  }
+
+  /** Whether `buffer` is this segment's read-only mapping (without making one). */
+  isReadOnly(buffer: ArrayBufferLike): boolean {
+    return this.roBuffer === buffer;
+  }
 }
 
 const CHUNK = 2 * 1024 * 1024;
@@ -140,12 +159,38 @@ async function fetchSegments(
       if (actual !== info.size) {
         throw new TrellisError('ERR_PROTOCOL', `segment ${info.id} is ${actual} bytes, the store said ${info.size}`);
       }
-      const ro = native.map(fd, info.size, false);
-      known.set(info.id, { id: info.id, size: info.size, fd, ro, rw: null, populated: null });
+      known.set(info.id, new SegmentMapping(info.id, info.size, fd));
       fds[i] = -1;
     });
   } finally {
     for (const fd of fds) if (fd >= 0) native.closeFd(fd);
+  }
+}
+
+/**
+ * Takes the segment fds that came with the hello (`fds[i]` for `infos[i]`),
+ * checked like the fd channel's; they are mapped when a get first needs them.
+ * Throws ERR_PROTOCOL on a size that does not match, keeping none of them.
+ */
+export function adoptSegments(storeId: string, infos: SegmentInfo[], fds: number[]): void {
+  if (!users.has(storeId)) throw new TrellisError('ERR_CLOSED', 'the client was closed');
+  const fresh: SegmentMapping[] = [];
+  infos.forEach((info, i) => {
+    const actual = native.fdSize(fds[i]);
+    if (actual !== info.size) {
+      throw new TrellisError('ERR_PROTOCOL', `segment ${info.id} is ${actual} bytes, the store said ${info.size}`);
+    }
+    fresh.push(new SegmentMapping(info.id, info.size, fds[i]));
+  });
+  let known = stores.get(storeId);
+  if (!known) {
+    known = new Map();
+    stores.set(storeId, known);
+  }
+  for (const m of fresh) {
+    // Another client of this store in this process knew it already: keep that one.
+    if (known.has(m.id)) native.closeFd(m.fd);
+    else known.set(m.id, m);
   }
 }
 
@@ -161,6 +206,6 @@ export function writableMapping(m: SegmentMapping): ArrayBuffer {
  * memory to a native writer (onnxruntime outputs) checks here first.
  */
 export function isReadOnlyMapping(buffer: ArrayBufferLike): boolean {
-  for (const known of stores.values()) for (const m of known.values()) if (m.ro === buffer) return true;
+  for (const known of stores.values()) for (const m of known.values()) if (m.isReadOnly(buffer)) return true;
   return false;
 }

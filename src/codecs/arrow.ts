@@ -25,9 +25,9 @@
 import * as arrow from 'apache-arrow';
 import { invalidParameter, TrellisError } from '../errors.js';
 import type { ObjectRecord } from '../protocol/records.js';
-import type { BlobResolver, EncodedValue } from './codec.js';
+import { ARROW_TYPENAME, type BlobResolver, type EncodedValue } from './codec.js';
 
-export const ARROW_TYPENAME = 'ArrowTable';
+export { ARROW_TYPENAME };
 
 /** Version of the metadata layout below; decode refuses any other. */
 const FORMAT = 1;

@@ -5,6 +5,9 @@
  */
 import type { ObjectRecord } from '../protocol/records.js';
 
+/** The typename of an Arrow table (here, not in arrow.ts: knowing it must not load apache-arrow). */
+export const ARROW_TYPENAME = 'ArrowTable';
+
 export interface EncodedValue {
   typename: string;
   meta: Record<string, unknown>;

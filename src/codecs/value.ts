@@ -6,11 +6,11 @@
  */
 
 import type * as arrow from 'apache-arrow';
-import { invalidParameter } from '../errors.js';
+import { invalidParameter, TrellisError } from '../errors.js';
 import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { ObjectHeader, ObjectRecord } from '../protocol/records.js';
-import { ARROW_TYPENAME, arrowTableFromRecord, encodeArrowTable, isArrowTable } from './arrow.js';
-import type { BlobResolver, EncodedValue } from './codec.js';
+import { arrowCodec } from './arrow-loader.js';
+import { ARROW_TYPENAME, type BlobResolver, type EncodedValue } from './codec.js';
 import {
   dtypeOf,
   encodeTensor,
@@ -33,23 +33,35 @@ export interface StoredObject extends ObjectHeader {
 /** What `get` returns: a Tensor, an Arrow table, a Blob's bytes, or a StoredObject. */
 export type StoreValue = Tensor | arrow.Table | Uint8Array | StoredObject;
 
-/** The codec output for a value put: a Tensor, a bare TypedArray (a 1-d tensor) or an Arrow table. */
+/**
+ * The codec output for a value put: a Tensor, a bare TypedArray (a 1-d
+ * tensor) or an Arrow table. A table is recognised once the Arrow codec is
+ * loaded (arrow-loader.ts: `encodeNeedsArrow` says when to load it first).
+ */
 export function encodeValue(value: PutValue): EncodedValue {
-  if (isArrowTable(value)) return encodeArrowTable(value);
   if (isTypedArray(value)) return encodeTensor({ dtype: dtypeOf(value), shape: [value.length], data: value });
   if (isTensorLike(value)) return encodeTensor(value);
+  const arrow = arrowCodec();
+  if (arrow?.isArrowTable(value)) return arrow.encodeArrowTable(value);
   throw invalidParameter('value', 'a Tensor, TypedArray or arrow.Table', value);
 }
 
-/** Rebuilds a value over the bytes `blob` resolves: Blob → bytes, Tensor, Arrow table, else a StoredObject. */
+/**
+ * Rebuilds a value over the bytes `blob` resolves: Blob → bytes, Tensor,
+ * Arrow table, else a StoredObject. A tree with a table needs the Arrow codec
+ * loaded (`decodeNeedsArrow`).
+ */
 export function decodeRecord(rec: ObjectRecord, blob: BlobResolver): StoreValue {
   switch (rec.typename) {
     case BLOB_TYPENAME:
       return blob(rec);
     case TENSOR_TYPENAME:
       return tensorFromRecord(rec, blob);
-    case ARROW_TYPENAME:
-      return arrowTableFromRecord(rec, blob);
+    case ARROW_TYPENAME: {
+      const arrow = arrowCodec();
+      if (!arrow) throw new TrellisError('ERR_INTERNAL', 'an Arrow table was decoded before its codec was loaded');
+      return arrow.arrowTableFromRecord(rec, blob);
+    }
     default:
       return {
         id: rec.id,

@@ -67,7 +67,7 @@ export const DEFAULT_LIST_LIMIT = 10_000;
 export const MAX_REPLICAS = 64;
 
 export type Request =
-  | { t: 'hello'; rid: number; version: number; client?: string }
+  | { t: 'hello'; rid: number; version: number; client?: string; attach?: boolean }
   | { t: 'create'; rid: number; size: number }
   | {
       t: 'seal';
@@ -140,7 +140,25 @@ export interface HelloReply {
   session: number;
   /** Segments the arena has now (the client maps them ahead). */
   segments: number;
+  /**
+   * Answer to a hello with `attach`: the fds that came with this answer
+   * (SCM_RIGHTS), in this order: the listed segments', then the fast path's
+   * directory and pin page. Absent: none came (the fd channel serves them).
+   */
+  attached?: FdsReply;
 }
+
+/** The fds a store sends, described (the fd channel's answer and the attached hello's). */
+export interface FdsReply {
+  segments: SegmentInfo[];
+  /** The byte sizes of the directory and pin page whose fds follow the segments'. */
+  fastpath?: { directory: number; pins: number };
+  /** The byte size of the put ring whose fd comes last (when asked). */
+  ring?: number;
+}
+
+/** Most fds one answer carries (native/fd-passing.cc receives at most 64). */
+export const MAX_FDS = 64;
 
 /** The fields of each request's `ok` answer. */
 export interface Replies {
@@ -169,11 +187,8 @@ export interface Replies {
   /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
   replicate: { id: string; added: boolean };
   unpinned: Record<string, never>;
-  /**
-   * `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked);
-   * `ring`: the byte size of the put ring whose fd comes last (when asked).
-   */
-  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number }; ring?: number };
+  /** `fastpath` when asked. */
+  fds: FdsReply;
   /**
    * The slab (a block of the arena this connection writes puts into, from its
    * start), the lease's number (records carry it), and the ids leased: `ids`
@@ -206,6 +221,20 @@ export function creating(h: Header): { object: ObjectSpec; name?: string; persis
 /** The hello fields IPC and RPC share. */
 export function helloFields(h: Header): { rid: number; version: number; client?: string } {
   return { rid: rid(h), version: uint(h, 'version', 0xffff), client: optStr(h, 'client', 256) };
+}
+
+/** The description of the fds an answer carries: segments, then the fast path's two; MAX_FDS in all. */
+function fdsReply(h: Header): FdsReply {
+  const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
+  const extra = (h.fastpath === undefined ? 0 : 2) + (h.ring === undefined ? 0 : 1);
+  if (segments.length + extra > MAX_FDS) throw bad('segments', `at most ${MAX_FDS - extra} segments`, segments.length);
+  const out: FdsReply = { segments };
+  if (h.fastpath !== undefined) {
+    const f = plainObject(h.fastpath, 'fastpath');
+    out.fastpath = { directory: uint(f, 'directory'), pins: uint(f, 'pins') };
+  }
+  if (h.ring !== undefined) out.ring = uint(h, 'ring');
+  return out;
 }
 
 const listLimit = (h: Header) => (h.limit === undefined ? DEFAULT_LIST_LIMIT : uint(h, 'limit', MAX_IDS));
@@ -408,7 +437,11 @@ interface Message<T extends RequestType> {
 
 const MESSAGES: { [T in RequestType]: Message<T> } = {
   hello: {
-    request: (h) => ({ t: 'hello', ...helloFields(h) }),
+    request: (h) => {
+      const r: RequestOf<'hello'> = { t: 'hello', ...helloFields(h) };
+      if (bool(h, 'attach', false)) r.attach = true;
+      return r;
+    },
     reply: (h) => ({
       version: uint(h, 'version', 0xffff),
       instanceId: uint(h, 'instanceId', 0xffff),
@@ -419,6 +452,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
       inlineLimit: uint(h, 'inlineLimit'),
       session: uint(h, 'session'),
       segments: uint(h, 'segments'),
+      ...(h.attached === undefined ? {} : { attached: fdsReply(plainObject(h.attached, 'attached')) }),
     }),
   },
   create: {
@@ -560,16 +594,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
       if (ring) out.ring = true;
       return out;
     },
-    reply: (h) => {
-      const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
-      const out: ReplyOf<'fds'> = { segments };
-      if (h.fastpath !== undefined) {
-        const f = plainObject(h.fastpath, 'fastpath');
-        out.fastpath = { directory: uint(f, 'directory'), pins: uint(f, 'pins') };
-      }
-      if (h.ring !== undefined) out.ring = uint(h, 'ring');
-      return out;
-    },
+    reply: fdsReply,
   },
   lease: {
     request: (h) => ({ t: 'lease', rid: rid(h) }),

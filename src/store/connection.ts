@@ -6,18 +6,24 @@
  * ERR_BAD_REQUEST and the connection goes on.
  */
 import type { Socket } from 'node:net';
-import { TrellisError } from '../errors.js';
+import { asTrellisError, TrellisError } from '../errors.js';
+import { native } from '../native.js';
 import type { Logger } from '../observe/logger.js';
-import { respond } from '../protocol/answer.js';
+import { respond, sendOk } from '../protocol/answer.js';
 import { encodeFrame, type Frame, FrameDecoder, MAX_HELLO_FRAME } from '../protocol/frame.js';
 import { decodeRequest, errorReply, PROTOCOL_VERSION, type Request, ridOf } from '../protocol/messages.js';
 import type { InputBudget } from './input-budget.js';
+import { socketFd } from './net-handle.js';
 import { PeerConnection } from './peer-connection.js';
 
 export interface RequestHandler {
   /** Returns the response fields, or a promise of them; throws TrellisError. `noReply`: nobody waits for the answer. */
   handle(conn: Connection, req: Request, payload: Buffer, noReply?: boolean): object | Promise<object>;
-  hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): object;
+  /**
+   * The hello answer's fields, and the fds to send with it (SCM_RIGHTS on this
+   * connection's socket): only for a hello that asked to `attach`, else none.
+   */
+  hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): { fields: object; fds: number[] };
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void;
   closed(conn: Connection): void;
 }
@@ -111,6 +117,32 @@ export class Connection extends PeerConnection {
     }
   }
 
+  /**
+   * The hello answer; with fds, one sendmsg on the socket's own descriptor.
+   * That is safe here: hello is the first message, so nothing is queued in
+   * libuv before it, and answers batched after it leave after it.
+   */
+  private answerHello(rid: number, req: Extract<Request, { t: 'hello' }>): void {
+    let out: { fields: object; fds: number[] };
+    try {
+      out = this.handler.hello(this, req);
+    } catch (e) {
+      this.fail(asTrellisError(e), rid);
+      return;
+    }
+    const fd = out.fds.length > 0 ? socketFd(this.socket) : null;
+    if (fd === null) {
+      sendOk(this.sender, rid, out.fields);
+      return;
+    }
+    try {
+      native.sendFds(fd, encodeFrame({ t: 'ok', rid, ...out.fields }), out.fds);
+    } catch {
+      // The client went away during its handshake; 'close' tidies up.
+      this.destroy();
+    }
+  }
+
   private dispatch(f: Frame): void {
     const rid = ridOf(f.header);
     let req: Request;
@@ -138,7 +170,7 @@ export class Connection extends PeerConnection {
         this.state = 'ready';
         this.decoder.maxFrame = this.maxFrame;
         this.log.debug({ client: req.client }, 'client connected');
-        respond(this.sender, rid, () => this.handler.hello(this, req));
+        this.answerHello(rid, req);
         return;
       }
       if (req.t === 'fds') {

@@ -17,6 +17,12 @@ export class PinBoard {
   private readonly pages = new Map<number, Page>();
   /** Fast gets of connections gone, so the store's figure never goes down. */
   private goneGets = 0;
+  /**
+   * A page made ahead, so a client's hello is answered without a memfd being
+   * created and mapped on the way (three system calls and a mapping).
+   */
+  private spare: Page | null = null;
+  private closed = false;
 
   constructor(private readonly label: string) {}
 
@@ -24,11 +30,30 @@ export class PinBoard {
   pageFd(conn: number): number {
     let p = this.pages.get(conn);
     if (!p) {
-      const fd = native.memfdCreate(`${this.label}:pins:${conn}`, PIN_BYTES);
-      p = { fd, words: new Int32Array(native.map(fd, PIN_BYTES, true)) };
+      p = this.spare ?? this.newPage();
+      this.spare = null;
       this.pages.set(conn, p);
+      setImmediate(() => {
+        if (this.closed || this.spare !== null) return;
+        try {
+          this.spare = this.newPage();
+        } catch {
+          // out of fds or memory: the next hello makes its page itself, and fails there if it must
+        }
+      });
     }
     return p.fd;
+  }
+
+  private newPage(): Page {
+    // Made before its connection is known, so the name says only what it is.
+    const fd = native.memfdCreate(`${this.label}:pins:page`, PIN_BYTES);
+    try {
+      return { fd, words: new Int32Array(native.map(fd, PIN_BYTES, true)) };
+    } catch (e) {
+      native.closeFd(fd);
+      throw e;
+    }
   }
 
   /** The connection's pins no longer count. Returns whether it had a page. */
@@ -66,6 +91,9 @@ export class PinBoard {
   }
 
   close(): void {
+    this.closed = true;
+    if (this.spare) native.closeFd(this.spare.fd);
+    this.spare = null;
     for (const conn of [...this.pages.keys()]) this.drop(conn);
   }
 }

@@ -8,6 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
+import { storeServing, storeStopped } from '../client/stores-in-thread.js';
 import { TrellisError } from '../errors.js';
 import { EtcdMeta } from '../meta/etcd-meta.js';
 import { LocalMeta } from '../meta/local-meta.js';
@@ -16,11 +17,11 @@ import { MAX_SEGMENT_SIZE, native } from '../native.js';
 import { type Logger, silentLogger } from '../observe/logger.js';
 import { PIN_BYTES } from '../protocol/fast-directory.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
-import { okReply, PROTOCOL_VERSION, type ReplyOf, type Request } from '../protocol/messages.js';
+import { type FdsReply, okReply, PROTOCOL_VERSION, type ReplyOf, type Request } from '../protocol/messages.js';
 import { RING_BYTES } from '../protocol/put-ring.js';
 import type { RepairStatus, RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
-import { Arena } from './arena.js';
+import { Arena, type Segment } from './arena.js';
 import { Cluster } from './cluster.js';
 import { Connection, type RequestHandler } from './connection.js';
 import { FastDirectory } from './fast-directory.js';
@@ -113,6 +114,8 @@ export const DEFAULT_MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
 /** Bytes a put may carry inline; larger values go through create + seal. */
 export const INLINE_LIMIT = 256 * 1024;
+/** Segments whose fds an attaching hello carries (a client asks the fd channel for the rest). */
+const ATTACH_SEGMENTS = 8;
 
 export class StoreServer implements RequestHandler {
   readonly arena: Arena;
@@ -136,6 +139,8 @@ export class StoreServer implements RequestHandler {
   private nextConn = 1;
   private readonly startedAt = Date.now();
   private closing: Promise<void> | null = null;
+  /** Counted in stores-in-thread.ts (from listen to the end of close). */
+  private servesThread = false;
   private readonly spill: SpillDir | null;
   readonly log: Logger;
   /** Gets and puts by transport and kind, and the request timer of the metrics (store-metrics.ts). */
@@ -296,6 +301,9 @@ export class StoreServer implements RequestHandler {
   }
 
   private listen(): Promise<void> {
+    // From now on a client of this thread must not block it for a handshake.
+    storeServing();
+    this.servesThread = true;
     return new Promise((resolve, reject) => {
       const onError = (e: Error) =>
         reject(new TrellisError('ERR_NATIVE', `cannot listen on ${this.opts.socket}: ${e.message}`));
@@ -333,11 +341,11 @@ export class StoreServer implements RequestHandler {
 
   // ---- RequestHandler ---------------------------------------------------
 
-  hello(conn: Connection): object {
+  hello(conn: Connection, req: Extract<Request, { t: 'hello' }>): { fields: object; fds: number[] } {
     const token = randomBytes(16).toString('hex');
     this.tokens.set(token, conn);
     conn.setToken(token);
-    return {
+    const fields: ReplyOf<'hello'> = {
       version: PROTOCOL_VERSION,
       instanceId: this.instanceId,
       storeId: this.storeId,
@@ -348,6 +356,12 @@ export class StoreServer implements RequestHandler {
       session: conn.id,
       segments: this.arena.segments.length,
     };
+    if (!req.attach || socketFd(conn.socket) === null) return { fields, fds: [] };
+    // What a fresh reader needs before its first get, so it takes no other round trip.
+    const live = this.arena.segments.filter((s) => !s.released).slice(0, ATTACH_SEGMENTS);
+    const { reply, fds } = this.fdsOf(conn, live, true);
+    fields.attached = reply;
+    return { fields, fds };
   }
 
   fds(conn: Connection, req: Extract<Request, { t: 'fds' }>): void {
@@ -359,23 +373,34 @@ export class StoreServer implements RequestHandler {
       // Released: nothing lives there, so there is nothing to map (the client maps what it gets).
       return s.released ? [] : [s];
     });
-    const fds = segs.map((s) => s.fd);
-    const reply: ReplyOf<'fds'> = { segments: segs.map((s) => s.info()) };
-    if (req.fastpath) {
-      // The pin page belongs to the session's request connection, and goes with it.
-      fds.push(this.directory.fd, this.pins.pageFd(owner.id));
-      reply.fastpath = { directory: this.directory.size, pins: PIN_BYTES };
-    }
-    if (req.ring && this.opts.putRing !== false) {
-      // The ring belongs to the session's request connection, and goes with it.
-      fds.push(this.rings.ringFd(owner.id));
-      reply.ring = RING_BYTES;
-    }
+    const { reply, fds } = this.fdsOf(owner, segs, req.fastpath === true, req.ring === true);
     const frame = encodeFrame(okReply<'fds'>(req.rid, reply));
     const fd = socketFd(conn.socket);
     if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
     native.sendFds(fd, frame, fds);
     conn.socket.end();
+  }
+
+  /** The fds of `segs` (and of the fast path: the directory and `owner`'s pin page; of `owner`'s put ring), described. */
+  private fdsOf(
+    owner: Connection,
+    segs: Segment[],
+    fastpath: boolean,
+    ring = false,
+  ): { reply: FdsReply; fds: number[] } {
+    const fds = segs.map((s) => s.fd);
+    const reply: FdsReply = { segments: segs.map((s) => s.info()) };
+    if (fastpath) {
+      // The pin page belongs to the session's request connection, and goes with it.
+      fds.push(this.directory.fd, this.pins.pageFd(owner.id));
+      reply.fastpath = { directory: this.directory.size, pins: PIN_BYTES };
+    }
+    if (ring && this.opts.putRing !== false) {
+      // The ring belongs to the session's request connection, and goes with it.
+      fds.push(this.rings.ringFd(owner.id));
+      reply.ring = RING_BYTES;
+    }
+    return { reply, fds };
   }
 
   closed(conn: Connection): void {
@@ -657,6 +682,8 @@ export class StoreServer implements RequestHandler {
       } catch {
         // already removed
       }
+      if (this.servesThread) storeStopped();
+      this.servesThread = false;
       this.log.info('store closed');
     });
     return this.closing;
