@@ -80,8 +80,12 @@ void UnmapObject(napi_env /*env*/, void* data, void* /*hint*/) {
 void UnmapStore(Napi::Env env, void* /*data*/, Mapping* m) {
   munmap(m->addr, m->len);
   // V8 takes the buffer's length off its external-memory count as it collects
-  // it; give back what Map took off beforehand, so the count stays true.
-  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(m->len));
+  // it; give back what Map took off beforehand, so the count stays true. The
+  // C call, whose failure is ignored: this runs as a worker thread's
+  // environment is torn down too, where a C++ exception would abort the whole
+  // process (seen in the inference pool's test).
+  int64_t ignored;
+  napi_adjust_external_memory(env, static_cast<int64_t>(m->len), &ignored);
   delete m;
 }
 
