@@ -1,0 +1,133 @@
+/**
+ * A train group's restart with agents that beat every 6 s (the default is
+ * 1 s), all real: etcd, three stores on 127.0.0.1/.2/.3 with RPC,
+ * redis-server, the job service, one `trellis agent --beat-ms 6000` per
+ * node. Rank 0's agent is killed (kill -9) past a checkpoint; its store
+ * stays up.
+ *
+ * - The new group is placed on both live nodes, not on the dead one: the
+ *   scheduler waits for the dead rank's node to beat again in its own period
+ *   (it does not), and a live node between two 6 s beats is not taken for
+ *   gone (fixed 4 s limits took it for gone a third of the time and put
+ *   every rank on the other node).
+ * - Afterwards no store holds anything of the job: the old group's
+ *   checkpoint copies on the node no longer used are gone too.
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type TrellisClient } from '../dist/src/index.js';
+import { startJobService } from '../dist/src/jobs/engine.js';
+import type { JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
+import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
+import { eventually } from './helpers/child.js';
+import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
+import { writeFmnistShards } from './helpers/fmnist-shards.js';
+import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
+import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
+
+type Store = Awaited<ReturnType<typeof spawnStore>>;
+const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
+const ROWS = 1_200;
+const BEAT_MS = 6000;
+
+let etcd: EtcdHandle;
+let dir: ReturnType<typeof tempDir>;
+let stores: Store[] = [];
+let clients: TrellisClient[] = [];
+let redis: RedisServerHandle;
+let jobs: JobService;
+let prefix: string;
+const agents: (AgentChild | undefined)[] = [];
+const savedToken = process.env.TRELLIS_TOKEN;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  dir = tempDir();
+  const token = `${randomUUID()}${randomUUID()}`;
+  const tokenFile = join(dir.dir, 'token');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  process.env.TRELLIS_TOKEN = token;
+  const metaPrefix = `/trellis-test/${randomUUID()}`;
+  stores = await Promise.all(
+    HOSTS.map((host, i) =>
+      spawnStore(clusterStoreArgs({ name: `node${i}`, size: '256M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
+    ),
+  );
+  clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));
+  redis = await startRedisServer();
+  prefix = freshPrefix();
+  jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix });
+  for (let i = 0; i < 3; i++) {
+    agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, [
+      '--concurrency',
+      '3',
+      '--lock-ms',
+      '3000',
+      '--beat-ms',
+      String(BEAT_MS),
+    ]);
+  }
+  await writeFmnistShards(clients, { shardsPerNode: 1, rows: ROWS, testRows: 100 });
+}, 120_000);
+
+afterAll(async () => {
+  await killAgents();
+  await jobs?.close();
+  await Promise.all(clients.map((c) => c.close()));
+  await Promise.all(stores.map((s) => s.stop()));
+  await redis?.stop();
+  await etcd?.stop();
+  dir?.cleanup();
+  if (savedToken === undefined) delete process.env.TRELLIS_TOKEN;
+  else process.env.TRELLIS_TOKEN = savedToken;
+});
+
+const spec: TrainJobSpec = {
+  id: 'slow-beats',
+  kind: 'train',
+  dataset: 'fm/train',
+  model: { kind: 'softmax' },
+  // 24 steps an epoch (1,200 rows per rank in batches of 50): 960 steps, the kill comes near step 45.
+  epochs: 40,
+  learningRate: 0.1,
+  ranks: 3,
+  batchSize: 50,
+  checkpointEvery: 20,
+};
+
+describe('a train group restart with a 6 s heartbeat', () => {
+  it('re-places the group on both live nodes, never the dead one, and leaves no checkpoint copy behind', async () => {
+    const objects = () => Promise.all(clients.map(async (c) => (await c.status()).objects));
+    const before = await objects();
+    const { job } = await jobs.submit(spec);
+    const done = untilDone(jobs, job.id, 400_000);
+    await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 200_000);
+    const first = (await jobs.get(job.id)).placement ?? [];
+    expect(first.map((p) => p.node)).toEqual(['node0', 'node1', 'node2']);
+    await agents[0]?.kill();
+    agents[0] = undefined;
+
+    const { job: end } = await done;
+    expect(end.state).toBe('succeeded');
+    expect(end.restarts).toBe(1);
+    // Ranks by the bytes each live node holds (one shard each; the dead node's shard is moved): 2 + 1.
+    expect([...new Set(end.placement?.map((p) => p.node))].sort()).toEqual(['node1', 'node2']);
+    expect(end.placement?.map((p) => p.node).sort()).toEqual(['node1', 'node1', 'node2']);
+    const resumed = end.result?.ranks?.map((r) => r.resumedFrom) ?? [];
+    expect(resumed.length).toBe(3);
+    expect(new Set(resumed).size).toBe(1);
+    expect(resumed[0] % 20).toBe(0);
+    expect(resumed[0]).toBeGreaterThanOrEqual(40);
+    expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
+
+    // Nothing of the job is left on any store (node0's included: its store outlived its agent).
+    await eventually(
+      async () => JSON.stringify(await objects()) === JSON.stringify(before),
+      'every store back to its objects before the job',
+      20_000,
+    ).catch(() => {});
+    expect(await objects()).toEqual(before);
+  }, 600_000);
+});
