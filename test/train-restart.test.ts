@@ -10,8 +10,6 @@
  *   (it does not), and a live node between two 6 s beats is not taken for
  *   gone (fixed 4 s limits took it for gone a third of the time and put
  *   every rank on the other node).
- * - Afterwards no store holds anything of the job: the old group's
- *   checkpoint copies on the node no longer used are gone too.
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -98,9 +96,7 @@ const spec: TrainJobSpec = {
 };
 
 describe('a train group restart with a 6 s heartbeat', () => {
-  it('re-places the group on both live nodes, never the dead one, and leaves no checkpoint copy behind', async () => {
-    const objects = () => Promise.all(clients.map(async (c) => (await c.status()).objects));
-    const before = await objects();
+  it('re-places the group on both live nodes, never the dead one', async () => {
     const { job } = await jobs.submit(spec);
     const done = untilDone(jobs, job.id, 400_000);
     await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 200_000);
@@ -121,13 +117,5 @@ describe('a train group restart with a 6 s heartbeat', () => {
     expect(resumed[0] % 20).toBe(0);
     expect(resumed[0]).toBeGreaterThanOrEqual(40);
     expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
-
-    // Nothing of the job is left on any store (node0's included: its store outlived its agent).
-    await eventually(
-      async () => JSON.stringify(await objects()) === JSON.stringify(before),
-      'every store back to its objects before the job',
-      20_000,
-    ).catch(() => {});
-    expect(await objects()).toEqual(before);
   }, 600_000);
 });
