@@ -226,7 +226,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
     .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
     .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
-    .option('--beat-ms <ms>', "heartbeat period; the agent counts as gone after 5 of them", intArg, 1000)
+    .option('--beat-ms <ms>', 'heartbeat period; the agent counts as gone after 5 of them', intArg, 1000)
     .addOption(logLevelOption())
     .addOption(metricsPortOption())
     .addOption(metricsHostOption())
