@@ -109,7 +109,8 @@ export type Request =
   | { t: 'locate'; rid: number; id?: string; name?: string }
   | { t: 'unpinned'; rid: number }
   | { t: 'fds'; rid: number; token: string; segments: number[]; fastpath?: boolean }
-  | { t: 'endScope'; rid: number; scope: string };
+  | { t: 'endScope'; rid: number; scope: string }
+  | { t: 'claimScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -168,6 +169,7 @@ export interface Replies {
   /** `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked). */
   fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number } };
   endScope: Record<string, never>;
+  claimScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -549,6 +551,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     },
   },
   endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
+  claimScope: { request: (h) => ({ t: 'claimScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
 
 /** Every IPC message type, for docs/PROTOCOL.md's test. */
