@@ -34,6 +34,7 @@ import { batchRule } from '../effective-batch.js';
 import type { JobProgress, RankResult, StepTimes, TrainJobSpec } from '../job-types.js';
 import type { TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
+import { StepRate } from './step-rate.js';
 import {
   HEADER,
   loadCheckpoint,
@@ -155,7 +156,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
     let epochLoss = 0;
     let epochSteps = 0;
     let lastLoss: number | undefined;
-    const started = performance.now();
+    const rate = new StepRate();
     if (from.epoch < epochs) {
       await using loader = await openLoader(client, dataset, {
         batchSize: batch,
@@ -186,6 +187,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
         t.exchange += t3 - t2;
         done++;
         stepsHere++;
+        rate.step(t4);
         epochLoss += buf[P];
         epochSteps++;
         const last = b.index === perEpoch - 1;
@@ -196,13 +198,14 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
         }
         // Rank 0 speaks for the group: the loss is the global batch's, the same on every rank.
         if (rank.index === 0 && (done % PROGRESS_EVERY === 0 || last)) {
-          const ms = performance.now() - started;
+          const perSec = rate.perSecond();
+          const eta = rate.etaMs(total - done);
           const p: JobProgress = {
             epoch: b.epoch,
             step: done,
             loss: epochLoss / epochSteps,
-            samplesPerSec: ((stepsHere * n * batch) / ms) * 1000,
-            etaMs: (ms / stepsHere) * (total - done),
+            ...(perSec === undefined ? {} : { samplesPerSec: perSec * n * batch }),
+            ...(eta === undefined ? {} : { etaMs: eta }),
             stepMs: mean(t, stepsHere),
           };
           ctx.progress(p);
