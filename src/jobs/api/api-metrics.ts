@@ -1,6 +1,8 @@
 /**
- * The API's Prometheus metrics and its two operational routes: GET /metrics
- * (prom-client text) and GET /healthz. Request durations are labelled by the
+ * The API's Prometheus metrics and its operational routes: GET /metrics
+ * (prom-client text), GET /healthz (liveness: the process serves) and GET
+ * /readyz (readiness: a store and Redis answer, so jobs can be placed; an
+ * API started before its stores is live but not ready). Request durations are labelled by the
  * route's template (`/v1/jobs/:id`), never the raw URL, so job ids cannot
  * grow the series without bound; a request no route matched counts under
  * route="unmatched". One registry per app (tests build many).
@@ -15,7 +17,7 @@ import type { JobService } from '../job-types.js';
 export const API_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Routes every caller may reach without a token: probes and scrapers carry none. */
-export const OPERATIONS_ROUTES = ['/metrics', '/healthz'] as const;
+export const OPERATIONS_ROUTES = ['/metrics', '/healthz', '/readyz'] as const;
 
 export interface ApiMetricsOptions {
   /** Also serve Node's process metrics (nodejs_*, process_*): `trellis api` does, tests need not. */
@@ -50,11 +52,11 @@ export function apiMetrics(app: FastifyInstance, service: JobService, o: ApiMetr
 
   const scraped = o.processMetrics ? Registry.merge([registry, nodeRegistry()]) : registry;
   // A plugin, loaded after @fastify/swagger's, so the OpenAPI document lists both routes.
-  app.register(async (routes) => operationsRoutes(routes, scraped));
+  app.register(async (routes) => operationsRoutes(routes, scraped, service));
   return registry;
 }
 
-function operationsRoutes(app: FastifyInstance, scraped: Registry): void {
+function operationsRoutes(app: FastifyInstance, scraped: Registry, service: JobService): void {
   app.get(
     '/metrics',
     {
@@ -91,6 +93,29 @@ function operationsRoutes(app: FastifyInstance, scraped: Registry): void {
       },
     },
     async () => ({ status: 'ok' as const }),
+  );
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        summary:
+          'Readiness: 200 once a store and Redis answer; 503 ERR_STORE_UNAVAILABLE while no store is reachable (the API connects when one appears), ERR_QUEUE_UNAVAILABLE while Redis is not connected',
+        tags: ['operations'],
+        security: [],
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['status'],
+            properties: { status: { type: 'string', enum: ['ready'] } },
+          },
+        },
+      },
+    },
+    async () => {
+      await service.ready();
+      return { status: 'ready' as const };
+    },
   );
 }
 
