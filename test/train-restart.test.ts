@@ -10,6 +10,8 @@
  *   (it does not), and a live node between two 6 s beats is not taken for
  *   gone (fixed 4 s limits took it for gone a third of the time and put
  *   every rank on the other node).
+ * - Afterwards no store holds a checkpoint object of the job: the old
+ *   group's copies on the node no longer used are gone too.
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -96,7 +98,15 @@ const spec: TrainJobSpec = {
 };
 
 describe('a train group restart with a 6 s heartbeat', () => {
-  it('re-places the group on both live nodes, never the dead one', async () => {
+  it('re-places the group on both live nodes, never the dead one, and leaves no checkpoint copy behind', async () => {
+    // The only float32 tensors the job keeps in a store are its checkpoints (the data is uint8).
+    const float32 = () =>
+      Promise.all(
+        clients.map(async (c) =>
+          (await c.list({ typename: 'Tensor' })).filter((o) => o.meta.dtype === 'float32').map((o) => o.id),
+        ),
+      );
+    const before = await float32();
     const { job } = await jobs.submit(spec);
     const done = untilDone(jobs, job.id, 400_000);
     await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 200_000);
@@ -116,6 +126,15 @@ describe('a train group restart with a 6 s heartbeat', () => {
     expect(new Set(resumed).size).toBe(1);
     expect(resumed[0] % 20).toBe(0);
     expect(resumed[0]).toBeGreaterThanOrEqual(40);
+    // No checkpoint object is left on any store, node0's included (its store outlived its agent): neither
+    // the old group's copies nor one its rank 0 was writing when it was killed.
+    await eventually(
+      async () => JSON.stringify(await float32()) === JSON.stringify(before),
+      'no checkpoint left',
+      20_000,
+    ).catch(() => {});
+    expect(await float32()).toEqual(before);
+    expect(await clients[1].listNames(`${job.id}/checkpoint`)).toEqual({});
     expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
   }, 600_000);
 });
