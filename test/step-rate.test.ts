@@ -7,6 +7,12 @@
 import { describe, expect, it } from 'vitest';
 import { ETA_AFTER, RATE_WINDOW, StepRate } from '../dist/src/jobs/kinds/step-rate.js';
 
+/** `count` steps ending `every` ms apart after `t`; answers the last one's time. */
+function steps(r: StepRate, t: number, count: number, every: number): number {
+  for (let i = 1; i <= count; i++) r.step(t + i * every);
+  return t + count * every;
+}
+
 describe('StepRate', () => {
   it('gives no ETA until enough steps are timed, and leaves the first step’s warm-up out', () => {
     const r = new StepRate();
@@ -14,10 +20,9 @@ describe('StepRate', () => {
     // The first step ends 5 s into the task (loader start, first session run, waiting for peers).
     r.step(5000);
     expect([r.perSecond(), r.etaMs(100)]).toEqual([undefined, undefined]);
-    let t = 5000;
-    for (let i = 1; i < ETA_AFTER; i++) r.step((t += 10));
+    const t = steps(r, 5000, ETA_AFTER - 1, 10);
     expect([r.perSecond(), r.etaMs(100)]).toEqual([100, undefined]);
-    r.step((t += 10));
+    steps(r, t, 1, 10);
     // 10 ms a step from here: 100 steps to go take 1 s (timing from the start would say ~5.5 s).
     expect([r.perSecond(), r.etaMs(100)]).toEqual([100, 1000]);
     expect(r.etaMs(0)).toBe(0);
@@ -25,14 +30,13 @@ describe('StepRate', () => {
 
   it('follows a rate that changes: over the last 50 steps only', () => {
     const r = new StepRate();
-    let t = 0;
-    r.step(t);
-    for (let i = 0; i < 200; i++) r.step((t += 10));
+    r.step(0);
+    let t = steps(r, 0, 200, 10);
     expect(r.etaMs(10)).toBe(100);
     // Steps slow to 40 ms: half the window in, the mean is 25 ms; a whole window in, 40 ms.
-    for (let i = 0; i < RATE_WINDOW / 2; i++) r.step((t += 40));
+    t = steps(r, t, RATE_WINDOW / 2, 40);
     expect(r.etaMs(10)).toBe(250);
-    for (let i = 0; i < RATE_WINDOW / 2; i++) r.step((t += 40));
+    steps(r, t, RATE_WINDOW / 2, 40);
     expect(r.etaMs(10)).toBe(400);
   });
 });
