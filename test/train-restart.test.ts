@@ -13,75 +13,34 @@
  * - Afterwards no store holds a checkpoint object of the job: the old
  *   group's copies on the node no longer used are gone too.
  */
-import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TrellisClient } from '../dist/src/index.js';
-import { startJobService } from '../dist/src/jobs/engine.js';
+import type { TrellisClient } from '../dist/src/index.js';
 import type { JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
-import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
 import { eventually } from './helpers/child.js';
-import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { writeFmnistShards } from './helpers/fmnist-shards.js';
-import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
-import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
+import { untilDone } from './helpers/jobs.js';
+import { startTrainCluster, type TrainCluster } from './helpers/train-cluster.js';
 
-type Store = Awaited<ReturnType<typeof spawnStore>>;
-const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 const ROWS = 1_200;
 const BEAT_MS = 6000;
 
-let etcd: EtcdHandle;
-let dir: ReturnType<typeof tempDir>;
-let stores: Store[] = [];
-let clients: TrellisClient[] = [];
-let redis: RedisServerHandle;
+let cluster: TrainCluster;
+let clients: TrellisClient[];
 let jobs: JobService;
-let prefix: string;
-const agents: (AgentChild | undefined)[] = [];
-const savedToken = process.env.TRELLIS_TOKEN;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  dir = tempDir();
-  const token = `${randomUUID()}${randomUUID()}`;
-  const tokenFile = join(dir.dir, 'token');
-  writeFileSync(tokenFile, token, { mode: 0o600 });
-  process.env.TRELLIS_TOKEN = token;
-  const metaPrefix = `/trellis-test/${randomUUID()}`;
-  stores = await Promise.all(
-    HOSTS.map((host, i) =>
-      spawnStore(clusterStoreArgs({ name: `node${i}`, size: '256M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
-    ),
-  );
-  clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));
-  redis = await startRedisServer();
-  prefix = freshPrefix();
-  jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix });
-  for (let i = 0; i < 3; i++) {
-    agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, [
-      '--concurrency',
-      '3',
-      '--lock-ms',
-      '3000',
-      '--beat-ms',
-      String(BEAT_MS),
-    ]);
-  }
+  cluster = await startTrainCluster({
+    hosts: ['127.0.0.1', '127.0.0.2', '127.0.0.3'],
+    dataNodes: 3,
+    size: () => '256M',
+    agentArgs: ['--concurrency', '3', '--lock-ms', '3000', '--beat-ms', String(BEAT_MS)],
+  });
+  ({ clients, jobs } = cluster);
   await writeFmnistShards(clients, { shardsPerNode: 1, rows: ROWS, testRows: 100 });
 }, 120_000);
 
 afterAll(async () => {
-  await killAgents();
-  await jobs?.close();
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(stores.map((s) => s.stop()));
-  await redis?.stop();
-  await etcd?.stop();
-  dir?.cleanup();
-  if (savedToken === undefined) delete process.env.TRELLIS_TOKEN;
-  else process.env.TRELLIS_TOKEN = savedToken;
+  await cluster?.stop();
 });
 
 const spec: TrainJobSpec = {
@@ -112,8 +71,8 @@ describe('a train group restart with a 6 s heartbeat', () => {
     await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 200_000);
     const first = (await jobs.get(job.id)).placement ?? [];
     expect(first.map((p) => p.node)).toEqual(['node0', 'node1', 'node2']);
-    await agents[0]?.kill();
-    agents[0] = undefined;
+    await cluster.agents[0]?.kill();
+    cluster.agents[0] = undefined;
 
     const { job: end } = await done;
     expect(end.state).toBe('succeeded');

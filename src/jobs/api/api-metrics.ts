@@ -74,49 +74,36 @@ function operationsRoutes(app: FastifyInstance, scraped: Registry, service: JobS
     },
     async (_request, reply) => reply.type(scraped.contentType).send(await scraped.metrics()),
   );
-  app.get(
-    '/healthz',
-    {
-      schema: {
-        // While closing, the onRequest hook of build-api.ts answers 503 ERR_SHUTTING_DOWN before this runs.
-        summary: 'Liveness: 200 while the API serves, 503 while it shuts down',
-        tags: ['operations'],
-        security: [],
-        response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['status'],
-            properties: { status: { type: 'string', enum: ['ok'] } },
-          },
-        },
-      },
-    },
-    async () => ({ status: 'ok' as const }),
-  );
-  app.get(
+  // While closing, the onRequest hook of build-api.ts answers 503 ERR_SHUTTING_DOWN before either runs.
+  probe(app, '/healthz', 'ok', 'Liveness: 200 while the API serves, 503 while it shuts down', async () => {});
+  probe(
+    app,
     '/readyz',
-    {
-      schema: {
-        summary:
-          'Readiness: 200 once a store and Redis answer; 503 ERR_STORE_UNAVAILABLE while no store is reachable (the API connects when one appears), ERR_QUEUE_UNAVAILABLE while Redis is not connected',
-        tags: ['operations'],
-        security: [],
-        response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['status'],
-            properties: { status: { type: 'string', enum: ['ready'] } },
-          },
-        },
+    'ready',
+    'Readiness: 200 once a store and Redis answer; 503 ERR_STORE_UNAVAILABLE while no store is reachable (the API connects when one appears), ERR_QUEUE_UNAVAILABLE while Redis is not connected',
+    () => service.ready(),
+  );
+}
+
+/** A probe route: `{status}` once `check` resolves, the error's code and status when it throws. */
+function probe(app: FastifyInstance, url: string, status: string, summary: string, check: () => Promise<void>): void {
+  const schema = {
+    summary,
+    tags: ['operations'],
+    security: [],
+    response: {
+      200: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: { status: { type: 'string', enum: [status] } },
       },
     },
-    async () => {
-      await service.ready();
-      return { status: 'ready' as const };
-    },
-  );
+  };
+  app.get(url, { schema }, async () => {
+    await check();
+    return { status };
+  });
 }
 
 function nodeRegistry(): Registry {
