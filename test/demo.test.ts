@@ -47,6 +47,44 @@ describe('trellis demo', () => {
   });
 });
 
+describe('trellis demo --cluster 3', () => {
+  // npm run demo:cluster end to end: etcd, redis-server, 3 stores with RPC, the API and 3 agents, all real processes.
+  it.runIf(datasetInstalled())(
+    'trains on 3 ranks where the shards are, with bit-identical parameters, then on 1 rank that moves the rest',
+    () => {
+      const r = spawnSync(process.execPath, [CLI, 'demo', '--cluster', '3', '--epochs', '1'], {
+        encoding: 'utf8',
+        timeout: 240_000,
+      });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain(
+        'dataset: Fashion-MNIST from /usr/share/datasets/fashion-mnist (60000 train / 10000 test)',
+      );
+      expect(r.stdout).toContain(
+        'dataset fmnist/train: 30 shards of 2000 rows spread over the nodes: node0 15.0 MiB, node1 15.0 MiB, node2 15.0 MiB',
+      );
+      for (const rank of [0, 1, 2]) {
+        expect(r.stdout).toContain(
+          `task ${rank} placed on node${rank}: rank ${rank} of 3 on node${rank}: 10 shards, 15.0 MiB (15.0 MiB local)`,
+        );
+      }
+      expect(r.stdout).toContain(
+        'task 0 placed on node0: rank 0 of 1 on node0: 30 shards, 44.9 MiB (15.0 MiB local, 29.9 MiB moved here first)',
+      );
+      expect(r.stdout.match(/^ {3}job succeeded$/gm)).toHaveLength(2);
+      expect(r.stdout).toContain('results (effective batch 300 in both, softmax regression, 1 epoch):');
+      expect(r.stdout).toMatch(
+        /3 ranks: test accuracy [\d.]+% .*training bytes read locally 44\.9 MiB, moved 0\.0 MiB \(100\.0% local\)/,
+      );
+      expect(r.stdout).toMatch(
+        /1 rank : test accuracy [\d.]+% .*read locally 15\.0 MiB, moved 29\.9 MiB \(33\.3% local\)/,
+      );
+      expect(r.stdout).toContain('the 3 ranks end with bit-identical parameters');
+    },
+  );
+});
+
 describe('IDX parsing', () => {
   it('reads a uint8 IDX file and rejects bad headers and sizes', () => {
     const body = new Uint8Array([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]);

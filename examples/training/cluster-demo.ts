@@ -218,7 +218,9 @@ export async function runClusterDemo(o: ClusterDemoOptions): Promise<void> {
 
     // ---- what happened ---------------------------------------------------------
     const acc = (j: Job) => (j.result?.metrics?.accuracy ?? Number.NaN) * 100;
-    log(`\nresults (effective batch ${100 * o.nodes} in both, softmax regression, ${o.epochs} epochs):`);
+    log(
+      `\nresults (effective batch ${100 * o.nodes} in both, softmax regression, ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}):`,
+    );
     for (const [label, r] of [
       [`${o.nodes} ranks`, three],
       ['1 rank ', one],

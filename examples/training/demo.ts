@@ -108,6 +108,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
  * step) and warnings.
  */
 export async function follow(api: ApiClient, id: string, log: (s?: string) => void): Promise<void> {
+  // The placement each task was last shown with: an agent that claims a task before the scheduler's
+  // record of it lands turns the 'placed' event into a 'running' one, which carries the placement too.
+  const shown = new Map<number, string>();
   for await (const ev of api.events(id)) {
     if (ev.type === 'progress') {
       const p = ev.data;
@@ -123,8 +126,11 @@ export async function follow(api: ApiClient, id: string, log: (s?: string) => vo
     } else if (ev.type === 'log') {
       if (/ warning: /.test(ev.data.line)) log(`   ${ev.data.line.replace(/^\S+ /, '')}`);
     } else if (ev.type === 'task') {
-      if (ev.data.state === 'placed')
-        log(`   task ${ev.data.index} placed on ${ev.data.node}: ${ev.data.placement?.reason ?? ''}`);
+      const placed = `${ev.data.node}: ${ev.data.placement?.reason ?? ''}`;
+      if ((ev.data.state === 'placed' || ev.data.state === 'running') && shown.get(ev.data.index) !== placed) {
+        shown.set(ev.data.index, placed);
+        log(`   task ${ev.data.index} placed on ${placed}`);
+      }
     } else if (ev.type === 'state') {
       log(`   job ${ev.data.state}${ev.data.reason ? ` (${ev.data.reason})` : ''}`);
     }
