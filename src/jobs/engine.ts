@@ -235,6 +235,10 @@ class Engine implements JobService {
 export async function startJobService(opts: JobServiceOptions): Promise<JobService> {
   // Opened on first use and re-opened after its store went away, so the API starts before any store
   // and outlives store restarts (store-link.ts).
+  // A bad configuration fails here, before anything opens; a store that is not up yet does not.
+  if (!opts.socket && !opts.meta?.startsWith('etcd://')) {
+    throw new TrellisError('ERR_BAD_REQUEST', 'the job service needs a store: give socket, or meta etcd://HOST:PORT');
+  }
   const link = storeLink(() => storeClient(opts));
   const client = link.client;
   let store: JobStore | undefined;

@@ -93,8 +93,15 @@ interface RunningJob {
    * restart, the nodes whose agents did not report the failure (placed on
    * once their heartbeat says they live), and those left out of this attempt.
    */
-  gang?: { attempt: number; assign?: RankAssignment[]; suspects?: Suspects; excluded?: Set<string> };
+  gang?: { attempt: number; assign?: RankAssignment[]; suspects?: Suspects; excluded?: Excluded };
 }
+
+/**
+ * Nodes a restarted group is not placed on, each with its heartbeat's `at`
+ * when it was left out (undefined: it had none): a node that beats again
+ * after that (its agent restarted) is a candidate again.
+ */
+type Excluded = Map<string, number | undefined>;
 
 /**
  * The input shard ids of each task: one shard per map/infer task; for train,
@@ -632,7 +639,7 @@ export class Scheduler {
         const v = this.beats.verdict(node, gang.suspects, nodes, now);
         if (v === 'pending') pending.push(node);
         else {
-          if (v === 'gone') gang.excluded?.add(node);
+          if (v === 'gone') gang.excluded?.set(node, gang.suspects.at.get(node));
           gang.suspects.at.delete(node);
         }
       }
@@ -642,7 +649,18 @@ export class Scheduler {
       }
       gang.suspects = undefined;
     }
-    nodes = nodes.filter((b) => this.beats.fresh(b.name, now) && !gang.excluded?.has(b.name));
+    const out = (b: NodeBeat) => {
+      const ex = gang.excluded;
+      if (!ex?.has(b.name)) return false;
+      if (ex.get(b.name) === b.at) return true;
+      ex.delete(b.name); // it beat since it was left out: its agent is back
+      return false;
+    };
+    nodes = nodes.filter((b) => this.beats.fresh(b.name, now) && !out(b));
+    if (nodes.length === 0) {
+      rj.reason = 'waiting for an agent';
+      return;
+    }
     const shardIds = JSON.parse((await this.store.record(id))?.shards ?? '[]') as string[];
     const places = await this.cluster.places(spec.dataset, shardIds);
     const nodeOf = new Map(nodes.map((b) => [b.instanceId, b.name]));
@@ -710,17 +728,17 @@ export class Scheduler {
     // Read after the failures were committed: a beat that differs from this one was sent after them.
     const live = new Map((await this.store.liveNodes()).map((b) => [b.name, b.at]));
     const suspects: Suspects = { since: Date.now(), at: new Map() };
-    const excluded = new Set<string>();
+    const excluded: Excluded = new Map();
     for (const t of tasks) {
       if (!t.node) continue;
-      if (t.state === 'failed' && t.error?.code === 'ERR_SHUTTING_DOWN') excluded.add(t.node);
+      const at = live.get(t.node);
+      if (t.state === 'failed' && t.error?.code === 'ERR_SHUTTING_DOWN') excluded.set(t.node, at);
       else if (t.state !== 'failed' && t.state !== 'cancelled' && !excluded.has(t.node)) {
-        const at = live.get(t.node);
-        if (at === undefined) excluded.add(t.node);
+        if (at === undefined) excluded.set(t.node, undefined);
         else suspects.at.set(t.node, at);
       }
     }
-    for (const n of excluded) suspects.at.delete(n);
+    for (const n of excluded.keys()) suspects.at.delete(n);
     rj.gang = { attempt: gang.attempt + 1, suspects, excluded };
     rj.waiting = new Set(rj.inputs.keys());
     rj.waited.clear();
