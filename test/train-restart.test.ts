@@ -11,7 +11,8 @@
  *   gone (fixed 4 s limits took it for gone a third of the time and put
  *   every rank on the other node).
  * - Afterwards no store holds a checkpoint object of the job: the old
- *   group's copies on the node no longer used are gone too.
+ *   group's copies on the node no longer used are gone too; nor is a loader
+ *   dataset record of the killed rank left in etcd.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrellisClient } from '../dist/src/index.js';
@@ -66,6 +67,8 @@ describe('a train group restart with a 6 s heartbeat', () => {
         ),
       );
     const before = await float32();
+    const datasets = async () => (await clients[0].listGlobal({ typename: 'Dataset' })).map((d) => d.id).sort();
+    const datasetsBefore = await datasets();
     const { job } = await jobs.submit(spec);
     const done = untilDone(jobs, job.id, 400_000);
     await eventually(async () => ((await jobs.get(job.id)).progress?.step ?? 0) >= 45, 'step 45', 200_000);
@@ -94,6 +97,8 @@ describe('a train group restart with a 6 s heartbeat', () => {
     ).catch(() => {});
     expect(await float32()).toEqual(before);
     expect(await clients[1].listNames(`${job.id}/checkpoint`)).toEqual({});
+    // Nor a loader dataset record of any rank, the killed one's included.
+    expect(await datasets()).toEqual(datasetsBefore);
     expect(await jobs.logs(job.id)).toMatch(/restarting the group from its last checkpoint \(restart 1 of at most 3\)/);
   }, 600_000);
 });

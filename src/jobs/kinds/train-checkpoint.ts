@@ -19,6 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { TrellisClient } from '../../client/client.js';
+import { RemoteClient } from '../../client/remote-client.js';
 import { copyOn } from '../../client/shard-copies.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { isTrellisError, TrellisError } from '../../errors.js';
@@ -88,15 +89,44 @@ export async function saveCheckpoint(client: TrellisClient, jobId: string, state
 /**
  * Deletes the job's checkpoint objects other than `keep`: the previous one,
  * and any that a rank 0 killed mid-save left (an old group's, after a
- * restart on other nodes). A replicated one goes with every copy from any
- * store; an unreplicated one on another store is left to that store.
+ * restart on other nodes), with every copy, wherever they are.
  */
 async function dropOthers(client: TrellisClient, jobId: string, keep: string | undefined): Promise<void> {
   const names = await client.listNames(copyPrefix(jobId));
   for (const [n, id] of Object.entries(names)) {
     if (id === keep) continue;
-    await client.delete(id).catch(() => {});
-    await client.dropName(n).catch(() => {});
+    // Its name stays while the object could not be deleted, for the next save to try again.
+    if (await deleteAnywhere(client, id)) await client.dropName(n).catch(() => {});
+  }
+}
+
+/**
+ * Deletes an object wherever it is: from here when this store holds it or
+ * it is replicated (every copy goes), else over RPC on the store that holds
+ * it — one a rank 0 was killed before replicating lives on its old store
+ * alone. True when it is gone (or its store is, with it).
+ */
+async function deleteAnywhere(client: TrellisClient, id: string): Promise<boolean> {
+  try {
+    await client.delete(id);
+    return true;
+  } catch (e) {
+    if (isTrellisError(e, 'ERR_OBJECT_NOT_FOUND') || isTrellisError(e, 'ERR_OBJECT_LOST')) return true;
+    if (!isTrellisError(e, 'ERR_OBJECT_REMOTE')) return false;
+  }
+  try {
+    const holder = (await client.locate(id)).shards[0]?.instanceId;
+    const rpc = (await client.instances()).find((i) => i.instanceId === holder)?.rpc;
+    if (!rpc) return false;
+    const remote = await RemoteClient.open({ rpc: `${rpc.host}:${rpc.port}`, name: 'checkpoint cleanup' });
+    try {
+      await remote.delete(id);
+    } finally {
+      await remote.close();
+    }
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -21,6 +21,7 @@
  * (the loader), reported in progress and in the rank's result.
  */
 import { createHash } from 'node:crypto';
+import type { TrellisClient } from '../../client/client.js';
 import { StoreCollective } from '../../collective/store-collective.js';
 import { TrellisError } from '../../errors.js';
 import { openLoader } from '../../loaders/dataset-loader.js';
@@ -30,6 +31,7 @@ import { learningRate } from '../../models/lr-schedule.js';
 import type { ModelSpec } from '../../models/models.js';
 import { Optimizer } from '../../models/optimizer.js';
 import { trainDefaults } from '../../models/trainer.js';
+import { DATASET_TYPENAME } from '../../store/cluster.js';
 import { batchRule } from '../effective-batch.js';
 import type { JobProgress, RankResult, StepTimes, TrainJobSpec } from '../job-types.js';
 import type { TaskPayload } from '../task-types.js';
@@ -93,7 +95,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
 
   // The loader reads a dataset: this rank's shards, as an unnamed one of their own.
   const dataset = await client.createDataset(undefined, ctx.localShards, {
-    meta: { job: payload.jobId, rank: rank.index },
+    meta: { job: payload.jobId, rank: rank.index, attempt: payload.gang?.attempt ?? 1 },
   });
   try {
     const batch = spec.batchSize ?? d.batchSize;
@@ -255,4 +257,19 @@ async function localRows(client: HostContext['client'], shards: string[]): Promi
   } finally {
     await Promise.all(shards.map((id) => client.release(id)));
   }
+}
+
+/**
+ * Deletes the loader dataset records of the job's earlier groups: a rank
+ * whose process was killed never deleted its own (a record in the metadata
+ * service, over the shards, which stay). Rank 0 calls it once its group is
+ * done; the current group's ranks delete their own.
+ */
+export async function dropOldRankDatasets(client: TrellisClient, jobId: string, attempt: number): Promise<void> {
+  const sets = await client.listGlobal({ typename: DATASET_TYPENAME, limit: 10_000 });
+  const old = sets.filter(
+    (d) => d.meta.job === jobId && typeof d.meta.attempt === 'number' && d.meta.attempt < attempt,
+  );
+  // The record only: its members are the job's input shards.
+  for (const d of old) await client.delete(d.id, { deep: false }).catch(() => {});
 }
