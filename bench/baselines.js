@@ -150,7 +150,7 @@ async function timed(reps, fn) {
   return median(times);
 }
 
-async function redisVsTrellis(client, storePid) {
+async function redisVsTrellis(client, storePid, socketClient) {
   const { redis, pid, stop } = await startRedis();
   // Same placement for both servers and the client: one CPU (see lib.js pin).
   pin(pid, '0');
@@ -180,10 +180,24 @@ async function redisVsTrellis(client, storePid) {
   const smallU8 = new Uint8Array(small.buffer, small.byteOffset, small.length);
   const midU8 = new Uint8Array(mid.buffer, mid.byteOffset, mid.length);
   const ids = [];
-  await seqOps(2000, async () => ids.push(await client.put(smallU8))); // warm-up
-  const putCpu = await cpu(storePid, () => seqOps(SMALL_N, async () => ids.push(await client.put(smallU8))));
+  await seqOps(2000, async () => ids.push(await client.put(smallU8))); // warm-up (opens the put ring)
+  // The status request at the end takes in what the ring still holds, inside the CPU window but not the rate.
+  const measured = (c, out) => async () => {
+    const rate = await seqOps(SMALL_N, async () => out.push(await c.put(smallU8)));
+    await c.status();
+    return rate;
+  };
+  const putCpu = await cpu(storePid, measured(client, ids));
   r.trellisPut = putCpu.rate;
   r.trellisPutCpu = putCpu;
+  r.trellisPutRing = (await client.status()).counters.ringPuts;
+  // The same put with the ring off: one round trip each (the path named and persisted puts keep).
+  const socketIds = [];
+  await seqOps(2000, async () => socketIds.push(await socketClient.put(smallU8)));
+  const socketCpu = await cpu(storePid, measured(socketClient, socketIds));
+  r.trellisPutSocket = socketCpu.rate;
+  r.trellisPutSocketCpu = socketCpu;
+  await socketClient.delete(socketIds);
   r.trellisGet = await seqOps(SMALL_N, async (i) => {
     await client.get(ids[i]);
     await client.release(ids[i]);
@@ -270,7 +284,9 @@ async function main() {
   for (const k of Object.keys(readers[0])) tr[k] = median(readers.map((r) => r[k]));
 
   const py = await attempt('python shared_memory', pythonSharedMemory);
-  const rd = await attempt('redis', () => redisVsTrellis(client, store.pid));
+  const socketClient = await connect({ socket: store.socket, name: 'baselines-socket', putRing: false });
+  const rd = await attempt('redis', () => redisVsTrellis(client, store.pid, socketClient));
+  await socketClient.close();
   const fileUs = await readFileBaseline();
   const wk = await workerBaseline();
   await client.close();
@@ -298,7 +314,8 @@ async function main() {
   if (rd) {
     const f = (c) => `server ${fmtUs(c.serverUs)} + client ${fmtUs(c.clientUs)}`;
     why.push(
-      `CPU per 1 KiB op (/proc, 10 ms ticks): Trellis put ${f(rd.trellisPutCpu)}; redis SET ${f(rd.redisSetCpu)}`,
+      `CPU per 1 KiB op (/proc, 10 ms ticks): Trellis put by ring ${f(rd.trellisPutCpu)}; Trellis put by socket ${f(rd.trellisPutSocketCpu)}; redis SET ${f(rd.redisSetCpu)}`,
+      `puts that went by ring in this run: ${rd.trellisPutRing} (the store's count; warm-up included)`,
     );
   }
   for (const w of why) console.log(w);
@@ -311,6 +328,7 @@ async function main() {
       time('256 MiB first read of every page after attach', tr.touchUs, 'py shared_memory', py?.touchUs),
       time('256 MiB warm get (view) vs attach + view', tr.warmGetUs, 'py shared_memory', py?.attachUs),
       rate('1 KiB put vs SET, sequential', rd?.trellisPut, 'redis SET', rd?.redisSet),
+      rate('1 KiB put by socket (ring off) vs SET, sequential', rd?.trellisPutSocket, 'redis SET', rd?.redisSet),
       rate('1 KiB get + release vs GET, sequential', rd?.trellisGet, 'redis GET', rd?.redisGet),
       rd
         ? time('64 MiB put vs SET', rd.trellisPutMid, 'redis SET', rd.redisSetMid)
@@ -325,7 +343,7 @@ async function main() {
     [
       `fresh-process figures: median of ${FRESH} processes (Trellis and Python alike); warm get: p50 of 2000 after 1000 warm-up, reader and store on CPU 0`,
       'Trellis attach = connect (handshake) + first get (fd passing + mmap of the 1 GiB segment); Python attach = shm_open + mmap + numpy view',
-      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get + release of a 1 KiB tensor takes the fast path (no round trip); put is one round trip',
+      'redis rows: redis-server, Trellis store and this client all pinned to CPU 0; Trellis get + release of a 1 KiB tensor takes the fast path (no round trip); put takes the put ring (no round trip; the store drains it), or with the ring off one round trip',
       'redis GET returns a copy in this process; Trellis get returns a read-only view of shared memory',
       `worker rows: round trip to a worker that acks (empty message round trip ${fmtUs(wk.emptyUs)}); the transfer ack carries the buffer back`,
       'Trellis warm get is the reader in another process than the store; the worker and readFile rows stay in one process',

@@ -59,6 +59,11 @@ async function main() {
   pin(store.pid, '0');
   pin(process.pid, '0');
   const seqSame = await rounds(client, SEQ_N, 1);
+  // The same-CPU put with the ring off: the round trip every put took before the ring (named puts still do).
+  const socketClient = await connect({ socket: store.socket, name: 'small-objects-socket', putRing: false });
+  await measure(socketClient, 2000, 1);
+  const seqSocket = await rounds(socketClient, SEQ_N, 1);
+  await socketClient.close();
   pin(process.pid, '1');
   const seqCross = await rounds(client, SEQ_N, 1);
   pin(process.pid, '0,1');
@@ -88,10 +93,20 @@ async function main() {
       { case: `1 KiB put + get + release, ${label}`, result: `${fmtOps(r.cycle)} (${fmtUs(1e6 / r.cycle)}/op)` },
     );
   }
+  rows.push({
+    case: '1 KiB put, sequential, same CPU, ring off (socket)',
+    result: `${fmtOps(seqSocket.put)} (${fmtUs(1e6 / seqSocket.put)}/op)`,
+    target: `ring / socket ${(seqSame.put / seqSocket.put).toFixed(2)}x`,
+  });
+  rows.push({
+    case: '1 KiB put + get + release, sequential, same CPU, ring off (socket)',
+    result: `${fmtOps(seqSocket.cycle)} (${fmtUs(1e6 / seqSocket.cycle)}/op)`,
+    target: `ring / socket ${(seqSame.cycle / seqSocket.cycle).toFixed(2)}x`,
+  });
   report('small objects, 1 KiB, one client', rows, [
     `median of ${ROUNDS} rounds of ${PAR_N} ops with ${WIDTH} in flight, of ${SEQ_N} sequential; store reserved, in another process`,
-    `put = 1 round trip (inline payload); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}; put + get + release = 1 round trip`,
-    'put stays one round trip through the store event loop; baselines.js prints its CPU per op against redis SET, the reason put trails SET',
+    `put = no round trip (put ring: copy into a leased slab + a record in shared memory; a lease round trip per ~1000 puts); get + release = ${fast ? 'no round trip (fast path: directory read + pin in shared memory)' : '2 round trips (no fast path)'}; put + get + release = 1 round trip (by ring: a drain request, then the fast path)`,
+    'baselines.js prints put CPU per op (ring and socket) against redis SET',
     'unpinned rows let the scheduler place store and client; pinned rows use taskset (CPU 0 / CPU 1)',
   ]);
 }

@@ -17,6 +17,7 @@ import type { ObjectRecord } from '../protocol/records.js';
 import { ClientCommon, type PutOptions, putFields, type SealOptions, sealFields } from './client-common.js';
 import { type FastPin, FastReader } from './fast-reader.js';
 import { IpcChannel } from './ipc-channel.js';
+import { PutRing, type RingCall } from './put-ring.js';
 import {
   ensureMapped,
   isReadOnlyMapping,
@@ -33,6 +34,13 @@ export type { ObjectSpecInput, PutOptions, SealOptions } from './client-common.j
 
 /** Blobs from this size on are pre-faulted into the producer's mapping by createBlob. */
 const POPULATE_MIN = 1024 * 1024;
+/**
+ * Small puts by the socket before the put ring opens: a slab holds 64 KiB to
+ * 1 MiB of the store's memory for as long as the client is open, so a client that
+ * puts a few objects never takes one; one that keeps putting pays ~32 round
+ * trips before its puts take none.
+ */
+const RING_AFTER = 32;
 /** Segments mapped in the background at connect. */
 const PREFETCH_SEGMENTS = 8;
 
@@ -43,6 +51,13 @@ export interface ConnectOptions {
   name?: string;
   /** Connect and handshake timeout (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Put small unnamed Blobs and Tensors through the put ring, with no round
+   * trip, once the store offers it (default true): from the 33rd such put on.
+   * The ring then holds one slab of the store's arena (64 KiB to 1 MiB) for
+   * this client while it is open.
+   */
+  putRing?: boolean;
 }
 
 interface Held {
@@ -85,6 +100,12 @@ export class TrellisClient extends ClientCommon {
    * wait for it; benchmarks and tests that mean to measure the fast path do.
    */
   fastPath: Promise<boolean> = Promise.resolve(false);
+  /** The put ring, once leased (null until then, or when the store offers none). */
+  private ring: PutRing | null = null;
+  /** Opening the ring, started by the first small put (null: not yet; resolves either way). */
+  private ringOpening: Promise<void> | null = null;
+  private readonly ringWanted: boolean;
+  private smallPuts = 0;
 
   private constructor(
     private readonly channel: IpcChannel,
@@ -94,8 +115,10 @@ export class TrellisClient extends ClientCommon {
     readonly storeId: string,
     readonly instanceId: number,
     private readonly inlineLimit: number,
+    putRing: boolean,
   ) {
     super();
+    this.ringWanted = putRing;
     retainStore(storeId);
   }
 
@@ -130,7 +153,15 @@ export class TrellisClient extends ClientCommon {
       channel.close();
       throw e;
     }
-    const client = new TrellisClient(channel, socket, hello.token, hello.storeId, hello.instanceId, hello.inlineLimit);
+    const client = new TrellisClient(
+      channel,
+      socket,
+      hello.token,
+      hello.storeId,
+      hello.instanceId,
+      hello.inlineLimit,
+      opts.putRing ?? true,
+    );
     // The fast path comes up in the background; gets use the socket until it is there.
     client.fastPath = FastReader.open(socket, hello.token, hello.storeId, hello.instanceId).then(
       (r) => {
@@ -160,6 +191,11 @@ export class TrellisClient extends ClientCommon {
   // ---- put --------------------------------------------------------------
 
   protected async putEncoded(enc: EncodedValue, opts: PutOptions): Promise<string> {
+    // Unnamed small puts go by ring (named or persisted ones keep their round trip: the name is checked first).
+    if (opts.name === undefined && opts.persist !== true && PutRing.accepts(enc)) {
+      const id = await this.ringPut(enc);
+      if (id !== undefined) return id;
+    }
     const object = { typename: enc.typename, meta: enc.meta, members: [] };
     if (enc.size <= this.inlineLimit) {
       let payload = enc.contiguous;
@@ -179,6 +215,41 @@ export class TrellisClient extends ClientCommon {
     }
     const f = await this.call({ t: 'seal', id: w.id, object, ...putFields(opts) });
     return f.id;
+  }
+
+  /**
+   * A put through the ring, or undefined when it must go by the socket (no
+   * ring yet: the first small put starts opening one; no room even after a
+   * refill; the refill failed, e.g. the store has no room for a slab).
+   */
+  private ringPut(enc: EncodedValue): string | undefined | Promise<string | undefined> {
+    this.checkOpen();
+    if (this.channel.error) throw this.channel.error;
+    const r = this.ring;
+    if (r === null) {
+      if (this.ringOpening === null && this.ringWanted && ++this.smallPuts >= RING_AFTER) this.openRing();
+      return undefined;
+    }
+    const id = r.put(enc);
+    if (id !== undefined || !r.fits(enc.size)) return id;
+    return r.refill(enc.size).then(
+      () => {
+        this.checkOpen();
+        if (this.channel.error) throw this.channel.error;
+        return r.put(enc);
+      },
+      () => undefined,
+    );
+  }
+
+  private openRing(): void {
+    const call: RingCall = (body, payload, answered) => this.channel.request(body, payload, answered);
+    this.ringOpening = PutRing.open(this.socketPath, this.token, this.storeId, this.instanceId, call).then(
+      (r) => {
+        if (!this.channel.closed) this.ring = r;
+      },
+      () => {},
+    );
   }
 
   /**
@@ -356,6 +427,12 @@ export class TrellisClient extends ClientCommon {
    */
   override async get(id: string): Promise<StoreValue> {
     this.checkOpen();
+    // A get of what this client just put by ring, not yet taken in: one drain
+    // request and then the fast path, lighter than a get's round trip.
+    if (this.fast !== null && this.ring?.undrained(id) && !this.held.has(id) && !this.fetching.has(id)) {
+      await this.ring.flush();
+      this.checkOpen();
+    }
     const h = this.held.get(id);
     if (h) {
       const v = this.decode(h.record);
@@ -483,7 +560,7 @@ export class TrellisClient extends ClientCommon {
    * connection is gone (it would log a client with an unknown token).
    */
   protected override settled(): Promise<unknown> {
-    return this.fastPath;
+    return Promise.all([this.fastPath, this.ringOpening]);
   }
 
   /** The store drops this client's references when the connection goes. */
@@ -492,6 +569,7 @@ export class TrellisClient extends ClientCommon {
     this.fast?.close();
     // Its mappings go when the last view over them does, as the segments' do.
     this.fast = null;
+    this.ring = null;
     this.channel.close();
     releaseStore(this.storeId);
   }

@@ -108,7 +108,11 @@ export type Request =
   | { t: 'replicate'; rid: number; id: string; from: ReplicaCopy }
   | { t: 'locate'; rid: number; id?: string; name?: string }
   | { t: 'unpinned'; rid: number }
-  | { t: 'fds'; rid: number; token: string; segments: number[]; fastpath?: boolean }
+  | { t: 'fds'; rid: number; token: string; segments: number[]; fastpath?: boolean; ring?: boolean }
+  /** A new slab and id block for this connection's put ring (the slab before is given back). */
+  | { t: 'lease'; rid: number }
+  /** The put ring's doorbell (sent without an answer), or, answered, a wait until the store drained the ring. */
+  | { t: 'ring'; rid: number }
   | { t: 'endScope'; rid: number; scope: string }
   | { t: 'claimScope'; rid: number; scope: string };
 
@@ -166,8 +170,18 @@ export interface Replies {
   /** `id`: this store's copy; `added`: it counts among the object's copies (false: enough copies were there). */
   replicate: { id: string; added: boolean };
   unpinned: Record<string, never>;
-  /** `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked). */
-  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number } };
+  /**
+   * `fastpath`: the byte sizes of the directory and pin page whose fds follow the segments' (when asked);
+   * `ring`: the byte size of the put ring whose fd comes last (when asked).
+   */
+  fds: { segments: SegmentInfo[]; fastpath?: { directory: number; pins: number }; ring?: number };
+  /**
+   * The slab (a block of the arena this connection writes puts into, from its
+   * start), the lease's number (records carry it), and the ids leased: `ids`
+   * counters from `first` on.
+   */
+  lease: { slab: BlobLocation; lease: number; first: number; ids: number };
+  ring: Record<string, never>;
   endScope: Record<string, never>;
   claimScope: Record<string, never>;
 }
@@ -534,22 +548,39 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
     request: (h) => {
       const segs = h.segments;
       const fastpath = bool(h, 'fastpath', false);
-      // Asking for the fast path alone names no segment.
-      if (!Array.isArray(segs) || segs.length < (fastpath ? 0 : 1) || segs.length > 64)
-        throw bad('segments', fastpath ? '0 to 64 segment ids' : '1 to 64 segment ids', segs);
+      const ring = bool(h, 'ring', false);
+      // Asking for the fast path or the put ring alone names no segment.
+      const least = fastpath || ring ? 0 : 1;
+      if (!Array.isArray(segs) || segs.length < least || segs.length > 64)
+        throw bad('segments', `${least} to 64 segment ids`, segs);
       for (const s of segs)
         if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) throw bad('segments[]', 'a segment id', s);
       const out: RequestOf<'fds'> = { t: 'fds', rid: rid(h), token: str(h, 'token', 128), segments: segs as number[] };
       if (fastpath) out.fastpath = true;
+      if (ring) out.ring = true;
       return out;
     },
     reply: (h) => {
       const segments = records(h, 'segments', (o) => ({ id: uint(o, 'id', 0xffff), size: uint(o, 'size') }));
-      if (h.fastpath === undefined) return { segments };
-      const f = plainObject(h.fastpath, 'fastpath');
-      return { segments, fastpath: { directory: uint(f, 'directory'), pins: uint(f, 'pins') } };
+      const out: ReplyOf<'fds'> = { segments };
+      if (h.fastpath !== undefined) {
+        const f = plainObject(h.fastpath, 'fastpath');
+        out.fastpath = { directory: uint(f, 'directory'), pins: uint(f, 'pins') };
+      }
+      if (h.ring !== undefined) out.ring = uint(h, 'ring');
+      return out;
     },
   },
+  lease: {
+    request: (h) => ({ t: 'lease', rid: rid(h) }),
+    reply: (h) => ({
+      slab: blobLocation(h.slab, 'slab'),
+      lease: uint(h, 'lease', 0x7fff_ffff),
+      first: uint(h, 'first', 2 ** 48 - 1),
+      ids: uint(h, 'ids', 0xffff),
+    }),
+  },
+  ring: { request: (h) => ({ t: 'ring', rid: rid(h) }), reply: empty },
   endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
   claimScope: { request: (h) => ({ t: 'claimScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };

@@ -30,11 +30,24 @@ export class IdAllocator {
   }
 
   allocate(): string {
-    const n = this.next++;
-    if (n > this.reserved) {
-      this.ledger!.reserve(n - 1 + ID_BLOCK);
-      this.reserved = n - 1 + ID_BLOCK;
+    return this.idOf(this.allocateBlock(1));
+  }
+
+  /** `count` consecutive counters, for a client's put ring to use in order; returns the first. */
+  allocateBlock(count: number): number {
+    const n = this.next;
+    const last = n + count - 1;
+    if (last > this.reserved) {
+      const upTo = n - 1 + Math.max(ID_BLOCK, count);
+      this.ledger!.reserve(upTo);
+      this.reserved = upTo;
     }
+    this.next = last + 1;
+    return n;
+  }
+
+  /** The id of counter `n`. */
+  idOf(n: number): string {
     return this.prefix + n.toString(16).padStart(12, '0');
   }
 }

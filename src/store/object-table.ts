@@ -124,6 +124,9 @@ export class ObjectTable {
   /** Deleted entries that would be free but for a client's fast pin. */
   private readonly deferred = new Set<Entry>();
   private retractions = 0;
+  /** The highest id made here, and whether one came after a higher one (a put ring's leased id). */
+  private lastId = '';
+  private disordered = false;
   /** Pins seen after retraction number `epoch` (null: read the pages again). */
   private snapshot: { set: Map<number, number>; epoch: number } | null = null;
 
@@ -276,6 +279,42 @@ export class ObjectTable {
     return out;
   }
 
+  /** A block of the arena for a client's put ring (spilling to make room, as any allocation). */
+  allocateSlab(size: number): BlobLocation {
+    return this.allocate(size);
+  }
+
+  /**
+   * A put that arrived by ring: the bytes already sit at `loc` (inside the
+   * client's slab), and the ids were leased (`counter`: the blob's; a Tensor
+   * takes `counter + 1` too). The caller checked every field. The record
+   * limit is not checked: a ring record is at most a Tensor of four
+   * dimensions, one per 64 bytes of leased arena at most, so the arena bounds it.
+   */
+  adoptRing(loc: BlobLocation, counter: number, tensor: { dtype: string; shape: number[] } | null): Entry {
+    const blob = this.newEntry(BLOB_TYPENAME, {}, [], loc.size, true, loc, BLOB_SHAPE, 0, this.ids.idOf(counter));
+    this.lru.set(blob.id, blob);
+    this.counters.sealed++;
+    let out = blob;
+    if (tensor !== null) {
+      const meta = { dtype: tensor.dtype, shape: tensor.shape };
+      blob.parents++;
+      out = this.newEntry(
+        TENSOR_TYPENAME,
+        meta,
+        [blob.id],
+        loc.size,
+        false,
+        null,
+        RING_TENSOR_SHAPE,
+        metaBytes(meta) + MEMBER_BYTES,
+        this.ids.idOf(counter + 1),
+      );
+    }
+    this.publish(out);
+    return out;
+  }
+
   /**
    * Checks, before anything is allocated, that an object over `members` and
    * `newBlobs` blobs still to come could be made: members sealed, shape in limits.
@@ -418,8 +457,11 @@ export class ObjectTable {
     let last: string | undefined;
     // References held through the fast path count as references too.
     const fastPins = this.fast?.pins.pinned();
-    // Ids grow with creation, and entries are kept in creation order.
-    for (const e of this.entries.values()) {
+    // Entries are kept in creation order, which is id order until a put ring
+    // brings leased ids (other clients made objects meanwhile): then in id
+    // order, sorted per page, so pages neither skip nor repeat.
+    const inOrder = this.disordered ? [...this.entries.values()].sort(byId) : this.entries.values();
+    for (const e of inOrder) {
       if (cursor !== undefined && e.id <= cursor) continue;
       if (out.length >= limit || (out.length > 0 && bytes + e.recordBytes > LIST_PAGE_BYTES)) {
         return { objects: out, next: last };
@@ -452,9 +494,13 @@ export class ObjectTable {
     loc: BlobLocation | null,
     shape: Shape = BLOB_SHAPE,
     recordBytes = 0,
+    id = this.ids.allocate(),
   ): Entry {
+    // Ring puts bring ids leased earlier: the table is then no longer in id order (see list).
+    if (id > this.lastId) this.lastId = id;
+    else this.disordered = true;
     const e: Entry = {
-      id: this.ids.allocate(),
+      id,
       typename,
       meta,
       members,
@@ -765,6 +811,10 @@ export class ObjectTable {
   }
 }
 
+function byId(a: Entry, b: Entry): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
 /** One entry's own record, its members still to be filled in. */
 function recordOf(e: Entry): ObjectRecord {
   const r: ObjectRecord = { id: e.id, typename: e.typename, nbytes: e.nbytes, meta: e.meta, members: [] };
@@ -778,6 +828,9 @@ interface Shape {
 }
 
 const BLOB_SHAPE: Shape = { depth: 0, treeSize: 1 };
+/** A Tensor over one blob. */
+const RING_TENSOR_SHAPE: Shape = { depth: 1, treeSize: 2 };
+const TENSOR_TYPENAME = 'Tensor';
 
 /** Bytes an object's record takes: its metadata and its member list (with `newBlobs` members still to come). */
 function recordCost(spec: ObjectSpec, newBlobs: number): number {

@@ -40,6 +40,8 @@ export function storeMetrics(store: StoreServer): Registry {
   let snap: Snapshot | null = null;
   const read = (): Snapshot => {
     if (snap) return snap;
+    // Puts that came by ring count once they are in: a scrape takes them in as any request would.
+    store.rings.drainAll();
     const status = store.status();
     snap = { status, rpc: status.rpc as unknown as Rpc | null };
     queueMicrotask(() => {
@@ -152,6 +154,7 @@ export function storeMetrics(store: StoreServer): Registry {
       labelNames: ['transport', 'kind'],
       registers: [registry],
       collect() {
+        read();
         this.reset();
         for (const transport of TRANSPORTS) {
           for (const [kind, c] of store.traffic.snapshot(transport)) this.inc({ transport, kind }, c[field]);

@@ -17,6 +17,7 @@ import { type Logger, silentLogger } from '../observe/logger.js';
 import { PIN_BYTES } from '../protocol/fast-directory.js';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame.js';
 import { okReply, PROTOCOL_VERSION, type ReplyOf, type Request } from '../protocol/messages.js';
+import { RING_BYTES } from '../protocol/put-ring.js';
 import type { RepairStatus, RpcEndpoint, StoreStatus } from '../protocol/records.js';
 import { loadTls, type TlsFiles, type TlsMaterial } from '../tls-config.js';
 import { Arena } from './arena.js';
@@ -28,6 +29,7 @@ import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_BUFFERED, InputBudget } from './i
 import { socketFd } from './net-handle.js';
 import { BLOB_TYPENAME, type Entry, ObjectTable } from './object-table.js';
 import { PinBoard } from './pin-board.js';
+import { PutRings } from './put-rings.js';
 import { noRepairStatus, Repairer } from './repair.js';
 import { SpillDir } from './spill.js';
 import { StoreTraffic, startTimer, type Transport, timed } from './store-traffic.js';
@@ -82,6 +84,8 @@ export interface StoreOptions {
    * RPC peer to present a certificate signed by `ca` (mutual TLS).
    */
   tls?: TlsFiles;
+  /** Offer clients the put ring (puts of small objects with no round trip; default true). */
+  putRing?: boolean;
   /** Repair copies at most this many bytes per second, cluster-wide (default 128 MiB/s). */
   repairRate?: number;
   /** How often each store scans the replica sets for repair (default 1000 ms). */
@@ -120,6 +124,8 @@ export class StoreServer implements RequestHandler {
   /** The fast path: clients read this directory and pin in their own pages, without requests. */
   readonly directory: FastDirectory;
   readonly pins: PinBoard;
+  /** Clients' put rings: small puts arrive through shared memory, drained before every request. */
+  readonly rings: PutRings;
   private readonly server: Server;
   private readonly connections = new Map<number, Connection>();
   private readonly tokens = new Map<string, Connection>();
@@ -165,6 +171,14 @@ export class StoreServer implements RequestHandler {
       pins: this.pins,
     });
     this.cluster = new Cluster(meta, this.table, this.ids, instanceId);
+    this.rings = new PutRings(label, this.table, this.arena, this.ids, opts.size, {
+      put: (e, bytes) => this.traffic.put('ipc', e.typename, bytes),
+      fail: (conn, err) => {
+        this.log.warn({ conn, code: err.code }, err.message);
+        // An error to no request: the client learns why, then the connection goes (and its ring with it).
+        this.connections.get(conn)?.fail(err);
+      },
+    });
     this.server = createServer((s) => this.accept(s));
   }
 
@@ -258,7 +272,7 @@ export class StoreServer implements RequestHandler {
 
   private lastFigures = '';
   private publishFigures(): void {
-    const figures = { memoryUsed: this.arena.memoryUsed, memoryLimit: this.opts.size };
+    const figures = { memoryUsed: this.arena.memoryUsed - this.rings.leasedBytes, memoryLimit: this.opts.size };
     const key = JSON.stringify(figures);
     if (key === this.lastFigures) return;
     this.lastFigures = key;
@@ -347,6 +361,11 @@ export class StoreServer implements RequestHandler {
       fds.push(this.directory.fd, this.pins.pageFd(owner.id));
       reply.fastpath = { directory: this.directory.size, pins: PIN_BYTES };
     }
+    if (req.ring && this.opts.putRing !== false) {
+      // The ring belongs to the session's request connection, and goes with it.
+      fds.push(this.rings.ringFd(owner.id));
+      reply.ring = RING_BYTES;
+    }
     const frame = encodeFrame(okReply<'fds'>(req.rid, reply));
     const fd = socketFd(conn.socket);
     if (fd === null) throw new TrellisError('ERR_INTERNAL', 'fd channel has no file descriptor');
@@ -362,6 +381,7 @@ export class StoreServer implements RequestHandler {
 
   /** Everything a connection held goes: pins, unsealed blobs, name waits. */
   connectionClosed(connId: number): void {
+    this.rings.drop(connId);
     this.meta.cancelWaiters(connId, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
     this.tags.cancelWaiters(connId, new TrellisError('ERR_DISCONNECTED', 'connection closed'));
     this.table.dropConnection(connId);
@@ -406,6 +426,8 @@ export class StoreServer implements RequestHandler {
    */
   execute(connId: number, req: Request, payload: Buffer, transport: Transport): object | Promise<object> {
     if (this.closing) throw new TrellisError('ERR_SHUTTING_DOWN', 'the store is shutting down');
+    // What any client put by ring before this request is in before it is served.
+    this.rings.drainAll();
     const t = this.table;
     switch (req.t) {
       case 'create': {
@@ -487,6 +509,11 @@ export class StoreServer implements RequestHandler {
         return this.cluster.createDataset(req.name, req.members, req.meta, req.replicas).then((id) => ({ id }));
       case 'locate':
         return this.cluster.locate({ id: req.id, name: req.name }).then((locations) => ({ locations }));
+      case 'lease':
+        return this.rings.lease(connId);
+      case 'ring':
+        this.rings.wake(connId);
+        return {};
       case 'endScope':
         this.deleteQuietly(this.tags.endScope(req.scope, connId));
         return {};
@@ -554,7 +581,9 @@ export class StoreServer implements RequestHandler {
       pid: process.pid,
       socket: this.opts.socket,
       protocolVersion: PROTOCOL_VERSION,
-      memoryUsed: this.arena.memoryUsed,
+      // Object bytes: slab bytes leased to put rings and not yet holding objects are counters.ringLeased
+      // (they count against memoryLimit all the same).
+      memoryUsed: this.arena.memoryUsed - this.rings.leasedBytes,
       memoryLimit: this.opts.size,
       memoryMapped: this.arena.mappedBytes(),
       memoryResident: this.arena.residentBytes(),
@@ -577,7 +606,13 @@ export class StoreServer implements RequestHandler {
       tagWaiters: this.tags.waiting,
       spill: { dir: this.opts.spillDir ?? null, objects: this.table.spilledCount, bytes: this.table.spilledBytes },
       records: { bytes: this.table.recordsUsed, limit: this.table.recordsLimit },
-      counters: { ...c, fastGets: this.pins.fastGets, fastDeferred: this.table.deferredCount },
+      counters: {
+        ...c,
+        fastGets: this.pins.fastGets,
+        fastDeferred: this.table.deferredCount,
+        ringPuts: this.rings.puts,
+        ringLeased: this.rings.leasedBytes,
+      },
       repair: this.repairStatus(),
       meta,
       rpc: this.rpc ? { ...this.rpc.address(), ...(this.rpc.describe?.() ?? {}) } : null,
@@ -609,6 +644,7 @@ export class StoreServer implements RequestHandler {
       // Deregister: with etcd the lease is revoked, so others see this store gone at once.
       await this.meta.close().catch(() => {});
       this.arena.close();
+      this.rings.close();
       this.pins.close();
       this.directory.close();
       // The store's objects die with it, so do their spill files.

@@ -41,6 +41,7 @@ const STATUS: Record<ErrorCode, number> = {
   ERR_TLS_CONFIG: 500,
   // A store or worker behind the API misbehaved or went away: the API is a gateway to it.
   ERR_PROTOCOL: 502,
+  ERR_RING_RECORD: 502,
   ERR_DISCONNECTED: 502,
   ERR_TLS_HANDSHAKE: 502,
   ERR_CLOSED: 503,
