@@ -62,6 +62,8 @@ export const ERROR_CODES = {
     "The file could not be opened or read (missing, a directory, no permission); the message carries the system's reason.",
   ERR_RING_RECORD:
     "A record in a client's put ring broke the ring's rules (outside its slab, not at the cursor, an id outside its lease, a size that disagrees with dtype and shape); the store failed that client and kept the records before it.",
+  ERR_STORE_UNAVAILABLE:
+    'The jobs API reaches no store now (none is running or registered yet): it cannot read datasets or place jobs until one is; it connects once one is there.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

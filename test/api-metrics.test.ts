@@ -1,5 +1,5 @@
 /**
- * The API's /metrics and /healthz, and its log lines: request durations are
+ * The API's /metrics, /healthz and /readyz, and its log lines: request durations are
  * labelled by route template (never a raw URL), the text passes
  * `promtool check metrics`, both routes answer without the token, and a
  * client's error is logged at warn with its code while a failure of ours is
@@ -7,6 +7,7 @@
  */
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { TrellisError } from '../dist/src/errors.js';
 import { buildApi } from '../dist/src/jobs/api/build-api.js';
 import { AUTH, TOKEN, TRAIN } from './helpers/jobs-api.js';
 import { MemoryJobService, NODES } from './helpers/memory-job-service.js';
@@ -62,6 +63,19 @@ describe('API metrics and logs', () => {
     const { app } = api();
     const r = await app.inject({ url: '/healthz' });
     expect([r.statusCode, r.json()]).toEqual([200, { status: 'ok' }]);
+  });
+
+  it('/readyz answers 200 without the token once the service is ready, 503 with its code until then', async () => {
+    const { app, service } = api();
+    service.notReady = new TrellisError('ERR_STORE_UNAVAILABLE', 'no store reachable: none yet');
+    const down = await app.inject({ url: '/readyz' });
+    expect([down.statusCode, down.json()]).toEqual([
+      503,
+      { code: 'ERR_STORE_UNAVAILABLE', message: 'no store reachable: none yet' },
+    ]);
+    service.notReady = undefined;
+    const up = await app.inject({ url: '/readyz' });
+    expect([up.statusCode, up.json()]).toEqual([200, { status: 'ready' }]);
   });
 
   it("logs a client's error at warn with its code and request id, and a failure of ours at error with the stack", async () => {

@@ -232,6 +232,31 @@ describe('StoreCollective over three stores and etcd', () => {
     expect(await tagsNow()).toEqual([0, 0, 0]);
   });
 
+  it('a rank killed before its first write fails the others at once: its store ends the scope it claimed at open', async () => {
+    // A long timeout: the survivors learn from the dead rank's store, not from a timer.
+    const kids = await group(3, MLP, { timeoutMs: 120_000 });
+    kids[2].proc.kill('SIGKILL');
+    await kids[2].exited;
+    const survivors = kids.slice(0, 2);
+    for (const k of survivors) k.tell(JSON.stringify({ op: 'allReduce', step: 0 }));
+    const failed = await Promise.all(survivors.map((k) => k.next(30_000)));
+    // Rank 0 finds rank 2's scope over at rank 2's store; rank 1 then finds rank 0's over (rank 0 ended it).
+    expect(
+      failed.map((f) => [
+        f.code,
+        /^group test\/[^:]+: allReduce step 0 failed: tag scope "test\/[^"]+\/(\d)" is over/.exec(
+          String(f.message),
+        )?.[1],
+      ]),
+    ).toEqual([
+      ['ERR_COLLECTIVE_ABORTED', '2'],
+      ['ERR_COLLECTIVE_ABORTED', '0'],
+    ]);
+    await all(survivors, { op: 'close', step: 1 });
+    expect(await objectsNow()).toEqual(baseline);
+    expect(await tagsNow()).toEqual([0, 0, 0]);
+  });
+
   it('a rank that never joins a step fails the others with ERR_COLLECTIVE_ABORTED at their timeout', async () => {
     const kids = await group(2, 1024, { timeoutMs: 300 });
     kids[0].tell(JSON.stringify({ op: 'allReduce', step: 0 }));

@@ -136,7 +136,11 @@ describe('the Helm chart', () => {
     const api = containerOf(byName(objects, 'Deployment', 't-trellis-api'), 'api');
     expect(store.args.filter((a: string) => a.startsWith('--tls'))).toEqual([...tls, '--tls-client-auth']);
     expect(api.args.filter((a: string) => a.startsWith('--tls'))).toEqual(tls);
-    expect(api.readinessProbe.httpGet).toEqual({ path: '/healthz', port: 'http', scheme: 'HTTPS' });
+    // Ready once a store and Redis answer (GET /readyz); alive while it serves (GET /healthz).
+    expect([api.readinessProbe.httpGet, api.livenessProbe.httpGet]).toEqual([
+      { path: '/readyz', port: 'http', scheme: 'HTTPS' },
+      { path: '/healthz', port: 'http', scheme: 'HTTPS' },
+    ]);
   });
 
   it('makes a ServiceMonitor only when the cluster serves monitoring.coreos.com/v1', async () => {

@@ -505,6 +505,7 @@ describe('OpenAPI document', () => {
         'GET /v1/datasets/{name}',
         'GET /metrics',
         'GET /healthz',
+        'GET /readyz',
         'GET /v1/dashboard/events',
         'GET /',
       ].sort(),

@@ -45,12 +45,14 @@ describe('the job service over a store that restarts', () => {
 
     await store.close();
     // No store at all: the read fails (it is tried once more on a new connection, which cannot open).
-    expect(await errCode(service.datasets())).toBe('ERR_DISCONNECTED');
+    expect(await errCode(service.datasets())).toBe('ERR_STORE_UNAVAILABLE');
+    expect(await errCode(service.ready())).toBe('ERR_STORE_UNAVAILABLE');
 
     store = await StoreServer.start({ socket, size: SIZE });
     await oneDataset('after');
     // The next call opens a new connection: the new store's datasets, no restart of the service.
     expect((await service.datasets()).map((d) => d.name)).toEqual(['after']);
+    await service.ready();
     await store.close();
     await service.close();
     service = undefined;

@@ -7,34 +7,21 @@
  * the job keeps as two copies, so the group restarts on the two live nodes
  * from that checkpoint and reads every shard from a surviving copy.
  */
-import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TrellisClient } from '../dist/src/index.js';
-import { startJobService } from '../dist/src/jobs/engine.js';
+import type { TrellisClient } from '../dist/src/index.js';
 import type { JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
-import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
 import { eventually } from './helpers/child.js';
-import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { writeFmnistShards } from './helpers/fmnist-shards.js';
-import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
-import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
+import { quiet, untilDone } from './helpers/jobs.js';
+import { startTrainCluster, type TrainCluster } from './helpers/train-cluster.js';
 
-type Store = Awaited<ReturnType<typeof spawnStore>>;
-const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'];
 const SHARDS_PER_NODE = 2;
 const ROWS = 3_000;
 const TEST_ROWS = 10_000;
 
-let etcd: EtcdHandle;
-let dir: ReturnType<typeof tempDir>;
-let stores: Store[] = [];
-let clients: TrellisClient[] = [];
-let redis: RedisServerHandle;
+let cluster: TrainCluster;
+let clients: TrellisClient[];
 let jobs: JobService;
-const agents: AgentChild[] = [];
-const savedToken = process.env.TRELLIS_TOKEN;
 /** The engine's warnings, for the story of a job that does not succeed. */
 const warnings: string[] = [];
 const note = (fields: object | string, msg?: string): void => {
@@ -43,39 +30,17 @@ const note = (fields: object | string, msg?: string): void => {
 const collecting = { ...quiet, warn: note, error: note };
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  dir = tempDir();
-  const token = `${randomUUID()}${randomUUID()}`;
-  const tokenFile = join(dir.dir, 'token');
-  writeFileSync(tokenFile, token, { mode: 0o600 });
-  // The task hosts reach the peer stores over RPC with it (the ranks' collective reads $TRELLIS_TOKEN).
-  process.env.TRELLIS_TOKEN = token;
-  const metaPrefix = `/trellis-test/${randomUUID()}`;
-  stores = await Promise.all(
-    HOSTS.map((host, i) =>
-      spawnStore([
-        ...clusterStoreArgs({
-          name: i < 3 ? `node${i}` : 'api',
-          size: i < 3 ? '512M' : '1M',
-          etcdUrl: etcd.url,
-          metaPrefix,
-          host,
-          tokenFile,
-        }),
-        '--lease-ttl',
-        '2',
-        '--repair-interval',
-        '200',
-      ]),
-    ),
-  );
-  clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));
-  redis = await startRedisServer();
-  const prefix = freshPrefix();
-  jobs = await startJobService({ redis: redis.url, socket: stores[3].socket, logger: collecting, prefix });
-  for (let i = 0; i < 3; i++) {
-    agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, ['--concurrency', '3', '--lock-ms', '3000']);
-  }
+  cluster = await startTrainCluster({
+    hosts: ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'],
+    dataNodes: 3,
+    size: (i) => (i < 3 ? '512M' : '1M'),
+    name: (i) => (i < 3 ? `node${i}` : 'api'),
+    storeArgs: ['--lease-ttl', '2', '--repair-interval', '200'],
+    apiStore: 3,
+    agentArgs: ['--concurrency', '3', '--lock-ms', '3000'],
+    logger: collecting,
+  });
+  ({ clients, jobs } = cluster);
   // The first three stores hold the data (the fourth is the API's); 2 copies each.
   await writeFmnistShards(clients.slice(0, 3), {
     shardsPerNode: SHARDS_PER_NODE,
@@ -86,15 +51,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await killAgents();
-  await jobs?.close();
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(stores.map((s) => s.stop()));
-  await redis?.stop();
-  await etcd?.stop();
-  dir?.cleanup();
-  if (savedToken === undefined) delete process.env.TRELLIS_TOKEN;
-  else process.env.TRELLIS_TOKEN = savedToken;
+  await cluster?.stop();
 });
 
 const spec = (id: string): TrainJobSpec => ({
@@ -135,8 +92,8 @@ describe('data-parallel training over a replicated dataset', () => {
     const holders = ck.replicas.filter((r) => r.alive).map((r) => r.instanceId);
     expect([holders.length, holders.includes(clients[victim].instanceId)]).toEqual([2, true]);
     await clients[victim].close();
-    await agents[victim].kill();
-    stores[victim].child.kill('SIGKILL');
+    await cluster.agents[victim]?.kill();
+    cluster.stores[victim].child.kill('SIGKILL');
     const { job: end } = await done;
     expect(end.state, await story(job.id)).toBe('succeeded');
     expect(end.restarts).toBe(1);

@@ -125,7 +125,7 @@ describe('malformed RPC input', () => {
       },
       // after the handshake: a bad field keeps the connection; broken framing closes it
       open('unknown request type', () => rpcFrame({ t: 'explode', rid: 7 }), ['ERR_PROTOCOL']),
-      ...['create', 'seal', 'abort', 'release', 'fds', 'endScope'].map((t) =>
+      ...['create', 'seal', 'abort', 'release', 'fds', 'endScope', 'claimScope'].map((t) =>
         open(`IPC-only ${t}`, () => rpcFrame({ t, rid: 7, size: 10, id: 'o0000000000000001', ids: [] }), [
           'ERR_UNSUPPORTED',
         ]),

@@ -119,6 +119,24 @@ describe('tags and ranged reads over RPC', () => {
     expect(counts()).toEqual(before);
   });
 
+  it('a claimed scope is owned before any tag: others may not tag in it, and its owner closing ends it', async () => {
+    const into = new Uint8Array(1);
+    const owner = await connect({ socket: a.socket });
+    await owner.claimScope('g3/0');
+    await owner.claimScope('g3/0');
+    expect(await errCode(ipc.claimScope('g3/0'))).toBe('ERR_NOT_OWNER');
+    const other = await ipc.createBlob(1);
+    expect(await errCode(other.seal({ tag: 'g3/0#1/x' }))).toBe('ERR_NOT_OWNER');
+    await other.abort();
+    const parked = errCode(rpc.read('g3/0#1/x', into, { wait: true, timeoutMs: 60_000 }));
+    await eventually(() => counts().tagWaiters === 1, 'the read waits in the store');
+    await owner.close();
+    expect(await parked).toBe('ERR_COLLECTIVE_ABORTED');
+    // Over for good: nobody claims it again.
+    expect(await errCode(ipc.claimScope('g3/0'))).toBe('ERR_COLLECTIVE_ABORTED');
+    expect(await errCode(ipc.claimScope(''))).toBe('ERR_BAD_REQUEST');
+  });
+
   it('tagged objects die with the connection that made them', async () => {
     const before = counts();
     const other = await connect({ socket: a.socket });

@@ -15,24 +15,17 @@
  *   fails the job with its code at once: no restart, no task left in any
  *   node's queue, no object left in any store.
  */
-import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TrellisClient } from '../dist/src/index.js';
-import { startJobService } from '../dist/src/jobs/engine.js';
+import type { TrellisClient } from '../dist/src/index.js';
 import type { Job, JobService, TrainJobSpec } from '../dist/src/jobs/job-types.js';
 import { bullConnection, queueName } from '../dist/src/jobs/node-queue.js';
-import { type RedisServerHandle, startRedisServer } from '../dist/src/jobs/redis-server.js';
 import { writeShard } from '../dist/src/loaders/shard-writer.js';
 import { eventually } from './helpers/child.js';
-import { type EtcdHandle, startEtcd } from './helpers/etcd.js';
 import { writeFmnistShards } from './helpers/fmnist-shards.js';
-import { type AgentChild, freshPrefix, killAgents, quiet, spawnAgent, untilDone } from './helpers/jobs.js';
-import { clusterStoreArgs, spawnStore, tempDir } from './helpers/store.js';
+import { untilDone } from './helpers/jobs.js';
+import { startTrainCluster, type TrainCluster } from './helpers/train-cluster.js';
 
-type Store = Awaited<ReturnType<typeof spawnStore>>;
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 /** Shards per node and rows per shard: 54,000 training rows, a multiple of every batch below. */
 const SHARDS_PER_NODE = 3;
@@ -42,53 +35,23 @@ const EPOCHS = 5;
 const STEPS = 180;
 const TEST_ROWS = 10_000;
 
-let etcd: EtcdHandle;
-let dir: ReturnType<typeof tempDir>;
-let stores: Store[] = [];
-let clients: TrellisClient[] = [];
-let redis: RedisServerHandle;
+let cluster: TrainCluster;
+let clients: TrellisClient[];
 let jobs: JobService;
-let prefix: string;
-const agents: (AgentChild | undefined)[] = [];
-const savedToken = process.env.TRELLIS_TOKEN;
-
-const startAgent = async (i: number) => {
-  agents[i] = await spawnAgent(stores[i].socket, redis.url, prefix, ['--concurrency', '3', '--lock-ms', '3000']);
-};
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  dir = tempDir();
-  const token = `${randomUUID()}${randomUUID()}`;
-  const tokenFile = join(dir.dir, 'token');
-  writeFileSync(tokenFile, token, { mode: 0o600 });
-  // The agents' task hosts reach the peer stores over RPC with it (StoreCollective reads $TRELLIS_TOKEN).
-  process.env.TRELLIS_TOKEN = token;
-  const metaPrefix = `/trellis-test/${randomUUID()}`;
-  stores = await Promise.all(
-    HOSTS.map((host, i) =>
-      spawnStore(clusterStoreArgs({ name: `node${i}`, size: '512M', etcdUrl: etcd.url, metaPrefix, host, tokenFile })),
-    ),
-  );
-  clients = await Promise.all(stores.map((s) => connect({ socket: s.socket })));
-  redis = await startRedisServer();
-  prefix = freshPrefix();
-  jobs = await startJobService({ redis: redis.url, socket: stores[0].socket, logger: quiet, prefix });
-  for (let i = 0; i < 3; i++) await startAgent(i);
-
+  cluster = await startTrainCluster({
+    hosts: HOSTS,
+    dataNodes: 3,
+    size: () => '512M',
+    agentArgs: ['--concurrency', '3', '--lock-ms', '3000'],
+  });
+  ({ clients, jobs } = cluster);
   await writeFmnistShards(clients, { shardsPerNode: SHARDS_PER_NODE, rows: ROWS, testRows: TEST_ROWS });
 }, 120_000);
 
 afterAll(async () => {
-  await killAgents();
-  await jobs?.close();
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(stores.map((s) => s.stop()));
-  await redis?.stop();
-  await etcd?.stop();
-  dir?.cleanup();
-  if (savedToken === undefined) delete process.env.TRELLIS_TOKEN;
-  else process.env.TRELLIS_TOKEN = savedToken;
+  await cluster?.stop();
 });
 
 const train = (over: Partial<TrainJobSpec>): TrainJobSpec => ({
@@ -163,8 +126,8 @@ describe('data-parallel training over three nodes', () => {
     const placed = (await jobs.get(job.id)).placement ?? [];
     const node0 = placed.find((p) => p.rank === 0)?.node;
     const victim = Number(node0?.slice('node'.length));
-    await agents[victim]?.kill();
-    agents[victim] = undefined;
+    await cluster.agents[victim]?.kill();
+    cluster.agents[victim] = undefined;
     try {
       const { job: done } = await events;
       expect(done.state).toBe('succeeded');
@@ -183,7 +146,7 @@ describe('data-parallel training over three nodes', () => {
         /restarting the group from its last checkpoint \(restart 1 of at most 3\)/,
       );
     } finally {
-      await startAgent(victim);
+      await cluster.startAgent(victim);
     }
   }, 300_000);
 
@@ -220,8 +183,8 @@ describe('data-parallel training over three nodes', () => {
       Promise.all(
         HOSTS.map(async (_, i) => {
           const q = new Queue(queueName(`node${i}`), {
-            connection: bullConnection(redis.url),
-            prefix: `${prefix}:bull`,
+            connection: bullConnection(cluster.redis.url),
+            prefix: `${cluster.prefix}:bull`,
           });
           try {
             return await q.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed', 'completed');

@@ -228,6 +228,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--prefix <prefix>', 'key prefix of this deployment in Redis', 'trellis:default')
     .option('--lock-ms <ms>', 'task lock: a task whose agent died runs again after this long', intArg, 30_000)
     .option('--drain-ms <ms>', 'on SIGTERM, how long running tasks may finish', intArg, 10_000)
+    .option('--beat-ms <ms>', 'heartbeat period; the agent counts as gone after 5 of them', intArg, 1000)
     .addOption(logLevelOption())
     .addOption(metricsPortOption())
     .addOption(metricsHostOption())
@@ -244,6 +245,7 @@ export async function main(argv: string[]): Promise<void> {
         prefix: o.prefix,
         lockMs: o.lockMs,
         drainMs: o.drainMs,
+        beatMs: o.beatMs,
         logger,
       });
       let metrics: Awaited<ReturnType<typeof startMetrics>>;

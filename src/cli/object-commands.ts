@@ -10,6 +10,7 @@ import { open } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import type { TrellisClient } from '../client/client.js';
 import { connect } from '../client/connect.js';
+import { copyOn } from '../client/shard-copies.js';
 import { isTensorLike, type Tensor } from '../codecs/tensor.js';
 import { TrellisError } from '../errors.js';
 import { openBytes } from '../ingest/byte-source.js';
@@ -241,7 +242,7 @@ export function objectCommands(): Command[] {
   const rm = new Command('rm')
     .exitOverride(usageExit)
     .description(
-      "delete objects: a name is dropped and its object deleted, with the members no other object uses; a dataset's shards on this store go with it",
+      "delete objects: a name is dropped and its object deleted, with the members no other object uses; a dataset's shards go with it (every copy of a replicated one; an unreplicated one only from its own store)",
     )
     .argument('<name-or-id...>')
     .option('--keep-shards', "delete a dataset's record only, not its shards")
@@ -250,18 +251,29 @@ export function objectCommands(): Command[] {
     .action(
       reported(async (what: string[], o: { socket?: string; json?: boolean; keepShards?: boolean }) => {
         const removed = await withClient(o.socket, 'trellis rm', async (c) => {
-          const out: { name?: string; id: string; shards: number }[] = [];
+          const out: { name?: string; id: string; shards: number; shardsKept?: number }[] = [];
           for (const w of what) {
             const id = await resolveId(c, w);
             // A dataset is a cluster-wide record over shards that are objects of their own.
             const loc = await c.locate(id).catch(() => undefined);
-            const shards =
-              !o.keepShards && loc?.typename === DATASET_TYPENAME
-                ? loc.shards.filter((s) => s.instanceId === c.instanceId).map((s) => s.id)
-                : [];
+            const shards: string[] = [];
+            let kept = 0;
+            if (!o.keepShards && loc?.typename === DATASET_TYPENAME) {
+              for (const s of loc.shards) {
+                // Deleted by its id, a shard with a copy here goes from here; a replicated one goes with
+                // every copy from any store. Only an unreplicated shard on another store cannot be reached.
+                if (copyOn(s, c.instanceId) || s.replicas.length > 1) shards.push(s.id);
+                else kept++;
+              }
+            }
             await c.delete([id, ...shards]);
             if (!isObjectId(w)) await c.dropName(w).catch(() => {});
-            out.push({ ...(isObjectId(w) ? {} : { name: w }), id, shards: shards.length });
+            out.push({
+              ...(isObjectId(w) ? {} : { name: w }),
+              id,
+              shards: shards.length,
+              ...(kept ? { shardsKept: kept } : {}),
+            });
           }
           return out;
         });
@@ -271,7 +283,11 @@ export function objectCommands(): Command[] {
             : removed
                 .map(
                   (r) =>
-                    `removed ${r.name ? `${r.name} ` : ''}${r.id}${r.shards ? ` and its ${r.shards} shards` : ''}\n`,
+                    `removed ${r.name ? `${r.name} ` : ''}${r.id}${r.shards ? ` and its ${r.shards} shards` : ''}` +
+                    (r.shardsKept
+                      ? `; ${r.shardsKept} shards on other stores kept (not replicated: rm them there)`
+                      : '') +
+                    '\n',
                 )
                 .join(''),
         );

@@ -355,10 +355,19 @@ export class TrellisClient extends ClientCommon {
    * that gives up calls it so its readers learn at once.
    */
   async endScope(scope: string): Promise<void> {
-    if (typeof scope !== 'string' || scope.length === 0 || scope.length > 1024) {
-      throw invalidParameter('scope', 'a string of 1 to 1024 characters', scope);
-    }
+    checkScope(scope);
     await this.call({ t: 'endScope', scope });
+  }
+
+  /**
+   * Claims a tag scope for this client before it tags anything in it: if the
+   * client closes or dies first, the scope is over all the same, and RPC
+   * reads waiting for its tags fail with ERR_COLLECTIVE_ABORTED at once.
+   * ERR_NOT_OWNER when another client owns it.
+   */
+  async claimScope(scope: string): Promise<void> {
+    checkScope(scope);
+    await this.call({ t: 'claimScope', scope });
   }
 
   // ---- get --------------------------------------------------------------
@@ -601,3 +610,9 @@ export class TrellisClient extends ClientCommon {
 }
 
 export { ARROW_TYPENAME };
+
+function checkScope(scope: unknown): asserts scope is string {
+  if (typeof scope !== 'string' || scope.length === 0 || scope.length > 1024) {
+    throw invalidParameter('scope', 'a string of 1 to 1024 characters', scope);
+  }
+}

@@ -29,7 +29,10 @@
  * peers parked on it at once (ERR_COLLECTIVE_ABORTED from the store), so one
  * rank's failure reaches the others in milliseconds, not at their timeouts;
  * a rank that dies has its scope ended by its store, and its objects deleted
- * (tags belong to the connection that bound them). close() ends the scope
+ * (tags belong to the connection that bound them). open() claims the scope
+ * before anything else, so this holds for a rank that dies before its first
+ * write too (during the first broadcast, say); one that dies before its open
+ * got that far is noticed by its job's agent and scheduler instead. close() ends the scope
  * too: it deletes what this rank published.
  *
  * @example
@@ -146,7 +149,11 @@ export class StoreCollective {
     const token = opts.token ?? process.env.TRELLIS_TOKEN;
     const peers: (RemoteClient | null)[] = new Array(s.ranks).fill(null);
     let scratch: { buffer: Uint8Array; abort(): Promise<void> } | null = null;
+    const scope = scopeOfRank(s.group, s.rank);
     try {
+      // Owned from here: should this rank die before its first write, its store ends the scope and
+      // the reads its peers parked on it fail at once, not at their timeout.
+      if (s.ranks > 1) await client.claimScope(scope);
       if (s.ranks > 1) {
         const instances = await client.instances();
         const find = (m: { rank: number; instance: string }): InstanceInfo => {
@@ -191,6 +198,7 @@ export class StoreCollective {
       }
     } catch (e) {
       for (const p of new Set(peers)) await p?.close().catch(() => {});
+      if (s.ranks > 1) await client.endScope(scope).catch(() => {});
       throw e;
     }
     return new StoreCollective(client, s, peers, scratch, timeoutMs, algorithm, opts.signal);

@@ -18,9 +18,10 @@ import { type Job as BullJob, DelayedError, UnrecoverableError, Worker } from 'b
 import { connect } from '../client/connect.js';
 import { copyOn } from '../client/shard-copies.js';
 import type { StoreClient } from '../client/store-client.js';
-import { ERROR_CODES, type ErrorPayload, isTrellisError, TrellisError } from '../errors.js';
+import { ERROR_CODES, type ErrorPayload, invalidParameter, isTrellisError, TrellisError } from '../errors.js';
 import { type Logger, silentLogger } from '../observe/logger.js';
 import { AgentMetrics, type TaskOutcome } from './agent-metrics.js';
+import { DEFAULT_BEAT_MS } from './beat-watch.js';
 import { isFinal, JobStore } from './job-store.js';
 import type { JobProgress } from './job-types.js';
 import { closeSpareHosts, keepSpareHosts, listHandlers, runners } from './kinds/index.js';
@@ -97,6 +98,10 @@ export class Agent {
     );
   }
 
+  private get beatMs(): number {
+    return this.opts.beatMs ?? DEFAULT_BEAT_MS;
+  }
+
   /** Healthy while it has a running worker and Redis (what /healthz answers). */
   health(): { ok: boolean; reason?: string } {
     if (this.closed) return { ok: false, reason: 'shutting down' };
@@ -106,6 +111,9 @@ export class Agent {
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
+    if (opts.beatMs !== undefined && !(Number.isSafeInteger(opts.beatMs) && opts.beatMs >= 50)) {
+      throw invalidParameter('beatMs', 'an integer of at least 50 (ms)', opts.beatMs);
+    }
     const client = await connect({ socket: opts.socket, name: 'trellis agent' });
     let store: JobStore | undefined;
     try {
@@ -128,7 +136,7 @@ export class Agent {
     // Task hosts forked and connected ahead of their tasks: a cold host costs ~0.3 s.
     keepSpareHosts(this.opts.socket, this.opts.concurrency ?? 2);
     await this.beat();
-    this.beatTimer = setInterval(() => void this.beat(), this.opts.beatMs ?? 1000);
+    this.beatTimer = setInterval(() => void this.beat(), this.beatMs);
     this.pollTimer = setInterval(() => void this.pollStops(), POLL_MS);
     const r = this.store.redis;
     r.on('close', () => {
@@ -186,8 +194,9 @@ export class Agent {
           handlers: await listHandlers(this.handlers),
           pid: process.pid,
           at: Date.now(),
+          beatMs: this.beatMs,
         },
-        (this.opts.beatMs ?? 1000) * 5,
+        this.beatMs * 5,
       );
     } catch {
       // Redis is down; the next beat tries again.

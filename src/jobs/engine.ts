@@ -28,7 +28,7 @@ import { defaultRanks, shardHolders } from './rank-placement.js';
 import { checkNoEviction } from './redis-policy.js';
 import { type EngineLogger, Scheduler, type SchedulerOptions, taskInputs } from './scheduler.js';
 import { checkSpec } from './schema/check-spec.js';
-import { storeLink } from './store-link.js';
+import { type StoreLink, storeLink } from './store-link.js';
 
 export interface JobServiceOptions {
   /** redis://HOST:PORT */
@@ -76,10 +76,21 @@ class Engine implements JobService {
 
   constructor(
     readonly store: JobStore,
-    readonly client: StoreClient,
+    private readonly link: StoreLink,
     readonly cluster: ClusterView,
     readonly scheduler: Scheduler,
   ) {}
+
+  private get client(): StoreClient {
+    return this.link.client;
+  }
+
+  async ready(): Promise<void> {
+    // The connection's state, not a PING: commands wait (they are queued) while Redis is away.
+    const status = this.store.redis.status;
+    if (status !== 'ready') throw new TrellisError('ERR_QUEUE_UNAVAILABLE', `Redis is not connected (${status})`);
+    await this.link.ready();
+  }
 
   async submit(spec: JobSpec): Promise<{ job: Job; created: boolean }> {
     checkSpec(spec);
@@ -222,8 +233,14 @@ class Engine implements JobService {
 }
 
 export async function startJobService(opts: JobServiceOptions): Promise<JobService> {
-  // Re-opened after its store went away, so the API outlives store restarts (store-link.ts).
-  const client = await storeLink(() => storeClient(opts));
+  // Opened on first use and re-opened after its store went away, so the API starts before any store
+  // and outlives store restarts (store-link.ts).
+  // A bad configuration fails here, before anything opens; a store that is not up yet does not.
+  if (!opts.socket && !opts.meta?.startsWith('etcd://')) {
+    throw new TrellisError('ERR_BAD_REQUEST', 'the job service needs a store: give socket, or meta etcd://HOST:PORT');
+  }
+  const link = storeLink(() => storeClient(opts));
+  const client = link.client;
   let store: JobStore | undefined;
   try {
     store = await JobStore.open(opts.redis, opts.prefix ?? 'trellis:default', 'trellis api');
@@ -231,7 +248,15 @@ export async function startJobService(opts: JobServiceOptions): Promise<JobServi
     const cluster = new ClusterView(client);
     const scheduler = new Scheduler(store, cluster, opts.redis, opts.scheduler ?? {}, opts.logger);
     scheduler.start();
-    return new Engine(store, client, cluster, scheduler);
+    await link
+      .ready()
+      .catch((e) =>
+        opts.logger.warn(
+          { code: (e as TrellisError).code },
+          `${(e as Error).message}; not ready until a store is there`,
+        ),
+      );
+    return new Engine(store, link, cluster, scheduler);
   } catch (e) {
     await store?.close();
     await client.close();

@@ -55,6 +55,8 @@ export interface NodeBeat {
   handlers: string[];
   pid: number;
   at: number;
+  /** The agent's heartbeat period (its key lives 5 of them); absent from agents older than it: 1000. */
+  beatMs?: number;
 }
 
 /** A task record as stored; the public TaskInfo plus what the engine needs. */

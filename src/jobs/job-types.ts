@@ -228,5 +228,10 @@ export interface JobService {
   dataset(name: string): Promise<DatasetInfo>;
   /** Every named dataset (a name bound to a dataset object), by name, at most `limit` (default 100). */
   datasets(limit?: number): Promise<DatasetInfo[]>;
+  /**
+   * Resolves when the service can do its work: a store and Redis answer
+   * (ERR_STORE_UNAVAILABLE, ERR_QUEUE_UNAVAILABLE otherwise); GET /readyz.
+   */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }

@@ -22,9 +22,10 @@ import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { asTrellisError, isTrellisError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
+import { BeatWatch, type Suspects } from './beat-watch.js';
 import type { ClusterView, ShardPlace } from './cluster-view.js';
 import { groupLost, MAX_RESTARTS_DEFAULT } from './group-restart.js';
-import { isFinal, type JobStore, type NodeBeat, type TaskFields } from './job-store.js';
+import { isFinal, type JobStore, type NodeBeat, type TaskFields, type TaskRecord } from './job-store.js';
 import type { JobResult, JobSpec, RankResult, TrainJobSpec } from './job-types.js';
 import { bullConnection, queueName, taskJobId } from './node-queue.js';
 import { describeRank, placeRanks, type RankAssignment, shardHolders } from './rank-placement.js';
@@ -73,15 +74,6 @@ export const SCHEDULER_DEFAULTS: SchedulerOptions = {
 export type EngineLogger = Pick<Logger, 'info' | 'warn' | 'error'>;
 
 const LEADER_TTL_MS = 3000;
-/**
- * A restarted group is placed this long after the restart, on nodes whose
- * heartbeat changed within FRESH_BEAT_MS: a rank's peers notice its death
- * (their exchange aborts) within milliseconds, seconds before its agent's
- * heartbeat key expires, and a group placed on the dead node at once would
- * have to restart again.
- */
-const RESTART_SETTLE_MS = 4500;
-const FRESH_BEAT_MS = 4000;
 /** How often tasks on nodes whose agent is gone are looked for. */
 const RESCUE_EVERY_MS = 1000;
 const ADD_BATCH = 50;
@@ -96,9 +88,20 @@ interface RunningJob {
   /** Per waiting task: ms it has waited while its preferred node rejected work. */
   waited: Map<number, number>;
   reason?: string;
-  /** Train: the group's attempt, once placed its ranks' assignment, and after a restart when it may be placed. */
-  gang?: { attempt: number; assign?: RankAssignment[]; notBefore?: number };
+  /**
+   * Train: the group's attempt, once placed its ranks' assignment; after a
+   * restart, the nodes whose agents did not report the failure (placed on
+   * once their heartbeat says they live), and those left out of this attempt.
+   */
+  gang?: { attempt: number; assign?: RankAssignment[]; suspects?: Suspects; excluded?: Excluded };
 }
+
+/**
+ * Nodes a restarted group is not placed on, each with its heartbeat's `at`
+ * when it was left out (undefined: it had none): a node that beats again
+ * after that (its agent restarted) is a candidate again.
+ */
+type Excluded = Map<string, number | undefined>;
 
 /**
  * The input shard ids of each task: one shard per map/infer task; for train,
@@ -129,8 +132,7 @@ export class Scheduler {
   /** Round-robin placement's next node. */
   private dealt = 0;
   private leader = false;
-  /** Per node: its heartbeat's last `at` and when (our clock) it last changed; a beat that stops changing is stale. */
-  private readonly beats = new Map<string, { at: number; seen: number }>();
+  private readonly beats = new BeatWatch();
   private closed = false;
   private closing?: Promise<void>;
 
@@ -198,10 +200,7 @@ export class Scheduler {
     if (!(await this.holdLeadership())) return;
     await this.admit();
     const nodes = await this.store.liveNodes();
-    for (const b of nodes) {
-      const seen = this.beats.get(b.name);
-      if (!seen || seen.at !== b.at) this.beats.set(b.name, { at: b.at, seen: now });
-    }
+    this.beats.observe(nodes, now);
     const load = new Map<string, number>();
     await Promise.all(
       nodes.map(async (n) => {
@@ -247,7 +246,7 @@ export class Scheduler {
       if (rj.gang) {
         // A rank cannot be replaced alone (its group waits on it in every exchange): the whole group restarts.
         const lost = tasks.find((t) => (t.state === 'placed' || t.state === 'running') && dead.includes(t.node));
-        if (lost) await this.restartGroup(id, rj, `rank ${lost.index}'s agent on ${lost.node} is gone`);
+        if (lost) await this.restartGroup(id, rj, `rank ${lost.index}'s agent on ${lost.node} is gone`, tasks);
         continue;
       }
       for (const t of tasks) {
@@ -612,7 +611,12 @@ export class Scheduler {
         return;
       }
       const t = failed[0];
-      await this.restartGroup(id, rj, `rank ${t.index} on ${t.node} failed: ${t.error?.code}: ${t.error?.message}`);
+      await this.restartGroup(
+        id,
+        rj,
+        `rank ${t.index} on ${t.node} failed: ${t.error?.code}: ${t.error?.message}`,
+        tasks,
+      );
       return;
     }
     if (Number(h.nsucceeded) === n) {
@@ -629,11 +633,30 @@ export class Scheduler {
     const spec = rj.spec as TrainJobSpec;
     const gang = rj.gang!;
     const now = Date.now();
-    if (gang.notBefore !== undefined && now < gang.notBefore) {
-      rj.reason = `restarting: placing the new group in ${((gang.notBefore - now) / 1000).toFixed(1)} s, once lost nodes have stopped beating`;
-      return;
+    if (gang.suspects) {
+      const pending: string[] = [];
+      for (const node of gang.suspects.at.keys()) {
+        const v = this.beats.verdict(node, gang.suspects, nodes, now);
+        if (v === 'pending') pending.push(node);
+        else {
+          if (v === 'gone') gang.excluded?.set(node, gang.suspects.at.get(node));
+          gang.suspects.at.delete(node);
+        }
+      }
+      if (pending.length > 0) {
+        rj.reason = `restarting: waiting for a heartbeat from ${pending.join(', ')} (a rank there did not report) before placing the new group`;
+        return;
+      }
+      gang.suspects = undefined;
     }
-    nodes = nodes.filter((b) => now - (this.beats.get(b.name)?.seen ?? now) <= FRESH_BEAT_MS);
+    const out = (b: NodeBeat) => {
+      const ex = gang.excluded;
+      if (!ex?.has(b.name)) return false;
+      if (ex.get(b.name) === b.at) return true;
+      ex.delete(b.name); // it beat since it was left out: its agent is back
+      return false;
+    };
+    nodes = nodes.filter((b) => this.beats.fresh(b.name, now) && !out(b));
     if (nodes.length === 0) {
       rj.reason = 'waiting for an agent';
       return;
@@ -673,8 +696,13 @@ export class Scheduler {
     rj.reason = undefined;
   }
 
-  /** Stops the group's ranks and places a new group, or fails the job once maxRestarts is spent. */
-  private async restartGroup(id: string, rj: RunningJob, cause: string): Promise<void> {
+  /**
+   * Stops the group's ranks and places a new group, or fails the job once
+   * maxRestarts is spent. The new group avoids the nodes whose agent is
+   * draining, and waits for a heartbeat from the nodes of ranks that did not
+   * report the failure (their agent may be dead; BeatWatch decides).
+   */
+  private async restartGroup(id: string, rj: RunningJob, cause: string, tasks: TaskRecord[]): Promise<void> {
     const gang = rj.gang!;
     const h = await this.store.record(id);
     if (h?.state !== 'running' || Number(h.gang) !== gang.attempt) return;
@@ -697,7 +725,21 @@ export class Scheduler {
       const bullId = taskJobId(id, i, gang.attempt);
       if (!(await this.unqueue(old[i], bullId))) await this.store.markStale(old[i], bullId);
     }
-    rj.gang = { attempt: gang.attempt + 1, notBefore: Date.now() + RESTART_SETTLE_MS };
+    // Read after the failures were committed: a beat that differs from this one was sent after them.
+    const live = new Map((await this.store.liveNodes()).map((b) => [b.name, b.at]));
+    const suspects: Suspects = { since: Date.now(), at: new Map() };
+    const excluded: Excluded = new Map();
+    for (const t of tasks) {
+      if (!t.node) continue;
+      const at = live.get(t.node);
+      if (t.state === 'failed' && t.error?.code === 'ERR_SHUTTING_DOWN') excluded.set(t.node, at);
+      else if (t.state !== 'failed' && t.state !== 'cancelled' && !excluded.has(t.node)) {
+        if (at === undefined) excluded.set(t.node, undefined);
+        else suspects.at.set(t.node, at);
+      }
+    }
+    for (const n of excluded.keys()) suspects.at.delete(n);
+    rj.gang = { attempt: gang.attempt + 1, suspects, excluded };
     rj.waiting = new Set(rj.inputs.keys());
     rj.waited.clear();
     rj.places = undefined;

@@ -113,7 +113,8 @@ export type Request =
   | { t: 'lease'; rid: number }
   /** The put ring's doorbell (sent without an answer), or, answered, a wait until the store drained the ring. */
   | { t: 'ring'; rid: number }
-  | { t: 'endScope'; rid: number; scope: string };
+  | { t: 'endScope'; rid: number; scope: string }
+  | { t: 'claimScope'; rid: number; scope: string };
 
 export type RequestType = Request['t'];
 export type RequestOf<T extends RequestType> = Extract<Request, { t: T }>;
@@ -197,6 +198,7 @@ export interface Replies {
   lease: { slab: BlobLocation; lease: number; first: number; ids: number };
   ring: Record<string, never>;
   endScope: Record<string, never>;
+  claimScope: Record<string, never>;
 }
 export type ReplyOf<T extends RequestType> = Replies[T];
 
@@ -607,6 +609,7 @@ const MESSAGES: { [T in RequestType]: Message<T> } = {
   },
   ring: { request: (h) => ({ t: 'ring', rid: rid(h) }), reply: empty },
   endScope: { request: (h) => ({ t: 'endScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
+  claimScope: { request: (h) => ({ t: 'claimScope', rid: rid(h), scope: str(h, 'scope') }), reply: empty },
 };
 
 /** Every IPC message type, for docs/PROTOCOL.md's test. */

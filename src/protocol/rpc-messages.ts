@@ -58,7 +58,7 @@ const SHARED = [
 type Shared = (typeof SHARED)[number];
 
 /** IPC requests that need shared memory or a session, refused over RPC with ERR_UNSUPPORTED. */
-const IPC_ONLY = new Set(['create', 'seal', 'abort', 'release', 'unpinned', 'fds', 'endScope']);
+const IPC_ONLY = new Set(['create', 'seal', 'abort', 'release', 'unpinned', 'fds', 'endScope', 'claimScope']);
 
 export type RpcRequest =
   | { t: 'hello'; rid: number; version: number; token: string; client?: string }

@@ -547,6 +547,9 @@ export class StoreServer implements RequestHandler {
       case 'endScope':
         this.deleteQuietly(this.tags.endScope(req.scope, connId));
         return {};
+      case 'claimScope':
+        this.tags.claim(req.scope, connId);
+        return {};
       default:
         throw new TrellisError('ERR_PROTOCOL', `unexpected request ${(req as Request).t}`);
     }

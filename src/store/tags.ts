@@ -14,7 +14,8 @@
  *
  * Scopes. What comes before a tag's last '#' is its scope (a collective's
  * `group/rank`). The first connection that binds a tag in a scope owns it;
- * when that connection closes, or ends the scope itself (endScope), the scope
+ * a connection may also claim a scope before it tags anything (claimScope);
+when that connection closes, or ends the scope itself (endScope), the scope
  * is over: reads waiting for its tags fail at once with
  * ERR_COLLECTIVE_ABORTED instead of waiting out their timeout, and so do
  * later reads and binds in it. A peer that dies is noticed in milliseconds.
@@ -129,6 +130,21 @@ export class TagTable {
       this.unbind(tag);
     }
     return ids;
+  }
+
+  /**
+   * Makes `owner` the owner of `scope` before it tags anything in it, so
+   * that its closing ends the scope even then (a collective rank that dies
+   * before its first write). ERR_NOT_OWNER if another connection owns it,
+   * ERR_COLLECTIVE_ABORTED if it is over.
+   */
+  claim(scope: string, owner: number): void {
+    if (this.ended.has(scope)) throw this.over(scope);
+    const o = this.scopes.get(scope);
+    if (o !== undefined && o !== owner) {
+      throw new TrellisError('ERR_NOT_OWNER', `tag scope ${JSON.stringify(scope)} belongs to another connection`);
+    }
+    this.scopes.set(scope, owner);
   }
 
   /**

@@ -140,6 +140,13 @@ export class MemoryJobService implements JobService {
     return structuredClone(d);
   }
 
+  /** What ready() throws, when set (the readiness route's failure path). */
+  notReady: TrellisError | undefined;
+
+  async ready(): Promise<void> {
+    if (this.notReady) throw this.notReady;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
   }

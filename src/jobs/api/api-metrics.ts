@@ -1,6 +1,8 @@
 /**
- * The API's Prometheus metrics and its two operational routes: GET /metrics
- * (prom-client text) and GET /healthz. Request durations are labelled by the
+ * The API's Prometheus metrics and its operational routes: GET /metrics
+ * (prom-client text), GET /healthz (liveness: the process serves) and GET
+ * /readyz (readiness: a store and Redis answer, so jobs can be placed; an
+ * API started before its stores is live but not ready). Request durations are labelled by the
  * route's template (`/v1/jobs/:id`), never the raw URL, so job ids cannot
  * grow the series without bound; a request no route matched counts under
  * route="unmatched". One registry per app (tests build many).
@@ -15,7 +17,7 @@ import type { JobService } from '../job-types.js';
 export const API_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Routes every caller may reach without a token: probes and scrapers carry none. */
-export const OPERATIONS_ROUTES = ['/metrics', '/healthz'] as const;
+export const OPERATIONS_ROUTES = ['/metrics', '/healthz', '/readyz'] as const;
 
 export interface ApiMetricsOptions {
   /** Also serve Node's process metrics (nodejs_*, process_*): `trellis api` does, tests need not. */
@@ -50,11 +52,11 @@ export function apiMetrics(app: FastifyInstance, service: JobService, o: ApiMetr
 
   const scraped = o.processMetrics ? Registry.merge([registry, nodeRegistry()]) : registry;
   // A plugin, loaded after @fastify/swagger's, so the OpenAPI document lists both routes.
-  app.register(async (routes) => operationsRoutes(routes, scraped));
+  app.register(async (routes) => operationsRoutes(routes, scraped, service));
   return registry;
 }
 
-function operationsRoutes(app: FastifyInstance, scraped: Registry): void {
+function operationsRoutes(app: FastifyInstance, scraped: Registry, service: JobService): void {
   app.get(
     '/metrics',
     {
@@ -72,26 +74,36 @@ function operationsRoutes(app: FastifyInstance, scraped: Registry): void {
     },
     async (_request, reply) => reply.type(scraped.contentType).send(await scraped.metrics()),
   );
-  app.get(
-    '/healthz',
-    {
-      schema: {
-        // While closing, the onRequest hook of build-api.ts answers 503 ERR_SHUTTING_DOWN before this runs.
-        summary: 'Liveness: 200 while the API serves, 503 while it shuts down',
-        tags: ['operations'],
-        security: [],
-        response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['status'],
-            properties: { status: { type: 'string', enum: ['ok'] } },
-          },
-        },
+  // While closing, the onRequest hook of build-api.ts answers 503 ERR_SHUTTING_DOWN before either runs.
+  probe(app, '/healthz', 'ok', 'Liveness: 200 while the API serves, 503 while it shuts down', async () => {});
+  probe(
+    app,
+    '/readyz',
+    'ready',
+    'Readiness: 200 once a store and Redis answer; 503 ERR_STORE_UNAVAILABLE while no store is reachable (the API connects when one appears), ERR_QUEUE_UNAVAILABLE while Redis is not connected',
+    () => service.ready(),
+  );
+}
+
+/** A probe route: `{status}` once `check` resolves, the error's code and status when it throws. */
+function probe(app: FastifyInstance, url: string, status: string, summary: string, check: () => Promise<void>): void {
+  const schema = {
+    summary,
+    tags: ['operations'],
+    security: [],
+    response: {
+      200: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: { status: { type: 'string', enum: [status] } },
       },
     },
-    async () => ({ status: 'ok' as const }),
-  );
+  };
+  app.get(url, { schema }, async () => {
+    await check();
+    return { status };
+  });
 }
 
 function nodeRegistry(): Registry {

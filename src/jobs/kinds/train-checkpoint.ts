@@ -8,13 +8,18 @@
  *
  * The name moves to a new checkpoint only once that one is sealed and
  * persisted, and the previous one is deleted after: a rank 0 that dies while
- * writing leaves the previous checkpoint whole.
+ * writing leaves the previous checkpoint whole. Each checkpoint object also
+ * carries a name of its own from its seal, so none is left behind by a rank
+ * 0 that died between its seal and the deletes (after a restart on other
+ * nodes, the old node kept such copies for good).
  *
  * On a cluster the checkpoint is kept as two copies on distinct stores
  * (replicas), so the loss of rank 0's whole node, store included, leaves one
  * to resume from; a single store keeps just its own.
  */
+import { randomBytes } from 'node:crypto';
 import type { TrellisClient } from '../../client/client.js';
+import { RemoteClient } from '../../client/remote-client.js';
 import { copyOn } from '../../client/shard-copies.js';
 import type { Tensor } from '../../codecs/tensor.js';
 import { isTrellisError, TrellisError } from '../../errors.js';
@@ -54,28 +59,75 @@ export function writePosition(state: Float32Array, p: Position): void {
   state[4] = p.index;
 }
 
-/** Writes `state` as the job's new checkpoint; the previous one goes once the new one holds the name. */
+/** The names every checkpoint object of a job gets when it is sealed: `<job id>/checkpoint@<step>.<random>`. */
+const copyPrefix = (jobId: string): string => `${jobId}/checkpoint@`;
+
+/**
+ * Writes `state` as the job's new checkpoint; once that one holds the
+ * name, every other checkpoint object of the job goes (every copy).
+ */
 export async function saveCheckpoint(client: TrellisClient, jobId: string, state: Float32Array): Promise<string> {
   const name = checkpointName(jobId);
   const w = await client.createTensor('float32', [state.length]);
   w.data.set(state);
-  const id = await w.seal({ persist: true });
+  // Named in the seal itself (which persists it): a rank 0 killed before the job's name moves to this
+  // object leaves a name behind, by which the next save (of whichever group) finds and deletes it.
+  const id = await w.seal({
+    name: `${copyPrefix(jobId)}${readPosition(state).step}.${randomBytes(4).toString('hex')}`,
+  });
   try {
     await client.persist(id, { replicas: CHECKPOINT_COPIES });
   } catch (e) {
     // One store (or none other with room): the checkpoint lives where rank 0 does, as before.
     if (!isTrellisError(e, 'ERR_REPLICAS_UNAVAILABLE')) throw e;
   }
-  let previous: string | undefined;
-  try {
-    previous = await client.getName(name);
-  } catch (e) {
-    if (!isTrellisError(e, 'ERR_NAME_NOT_FOUND')) throw e;
-  }
   await client.putName(name, id, { overwrite: true });
-  // A replicated one goes with every copy, from here; an unreplicated one on another store is left to that store.
-  if (previous && previous !== id) await client.delete(previous).catch(() => {});
+  await dropOthers(client, jobId, id);
   return id;
+}
+
+/**
+ * Deletes the job's checkpoint objects other than `keep`: the previous one,
+ * and any that a rank 0 killed mid-save left (an old group's, after a
+ * restart on other nodes), with every copy, wherever they are.
+ */
+async function dropOthers(client: TrellisClient, jobId: string, keep: string | undefined): Promise<void> {
+  const names = await client.listNames(copyPrefix(jobId));
+  for (const [n, id] of Object.entries(names)) {
+    if (id === keep) continue;
+    // Its name stays while the object could not be deleted, for the next save to try again.
+    if (await deleteAnywhere(client, id)) await client.dropName(n).catch(() => {});
+  }
+}
+
+/**
+ * Deletes an object wherever it is: from here when this store holds it or
+ * it is replicated (every copy goes), else over RPC on the store that holds
+ * it — one a rank 0 was killed before replicating lives on its old store
+ * alone. True when it is gone (or its store is, with it).
+ */
+async function deleteAnywhere(client: TrellisClient, id: string): Promise<boolean> {
+  try {
+    await client.delete(id);
+    return true;
+  } catch (e) {
+    if (isTrellisError(e, 'ERR_OBJECT_NOT_FOUND') || isTrellisError(e, 'ERR_OBJECT_LOST')) return true;
+    if (!isTrellisError(e, 'ERR_OBJECT_REMOTE')) return false;
+  }
+  try {
+    const holder = (await client.locate(id)).shards[0]?.instanceId;
+    const rpc = (await client.instances()).find((i) => i.instanceId === holder)?.rpc;
+    if (!rpc) return false;
+    const remote = await RemoteClient.open({ rpc: `${rpc.host}:${rpc.port}`, name: 'checkpoint cleanup' });
+    try {
+      await remote.delete(id);
+    } finally {
+      await remote.close();
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -127,8 +179,10 @@ export async function dropCheckpoint(client: TrellisClient, jobId: string): Prom
   try {
     id = await client.getName(name);
   } catch {
+    await dropOthers(client, jobId, undefined).catch(() => {});
     return;
   }
   await client.dropName(name).catch(() => {});
   await client.delete(id).catch(() => {});
+  await dropOthers(client, jobId, undefined).catch(() => {});
 }

@@ -21,6 +21,7 @@
  * (the loader), reported in progress and in the rank's result.
  */
 import { createHash } from 'node:crypto';
+import type { TrellisClient } from '../../client/client.js';
 import { StoreCollective } from '../../collective/store-collective.js';
 import { TrellisError } from '../../errors.js';
 import { openLoader } from '../../loaders/dataset-loader.js';
@@ -30,10 +31,12 @@ import { learningRate } from '../../models/lr-schedule.js';
 import type { ModelSpec } from '../../models/models.js';
 import { Optimizer } from '../../models/optimizer.js';
 import { trainDefaults } from '../../models/trainer.js';
+import { DATASET_TYPENAME } from '../../store/cluster.js';
 import { batchRule } from '../effective-batch.js';
 import type { JobProgress, RankResult, StepTimes, TrainJobSpec } from '../job-types.js';
 import type { TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
+import { StepRate } from './step-rate.js';
 import {
   HEADER,
   loadCheckpoint,
@@ -92,7 +95,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
 
   // The loader reads a dataset: this rank's shards, as an unnamed one of their own.
   const dataset = await client.createDataset(undefined, ctx.localShards, {
-    meta: { job: payload.jobId, rank: rank.index },
+    meta: { job: payload.jobId, rank: rank.index, attempt: payload.gang?.attempt ?? 1 },
   });
   try {
     const batch = spec.batchSize ?? d.batchSize;
@@ -155,7 +158,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
     let epochLoss = 0;
     let epochSteps = 0;
     let lastLoss: number | undefined;
-    const started = performance.now();
+    const rate = new StepRate();
     if (from.epoch < epochs) {
       await using loader = await openLoader(client, dataset, {
         batchSize: batch,
@@ -186,6 +189,7 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
         t.exchange += t3 - t2;
         done++;
         stepsHere++;
+        rate.step(t4);
         epochLoss += buf[P];
         epochSteps++;
         const last = b.index === perEpoch - 1;
@@ -196,13 +200,14 @@ export async function trainRank(payload: TaskPayload, ctx: HostContext, model: M
         }
         // Rank 0 speaks for the group: the loss is the global batch's, the same on every rank.
         if (rank.index === 0 && (done % PROGRESS_EVERY === 0 || last)) {
-          const ms = performance.now() - started;
+          const perSec = rate.perSecond();
+          const eta = rate.etaMs(total - done);
           const p: JobProgress = {
             epoch: b.epoch,
             step: done,
             loss: epochLoss / epochSteps,
-            samplesPerSec: ((stepsHere * n * batch) / ms) * 1000,
-            etaMs: (ms / stepsHere) * (total - done),
+            ...(perSec === undefined ? {} : { samplesPerSec: perSec * n * batch }),
+            ...(eta === undefined ? {} : { etaMs: eta }),
             stepMs: mean(t, stepsHere),
           };
           ctx.progress(p);
@@ -252,4 +257,19 @@ async function localRows(client: HostContext['client'], shards: string[]): Promi
   } finally {
     await Promise.all(shards.map((id) => client.release(id)));
   }
+}
+
+/**
+ * Deletes the loader dataset records of the job's earlier groups: a rank
+ * whose process was killed never deleted its own (a record in the metadata
+ * service, over the shards, which stay). Rank 0 calls it once its group is
+ * done; the current group's ranks delete their own.
+ */
+export async function dropOldRankDatasets(client: TrellisClient, jobId: string, attempt: number): Promise<void> {
+  const sets = await client.listGlobal({ typename: DATASET_TYPENAME, limit: 10_000 });
+  const old = sets.filter(
+    (d) => d.meta.job === jobId && typeof d.meta.attempt === 'number' && d.meta.attempt < attempt,
+  );
+  // The record only: its members are the job's input shards.
+  for (const d of old) await client.delete(d.id, { deep: false }).catch(() => {});
 }

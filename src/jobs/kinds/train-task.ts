@@ -28,7 +28,7 @@ import type { TrainJobSpec } from '../job-types.js';
 import type { TaskOutput, TaskPayload } from '../task-types.js';
 import type { HostContext } from './host-context.js';
 import { dropCheckpoint } from './train-checkpoint.js';
-import { trainRank } from './train-rank.js';
+import { dropOldRankDatasets, trainRank } from './train-rank.js';
 
 const CLASSES = 10;
 
@@ -50,6 +50,7 @@ export async function trainTask(payload: TaskPayload, ctx: HostContext): Promise
   const metrics: { accuracy?: number; loss?: number } = loss === undefined ? {} : { loss };
   if (spec.evalDataset) metrics.accuracy = await accuracyOn(client, model, weights, spec.evalDataset, ctx);
   await dropCheckpoint(client, payload.jobId);
+  await dropOldRankDatasets(client, payload.jobId, payload.gang?.attempt ?? 1).catch(() => {});
   return { result: { model: name, metrics, ranks: [out.rank], effectiveBatch: out.effectiveBatch } };
 }
 
