@@ -28,9 +28,9 @@ import {
   PIN_HIGH,
   PIN_WORDS,
 } from '../protocol/fast-directory.js';
-import { decodeBody } from '../protocol/frame.js';
-import { BLOB_TYPENAME, decodeError, decodeReply, encodeRequest } from '../protocol/messages.js';
+import { BLOB_TYPENAME } from '../protocol/messages.js';
 import type { ObjectRecord } from '../protocol/records.js';
+import { askFds } from './fd-channel.js';
 
 const TENSOR_TYPENAME = 'Tensor';
 
@@ -69,12 +69,9 @@ export class FastReader {
 
   /** Asks the store for its directory and a pin page over the fd channel, and maps both. */
   static async open(socketPath: string, token: string, storeId: string, instanceId: number): Promise<FastReader> {
-    const req = encodeRequest(0, { t: 'fds', token, segments: [], fastpath: true });
-    const { data, fds } = await native.requestFds(socketPath, req, 10_000);
+    const { reply, fds } = await askFds(socketPath, { token, segments: [], fastpath: true });
     try {
-      const { header } = decodeBody(data);
-      if (header.t === 'err') throw decodeError(header);
-      const sizes = decodeReply('fds', header).fastpath;
+      const sizes = reply.fastpath;
       if (!sizes || fds.length !== 2) throw new TrellisError('ERR_PROTOCOL', 'the store sent no fast path');
       return FastReader.map(fds[0], fds[1], sizes, storeId, instanceId);
     } finally {

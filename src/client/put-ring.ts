@@ -15,8 +15,8 @@ import type { EncodedValue } from '../codecs/codec.js';
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
 import { DTYPE_CODES } from '../protocol/fast-directory.js';
-import { decodeBody, type Frame } from '../protocol/frame.js';
-import { decodeError, decodeReply, encodeRequest, type RequestBody } from '../protocol/messages.js';
+import type { Frame } from '../protocol/frame.js';
+import { decodeReply, type RequestBody } from '../protocol/messages.js';
 import {
   H,
   LEASE_IDS,
@@ -29,6 +29,7 @@ import {
   RING_RECORDS,
   recordBase,
 } from '../protocol/put-ring.js';
+import { askFds } from './fd-channel.js';
 import { ensureMapped, mappingOf, populateWritable, writableMapping } from './segment-cache.js';
 
 const DTYPE_INDEX = new Map<string, number>(DTYPE_CODES.map((d, i) => [d, i]));
@@ -75,12 +76,9 @@ export class PutRing {
     instanceId: number,
     call: RingCall,
   ): Promise<PutRing | null> {
-    const req = encodeRequest(0, { t: 'fds', token, segments: [], ring: true });
-    const { data, fds } = await native.requestFds(socketPath, req, 10_000);
+    const { reply, fds } = await askFds(socketPath, { token, segments: [], ring: true });
     try {
-      const { header } = decodeBody(data);
-      if (header.t === 'err') throw decodeError(header);
-      const size = decodeReply('fds', header).ring;
+      const size = reply.ring;
       if (size === undefined) return null;
       if (size !== RING_BYTES || fds.length !== 1 || native.fdSize(fds[0]) !== RING_BYTES) {
         throw new TrellisError('ERR_PROTOCOL', 'the put ring has another layout than this client knows');

@@ -10,9 +10,8 @@
  */
 import { TrellisError } from '../errors.js';
 import { native } from '../native.js';
-import { decodeBody } from '../protocol/frame.js';
-import { decodeError, decodeReply, encodeRequest } from '../protocol/messages.js';
 import type { SegmentInfo } from '../protocol/records.js';
+import { askFds } from './fd-channel.js';
 
 /**
  * One segment of a store known to this process: its fd, and its mappings,
@@ -142,14 +141,11 @@ async function fetchSegments(
   token: string,
   segs: number[],
 ): Promise<void> {
-  const req = encodeRequest(0, { t: 'fds', token, segments: segs });
-  const { data, fds } = await native.requestFds(socketPath, req, 10_000);
+  const { reply, fds } = await askFds(socketPath, { token, segments: segs });
   try {
     // The last client of the store closed while the fds were on their way: keep none of them.
     if (stores.get(storeId) !== known) throw new TrellisError('ERR_CLOSED', 'the client was closed');
-    const { header } = decodeBody(data);
-    if (header.t === 'err') throw decodeError(header);
-    const infos = decodeReply('fds', header).segments;
+    const infos = reply.segments;
     if (infos.length !== fds.length) {
       throw new TrellisError('ERR_PROTOCOL', `fd channel sent ${fds.length} fds for ${infos.length} segments`);
     }
