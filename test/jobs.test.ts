@@ -152,6 +152,8 @@ describe('jobs on one node', () => {
     await sumDataset(client, `${prefix}/ds`, 1);
     const { job } = await jobs.submit({ kind: 'map', dataset: `${prefix}/ds`, handler: 'slow', args: { ms: 60_000 } });
     await eventually(async () => (await taskState(job.id)) === 'running', 'the task running');
+    // Running is the agent's record; the handler itself may still be loading (slow under load).
+    await eventually(async () => /node-a task 0: started\n/.test(await jobs.logs(job.id)), 'the handler started');
     const cancelled = await jobs.cancel(job.id);
     expect(cancelled.state).toBe('cancelled');
     expect(cancelled.reason).toBe('cancelled on request');
