@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DType, DTYPES as TENSOR_DTYPES } from '../dist/src/codecs/tensor.js';
 import { connect, type Tensor, type TrellisClient } from '../dist/src/index.js';
 import { eventually } from './helpers/child.js';
 import { ROOT, startStore } from './helpers/store.js';
@@ -22,20 +23,8 @@ const CHECK = join(ROOT, 'test/python/check.py');
 const ENV = { ...process.env, PYTHONPATH: join(ROOT, 'python') };
 const HAS_TORCH = spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
-const DTYPES = [
-  'bool',
-  'int8',
-  'int16',
-  'int32',
-  'int64',
-  'uint8',
-  'uint16',
-  'uint32',
-  'uint64',
-  'float16',
-  'float32',
-  'float64',
-] as const;
+/** Every dtype the tensor codec knows, in its order (the Python check script puts them in the same order). */
+const DTYPES = Object.keys(TENSOR_DTYPES) as DType[];
 /** numpy's name of each dtype. */
 const NUMPY: Record<string, string> = { bool: 'bool' };
 
